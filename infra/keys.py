@@ -1,0 +1,45 @@
+"""The Redis key layout of the serving view. Writers (streams/) and readers (api/) both use
+these functions, so the layout is defined once."""
+
+from __future__ import annotations
+
+PREFIX = "elimu"
+
+
+def user_state(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}"
+
+
+def user_risk(user_id: str) -> str:
+    return f"{PREFIX}:risk:{user_id}"
+
+
+def leaderboard(period: str, bucket: str) -> str:
+    """``period`` is daily/weekly/all_time; ``bucket`` the UTC day, ISO week or ``all``."""
+    return f"{PREFIX}:lb:{period}:{bucket}"
+
+
+def channel_seq(channel: str) -> str:
+    return f"{PREFIX}:ch:{{{channel}}}:seq"
+
+
+def channel_log(channel: str) -> str:
+    return f"{PREFIX}:ch:{{{channel}}}:log"
+
+
+def channel_dedup(channel: str, key: str) -> str:
+    return f"{PREFIX}:ch:{{{channel}}}:dedup:{key}"
+
+
+def channel_pubsub(channel: str) -> str:
+    return f"{PREFIX}:pub:{channel}"
+
+
+PUBSUB_PATTERN = f"{PREFIX}:pub:*"
+
+#: Set by a worker after it has projected its tables into Redis; its absence means Redis
+#: was wiped (or never filled) and the serving view must be rebuilt from the tables.
+SERVING_EPOCH = f"{PREFIX}:serving:epoch"
+
+#: Hash of worker heartbeats (worker id -> unix seconds), read by /readyz.
+WORKER_HEARTBEATS = f"{PREFIX}:workers"

