@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -90,7 +90,12 @@ class ChannelLog:
         return int(await self._script(keys=k, args=a))
 
     def publish_in(
-        self, pipe: Pipeline, channel: str, type_: str, data: Any, dedup_key: str | None = None,
+        self,
+        pipe: Pipeline,
+        channel: str,
+        type_: str,
+        data: Any,
+        dedup_key: str | None = None,
         ts_ms: int | None = None,
     ) -> None:
         """Queue a publish on a pipeline (the script must be loaded: see ``ensure_loaded``)."""
@@ -112,7 +117,10 @@ class ChannelLog:
             # Nothing missed. A ``since`` beyond the current sequence means the history was
             # reset (Redis rebuilt); the client cannot know what it missed.
             return since == last, []
-        rows = await self.redis.xrange(keys.channel_log(channel), min=f"({since}-1", max="+")
+        rows = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self.redis.xrange(keys.channel_log(channel), min=f"({since}-1", max="+"),
+        )
         msgs = [
             Message(channel, int(rid.split(b"-")[0]), f[b"t"].decode(), orjson.loads(f[b"d"]), int(f[b"ts"]))
             for rid, f in rows

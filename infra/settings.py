@@ -29,6 +29,9 @@ class Settings:
     #: Events older than the user's newest event by more than this are refused (dead-letter
     #: ``too_late``): the dedup memory only reaches this far back, and accepting them could double.
     dedup_window_days: int = 30
+    #: How long the group waits for a silent worker before moving its partitions. Lower means
+    #: faster failover after a crash and more false alarms during long GC pauses.
+    session_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -42,6 +45,7 @@ class Settings:
             secret_override=e.get("ELIMU_SECRET") or None,
             partitions=int(e.get("ELIMU_PARTITIONS") or 8),
             dedup_window_days=int(e.get("ELIMU_DEDUP_WINDOW_DAYS") or 30),
+            session_timeout_s=float(e.get("ELIMU_SESSION_TIMEOUT") or 30.0),
         )
 
     @property

@@ -1,0 +1,97 @@
+"""The FastAPI application: wiring only.
+
+``create_app`` assembles middleware, error handlers and routers; the lifespan owns the process's
+shared resources (one Redis pool, the channel log, the Kafka producer, the websocket hub) and
+closes them in reverse order. Everything a route needs comes from ``api.state.AppState``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api import redact, ws
+from api.body_limit import BodySizeLimitMiddleware
+from api.config import ApiConfig
+from api.errors import install_error_handlers
+from api.http_metrics import HttpMetricsMiddleware
+from api.hub import Hub
+from api.producer import EventProducer
+from api.rate_limit import RateLimiter
+from api.responses import OrjsonResponse
+from api.routes import ROUTERS
+from api.state import AppState
+from infra.channels import ChannelLog
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Largest websocket frame uvicorn accepts; the protocol handler enforces the smaller op limit.
+WS_MAX_FRAME_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, config: ApiConfig | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    config = config or ApiConfig.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url)
+        producer = EventProducer(settings.kafka_bootstrap)
+        hub = Hub(redis, subscribe_timeout_s=config.ws_subscribe_timeout_s)
+        try:
+            await producer.start()
+            await hub.start()
+            app.state.pulse = AppState(
+                settings=settings,
+                config=config,
+                secret=settings.secret(),
+                redis=redis,
+                channels=ChannelLog(redis),
+                producer=producer,
+                hub=hub,
+                events_rate=RateLimiter(redis, "events", config.rate_per_s, config.rate_burst),
+            )
+            yield
+        finally:
+            app.state.pulse = None
+            await hub.stop()
+            await producer.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Elimu Pulse",
+        version="0.1.0",
+        description="Real-time engagement engine: ingest, serving reads and live channels.",
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.include_router(ws.router)
+    # Added last = outermost: request metrics also count the 413s the size limit produces.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(HttpMetricsMiddleware)
+    return app
+
+
+def run(settings: Settings, host: str = "127.0.0.1") -> None:
+    """Serve the API under uvicorn on ``settings.api_port`` until interrupted (``elimu api``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=settings.api_port,
+        ws_max_size=WS_MAX_FRAME_BYTES,
+        proxy_headers=True,
+        log_level="info",
+    )
+    # After Config: it (re)configures uvicorn's loggers.
+    redact.install()
+    uvicorn.Server(config).run()

@@ -1,0 +1,33 @@
+"""Which websocket channels exist and who may subscribe to them (CONTRACT.md §8).
+
+Kept apart from the websocket protocol so that adding a channel family is a change here only.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from api.auth import Principal
+from models.leaderboard import PERIODS
+
+MAX_USER_ID_LEN = 128
+ADMIN_CHANNELS = frozenset({"admin:at-risk", "ops:lag"})
+PUBLIC_CHANNELS = frozenset({"market", *(f"leaderboard:{p}" for p in PERIODS)})
+
+
+class Access(Enum):
+    ALLOWED = "allowed"
+    FORBIDDEN = "forbidden"
+    UNKNOWN = "unknown"
+
+
+def check(principal: Principal, channel: str) -> Access:
+    """``UNKNOWN`` for names that are no channel at all, so clients can tell typos from denials."""
+    if channel in PUBLIC_CHANNELS:
+        return Access.ALLOWED
+    if channel in ADMIN_CHANNELS:
+        return Access.ALLOWED if principal.is_admin else Access.FORBIDDEN
+    prefix, sep, user_id = channel.partition(":")
+    if prefix == "user" and sep and user_id and len(user_id) <= MAX_USER_ID_LEN:
+        return Access.ALLOWED if principal.may_read_user(user_id) else Access.FORBIDDEN
+    return Access.UNKNOWN

@@ -1,0 +1,59 @@
+"""Prometheus metric objects of the API process.
+
+They live on a registry of their own (not the global default) so that importing the worker's
+metrics in the same interpreter, as the tests do, can never clash with ours, and so that
+``/metrics`` exposes exactly the API's series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+HTTP_REQUESTS = Counter(
+    "elimu_api_http_requests_total",
+    "HTTP requests by route template, method and status",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "elimu_api_http_request_duration_seconds",
+    "HTTP request latency by route template and method",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+WS_CONNECTIONS = Gauge(
+    "elimu_api_ws_connections", "Open, authenticated websocket connections", registry=REGISTRY
+)
+WS_MESSAGES_SENT = Counter(
+    "elimu_api_ws_messages_sent_total",
+    "Websocket frames sent: kind=message for channel messages, control for replies and errors",
+    ["kind"],
+    registry=REGISTRY,
+)
+WS_DISCONNECTS = Counter(
+    "elimu_api_ws_forced_disconnects_total",
+    "Websocket connections closed by the server, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+EVENTS_ACCEPTED = Counter(
+    "elimu_api_events_accepted_total", "Behavior events accepted and produced to Kafka", registry=REGISTRY
+)
+EVENTS_REJECTED = Counter(
+    "elimu_api_events_rejected_total",
+    "Behavior events refused by POST /v1/events, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,10 @@
+"""HTTP routers, one module per resource. ``ROUTERS`` is what ``create_app`` mounts, so a new
+resource is one new module plus one line here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.routes import events, health, leaderboards, users
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, events.router, users.router, leaderboards.router)

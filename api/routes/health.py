@@ -1,0 +1,80 @@
+"""Liveness, readiness and metrics: the operator's view of one API process.
+
+``/healthz`` touches no dependency so a restart loop never starts because Redis blinked.
+``/readyz`` is what a load balancer and ``elimu up`` wait on: Redis answers, the broker answers
+and the events topic exists, and at least one worker has beaten recently (without a worker the
+API would accept events that nobody processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from api import metrics
+from api.deps import StateDep
+from api.errors import error_response
+from api.responses import OrjsonResponse
+from api.state import AppState
+from infra import keys
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> OrjsonResponse:
+    return OrjsonResponse({"status": "ok"})
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency is not ready"}})
+async def readyz(state: StateDep) -> OrjsonResponse:
+    timeout = state.config.ready_probe_timeout_s
+    redis, kafka, workers = await asyncio.gather(
+        _probe(_redis_check(state), timeout),
+        _probe(state.producer.probe(state.config.events_topic), timeout),
+        _probe(_workers_check(state), timeout),
+    )
+    checks = {"redis": redis, "kafka": kafka, "workers": workers}
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    if failing:
+        return error_response(503, "not_ready", f"not ready: {', '.join(failing)}", {"checks": checks})
+    return OrjsonResponse({"status": "ready", "checks": checks})
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _probe(check: Awaitable[dict[str, Any]], timeout: float) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(timeout):
+            return await check
+    except TimeoutError:
+        return {"ok": False, "error": f"no answer within {timeout}s"}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+
+async def _redis_check(state: AppState) -> dict[str, Any]:
+    pong = bool(await state.redis.ping())
+    return {"ok": pong and state.hub.connected, "ping": pong, "live_feed": state.hub.connected}
+
+
+async def _workers_check(state: AppState) -> dict[str, Any]:
+    beats = await state.redis.hgetall(keys.WORKER_HEARTBEATS)
+    now = time.time()
+    live = 0
+    for value in beats.values():
+        try:
+            if now - float(value) < state.config.heartbeat_max_age_s:
+                live += 1
+        except ValueError:
+            continue
+    return {"ok": live > 0, "live": live, "known": len(beats)}

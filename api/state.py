@@ -1,0 +1,35 @@
+"""The per-process resources the routes share, created and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
+
+from api.config import ApiConfig
+from api.hub import Hub
+from api.producer import EventProducer
+from api.rate_limit import RateLimiter
+from infra.channels import ChannelLog
+from infra.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: ApiConfig
+    secret: str
+    redis: Redis
+    channels: ChannelLog
+    producer: EventProducer
+    hub: Hub
+    events_rate: RateLimiter
+
+
+def app_state(conn: HTTPConnection) -> AppState:
+    """The state of the app serving ``conn`` (a request or a websocket)."""
+    state = getattr(conn.app.state, "pulse", None)
+    if not isinstance(state, AppState):
+        raise RuntimeError("the app's lifespan has not run: use create_app() under an ASGI server")
+    return state

@@ -1,0 +1,124 @@
+"""The outbound side of one websocket client: per-channel cursors, a bounded queue, one writer.
+
+Every channel a client subscribes to has a cursor. While the subscription is being set up
+(pub/sub confirmation, then history replay) the cursor *buffers* live messages; once the replay
+has been sent, ``go_live`` releases the buffered messages whose id is beyond what the replay
+delivered. From then on a live message is queued only if its id is greater than the last one
+sent on that channel, so the client sees each id at most once and in order even though the same
+message can reach us both through replay and through pub/sub.
+
+``deliver`` is called by the hub's reader and must never block: when the queue (or a setup
+buffer) is full the client is too slow and is disconnected instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket
+
+from api import metrics
+from api.auth import Principal
+
+
+@dataclass(eq=False)
+class _Cursor:
+    channel: str
+    live: bool = False
+    last_id: int = 0
+    #: Live messages that arrived while the subscription was being set up.
+    pending: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Connection:
+    def __init__(
+        self, websocket: WebSocket, principal: Principal, *, queue_size: int, send_timeout_s: float
+    ) -> None:
+        self.websocket = websocket
+        self.principal = principal
+        self.send_timeout_s = send_timeout_s
+        self._queue_size = queue_size
+        self._queue: asyncio.Queue[tuple[_Cursor, str]] = asyncio.Queue(maxsize=queue_size)
+        self._cursors: dict[str, _Cursor] = {}
+        self._send_lock = asyncio.Lock()
+        #: Set when the server decided to drop this client; ``close_reason`` says why.
+        self.killed = asyncio.Event()
+        self.close_reason: tuple[str, str] | None = None
+
+    # -- called by the hub (synchronous, never blocks) ------------------------------------------
+
+    def deliver(self, channel: str, msg_id: int, text: str) -> None:
+        cursor = self._cursors.get(channel)
+        if cursor is None or self.killed.is_set():
+            return
+        if not cursor.live:
+            if len(cursor.pending) >= self._queue_size:
+                self.kill("slow_consumer", "too many messages pending while subscribing")
+                return
+            cursor.pending.append((msg_id, text))
+            return
+        self._enqueue(cursor, msg_id, text)
+
+    def kill(self, code: str, message: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = (code, message)
+            metrics.WS_DISCONNECTS.labels(code).inc()
+        self.killed.set()
+
+    def _enqueue(self, cursor: _Cursor, msg_id: int, text: str) -> None:
+        if msg_id <= cursor.last_id:
+            return  # already delivered (by replay or an earlier live copy)
+        try:
+            self._queue.put_nowait((cursor, text))
+        except asyncio.QueueFull:
+            self.kill("slow_consumer", "client is not reading fast enough")
+            return
+        cursor.last_id = msg_id
+
+    # -- subscription lifecycle (called by the protocol handler) --------------------------------
+
+    def open_cursor(self, channel: str) -> None:
+        self._cursors[channel] = _Cursor(channel)
+
+    def close_cursor(self, channel: str) -> None:
+        self._cursors.pop(channel, None)
+
+    def go_live(self, channel: str, delivered_up_to: int) -> None:
+        """Switch ``channel`` to live delivery after everything up to ``delivered_up_to`` was sent."""
+        cursor = self._cursors.get(channel)
+        if cursor is None:
+            return
+        cursor.last_id = delivered_up_to
+        pending, cursor.pending = cursor.pending, []
+        cursor.live = True
+        for msg_id, text in pending:
+            self._enqueue(cursor, msg_id, text)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send_text(self, text: str, kind: str) -> None:
+        async with self._send_lock:
+            try:
+                await asyncio.wait_for(self.websocket.send_text(text), self.send_timeout_s)
+            except TimeoutError:
+                self.kill("slow_consumer", "client is not reading")
+                raise
+        metrics.WS_MESSAGES_SENT.labels(kind).inc()
+
+    async def send_control(self, payload: dict[str, Any]) -> None:
+        await self.send_text(orjson.dumps(payload).decode(), "control")
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_control({"op": "error", "code": code, "message": message})
+
+    async def run_writer(self) -> None:
+        """Send queued live messages until cancelled or the client goes away."""
+        while True:
+            cursor, text = await self._queue.get()
+            # Skip what was queued for a subscription that has since been dropped or replaced:
+            # a re-subscribe replays on its own and must not see stale copies after that replay.
+            if self._cursors.get(cursor.channel) is cursor:
+                await self.send_text(text, "message")

@@ -1,0 +1,293 @@
+"""Input records and their validation.
+
+Every message a worker or the ingest API accepts passes through here, so a malformed value is
+rejected once, with a short `reason` code that both the dead-letter path and the per-item HTTP
+errors can report, instead of failing somewhere deep inside the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from models.tz import is_valid_timezone
+
+MAX_ID_LEN = 128
+MAX_VALUE_BYTES = 64 * 1024
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+
+# The largest instant datetime can represent (9999-12-31T23:59:59.999Z); anything later could not
+# be turned into a calendar day downstream.
+MAX_TS_MS = 253_402_300_799_999
+
+REASONS = frozenset(
+    {
+        "not_json",
+        "not_object",
+        "missing_field",
+        "bad_type",
+        "id_too_long",
+        "bad_ts",
+        "ts_in_future",
+        "too_large",
+        "bad_timezone",
+        "too_late",
+    }
+)
+
+
+class InvalidEvent(ValueError):
+    """A record we refuse; `reason` is a fixed vocabulary so it can be a Prometheus label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the two-argument constructor working through pickle (multiprocessing, Faust).
+        return (type(self), (self.reason, self.message))
+
+
+# ---------------------------------------------------------------------------------------------
+# Timestamps
+
+# RFC 3339 proper: datetime.fromisoformat would also accept date-only and "basic" ISO forms,
+# and naive times, none of which name an instant unambiguously.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d would otherwise match any Unicode digit ("٢٠٢٦").
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_ts(value: object) -> int:
+    """Epoch milliseconds from an RFC 3339 string or a number of epoch milliseconds.
+
+    Instants before 1970 or beyond year 9999 are refused: neither is a plausible event time,
+    and the latter cannot be turned into a date later on.
+    """
+    if isinstance(value, bool):  # bool is an int subclass; `true` is not a time.
+        raise InvalidEvent("bad_ts", "ts must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent("bad_ts", "ts must be a finite number")
+        ms = math.floor(value)
+    elif isinstance(value, str):
+        ms = _parse_rfc3339(value)
+    else:
+        raise InvalidEvent("bad_ts", "ts must be an RFC 3339 string or epoch milliseconds")
+    if not 0 <= ms <= MAX_TS_MS:
+        raise InvalidEvent("bad_ts", "ts is outside 1970-01-01..9999-12-31")
+    return ms
+
+
+def _parse_rfc3339(text: str) -> int:
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise InvalidEvent("bad_ts", f"ts is not RFC 3339 (e.g. 2026-11-22T08:15:00Z): {text[:64]!r}")
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    fraction, zulu, sign, off_h, off_m = m.group(7), m.group(8), m.group(9), m.group(10), m.group(11)
+    # A leap second (:60) names the last instant of its minute; Python has no such second.
+    second = min(second, 59)
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    try:
+        if zulu:
+            tz = UTC
+        else:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            tz = timezone(-offset if sign == "-" else offset)
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+    except ValueError as exc:
+        raise InvalidEvent("bad_ts", f"ts is not a valid date/time: {text[:64]!r}") from exc
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + millis
+
+
+def format_ts(ms: int) -> str:
+    """RFC 3339 in UTC; milliseconds only when present, so round numbers read like the contract."""
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    if ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Field helpers
+
+
+def _decode_object(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_VALUE_BYTES:
+        raise InvalidEvent("too_large", f"value is {len(raw)} bytes; the limit is {MAX_VALUE_BYTES}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("not_json", f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_object", f"value must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _required_id(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if value is None or value == "":
+        raise InvalidEvent("missing_field", f"{name} is required")
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"{name} must be a string")
+    if len(value) > MAX_ID_LEN:
+        raise InvalidEvent("id_too_long", f"{name} is longer than {MAX_ID_LEN} characters")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], name: str, max_len: int | None = None) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"{name} must be a string or null")
+    if max_len is not None and len(value) > max_len:
+        raise InvalidEvent("id_too_long", f"{name} is longer than {max_len} characters")
+    return value
+
+
+def _optional_number(obj: dict[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidEvent("bad_type", f"{name} must be a number or null")
+    return value
+
+
+def _optional_object(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    value = obj.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent("bad_type", f"{name} must be an object")
+    return value
+
+
+def _str_list(obj: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = obj.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidEvent("bad_type", f"{name} must be a list of strings")
+    return tuple(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# behavior-events
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviorEvent:
+    event_id: str
+    user_id: str
+    type: str
+    ts_ms: int
+    session_id: str | None
+    device: str | None
+    platform: str | None
+    props: dict[str, Any]
+
+
+def parse_behavior(raw: bytes, now_ms: int) -> BehaviorEvent:
+    """Decode and validate one `behavior-events` value; `now_ms` bounds how far ahead ts may be."""
+    return _behavior_from_object(_decode_object(raw), now_ms)
+
+
+def validate_behavior(obj: object, now_ms: int) -> BehaviorEvent:
+    """The same checks for an item the HTTP API has already decoded (one of a batch).
+
+    The size limit is checked on the item's own JSON encoding, so an item the API accepts is
+    never dead-lettered as too large by the worker that reads it back.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_object", f"event must be a JSON object, got {type(obj).__name__}")
+    try:
+        size = len(orjson.dumps(obj))
+    except TypeError as exc:  # orjson.JSONEncodeError; only non-JSON Python values get here.
+        raise InvalidEvent("bad_type", f"event is not JSON-serialisable: {exc}") from exc
+    if size > MAX_VALUE_BYTES:
+        raise InvalidEvent("too_large", f"event is {size} bytes; the limit is {MAX_VALUE_BYTES}")
+    return _behavior_from_object(obj, now_ms)
+
+
+def _behavior_from_object(obj: dict[str, Any], now_ms: int) -> BehaviorEvent:
+    event_id = _required_id(obj, "event_id")
+    user_id = _required_id(obj, "user_id")
+    # `type` is bounded like an id: it becomes a counter name kept in per-user state.
+    event_type = _required_id(obj, "type")
+    if obj.get("ts") is None or obj.get("ts") == "":
+        raise InvalidEvent("missing_field", "ts is required")
+    ts_ms = parse_ts(obj["ts"])
+    if ts_ms > now_ms + FUTURE_TOLERANCE_MS:
+        raise InvalidEvent("ts_in_future", f"ts is more than {FUTURE_TOLERANCE_MS // 60_000} minutes ahead")
+    return BehaviorEvent(
+        event_id=event_id,
+        user_id=user_id,
+        type=event_type,
+        ts_ms=ts_ms,
+        session_id=_optional_str(obj, "session_id", MAX_ID_LEN),
+        device=_optional_str(obj, "device"),
+        platform=_optional_str(obj, "platform"),
+        props=_optional_object(obj, "props"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# user-profiles
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    user_id: str
+    display_name: str | None = None
+    timezone: str = "UTC"
+    location: str | None = None
+    skills: tuple[str, ...] = ()
+    experience_years: float | None = None
+    education: str | None = None
+    interests: tuple[str, ...] = ()
+    salary_expectation: float | None = None
+    currency: str | None = None
+    notification_prefs: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
+    """Decode and validate one `user-profiles` value.
+
+    `now_ms` is unused today; it keeps every topic's parser callable the same way.
+    """
+    del now_ms
+    obj = _decode_object(raw)
+    user_id = _required_id(obj, "user_id")
+    tz_name = obj.get("timezone")
+    if tz_name is None or tz_name == "":
+        tz_name = "UTC"
+    elif not isinstance(tz_name, str):
+        raise InvalidEvent("bad_type", "timezone must be a string")
+    elif not is_valid_timezone(tz_name):
+        raise InvalidEvent("bad_timezone", f"unknown IANA time zone: {tz_name[:64]!r}")
+    return UserProfile(
+        user_id=user_id,
+        display_name=_optional_str(obj, "display_name"),
+        timezone=tz_name,
+        location=_optional_str(obj, "location"),
+        skills=_str_list(obj, "skills"),
+        experience_years=_optional_number(obj, "experience_years"),
+        education=_optional_str(obj, "education"),
+        interests=_str_list(obj, "interests"),
+        salary_expectation=_optional_number(obj, "salary_expectation"),
+        currency=_optional_str(obj, "currency"),
+        notification_prefs=_optional_object(obj, "notification_prefs"),
+    )

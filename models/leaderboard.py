@@ -1,0 +1,53 @@
+"""Leaderboard periods and the Redis sorted-set score encoding.
+
+Periods are cut on UTC boundaries: a shared board needs one clock for everybody, whereas
+streaks follow each user's own calendar.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+PERIODS = ("daily", "weekly", "all_time")
+
+# Score = xp * 2^31 + (2^31 - 1 - seconds since 2020-01-01 UTC). A double holds integers exactly
+# up to 2^53, which leaves 22 bits for xp: xp at or above 2^22 (about 4.2 million) is clamped.
+_TIME_BITS = 31
+_TIME_SPAN = 1 << _TIME_BITS
+MAX_EXACT_XP = (1 << 22) - 1
+_EPOCH_2020_S = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
+
+
+def bucket(period: str, ts_ms: int) -> str:
+    """The period bucket an instant falls in: "2026-11-22", ISO week "2026-W47", or "all"."""
+    if period == "all_time":
+        return "all"
+    day = datetime.fromtimestamp(ts_ms // 1000, tz=UTC).date()
+    if period == "daily":
+        return day.isoformat()
+    if period == "weekly":
+        iso = day.isocalendar()
+        return f"{iso.year}-W{iso.week:02d}"
+    raise ValueError(f"unknown leaderboard period {period!r}; expected one of {PERIODS}")
+
+
+def period_keys(ts_ms: int) -> tuple[str, ...]:
+    """The "period:bucket" keys an instant's XP counts towards, in PERIODS order."""
+    return tuple(f"{period}:{bucket(period, ts_ms)}" for period in PERIODS)
+
+
+def encode_score(xp: int, reached_at_ms: int) -> float:
+    """Higher xp ranks first; on equal xp, whoever reached it earlier ranks first.
+
+    Redis orders ties by member name, which would favour alphabetically later user ids, so
+    the time tie-break is folded into the score itself. Times before 2020 or after 2088 are
+    clamped; only the tie-break loses precision there, never the xp.
+    """
+    xp = min(max(xp, 0), MAX_EXACT_XP)
+    seconds = min(max(reached_at_ms // 1000 - _EPOCH_2020_S, 0), _TIME_SPAN - 1)
+    return float(xp * _TIME_SPAN + (_TIME_SPAN - 1 - seconds))
+
+
+def decode_score(score: float) -> int:
+    """The xp part of an encoded score (what leaderboards display)."""
+    return int(score) // _TIME_SPAN

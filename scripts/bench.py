@@ -1,0 +1,290 @@
+"""`elimu bench`: throughput and latency of the engagement pipeline, with its ceiling.
+
+Every figure is measured in the same run as its baseline, on a broker and Redis of the
+benchmark's own, so ratios are meaningful on a loaded or slower machine.
+
+  elimu bench throughput [--events N] [--users U]   events/s through one worker vs raw aiokafka
+  elimu bench latency [--rate R] [--seconds S]       produce→websocket p50/p99 at a steady rate
+  elimu bench all                                    both, and the markdown for docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from api.auth import issue_token
+from infra.kafka import ensure_topics
+from infra.net import free_port, wait_for_port
+from scripts.embedded import Service, start_broker, start_redis
+from scripts.simulator import TrafficModel
+
+SECRET = "bench-secret"
+PARTITIONS = 8
+
+
+@dataclass
+class Stack:
+    kafka: str
+    redis: str
+    data_dir: Path
+    env: dict[str, str]
+
+
+@contextmanager
+def bench_stack() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="elimu-bench-") as d:
+        data = Path(d)
+        broker: Service = start_broker(log_path=data / "kafka.log")
+        redis: Service = start_redis(data / "redis")
+        try:
+            asyncio.run(ensure_topics(broker.address, PARTITIONS))
+            env = dict(
+                os.environ,
+                ELIMU_KAFKA=broker.address,
+                ELIMU_REDIS=redis.address,
+                ELIMU_DATA_DIR=d,
+                ELIMU_SECRET=SECRET,
+                ELIMU_PARTITIONS=str(PARTITIONS),
+                ELIMU_LOG_LEVEL="warn",
+            )
+            yield Stack(broker.address, redis.address, data, env)
+        finally:
+            redis.stop()
+            broker.stop()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scripts.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _stop(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def _produce_events(kafka: str, n: int, users: int, seed: int = 11) -> None:
+    model = TrafficModel(users, seed, user_prefix="b-")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=20, max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        futs = []
+        for i in range(n):
+            # Spread over the last 10 days so streaks, days and periods all do real work.
+            m = model.behavior(now - (n - i) * (10 * 86_400_000 // n))
+            k, v = m.encode()
+            futs.append(await producer.send("behavior-events", v, key=k))
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def _raw_consume_rate(kafka: str, n: int) -> float:
+    """The ceiling: a bare aiokafka consumer decoding every value with orjson."""
+    consumer = AIOKafkaConsumer(
+        "behavior-events",
+        bootstrap_servers=kafka,
+        group_id=f"raw-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        seen, start = 0, 0.0
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not start and batch:
+                start = time.perf_counter()
+            for msgs in batch.values():
+                for m in msgs:
+                    orjson.loads(m.value)
+                seen += len(msgs) if batch else 0
+        return n / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+def _processed(metrics_url: str) -> float:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("elimu_events_processed_total{")
+    )
+
+
+def throughput(events: int, users: int) -> dict[str, Any]:
+    with bench_stack() as st:
+        asyncio.run(_produce_events(st.kafka, events, users))
+        raw = asyncio.run(_raw_consume_rate(st.kafka, events))
+        port = free_port()
+        worker = _spawn(["worker"], {**st.env, "ELIMU_WORKER_PORT": str(port)}, st.data_dir / "worker.log")
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            deadline = time.monotonic() + 600
+            t0 = n0 = None
+            while time.monotonic() < deadline:
+                n = _processed(url)
+                now = time.perf_counter()
+                if t0 is None and n > 0:
+                    t0, n0 = now, n
+                if n >= events:
+                    assert t0 is not None and n0 is not None
+                    rate = (events - n0) / max(now - t0, 1e-9)
+                    break
+                if worker.poll() is not None:
+                    raise RuntimeError((st.data_dir / "worker.log").read_text()[-3000:])
+                time.sleep(0.05)
+            else:
+                raise TimeoutError("the worker did not finish in time")
+        finally:
+            _stop(worker)
+    return {
+        "events": events,
+        "users": users,
+        "worker_eps": rate,
+        "raw_aiokafka_eps": raw,
+        "ratio": rate / raw,
+    }
+
+
+async def _latency_run(st: Stack, api: str, rate: float, seconds: float, users: int) -> list[float]:
+    import websockets
+
+    model = TrafficModel(users, 5, user_prefix="l-")
+    token = issue_token(SECRET, "bench", "admin", 3600)
+    sent_at: dict[str, float] = {}
+    lat: list[float] = []
+    ws_url = api.replace("http", "ws") + f"/v1/ws?token={token}"
+    async with websockets.connect(ws_url, max_size=None) as ws:
+        for u in model.users:
+            await ws.send(orjson.dumps({"op": "subscribe", "channel": f"user:{u}"}).decode())
+        subscribed = 0
+        while subscribed < users:
+            if orjson.loads(await ws.recv()).get("op") == "subscribed":
+                subscribed += 1
+
+        async def receive() -> None:
+            async for raw in ws:
+                now = time.perf_counter()
+                msg = orjson.loads(raw)
+                for eid in msg.get("data", {}).get("event_ids", []):
+                    if eid in sent_at:
+                        lat.append(now - sent_at.pop(eid))
+
+        reader = asyncio.create_task(receive())
+        producer = AIOKafkaProducer(bootstrap_servers=st.kafka, linger_ms=0, acks=1)
+        await producer.start()
+        try:
+            total = int(rate * seconds)
+            start = time.perf_counter()
+            for i in range(total):
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                m = model.behavior(int(time.time() * 1000))
+                m.value["type"] = "lesson_complete"  # always awards XP, so always pushes
+                k, v = m.encode()
+                sent_at[m.value["event_id"]] = time.perf_counter()
+                await producer.send("behavior-events", v, key=k)
+            deadline = time.perf_counter() + 30
+            while sent_at and time.perf_counter() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+            reader.cancel()
+    return lat
+
+
+def latency(rate: float, seconds: float, users: int) -> dict[str, Any]:
+    with bench_stack() as st:
+        port = free_port()
+        env = {**st.env, "ELIMU_API_PORT": str(port)}
+        worker = _spawn(["worker"], env, st.data_dir / "worker.log")
+        api = _spawn(["api"], env, st.data_dir / "api.log")
+        try:
+            wait_for_port(port, 60, api)
+            api_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{api_url}/readyz", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            lat = asyncio.run(_latency_run(st, api_url, rate, seconds, users))
+        finally:
+            _stop(api)
+            _stop(worker)
+    lat.sort()
+    q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [float("nan")] * 99
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "received": len(lat),
+        "sent": int(rate * seconds),
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": lat[-1] * 1000 if lat else float("nan"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="elimu bench")
+    p.add_argument("what", nargs="?", default="all", choices=("throughput", "latency", "all"))
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    args = p.parse_args(argv)
+    results: dict[str, Any] = {}
+    if args.what in ("throughput", "all"):
+        results["throughput"] = throughput(args.events, args.users)
+        t = results["throughput"]
+        print(
+            f"throughput: {t['worker_eps']:,.0f} events/s through one worker; raw aiokafka {t['raw_aiokafka_eps']:,.0f}/s"
+            f" (ratio {t['ratio']:.3f}) — {t['events']:,} events, {t['users']:,} users",
+            flush=True,
+        )
+    if args.what in ("latency", "all"):
+        results["latency"] = latency(args.rate, args.seconds, min(args.users, 200))
+        r = results["latency"]
+        print(
+            f"latency at {r['rate']:.0f} ev/s for {r['seconds']:.0f}s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms,"
+            f" max {r['max_ms']:.1f} ms ({r['received']}/{r['sent']} received)",
+            flush=True,
+        )
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    return 0

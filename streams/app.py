@@ -1,0 +1,226 @@
+"""The Faust application: topics, the state table, the agent and the worker's timers.
+
+Agents stay thin: they turn Faust events into ``Record``s and hand batches to the
+pipeline. Everything Faust-specific lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import faust
+import orjson
+from faust.serializers import codecs
+from models.gamification import UserState
+from prometheus_client import generate_latest
+from redis.asyncio import Redis
+
+from infra import keys
+from infra.channels import ChannelLog
+from infra.net import free_port
+from infra.settings import Settings
+from models.leaderboard import PERIODS, bucket
+from models.rules import Rules
+from streams import metrics
+from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
+from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, EngagementPipeline
+from streams.records import Record, owner_partition
+from streams.serving import ServingWriter
+
+log = logging.getLogger(__name__)
+
+APP_ID = "elimu-pulse"
+STATE_CODEC = "elimu_user_state"
+#: Largest batch the agent takes at once, and how long it waits to fill one. Batching is what
+#: makes one state write and one Redis round trip serve many events.
+MAX_BATCH = 1000
+BATCH_WINDOW_S = 0.01
+HEARTBEAT_S = 5.0
+LEADERBOARD_PUSH_S = 1.0
+SERVING_CHECK_S = 5.0
+
+
+class UserStateCodec(codecs.Codec):
+    """Changelog encoding of a ``UserState``: compact JSON via orjson."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return orjson.dumps(obj.to_dict())
+
+    def _loads(self, s: bytes) -> Any:
+        return UserState.from_dict(orjson.loads(s))
+
+
+codecs.register(STATE_CODEC, UserStateCodec())
+
+
+class TableStore:
+    """``StateStore`` over a Faust table. Setting a key writes its changelog record."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+
+    def get(self, key: str) -> UserState | None:
+        value: UserState | None = self.table.get(key)
+        return value
+
+    def put(self, key: str, state: UserState) -> None:
+        self.table[key] = state
+
+
+class Worker:
+    """Holds the app and everything its agent and timers share."""
+
+    def __init__(self, settings: Settings, rules: Rules) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.web_port = int(os.environ.get("ELIMU_WORKER_PORT") or free_port())
+        self.app = self._build_app()
+        self.redis: Redis = Redis.from_url(settings.redis_url)
+        self.channels = ChannelLog(self.redis)
+        self.serving = ServingWriter(self.redis, self.channels, rules)
+        self.serving_epoch: bytes | None = None
+        self.projected: set[int] = set()
+        self._wire()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        brokers = [f"kafka://{hp}" for hp in s.kafka_bootstrap.split(",")]
+        return faust.App(
+            APP_ID,
+            broker=brokers,
+            store="memory://",
+            datadir=str(s.data_dir / "faust" / str(self.web_port)),
+            topic_partitions=s.partitions,
+            topic_replication_factor=int(os.environ.get("ELIMU_REPLICATION_FACTOR") or 1),
+            key_serializer="raw",
+            value_serializer="raw",
+            producer_acks=-1,
+            web_host="127.0.0.1"
+            if not os.environ.get("ELIMU_WORKER_HOST")
+            else os.environ["ELIMU_WORKER_HOST"],
+            web_port=self.web_port,
+            web_enabled=True,
+            # Standby replicas double changelog reads for a memory store; recovery from the
+            # changelog is the failover path instead.
+            table_standby_replicas=0,
+            stream_buffer_maxsize=16384,
+            broker_max_poll_records=2000,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
+        )
+
+    def _wire(self) -> None:
+        app = self.app
+        n = self.settings.partitions
+        inputs = app.topic(BEHAVIOR_TOPIC, PROFILES_TOPIC, key_serializer="raw", value_serializer="raw")
+        # Declared so Faust creates them with our partition count when missing.
+        self.declared = [
+            app.topic(BEHAVIOR_TOPIC, partitions=n),
+            app.topic(PROFILES_TOPIC, partitions=n, compacting=True),
+            app.topic(DEAD_LETTER_TOPIC, partitions=1),
+            app.topic(ENGAGEMENT_TOPIC, partitions=n),
+        ]
+        self.table = app.Table(
+            "user-state",
+            partitions=n,
+            key_type=str,
+            key_serializer="raw",
+            value_serializer=STATE_CODEC,
+            # Changelog partition = murmur2(user_id): the same function that owns input records.
+            use_partitioner=True,
+        )
+        processor = EngagementProcessor(
+            self.rules, self._partitions_for, self.settings.dedup_window_days * 86_400_000
+        )
+        self.pipeline = EngagementPipeline(processor, TableStore(self.table), self.serving, self._send)
+
+        @app.agent(inputs, name="engagement")
+        async def engagement(stream: faust.StreamT[Any]) -> None:
+            async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):
+                records = [
+                    Record(
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        e.message.key,
+                        e.message.value,
+                        int(e.message.timestamp * 1000),
+                    )
+                    for e in events
+                ]
+                await self.pipeline.handle(records)
+
+        app.task(self._on_start)
+        app.timer(HEARTBEAT_S)(self._heartbeat)
+        app.timer(LEADERBOARD_PUSH_S)(self._push_leaderboards)
+        app.timer(SERVING_CHECK_S)(self._check_serving)
+
+        @app.page("/metrics")
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    def _partitions_for(self, topic: str) -> int:
+        return self.app.consumer.topic_partitions(topic) or self.settings.partitions
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    async def _on_start(self) -> None:
+        await self.serving.start()
+        await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        await self.redis.hset(keys.WORKER_HEARTBEATS, self.worker_id, int(time.time()))
+        metrics.USERS_IN_STATE.set(len(self.table))
+
+    async def _push_leaderboards(self) -> None:
+        now = int(time.time() * 1000)
+        await self.serving.push_leaderboards({p: bucket(p, now) for p in PERIODS})
+
+    def _active_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == BEHAVIOR_TOPIC}
+
+    async def _check_serving(self) -> None:
+        """Re-project state into Redis when Redis lost it or this worker gained partitions.
+
+        The epoch key marks a Redis that has been filled; a wiped Redis has none, so the first
+        worker to notice sets a new one and every worker re-projects what it owns.
+        """
+        if self.app.in_recovery or self.app.rebalancing or not self.app.tables.recovery.completed.is_set():
+            return  # the table is not whole yet; projecting now would publish partial state
+        await self.redis.set(keys.SERVING_EPOCH, uuid.uuid4().hex, nx=True)
+        epoch = await self.redis.get(keys.SERVING_EPOCH)
+        active = self._active_partitions()
+        if epoch != self.serving_epoch:
+            self.serving_epoch, self.projected = epoch, set()
+        todo = active - self.projected
+        if not todo:
+            self.projected &= active
+            return
+        n = self.settings.partitions
+        states = [
+            s for k, s in list(self.table.items()) if owner_partition(k.encode(), n) in todo and s is not None
+        ]
+        count = await self.serving.project(states)
+        self.projected = active
+        metrics.SERVING_REBUILDS.inc()
+        log.info("projected %d users of partitions %s into Redis", count, sorted(todo))
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until it is stopped (SIGINT/SIGTERM)."""
+    rules = Rules.from_toml(settings.rules_path.read_text())
+    worker = Worker(settings, rules)
+    level = os.environ.get("ELIMU_LOG_LEVEL", "warn")
+    from faust.worker import Worker as FaustWorker
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    FaustWorker(worker.app, loglevel=level, quiet=True).execute_from_commandline()

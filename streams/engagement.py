@@ -1,0 +1,133 @@
+"""Applies batches of behaviour and profile records to per-user state.
+
+Pure orchestration over ``models/``: decode, validate, dedup, apply, and report what changed.
+It owns no I/O: the caller supplies the state store and delivers the outcome (serving view,
+pushes, dead letters). One instance serves one worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from models.gamification import Effects, UserState, apply_event, apply_profile
+
+from models.events import BehaviorEvent, InvalidEvent, parse_behavior, parse_profile
+from models.rules import Rules
+from streams.records import DeadLetter, Record, owner_partition
+
+BEHAVIOR_TOPIC = "behavior-events"
+PROFILES_TOPIC = "user-profiles"
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> UserState | None: ...
+
+    def put(self, key: str, state: UserState) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    event: BehaviorEvent
+    effects: Effects
+
+
+@dataclass
+class BatchOutcome:
+    #: Every user whose state was read for this batch, written back or not: their serving view
+    #: is re-projected, which repairs a view lost between a state write and a crash.
+    touched: dict[str, UserState] = field(default_factory=dict)
+    applied: list[Applied] = field(default_factory=list)
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: Records found on a partition their user does not own: (record, user key, owner partition).
+    misrouted: list[tuple[Record, bytes, int]] = field(default_factory=list)
+    processed: int = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EngagementProcessor:
+    def __init__(
+        self,
+        rules: Rules,
+        partitions_for: Callable[[str], int],
+        dedup_window_ms: int,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.rules = rules
+        #: Partition count of an input topic (the topic's real count, not a setting: the owner
+        #: function must agree with the broker or re-routing would loop).
+        self.partitions_for = partitions_for
+        self.dedup_window_ms = dedup_window_ms
+        self.clock_ms = clock_ms
+
+    def process(self, records: Iterable[Record], store: StateStore) -> BatchOutcome:
+        out = BatchOutcome()
+        dirty: set[str] = set()
+        now = self.clock_ms()
+        for rec in records:
+            out.processed += 1
+            try:
+                if rec.topic == PROFILES_TOPIC:
+                    self._apply_profile(rec, now, store, out, dirty)
+                else:
+                    self._apply_behavior(rec, now, store, out, dirty)
+            except InvalidEvent as exc:
+                out.dead_letters.append(DeadLetter(rec, exc.reason, str(exc)))
+            except Exception as exc:  # a bug must not kill the worker nor lose the message
+                out.dead_letters.append(DeadLetter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
+        for user_id in dirty:
+            store.put(user_id, out.touched[user_id])
+        return out
+
+    def _state(self, user_id: str, store: StateStore, out: BatchOutcome) -> UserState:
+        state = out.touched.get(user_id)
+        if state is None:
+            state = store.get(user_id) or UserState(user_id=user_id)
+            out.touched[user_id] = state
+        return state
+
+    def _owned_here(self, rec: Record, user_id: str, out: BatchOutcome) -> bool:
+        """Whether this partition owns ``user_id``; if not, the record is queued for re-routing.
+
+        The state of a user lives on the partition Kafka's default partitioner gives its id.
+        Producers with another partitioner (librdkafka's default is CRC32) or no key would
+        otherwise split a user's state across partitions and workers.
+        """
+        key = user_id.encode()
+        if rec.key is not None and rec.key != key:
+            raise InvalidEvent("key_mismatch", f"message key {rec.key!r} is not the user_id {user_id!r}")
+        owner = owner_partition(key, self.partitions_for(rec.topic))
+        if owner != rec.partition:
+            out.misrouted.append((rec, key, owner))
+            return False
+        return True
+
+    def _apply_behavior(
+        self, rec: Record, now: int, store: StateStore, out: BatchOutcome, dirty: set[str]
+    ) -> None:
+        event = parse_behavior(rec.value or b"", now)
+        if not self._owned_here(rec, event.user_id, out):
+            return
+        state = self._state(event.user_id, store, out)
+        effects = apply_event(state, event, self.rules, self.dedup_window_ms)
+        if effects.duplicate:
+            out.duplicates += 1
+            return
+        dirty.add(event.user_id)
+        out.applied.append(Applied(event, effects))
+
+    def _apply_profile(
+        self, rec: Record, now: int, store: StateStore, out: BatchOutcome, dirty: set[str]
+    ) -> None:
+        profile = parse_profile(rec.value or b"", now)
+        if not self._owned_here(rec, profile.user_id, out):
+            return
+        state = self._state(profile.user_id, store, out)
+        apply_profile(state, profile)
+        dirty.add(profile.user_id)

@@ -1,0 +1,59 @@
+"""Worker metrics (Prometheus conventions: base units, ``_total`` counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+EVENTS_PROCESSED = Counter(
+    "elimu_events_processed_total",
+    "Input messages processed, by agent and topic",
+    ["agent", "topic"],
+    registry=REGISTRY,
+)
+EVENTS_DUPLICATE = Counter(
+    "elimu_events_duplicate_total",
+    "Events skipped because their event_id was already applied",
+    ["agent"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "elimu_dead_letters_total",
+    "Messages sent to dead-letter, by source topic and reason",
+    ["topic", "reason"],
+    registry=REGISTRY,
+)
+MISROUTED = Counter(
+    "elimu_misrouted_total",
+    "Messages re-routed to the partition that owns their key",
+    ["topic"],
+    registry=REGISTRY,
+)
+PROCESSING_LATENCY = Histogram(
+    "elimu_processing_latency_seconds",
+    "Time from a message's Kafka timestamp to its effects being written (state, Redis, pushes)",
+    ["agent"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_DURATION = Histogram(
+    "elimu_batch_duration_seconds",
+    "Wall time to process one batch",
+    ["agent"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "elimu_batch_size",
+    "Messages per processed batch",
+    ["agent"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+    registry=REGISTRY,
+)
+SERVING_REBUILDS = Counter(
+    "elimu_serving_rebuilds_total", "Times this worker re-projected its state into Redis", registry=REGISTRY
+)
+USERS_IN_STATE = Gauge("elimu_users_in_state", "Users held in this worker's state table", registry=REGISTRY)

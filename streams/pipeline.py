@@ -1,0 +1,76 @@
+"""One batch end to end: apply to state, then deliver every consequence.
+
+The order matters for at-least-once: every consequence (dead letters, re-routed records,
+output topic messages, the Redis view and pushes) is handed to the producer or written
+before the batch returns, and Faust commits offsets only after the batch returns and the
+producer is flushed. A crash anywhere re-delivers the batch; dedup by ``event_id`` makes
+that harmless.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+
+from streams import metrics
+from streams.engagement import BatchOutcome, EngagementProcessor, StateStore
+from streams.records import Record
+from streams.serving import ServingWriter, engagement_message
+
+DEAD_LETTER_TOPIC = "dead-letter"
+ENGAGEMENT_TOPIC = "engagement-updates"
+
+#: ``send(topic, key, value, partition)``: hand a message to the producer. Awaiting it must
+#: not wait for the broker's ack (Faust flushes the producer before committing offsets).
+Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Any]]
+
+
+class EngagementPipeline:
+    agent = "engagement"
+
+    def __init__(
+        self, processor: EngagementProcessor, store: StateStore, serving: ServingWriter, send: Send
+    ) -> None:
+        self.processor = processor
+        self.store = store
+        self.serving = serving
+        self.send = send
+
+    async def handle(self, records: Sequence[Record]) -> BatchOutcome:
+        started = time.perf_counter()
+        outcome = self.processor.process(records, self.store)
+        for dl in outcome.dead_letters:
+            await self.send(DEAD_LETTER_TOPIC, dl.record.key, orjson.dumps(dl.as_dict()), None)
+            metrics.DEAD_LETTERS.labels(dl.record.topic, dl.reason).inc()
+        for rec, user_key, owner in outcome.misrouted:
+            await self.send(rec.topic, user_key, rec.value or b"", owner)
+            metrics.MISROUTED.labels(rec.topic).inc()
+        await self._publish_updates(outcome)
+        await self.serving.write(outcome)
+        self._observe(records, outcome, started)
+        return outcome
+
+    async def _publish_updates(self, outcome: BatchOutcome) -> None:
+        by_user: dict[str, list[Any]] = {}
+        for a in outcome.applied:
+            by_user.setdefault(a.event.user_id, []).append(a)
+        for user_id, applied in by_user.items():
+            msg = engagement_message(outcome.touched[user_id], applied, self.processor.rules)
+            await self.send(ENGAGEMENT_TOPIC, user_id.encode(), orjson.dumps(msg), None)
+
+    def _observe(self, records: Sequence[Record], outcome: BatchOutcome, started: float) -> None:
+        done = time.time()
+        counts: dict[str, int] = {}
+        latency = metrics.PROCESSING_LATENCY.labels(self.agent)
+        for rec in records:
+            counts[rec.topic] = counts.get(rec.topic, 0) + 1
+            latency.observe(max(0.0, done - rec.timestamp_ms / 1000))
+        for topic, n in counts.items():
+            metrics.EVENTS_PROCESSED.labels(self.agent, topic).inc(n)
+        if outcome.duplicates:
+            metrics.EVENTS_DUPLICATE.labels(self.agent).inc(outcome.duplicates)
+        metrics.BATCH_SIZE.labels(self.agent).observe(len(records))
+        metrics.BATCH_DURATION.labels(self.agent).observe(time.perf_counter() - started)

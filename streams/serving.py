@@ -1,0 +1,149 @@
+"""Projects per-user state into the Redis serving view and pushes changes to channels.
+
+Every write is overwrite-style (SET of the whole view, ZADD of an absolute score) or
+deduplicated (channel publishes carry a dedup key), so writing the same outcome twice, as
+at-least-once redelivery will, leaves Redis as if it were written once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from models.gamification import UserState, public_view
+from redis.asyncio import Redis
+
+from infra import keys
+from infra.channels import ChannelLog
+from models.leaderboard import PERIODS, decode_score, encode_score
+from models.levels import level_progress
+from models.rules import Rules
+from streams.engagement import Applied, BatchOutcome
+
+#: How long period leaderboards outlive their period, so "yesterday" can still be read.
+BUCKET_TTL_S = {"daily": 9 * 86400, "weekly": 6 * 7 * 86400}
+LEADERBOARD_PUSH_SIZE = 10
+
+
+def _period_key(period_bucket: str) -> tuple[str, str]:
+    period, _, bucket = period_bucket.partition(":")
+    return period, bucket
+
+
+def engagement_message(state: UserState, applied: list[Applied], rules: Rules) -> dict[str, Any]:
+    """One push per user per batch: what happened (possibly several events) and where it left them."""
+    first, last = applied[0].effects, applied[-1].effects
+    breakdown: list[dict[str, Any]] = []
+    badges: list[dict[str, Any]] = []
+    for a in applied:
+        breakdown.extend({"reason": r, "xp": xp} for r, xp in a.effects.breakdown)
+        badges.extend(
+            {"id": b.id, "name": b.name, "rarity": b.rarity, "xp": b.xp} for b in a.effects.new_badges
+        )
+    streak = last.streak_after
+    return {
+        "user_id": state.user_id,
+        "event_ids": [a.event.event_id for a in applied],
+        "xp_gained": sum(a.effects.xp_gained for a in applied),
+        "breakdown": breakdown,
+        "xp": state.xp,
+        "level": level_progress(state.xp, rules.levels),
+        "level_up": last.level_after > first.level_before,
+        "level_before": first.level_before,
+        "streak": {
+            "current": streak.current,
+            "longest": streak.longest,
+            "freezes": streak.freezes,
+            "extended": streak.current != first.streak_before.current
+            or streak.last_active_day != first.streak_before.last_active_day,
+        },
+        "new_badges": badges,
+    }
+
+
+class ServingWriter:
+    def __init__(self, redis: Redis, channels: ChannelLog, rules: Rules) -> None:
+        self.redis = redis
+        self.channels = channels
+        self.rules = rules
+        #: Leaderboard buckets changed since the last push, per period.
+        self.dirty_buckets: dict[str, set[str]] = defaultdict(set)
+
+    async def start(self) -> None:
+        await self.channels.ensure_loaded()
+
+    async def write(self, outcome: BatchOutcome) -> None:
+        if not outcome.touched:
+            return
+        by_user: dict[str, list[Applied]] = defaultdict(list)
+        for a in outcome.applied:
+            by_user[a.event.user_id].append(a)
+        pipe = self.redis.pipeline(transaction=False)
+        expiring: set[tuple[str, str]] = set()
+        for user_id, state in outcome.touched.items():
+            pipe.set(keys.user_state(user_id), orjson.dumps(public_view(state, self.rules)))
+            applied = by_user.get(user_id)
+            # Only changed buckets for users with new events; all of them for a user whose
+            # events were all duplicates, whose view may be the one a crash lost.
+            if applied:
+                buckets = {p for a in applied for p in a.effects.touched_periods}
+            else:
+                buckets = set(state.period_xp)
+            for pb in buckets:
+                xp, reached = state.period_xp[pb]
+                period, bucket = _period_key(pb)
+                pipe.zadd(keys.leaderboard(period, bucket), {user_id: encode_score(xp, reached)})
+                expiring.add((period, bucket))
+            if applied:
+                msg = engagement_message(state, applied, self.rules)
+                dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
+                self.channels.publish_in(pipe, f"user:{user_id}", "engagement", msg, dedup_key=dedup)
+        for period, bucket in expiring:
+            if period in BUCKET_TTL_S:
+                pipe.expire(keys.leaderboard(period, bucket), BUCKET_TTL_S[period])
+            self.dirty_buckets[period].add(bucket)
+        await pipe.execute()
+
+    async def project(self, states: Iterable[UserState]) -> int:
+        """Rewrite the serving view of ``states`` (a rebuild after Redis was lost)."""
+        n = 0
+        pipe = self.redis.pipeline(transaction=False)
+        for state in states:
+            pipe.set(keys.user_state(state.user_id), orjson.dumps(public_view(state, self.rules)))
+            for pb, (xp, reached) in state.period_xp.items():
+                period, bucket = _period_key(pb)
+                pipe.zadd(keys.leaderboard(period, bucket), {state.user_id: encode_score(xp, reached)})
+                if period in BUCKET_TTL_S:
+                    pipe.expire(keys.leaderboard(period, bucket), BUCKET_TTL_S[period])
+            n += 1
+            if len(pipe) >= 2000:
+                await pipe.execute()
+        await pipe.execute()
+        return n
+
+    async def push_leaderboards(self, current: dict[str, str]) -> None:
+        """Publish the top of every leaderboard that changed, for its current bucket only.
+
+        Called on a timer, not per event: a leaderboard channel carries at most one snapshot
+        per tick however fast events arrive.
+        """
+        for period in PERIODS:
+            buckets = self.dirty_buckets.pop(period, set())
+            bucket = current[period]
+            if bucket not in buckets:
+                continue
+            rows = await self.redis.zrevrange(
+                keys.leaderboard(period, bucket), 0, LEADERBOARD_PUSH_SIZE - 1, withscores=True
+            )
+            entries = [
+                {"rank": i + 1, "user_id": m.decode(), "score": decode_score(s)}
+                for i, (m, s) in enumerate(rows)
+            ]
+            await self.channels.publish(
+                f"leaderboard:{period}",
+                "leaderboard",
+                {"period": period, "bucket": bucket, "entries": entries},
+            )

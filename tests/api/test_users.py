@@ -1,0 +1,51 @@
+"""``GET /v1/users/{id}`` reads the workers' serving view and adds the risk score."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+from redis.asyncio import Redis
+
+from infra import keys
+from tests.api.conftest import bearer
+from tests.api.test_errors_and_auth import assert_error
+
+STATE = {
+    "user_id": "u-42",
+    "xp": 340,
+    "level": {"level": 3, "title": "Practitioner", "xp_into_level": 40, "xp_to_next": 260},
+    "streak": {"current": 4, "longest": 9, "freezes": 1, "last_active_day": "2026-11-21"},
+    "badges": [
+        {"id": "first_lesson", "name": "First steps", "rarity": "common", "earned_at": "2026-11-01T08:00:00Z"}
+    ],
+    "counters": {"lesson_complete": 5},
+    "timezone": "Africa/Nairobi",
+    "updated_at": "2026-11-22T08:15:00Z",
+}
+
+
+async def test_own_state_without_risk(client: httpx.AsyncClient, redis: Redis) -> None:
+    await redis.set(keys.user_state("u-42"), orjson.dumps(STATE))
+    response = await client.get("/v1/users/u-42", headers=bearer("u-42"))
+    assert response.status_code == 200
+    body = response.json()
+    assert body == {**STATE, "risk": {"score": None, "level": None, "updated_at": None}}
+
+
+async def test_state_with_risk_for_admin(client: httpx.AsyncClient, redis: Redis) -> None:
+    risk = {"score": 72.5, "level": "high", "updated_at": "2026-11-22T09:00:00Z", "signals": ["x"]}
+    await redis.set(keys.user_state("u-42"), orjson.dumps(STATE))
+    await redis.set(keys.user_risk("u-42"), orjson.dumps(risk))
+    response = await client.get("/v1/users/u-42", headers=bearer("boss", "admin"))
+    assert response.status_code == 200
+    assert response.json()["risk"] == {"score": 72.5, "level": "high", "updated_at": "2026-11-22T09:00:00Z"}
+    assert response.json()["xp"] == 340
+
+
+async def test_unknown_user_is_404(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v1/users/u-404", headers=bearer("u-404")), 404, "user_not_found")
+
+
+async def test_someone_elses_state_is_403_even_if_it_exists(client: httpx.AsyncClient, redis: Redis) -> None:
+    await redis.set(keys.user_state("u-42"), orjson.dumps(STATE))
+    assert_error(await client.get("/v1/users/u-42", headers=bearer("u-7")), 403, "forbidden")
