@@ -28,7 +28,7 @@ class Settings:
     partitions: int = 8
     #: Events older than the user's newest event by more than this are refused (dead-letter
     #: ``too_late``): the dedup memory only reaches this far back, and accepting them could double.
-    dedup_window_days: int = 30
+    dedup_window_days: int = 7
     #: How long the group waits for a silent worker before moving its partitions. Lower means
     #: faster failover after a crash and more false alarms during long GC pauses.
     session_timeout_s: float = 30.0
@@ -44,7 +44,7 @@ class Settings:
             rules_path=Path(e["ELIMU_RULES"]) if e.get("ELIMU_RULES") else DEFAULT_RULES,
             secret_override=e.get("ELIMU_SECRET") or None,
             partitions=int(e.get("ELIMU_PARTITIONS") or 8),
-            dedup_window_days=int(e.get("ELIMU_DEDUP_WINDOW_DAYS") or 30),
+            dedup_window_days=int(e.get("ELIMU_DEDUP_WINDOW_DAYS") or 7),
             session_timeout_s=float(e.get("ELIMU_SESSION_TIMEOUT") or 30.0),
         )
 

@@ -5,16 +5,16 @@ Design constraints, all coming from at-least-once delivery of out-of-order event
 * Idempotent: event ids applied within the dedup window are remembered; a repeat changes
   nothing. An event older than (newest event time − window) is refused as `too_late`, because
   its id may already have been forgotten.
-* Order independent: the same set of events, in any order, ends with the same xp, active days,
-  streak, badges, counters and all-time score. That is why the daily cap limits the SUM of a
-  day's action XP (min(cap, Σ) whatever the order), once-only actions have no bonuses and skip
-  the cap, level bonuses are paid for every level at or below the current one, and the
-  leaderboard tie-break time is the newest event time of any event the rules know (not of the
-  ones that happened to earn XP after the cap). Which daily/weekly bucket receives a daily-first,
-  badge or level bonus does depend on order (it goes to the event that triggered it).
-  Known limit: filling in a missed day can shorten the longest streak (it changes which
-  milestones grant freezes), so a longest_streak badge can depend on order in rare histories;
-  badges are never revoked.
+* Order independent: for a fixed time zone, the same set of events, in any order, ends with
+  the same xp, active days, streak, badges, counters and all-time score. That is why the daily
+  cap limits the SUM of a day's action XP (min(cap, Σ) whatever the order), once-only actions
+  have no bonuses and skip the cap, level bonuses are paid for every level at or below the
+  current one, and the leaderboard tie-break time is the newest event time of any event the
+  rules know (not of the ones that happened to earn XP after the cap). Which daily/weekly
+  bucket receives a daily-first, badge or level bonus does depend on order (it goes to the
+  event that triggered it). Known limit: filling in a missed day can shorten the longest
+  streak (it changes which milestones grant freezes), so a longest_streak badge can depend on
+  order in rare histories; badges are never revoked.
 * Cheap per event: dictionary updates only; the streak is re-walked only when a day is added
   before the newest active day, and bounded maps are pruned only when they gain a key.
 """
@@ -41,8 +41,7 @@ MAX_CATEGORIES = 32
 MAX_CATEGORY_LEN = 64
 MAX_SCORE = 1_000_000
 MAX_EVENT_DURATION_S = 86_400
-# Retention of the per-day / per-week maps, relative to the newest key. Widened to cover the
-# dedup window when that is longer, so an accepted late event never finds its bucket pruned.
+# Minimum retention of the per-day / per-week maps, relative to the newest key (see UserState).
 PRACTICE_DAYS_KEPT = 7
 DAILY_BUCKETS_KEPT = 8
 WEEKLY_BUCKETS_KEPT = 5
@@ -52,6 +51,16 @@ _MS_PER_DAY = 86_400_000
 
 @dataclass
 class UserState:
+    """Everything the engine keeps per user; the Faust table value (see to_dict).
+
+    The per-day and per-week maps keep 7 practice days / 8 UTC days / 5 ISO weeks back from
+    their newest key, widened to the dedup window plus two days when that is longer: any event
+    still accepted (not too_late) must find its day's cap and practice totals intact, or late
+    delivery would change the outcome. `seen` holds the ids inside the dedup window and
+    dominates the encoded size (about 25 bytes per event), so the window drives changelog cost.
+    `updated_at_ms` is the newest applied event time; a caller may stamp wall-clock time instead.
+    """
+
     user_id: str
     xp: int = 0
     active_days: list[int] = field(default_factory=list)
@@ -240,10 +249,12 @@ def _remember(state: UserState, event: BehaviorEvent, window_ms: int) -> None:
     state.watermark_ms = max(old_watermark, event.ts_ms)
     cutoff = state.watermark_ms - window_ms
     seen = state.seen
-    while seen:
-        event_id = next(iter(seen))
-        if seen[event_id] >= cutoff:
+    expired = []
+    for event_id, ts in seen.items():
+        if ts >= cutoff:
             break
+        expired.append(event_id)
+    for event_id in expired:
         del seen[event_id]
     if state.watermark_ms // _MS_PER_DAY != old_watermark // _MS_PER_DAY:
         state.seen = {k: ts for k, ts in seen.items() if ts >= cutoff}

@@ -274,7 +274,8 @@ def main(argv: list[str]) -> int:
         results["throughput"] = throughput(args.events, args.users)
         t = results["throughput"]
         print(
-            f"throughput: {t['worker_eps']:,.0f} events/s through one worker; raw aiokafka {t['raw_aiokafka_eps']:,.0f}/s"
+            f"throughput: {t['worker_eps']:,.0f} events/s through one worker;"
+            f" raw aiokafka {t['raw_aiokafka_eps']:,.0f}/s"
             f" (ratio {t['ratio']:.3f}) — {t['events']:,} events, {t['users']:,} users",
             flush=True,
         )
@@ -282,7 +283,8 @@ def main(argv: list[str]) -> int:
         results["latency"] = latency(args.rate, args.seconds, min(args.users, 200))
         r = results["latency"]
         print(
-            f"latency at {r['rate']:.0f} ev/s for {r['seconds']:.0f}s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms,"
+            f"latency at {r['rate']:.0f} ev/s for {r['seconds']:.0f}s:"
+            f" p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms,"
             f" max {r['max_ms']:.1f} ms ({r['received']}/{r['sent']} received)",
             flush=True,
         )

@@ -31,12 +31,17 @@ def _elimu(*args: str) -> list[str]:
     return [sys.executable, "-m", "scripts.cli", *args]
 
 
+def _describe(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    return " ".join(map(str, args)) if isinstance(args, list | tuple) else str(args)
+
+
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{' '.join(map(str, p.args))} exited with {p.returncode}")  # type: ignore[arg-type]
+                raise RuntimeError(f"{_describe(p)} exited with {p.returncode}")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
             if r.status == 200:
                 return
@@ -113,9 +118,8 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
                         stderr=subprocess.STDOUT,
                     )
                 )
-        print(
-            f"Elimu Pulse is up ({workers} worker{'s' if workers != 1 else ''}{', demo traffic on' if demo else ''})"
-        )
+        plural = "s" if workers != 1 else ""
+        print(f"Elimu Pulse is up ({workers} worker{plural}{', demo traffic on' if demo else ''})")
         print(f"  API        {api_url}   (OpenAPI: {api_url}/docs)")
         print(f"  WebSocket  {api_url.replace('http', 'ws')}/v1/ws?token=…")
         print(f"  Kafka      {kafka}")
@@ -127,9 +131,7 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
         while not stopping:
             for p in children:
                 if p.poll() is not None and not stopping:
-                    print(
-                        f"{' '.join(map(str, p.args))} exited with {p.returncode}; stopping", file=sys.stderr
-                    )  # type: ignore[arg-type]
+                    print(f"{_describe(p)} exited with {p.returncode}; stopping", file=sys.stderr)
                     stopping = True
             time.sleep(0.2)
         return 0

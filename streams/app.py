@@ -17,7 +17,7 @@ from typing import Any
 import faust
 import orjson
 from faust.serializers import codecs
-from models.gamification import UserState
+from faust.types import TableT
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
@@ -25,6 +25,7 @@ from infra import keys
 from infra.channels import ChannelLog
 from infra.net import free_port
 from infra.settings import Settings
+from models.gamification import UserState
 from models.leaderboard import PERIODS, bucket
 from models.rules import Rules
 from streams import metrics
@@ -59,10 +60,37 @@ class UserStateCodec(codecs.Codec):
 codecs.register(STATE_CODEC, UserStateCodec())
 
 
+class _Options:
+    def __init__(self, serializer: str) -> None:
+        self.serializer = serializer
+
+
+class UserIdKey:
+    """Table key type: the user id as raw UTF-8, so the changelog key is the input key byte for
+    byte and Kafka's partitioner places both on the same partition. (Faust picks a table's
+    codec from its key/value types' ``_options.serializer``; a plain ``str`` would mean JSON.)"""
+
+    _options = _Options("raw")
+
+    @staticmethod
+    def from_data(value: Any, preferred_type: Any = None) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class UserStateValue:
+    """Table value type: a ``UserState`` through ``UserStateCodec``."""
+
+    _options = _Options(STATE_CODEC)
+
+    @staticmethod
+    def from_data(value: Any, preferred_type: Any = None) -> UserState:
+        return value if isinstance(value, UserState) else UserState.from_dict(value)
+
+
 class TableStore:
     """``StateStore`` over a Faust table. Setting a key writes its changelog record."""
 
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: TableT[str, UserState]) -> None:
         self.table = table
 
     def get(self, key: str) -> UserState | None:
@@ -81,11 +109,13 @@ class Worker:
         self.rules = rules
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.web_port = int(os.environ.get("ELIMU_WORKER_PORT") or free_port())
+        self.datadir = settings.data_dir / "faust" / str(self.web_port)
+        self.datadir.mkdir(parents=True, exist_ok=True)
         self.app = self._build_app()
         self.redis: Redis = Redis.from_url(settings.redis_url)
         self.channels = ChannelLog(self.redis)
         self.serving = ServingWriter(self.redis, self.channels, rules)
-        self.serving_epoch: bytes | None = None
+        self.serving_epoch: bytes | str | None = None
         self.projected: set[int] = set()
         self._wire()
 
@@ -96,7 +126,7 @@ class Worker:
             APP_ID,
             broker=brokers,
             store="memory://",
-            datadir=str(s.data_dir / "faust" / str(self.web_port)),
+            datadir=str(self.datadir),
             topic_partitions=s.partitions,
             topic_replication_factor=int(os.environ.get("ELIMU_REPLICATION_FACTOR") or 1),
             key_serializer="raw",
@@ -131,9 +161,8 @@ class Worker:
         self.table = app.Table(
             "user-state",
             partitions=n,
-            key_type=str,
-            key_serializer="raw",
-            value_serializer=STATE_CODEC,
+            key_type=UserIdKey,
+            value_type=UserStateValue,
             # Changelog partition = murmur2(user_id): the same function that owns input records.
             use_partitioner=True,
         )
@@ -144,7 +173,7 @@ class Worker:
 
         @app.agent(inputs, name="engagement")
         async def engagement(stream: faust.StreamT[Any]) -> None:
-            async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):
+            async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):  # type: ignore[attr-defined]
                 records = [
                     Record(
                         e.message.topic,
@@ -194,7 +223,7 @@ class Worker:
         The epoch key marks a Redis that has been filled; a wiped Redis has none, so the first
         worker to notice sets a new one and every worker re-projects what it owns.
         """
-        if self.app.in_recovery or self.app.rebalancing or not self.app.tables.recovery.completed.is_set():
+        if self.app.in_recovery or self.app.rebalancing or not self.app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
             return  # the table is not whole yet; projecting now would publish partial state
         await self.redis.set(keys.SERVING_EPOCH, uuid.uuid4().hex, nx=True)
         epoch = await self.redis.get(keys.SERVING_EPOCH)

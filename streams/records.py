@@ -57,4 +57,4 @@ def owner_partition(key: bytes, partitions: int) -> int:
     State is partitioned by this function; a message some other partitioner placed
     elsewhere is re-routed to its owner partition rather than processed on the wrong one.
     """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from models.gamification import UserState, public_view
 from redis.asyncio import Redis
 
 from infra import keys
 from infra.channels import ChannelLog
+from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
 from models.levels import level_progress
 from models.rules import Rules
@@ -135,7 +135,7 @@ class ServingWriter:
             bucket = current[period]
             if bucket not in buckets:
                 continue
-            rows = await self.redis.zrevrange(
+            rows: list[tuple[bytes, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
                 keys.leaderboard(period, bucket), 0, LEADERBOARD_PUSH_SIZE - 1, withscores=True
             )
             entries = [

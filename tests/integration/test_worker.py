@@ -62,7 +62,7 @@ async def wait_for_views(
 
     try:
         await wait_until(done, timeout=timeout, interval=0.2, what="serving views equal the model's")
-    except AssertionError:
+    except AssertionError as exc:
         got = await user_views(redis, users)
         diff = {
             u: (got.get(u, {}).get("xp"), expected[u]["xp"])
@@ -71,7 +71,7 @@ async def wait_for_views(
         }
         raise AssertionError(
             f"views differ (got xp, want xp): {dict(list(diff.items())[:10])}\n{worker.tail()}"
-        )
+        ) from exc
 
 
 @pytest.fixture
