@@ -12,6 +12,8 @@ from pathlib import Path
 
 from infra.net import free_port, wait_for_port
 
+TEST_SECRET = "integration-test-secret-0123456789abcdef"
+
 
 @dataclass
 class Proc:
@@ -60,7 +62,7 @@ def stack_env(kafka: str, redis: str, data_dir: Path, **extra: str) -> dict[str,
         ELIMU_KAFKA=kafka,
         ELIMU_REDIS=redis,
         ELIMU_DATA_DIR=str(data_dir),
-        ELIMU_SECRET="test-secret",
+        ELIMU_SECRET=TEST_SECRET,
         ELIMU_PARTITIONS="4",
         ELIMU_LOG_LEVEL="info",
     )

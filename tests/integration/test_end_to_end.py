@@ -1,0 +1,123 @@
+"""The user's path: a Kafka produce from any client ends as a websocket message and an HTTP read."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from kafka import KafkaProducer
+
+from api.auth import issue_token
+from tests.conftest import wait_until
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+
+pytestmark = pytest.mark.integration
+
+
+async def recv_json(ws: Any, timeout: float = 30) -> dict[str, Any]:
+    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))  # type: ignore[no-any-return]
+
+
+async def recv_until(ws: Any, pred: Any, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await recv_json(ws, max(0.1, deadline - time.monotonic()))
+        if pred(msg):
+            return msg
+
+
+def kafka_python_send(bootstrap: str, topic: str, values: list[dict[str, Any]]) -> None:
+    """A different Kafka client than the engine uses, as producers in the wild will."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for v in values:
+        producer.send(topic, orjson.dumps(v), key=v["user_id"].encode())
+    producer.flush()
+    producer.close()
+
+
+async def test_produce_to_websocket_http_and_replay_after_reconnect(
+    fresh_kafka: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = stack_env(fresh_kafka, redis_url, tmp_path)
+    worker = start_worker(env, tmp_path / "worker.log")
+    api, url = start_api(env, tmp_path / "api.log")
+    token = issue_token(TEST_SECRET, "u-42")
+    headers = {"Authorization": f"Bearer {token}"}
+    now = int(time.time() * 1000)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await wait_until(ready, timeout=60, what="/readyz")
+            ws_url = url.replace("http", "ws") + f"/v1/ws?token={token}"
+            async with websockets.connect(ws_url) as ws:
+                await ws.send(orjson.dumps({"op": "subscribe", "channel": "user:u-42"}).decode())
+                sub = await recv_json(ws)
+                assert sub["op"] == "subscribed" and sub["channel"] == "user:u-42"
+
+                first = {
+                    "event_id": "w-1",
+                    "user_id": "u-42",
+                    "type": "lesson_complete",
+                    "ts": now - 1000,
+                    "props": {"lesson_id": "L1", "score": 87},
+                }
+                kafka_python_send(fresh_kafka, "behavior-events", [first])
+                msg = await recv_until(ws, lambda m: m.get("type") == "engagement")
+                assert msg["channel"] == "user:u-42"
+                assert msg["data"]["event_ids"] == ["w-1"]
+                assert msg["data"]["xp_gained"] == 65  # 50 for the lesson + 15 for the day's first event
+                assert msg["data"]["streak"]["current"] == 1
+                last_seen = msg["id"]
+
+            r = await http.get("/v1/users/u-42", headers=headers)
+            assert r.status_code == 200
+            view = r.json()
+            assert view["xp"] == 65 and view["level"]["level"] == 1 and view["streak"]["current"] == 1
+
+            # While the client is away, two more events happen; the second one is a duplicate.
+            second = {
+                "event_id": "w-2",
+                "user_id": "u-42",
+                "type": "assessment_complete",
+                "ts": now - 500,
+                "props": {"score": 91},
+            }
+            kafka_python_send(fresh_kafka, "behavior-events", [second, second])
+
+            async def xp_now() -> Any:
+                v = (await http.get("/v1/users/u-42", headers=headers)).json()
+                return v if v["xp"] > 65 else None
+
+            view = await wait_until(xp_now, timeout=30, what="second event applied")
+            # 100 for the assessment + 30 for the first_assessment badge + level 2 (+50) = 245
+            assert view["xp"] == 245, view
+            assert view["level"]["level"] == 2
+
+            async with websockets.connect(ws_url) as ws:
+                await ws.send(
+                    orjson.dumps({"op": "subscribe", "channel": "user:u-42", "since": last_seen}).decode()
+                )
+                sub = await recv_json(ws)
+                assert sub == {"op": "subscribed", "channel": "user:u-42", "recovered": True}
+                missed = await recv_until(ws, lambda m: m.get("type") == "engagement")
+                assert missed["id"] == last_seen + 1
+                assert missed["data"]["event_ids"] == ["w-2"]  # the duplicate produced nothing
+                assert {b["id"] for b in missed["data"]["new_badges"]} == {"first_assessment"}
+                assert missed["data"]["level_up"] is True
+
+            # The leaderboards saw it too.
+            r = await http.get("/v1/leaderboards/all_time?around=u-42", headers=headers)
+            assert r.status_code == 200
+            assert {"rank": 1, "user_id": "u-42", "score": 245} in r.json()["entries"]
+    finally:
+        api.stop()
+        worker.stop()
