@@ -1,15 +1,16 @@
 """`elimu lag`: committed vs end offsets per consumer group, topic and partition.
 
-Offsets only for now; lag in seconds and Burrow-style status come with the operations work.
+Offsets only for now; lag in seconds and a Burrow-style status come with the operations work.
+kafka-python's admin client is used because aiokafka's OffsetFetch decoding fails against
+the embedded broker (Tansu), while kafka-python's works against both it and Apache Kafka.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+from kafka import KafkaAdminClient
+from kafka.admin import OffsetSpec
 
 from infra.settings import Settings
 
@@ -27,30 +28,31 @@ class PartitionLag:
         return max(0, self.end - self.committed)
 
 
-async def read_lag(bootstrap: str) -> list[PartitionLag]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
+def read_lag(bootstrap: str) -> list[PartitionLag]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="elimu-lag")
     try:
-        groups = [g[0] if isinstance(g, tuple) else g.group_id for g in await admin.list_consumer_groups()]
         rows: list[PartitionLag] = []
-        for group in sorted(groups):
-            offsets = await admin.list_consumer_group_offsets(group)
-            tps = [tp for tp, meta in offsets.items() if meta.offset >= 0]
-            ends = await consumer.end_offsets(tps) if tps else {}
+        for g in sorted(admin.list_groups(), key=lambda g: g["group_id"]):
+            group = g["group_id"]
+            committed = {
+                tp: meta.offset
+                for tp, meta in admin.list_group_offsets(group).get(group, {}).items()
+                if meta.offset >= 0
+            }
+            if not committed:
+                continue
+            ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in committed})
             rows.extend(
-                PartitionLag(group, tp.topic, tp.partition, offsets[tp].offset, ends.get(tp, 0))
-                for tp in sorted(tps)
+                PartitionLag(group, tp.topic, tp.partition, off, ends[tp].offset)
+                for tp, off in sorted(committed.items())
             )
         return rows
     finally:
-        await consumer.stop()
-        await admin.close()
+        admin.close()
 
 
 def print_lag(settings: Settings) -> int:
-    rows = asyncio.run(read_lag(settings.kafka_bootstrap))
+    rows = read_lag(settings.kafka_bootstrap)
     if not rows:
         print("no consumer group has committed offsets yet")
         return 0
