@@ -12,6 +12,7 @@ or ``recovered=False`` when some of them were trimmed away.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,20 +29,39 @@ DEDUP_TTL_S = 24 * 3600
 #: Channel histories expire when idle for this long.
 HISTORY_TTL_S = 7 * 24 * 3600
 
-# KEYS: seq, log, pubsub, dedup ("" when none)   ARGV: type, data-json, ts-ms, maxlen, dedup-ttl, ttl
+# Publishes any number of messages in one call (a worker batch is one round trip).
+# KEYS, four per message: seq, log, pubsub, dedup ("" for none).
+# ARGV: maxlen, dedup-ttl, history-ttl, then four per message: channel, type, data-json, ts-ms.
+# Returns each message's id, 0 for one whose dedup key was already seen.
 _PUBLISH_LUA = """
-if KEYS[4] ~= '' then
-  if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) == false then return 0 end
+local ids = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k, a = i * 4, 3 + i * 4
+  local channel, typ, data, ts = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local n = 0
+  if KEYS[k + 4] == '' or redis.call('SET', KEYS[k + 4], '1', 'NX', 'EX', ARGV[2]) then
+    n = redis.call('INCR', KEYS[k + 1])
+    redis.call('EXPIRE', KEYS[k + 1], ARGV[3])
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', ARGV[1], n .. '-1', 't', typ, 'd', data, 'ts', ts)
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[3])
+    redis.call('PUBLISH', KEYS[k + 3], '{"channel":' .. cjson.encode(channel) .. ',"id":' .. n
+      .. ',"type":' .. cjson.encode(typ) .. ',"data":' .. data .. ',"ts":' .. ts .. '}')
+  end
+  ids[i + 1] = n
 end
-local n = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], n .. '-1', 't', ARGV[1], 'd', ARGV[2], 'ts', ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-local msg = '{"channel":' .. cjson.encode(ARGV[7]) .. ',"id":' .. n .. ',"type":' .. cjson.encode(ARGV[1])
-  .. ',"data":' .. ARGV[2] .. ',"ts":' .. ARGV[3] .. '}'
-redis.call('PUBLISH', KEYS[3], msg)
-return n
+return ids
 """
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish: ``dedup_key`` makes a re-publish of the same thing a no-op."""
+
+    channel: str
+    type: str
+    data: Any
+    dedup_key: str | None = None
+    ts_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,38 +89,33 @@ class ChannelLog:
         self.history_size = history_size
         self._script = redis.register_script(_PUBLISH_LUA)
 
-    def _args(
-        self, channel: str, type_: str, data: Any, dedup_key: str | None, ts_ms: int | None
-    ) -> tuple[list[str], list[Any]]:
-        ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
-        k = [
-            keys.channel_seq(channel),
-            keys.channel_log(channel),
-            keys.channel_pubsub(channel),
-            keys.channel_dedup(channel, dedup_key) if dedup_key else "",
-        ]
-        a = [type_, orjson.dumps(data), ts, self.history_size, DEDUP_TTL_S, HISTORY_TTL_S, channel]
+    def _call_args(self, messages: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
+        now = int(time.time() * 1000)
+        k: list[str] = []
+        a: list[Any] = [self.history_size, DEDUP_TTL_S, HISTORY_TTL_S]
+        for m in messages:
+            k += [
+                keys.channel_seq(m.channel),
+                keys.channel_log(m.channel),
+                keys.channel_pubsub(m.channel),
+                keys.channel_dedup(m.channel, m.dedup_key) if m.dedup_key else "",
+            ]
+            a += [m.channel, m.type, orjson.dumps(m.data), m.ts_ms if m.ts_ms is not None else now]
         return k, a
 
     async def publish(
         self, channel: str, type_: str, data: Any, dedup_key: str | None = None, ts_ms: int | None = None
     ) -> int:
         """Publish one message; returns its id, or 0 when ``dedup_key`` was seen before."""
-        k, a = self._args(channel, type_, data, dedup_key, ts_ms)
-        return int(await self._script(keys=k, args=a))
+        k, a = self._call_args([Outgoing(channel, type_, data, dedup_key, ts_ms)])
+        ids = await self._script(keys=k, args=a)
+        return int(ids[0])
 
-    def publish_in(
-        self,
-        pipe: Pipeline,
-        channel: str,
-        type_: str,
-        data: Any,
-        dedup_key: str | None = None,
-        ts_ms: int | None = None,
-    ) -> None:
-        """Queue a publish on a pipeline (the script must be loaded: see ``ensure_loaded``)."""
-        k, a = self._args(channel, type_, data, dedup_key, ts_ms)
-        pipe.evalsha(self._script.sha, len(k), *k, *a)
+    def publish_in(self, pipe: Pipeline, messages: Sequence[Outgoing]) -> None:
+        """Queue one call publishing all ``messages`` on a pipeline (see ``ensure_loaded``)."""
+        if messages:
+            k, a = self._call_args(messages)
+            pipe.evalsha(self._script.sha, len(k), *k, *a)
 
     async def ensure_loaded(self) -> None:
         self._script.sha = await self.redis.script_load(_PUBLISH_LUA)

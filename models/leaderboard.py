@@ -7,11 +7,13 @@ streaks follow each user's own calendar.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 PERIODS = ("daily", "weekly", "all_time")
 
 # Score = xp * 2^31 + (2^31 - 1 - seconds since 2020-01-01 UTC). A double holds integers exactly
 # up to 2^53, which leaves 22 bits for xp: xp at or above 2^22 (about 4.2 million) is clamped.
+_MS_PER_DAY = 86_400_000
 _TIME_BITS = 31
 _TIME_SPAN = 1 << _TIME_BITS
 MAX_EXACT_XP = (1 << 22) - 1
@@ -33,6 +35,13 @@ def bucket(period: str, ts_ms: int) -> str:
 
 def period_keys(ts_ms: int) -> tuple[str, ...]:
     """The "period:bucket" keys an instant's XP counts towards, in PERIODS order."""
+    return _period_keys_of_day(ts_ms // _MS_PER_DAY)
+
+
+@lru_cache(maxsize=4096)
+def _period_keys_of_day(utc_day: int) -> tuple[str, ...]:
+    # Every instant of a UTC day shares its buckets; this runs once per event on the hot path.
+    ts_ms = utc_day * _MS_PER_DAY
     return tuple(f"{period}:{bucket(period, ts_ms)}" for period in PERIODS)
 
 

@@ -102,7 +102,11 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
                     subprocess.Popen(_elimu("worker"), env=env, stdout=out, stderr=subprocess.STDOUT)
                 )
         with open(logs / "api.log", "ab") as out:
-            children.append(subprocess.Popen(_elimu("api"), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            children.append(
+                subprocess.Popen(
+                    _elimu("api"), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
         api_url = f"http://127.0.0.1:{settings.api_port}"
         _wait_ready(api_url, children, READY_TIMEOUT_S)
         admin_token = issue_token(secret, "admin", "admin", ttl_s=30 * 86400)

@@ -57,3 +57,6 @@ SERVING_REBUILDS = Counter(
     "elimu_serving_rebuilds_total", "Times this worker re-projected its state into Redis", registry=REGISTRY
 )
 USERS_IN_STATE = Gauge("elimu_users_in_state", "Users held in this worker's state table", registry=REGISTRY)
+SERVING_ERRORS = Counter(
+    "elimu_serving_errors_total", "Failed Redis writes of the serving view (retried)", registry=REGISTRY
+)

@@ -9,16 +9,21 @@ that harmless.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+from redis.exceptions import RedisError
 
 from streams import metrics
 from streams.engagement import BatchOutcome, EngagementProcessor, StateStore
 from streams.records import Record
 from streams.serving import ServingWriter, engagement_message
+
+log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = "dead-letter"
 ENGAGEMENT_TOPIC = "engagement-updates"
@@ -28,11 +33,16 @@ ENGAGEMENT_TOPIC = "engagement-updates"
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Any]]
 
 
+class BufferedStore(StateStore, Protocol):
+    async def flush(self) -> None:
+        """Hand the batch's state changes to the changelog producer."""
+
+
 class EngagementPipeline:
     agent = "engagement"
 
     def __init__(
-        self, processor: EngagementProcessor, store: StateStore, serving: ServingWriter, send: Send
+        self, processor: EngagementProcessor, store: BufferedStore, serving: ServingWriter, send: Send
     ) -> None:
         self.processor = processor
         self.store = store
@@ -49,7 +59,8 @@ class EngagementPipeline:
             await self.send(rec.topic, user_key, rec.value or b"", owner)
             metrics.MISROUTED.labels(rec.topic).inc()
         await self._publish_updates(outcome)
-        await self.serving.write(outcome)
+        await self.store.flush()
+        await self._write_serving(outcome)
         self._observe(records, outcome, started)
         return outcome
 
@@ -60,6 +71,24 @@ class EngagementPipeline:
         for user_id, applied in by_user.items():
             msg = engagement_message(outcome.touched[user_id], applied, self.processor.rules)
             await self.send(ENGAGEMENT_TOPIC, user_id.encode(), orjson.dumps(msg), None)
+
+    async def _write_serving(self, outcome: BatchOutcome) -> None:
+        """Write the Redis view, retrying until Redis answers.
+
+        Failing the batch would ack it anyway (Faust acks a ``take_events`` batch however the
+        body exits); blocking here holds the offsets back instead, and the redelivered batch
+        would dedup to nothing. The state itself is already safe in the changelog.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self.serving.write(outcome)
+                return
+            except (RedisError, OSError) as exc:
+                metrics.SERVING_ERRORS.inc()
+                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _observe(self, records: Sequence[Record], outcome: BatchOutcome, started: float) -> None:
         done = time.time()

@@ -16,7 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from infra import keys
-from infra.channels import ChannelLog
+from infra.channels import ChannelLog, Outgoing
 from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
 from models.levels import level_progress
@@ -76,35 +76,39 @@ class ServingWriter:
         await self.channels.ensure_loaded()
 
     async def write(self, outcome: BatchOutcome) -> None:
+        """One round trip per batch: MSET of the views, one ZADD per leaderboard bucket, one
+        publish call for every user's message (per-user commands cost more than the work)."""
         if not outcome.touched:
             return
         by_user: dict[str, list[Applied]] = defaultdict(list)
         for a in outcome.applied:
             by_user[a.event.user_id].append(a)
-        pipe = self.redis.pipeline(transaction=False)
-        expiring: set[tuple[str, str]] = set()
+        views: dict[str, bytes] = {}
+        boards: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        messages: list[Outgoing] = []
         for user_id, state in outcome.touched.items():
-            pipe.set(keys.user_state(user_id), orjson.dumps(public_view(state, self.rules)))
+            views[keys.user_state(user_id)] = orjson.dumps(public_view(state, self.rules))
             applied = by_user.get(user_id)
             # Only changed buckets for users with new events; all of them for a user whose
             # events were all duplicates, whose view may be the one a crash lost.
-            if applied:
-                buckets = {p for a in applied for p in a.effects.touched_periods}
-            else:
-                buckets = set(state.period_xp)
+            buckets = (
+                {p for a in applied for p in a.effects.touched_periods} if applied else set(state.period_xp)
+            )
             for pb in buckets:
                 xp, reached = state.period_xp[pb]
-                period, bucket = _period_key(pb)
-                pipe.zadd(keys.leaderboard(period, bucket), {user_id: encode_score(xp, reached)})
-                expiring.add((period, bucket))
+                boards[_period_key(pb)][user_id] = encode_score(xp, reached)
             if applied:
                 msg = engagement_message(state, applied, self.rules)
                 dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
-                self.channels.publish_in(pipe, f"user:{user_id}", "engagement", msg, dedup_key=dedup)
-        for period, bucket in expiring:
+                messages.append(Outgoing(f"user:{user_id}", "engagement", msg, dedup))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mset(views)
+        for (period, bucket), members in boards.items():
+            pipe.zadd(keys.leaderboard(period, bucket), members)
             if period in BUCKET_TTL_S:
                 pipe.expire(keys.leaderboard(period, bucket), BUCKET_TTL_S[period])
             self.dirty_buckets[period].add(bucket)
+        self.channels.publish_in(pipe, messages)
         await pipe.execute()
 
     async def project(self, states: Iterable[UserState]) -> int:
