@@ -42,7 +42,7 @@ STATE_CODEC = "elimu_user_state"
 #: Largest batch the agent takes at once, and how long it waits to fill one. Batching is what
 #: makes one state write and one Redis round trip serve many events.
 MAX_BATCH = 5000
-BATCH_WINDOW_S = 0.05
+BATCH_WINDOW_S = 0.02
 HEARTBEAT_S = 5.0
 LEADERBOARD_PUSH_S = 1.0
 SERVING_CHECK_S = 5.0

@@ -28,8 +28,25 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
+#: How long a fetch may wait on the broker for data. Faust hard-codes 1500 ms. Apache Kafka
+#: answers a waiting fetch as soon as data arrives, but the embedded broker (Tansu) waits the full
+#: time, which measured as p50 380 ms produce→consume at 1500 ms and 15 ms at 50 ms. 50 ms costs
+#: at most 20 idle fetches a second per broker connection.
+FETCH_MAX_WAIT_MS = 50
+
+
+class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    def _create_consumer(self, loop: Any) -> Any:
+        consumer = super()._create_consumer(loop)
+        # Read by AIOKafkaConsumer.start() when it builds its Fetcher, so set before start.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
 
 class BatchDrainConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return FastFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _deliver(self, batch: AsyncIterator[Any]) -> None:
         callback = self.callback
         get_read_offset = self._read_offset.__getitem__

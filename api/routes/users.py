@@ -1,11 +1,14 @@
 """``GET /v1/users/{user_id}``: a user's engagement state as the workers last projected it.
 
-The API only reads the serving view (``infra.keys``); it never computes engagement itself, so
-this is one pipelined round trip for the state document and the risk score.
+The API only reads the serving view (``infra.keys``); engagement is computed by the workers. The
+one thing that depends on the reader's clock, the streak as of today, is shown through the same
+pure function the workers use.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import date
 from typing import Any
 
 import orjson
@@ -15,6 +18,7 @@ from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra import keys
+from models.streaks import StreakState, is_streak_at_risk, local_day, streak_as_of
 
 router = APIRouter(tags=["users"])
 
@@ -34,8 +38,34 @@ async def get_user(user_id: str, state: StateDep, principal: PrincipalDep) -> Or
     if raw_state is None:
         raise ApiError(404, "user_not_found", f"no engagement state for user {user_id!r}")
     document: dict[str, Any] = orjson.loads(raw_state)
+    document["streak"] = streak_today(document, int(time.time() * 1000))
     document["risk"] = _risk(raw_risk)
     return OrjsonResponse(document)
+
+
+def streak_today(view: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """The stored streak is as of the user's last active day; show it as of their local today.
+
+    Missed days since then use up freezes or end the streak (``models.streaks.streak_as_of``, the
+    same function the workers use), and ``at_risk`` is the streak-warning fact: active yesterday,
+    not yet today.
+    """
+    s = view["streak"]
+    last = s.get("last_active_day")
+    stored = StreakState(
+        s["current"], s["longest"], s["freezes"], date.fromisoformat(last).toordinal() if last else None, 0
+    )
+    try:
+        today = local_day(now_ms, view.get("timezone") or "UTC")
+    except ValueError:
+        today = local_day(now_ms, "UTC")
+    shown = streak_as_of(stored, today, max_freezes=stored.freezes)
+    return {
+        **s,
+        "current": shown.current,
+        "freezes": shown.freezes,
+        "at_risk": is_streak_at_risk(shown, today),
+    }
 
 
 def _risk(raw: bytes | None) -> dict[str, Any]:

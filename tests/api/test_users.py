@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 from redis.asyncio import Redis
@@ -29,7 +31,14 @@ async def test_own_state_without_risk(client: httpx.AsyncClient, redis: Redis) -
     response = await client.get("/v1/users/u-42", headers=bearer("u-42"))
     assert response.status_code == 200
     body = response.json()
-    assert body == {**STATE, "risk": {"score": None, "level": None, "updated_at": None}}
+    # The streak is shown as of today (tested with a fixed clock below); the rest is as stored.
+    streak = body.pop("streak")
+    assert body == {
+        **{k: v for k, v in STATE.items() if k != "streak"},
+        "risk": dict.fromkeys(("score", "level", "updated_at")),
+    }
+    assert set(streak) == set(STATE["streak"]) | {"at_risk"}
+    assert streak["longest"] == STATE["streak"]["longest"]
 
 
 async def test_state_with_risk_for_admin(client: httpx.AsyncClient, redis: Redis) -> None:
@@ -49,3 +58,32 @@ async def test_unknown_user_is_404(client: httpx.AsyncClient) -> None:
 async def test_someone_elses_state_is_403_even_if_it_exists(client: httpx.AsyncClient, redis: Redis) -> None:
     await redis.set(keys.user_state("u-42"), orjson.dumps(STATE))
     assert_error(await client.get("/v1/users/u-42", headers=bearer("u-7")), 403, "forbidden")
+
+
+def _view(current: int, freezes: int, last: str | None, tz: str = "UTC") -> dict[str, Any]:
+    return {
+        "streak": {"current": current, "longest": 9, "freezes": freezes, "last_active_day": last},
+        "timezone": tz,
+    }
+
+
+def test_streak_is_shown_as_of_the_users_local_today() -> None:
+    from api.routes.users import streak_today
+
+    now = 1795305600000  # 2026-11-22T00:00:00Z
+    # Active yesterday (UTC), not yet today: alive and at risk.
+    assert streak_today(_view(5, 0, "2026-11-21"), now) == {
+        "current": 5,
+        "longest": 9,
+        "freezes": 0,
+        "last_active_day": "2026-11-21",
+        "at_risk": True,
+    }
+    # Two missed days, one freeze: the streak is gone.
+    assert streak_today(_view(5, 1, "2026-11-19"), now)["current"] == 0
+    # One missed day covered by a freeze: alive, freeze spent.
+    shown = streak_today(_view(5, 1, "2026-11-20"), now)
+    assert (shown["current"], shown["freezes"], shown["at_risk"]) == (5, 0, False)
+    # In Los Angeles it is still the 21st: active "today", not at risk.
+    la = streak_today(_view(5, 0, "2026-11-21", "America/Los_Angeles"), now)
+    assert (la["current"], la["at_risk"]) == (5, False)
