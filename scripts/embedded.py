@@ -53,12 +53,24 @@ class Service:
             self.proc.wait()
 
 
+def _launch(args: list[str], port: int, log_path: Path | None) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (Ctrl-C reaches only our launcher) and wait for its port."""
+    if log_path is None:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    else:
+        with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(port, proc=proc)
+    return proc
+
+
 def start_broker(log_path: Path | None = None, port: int | None = None) -> Service:
     """Tansu with memory storage (no transactions; a restart loses its topics)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
+    proc = _launch(
         [
             tansu_binary(),
             "broker",
@@ -69,11 +81,9 @@ def start_broker(log_path: Path | None = None, port: int | None = None) -> Servi
             "--storage-engine",
             "memory://tansu/",
         ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        port,
+        log_path,
     )
-    wait_for_port(port, proc=proc)
     return Service("kafka", proc, f"127.0.0.1:{port}")
 
 
@@ -81,8 +91,7 @@ def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None =
     """redis-server persisting under ``data_dir`` with AOF on."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
+    proc = _launch(
         [
             redis_binary(),
             "--port",
@@ -98,11 +107,9 @@ def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None =
             "--protected-mode",
             "yes",
         ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        port,
+        log_path,
     )
-    wait_for_port(port, proc=proc)
     return Service("redis", proc, f"redis://127.0.0.1:{port}/0")
 
 
