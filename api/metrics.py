@@ -57,3 +57,9 @@ EVENTS_REJECTED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+WORKER_METRICS_UNAVAILABLE = Counter(
+    "elimu_api_worker_metrics_unavailable_total",
+    "Scrapes of /metrics that could not read the workers' snapshots from Redis",
+    registry=REGISTRY,
+)

@@ -43,3 +43,7 @@ SERVING_EPOCH = f"{PREFIX}:serving:epoch"
 
 #: Hash of worker heartbeats (worker id -> unix seconds), read by /readyz.
 WORKER_HEARTBEATS = f"{PREFIX}:workers"
+
+#: Hash of worker metric snapshots (worker id -> Prometheus text), so one scrape of the API's
+#: /metrics shows every live worker too.
+WORKER_METRICS = f"{PREFIX}:worker-metrics"

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from infra import keys
 from infra.channels import ChannelLog
+from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
 from models.gamification import UserState
@@ -43,7 +44,7 @@ STATE_CODEC = "elimu_user_state"
 #: makes one state write and one Redis round trip serve many events.
 MAX_BATCH = 5000
 BATCH_WINDOW_S = 0.02
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 2.0
 LEADERBOARD_PUSH_S = 1.0
 SERVING_CHECK_S = 5.0
 
@@ -245,8 +246,9 @@ class Worker:
         await self._heartbeat()
 
     async def _heartbeat(self) -> None:
-        await self.redis.hset(keys.WORKER_HEARTBEATS, self.worker_id, int(time.time()))
         metrics.USERS_IN_STATE.set(len(self.table))
+        await self.redis.hset(keys.WORKER_HEARTBEATS, self.worker_id, int(time.time()))
+        await publish_snapshot(self.redis, self.worker_id, metrics.REGISTRY)
 
     async def _push_leaderboards(self) -> None:
         now = int(time.time() * 1000)

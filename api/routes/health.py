@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api import metrics
@@ -23,6 +24,7 @@ from api.errors import error_response
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
+from infra.metrics_relay import render_live_workers
 
 router = APIRouter(tags=["operations"])
 
@@ -48,8 +50,15 @@ async def readyz(state: StateDep) -> OrjsonResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(state: StateDep) -> Response:
+    """This API process's metrics, then every live worker's (labelled ``worker``)."""
+    body = generate_latest(metrics.REGISTRY)
+    try:
+        async with asyncio.timeout(state.config.ready_probe_timeout_s):
+            body += await render_live_workers(state.redis, state.config.heartbeat_max_age_s)
+    except (TimeoutError, RedisError, OSError):
+        metrics.WORKER_METRICS_UNAVAILABLE.inc()  # the API's own metrics still answer
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def _probe(check: Awaitable[dict[str, Any]], timeout: float) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 await ws.send(orjson.dumps({"op": "subscribe", "channel": "user:u-42"}).decode())
                 sub = await recv_json(ws)
                 assert sub["op"] == "subscribed" and sub["channel"] == "user:u-42"
+                await ws.send(orjson.dumps({"op": "subscribe", "channel": "leaderboard:all_time"}).decode())
+                assert (await recv_json(ws))["channel"] == "leaderboard:all_time"
 
                 first = {
                     "event_id": "w-1",
@@ -77,6 +80,10 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 assert msg["data"]["xp_gained"] == 65  # 50 for the lesson + 15 for the day's first event
                 assert msg["data"]["streak"]["current"] == 1
                 last_seen = msg["id"]
+                # The all-time board is pushed live (at most once a second) with the new score.
+                board = await recv_until(ws, lambda m: m.get("type") == "leaderboard")
+                assert board["data"]["period"] == "all_time"
+                assert {"rank": 1, "user_id": "u-42", "score": 65} in board["data"]["entries"]
 
             r = await http.get("/v1/users/u-42", headers=headers)
             assert r.status_code == 200
@@ -113,6 +120,23 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 assert missed["data"]["event_ids"] == ["w-2"]  # the duplicate produced nothing
                 assert {b["id"] for b in missed["data"]["new_badges"]} == {"first_assessment"}
                 assert missed["data"]["level_up"] is True
+
+            # One scrape of the API shows the worker's metrics too, labelled by worker. Three
+            # records were consumed: w-1, and w-2 twice (the duplicate is processed and skipped).
+            processed = re.compile(
+                r'^elimu_events_processed_total\{agent="engagement",topic="behavior-events",'
+                r'worker="[^"]+"\} 3\.0$',
+                re.M,
+            )
+
+            async def worker_metrics() -> str | None:
+                text = (await http.get("/metrics")).text
+                return text if processed.search(text) else None
+
+            text = await wait_until(worker_metrics, timeout=15, what="worker metrics relayed")
+            duplicates = r'^elimu_events_duplicate_total\{agent="engagement",worker="[^"]+"\} 1\.0$'
+            assert re.search(duplicates, text, re.M)
+            assert "elimu_api_ws_connections" in text
 
             # The leaderboards saw it too.
             r = await http.get("/v1/leaderboards/all_time?around=u-42", headers=headers)
