@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from infra import keys
 
@@ -29,28 +28,33 @@ DEDUP_TTL_S = 24 * 3600
 #: Channel histories expire when idle for this long.
 HISTORY_TTL_S = 7 * 24 * 3600
 
-# Publishes any number of messages in one call (a worker batch is one round trip).
-# KEYS, four per message: seq, log, pubsub, dedup ("" for none).
-# ARGV: maxlen, dedup-ttl, history-ttl, then four per message: channel, type, data-json, ts-ms.
-# Returns each message's id, 0 for one whose dedup key was already seen.
-_PUBLISH_LUA = """
-local ids = {}
-for i = 0, #KEYS / 4 - 1 do
-  local k, a = i * 4, 3 + i * 4
-  local channel, typ, data, ts = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local n = 0
-  if KEYS[k + 4] == '' or redis.call('SET', KEYS[k + 4], '1', 'NX', 'EX', ARGV[2]) then
-    n = redis.call('INCR', KEYS[k + 1])
-    redis.call('EXPIRE', KEYS[k + 1], ARGV[3])
-    redis.call('XADD', KEYS[k + 2], 'MAXLEN', ARGV[1], n .. '-1', 't', typ, 'd', data, 'ts', ts)
-    redis.call('EXPIRE', KEYS[k + 2], ARGV[3])
-    redis.call('PUBLISH', KEYS[k + 3], '{"channel":' .. cjson.encode(channel) .. ',"id":' .. n
-      .. ',"type":' .. cjson.encode(typ) .. ',"data":' .. data .. ',"ts":' .. ts .. '}')
+# A Lua function publishing any number of messages in one call, shared by this module's script
+# and by the workers' batch-write script (streams/serving.py) so a batch is one round trip.
+# Each message is [seq-key, log-key, pubsub-key, dedup-key or "", channel, type, data-json, ts-ms],
+# all strings (Lua numbers would print a millisecond timestamp as 1.79e+12). Messages travel as
+# one JSON argument: redis-py encodes every argument in Python, which cost more than the work.
+# The keys are computed by infra/keys.py, so the layout stays defined once; they are not declared
+# in KEYS, which ties the script to a single Redis (not Cluster).
+PUBLISH_ALL_LUA = """
+local function publish_all(msgs, maxlen, dedup_ttl, ttl)
+  local ids = {}
+  for i, m in ipairs(msgs) do
+    local n = 0
+    if m[4] == '' or redis.call('SET', m[4], '1', 'NX', 'EX', dedup_ttl) then
+      n = redis.call('INCR', m[1])
+      redis.call('EXPIRE', m[1], ttl)
+      redis.call('XADD', m[2], 'MAXLEN', maxlen, n .. '-1', 't', m[6], 'd', m[7], 'ts', m[8])
+      redis.call('EXPIRE', m[2], ttl)
+      redis.call('PUBLISH', m[3], '{"channel":' .. cjson.encode(m[5]) .. ',"id":' .. n
+        .. ',"type":' .. cjson.encode(m[6]) .. ',"data":' .. m[7] .. ',"ts":' .. m[8] .. '}')
+    end
+    ids[i] = n
   end
-  ids[i + 1] = n
+  return ids
 end
-return ids
 """
+# ARGV: maxlen, dedup-ttl, history-ttl, messages-json. Returns each message's id (0 = deduplicated).
+_PUBLISH_LUA = PUBLISH_ALL_LUA + "return publish_all(cjson.decode(ARGV[4]), ARGV[1], ARGV[2], ARGV[3])"
 
 
 @dataclass(frozen=True)
@@ -89,33 +93,36 @@ class ChannelLog:
         self.history_size = history_size
         self._script = redis.register_script(_PUBLISH_LUA)
 
-    def _call_args(self, messages: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
-        now = int(time.time() * 1000)
-        k: list[str] = []
-        a: list[Any] = [self.history_size, DEDUP_TTL_S, HISTORY_TTL_S]
-        for m in messages:
-            k += [
+    @property
+    def limits(self) -> tuple[int, int, int]:
+        """The publish function's (maxlen, dedup-ttl, history-ttl) arguments."""
+        return self.history_size, DEDUP_TTL_S, HISTORY_TTL_S
+
+    @staticmethod
+    def encode(messages: Sequence[Outgoing]) -> list[list[str]]:
+        """Messages as the Lua ``publish_all`` takes them (see PUBLISH_ALL_LUA)."""
+        now = str(int(time.time() * 1000))
+        return [
+            [
                 keys.channel_seq(m.channel),
                 keys.channel_log(m.channel),
                 keys.channel_pubsub(m.channel),
                 keys.channel_dedup(m.channel, m.dedup_key) if m.dedup_key else "",
+                m.channel,
+                m.type,
+                orjson.dumps(m.data).decode(),
+                str(m.ts_ms) if m.ts_ms is not None else now,
             ]
-            a += [m.channel, m.type, orjson.dumps(m.data), m.ts_ms if m.ts_ms is not None else now]
-        return k, a
+            for m in messages
+        ]
 
     async def publish(
         self, channel: str, type_: str, data: Any, dedup_key: str | None = None, ts_ms: int | None = None
     ) -> int:
         """Publish one message; returns its id, or 0 when ``dedup_key`` was seen before."""
-        k, a = self._call_args([Outgoing(channel, type_, data, dedup_key, ts_ms)])
-        ids = await self._script(keys=k, args=a)
+        payload = orjson.dumps(self.encode([Outgoing(channel, type_, data, dedup_key, ts_ms)]))
+        ids = await self._script(keys=[], args=[*self.limits, payload])
         return int(ids[0])
-
-    def publish_in(self, pipe: Pipeline, messages: Sequence[Outgoing]) -> None:
-        """Queue one call publishing all ``messages`` on a pipeline (see ``ensure_loaded``)."""
-        if messages:
-            k, a = self._call_args(messages)
-            pipe.evalsha(self._script.sha, len(k), *k, *a)
 
     async def ensure_loaded(self) -> None:
         self._script.sha = await self.redis.script_load(_PUBLISH_LUA)

@@ -64,6 +64,7 @@ _RFC3339 = re.compile(
     re.ASCII,  # \d would otherwise match any Unicode digit ("٢٠٢٦").
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def parse_ts(value: object) -> int:
@@ -120,10 +121,10 @@ def _parse_rfc3339(text: str) -> int:
 
 def format_ts(ms: int) -> str:
     """RFC 3339 in UTC; milliseconds only when present, so round numbers read like the contract."""
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    if ms % 1000:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat (C) on a naive UTC datetime is twice as fast as strftime; this runs for every
+    # timestamp of every serving view.
+    moment = _NAIVE_EPOCH + timedelta(milliseconds=ms)
+    return moment.isoformat(timespec="milliseconds" if ms % 1000 else "seconds") + "Z"
 
 
 # ---------------------------------------------------------------------------------------------

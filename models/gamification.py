@@ -367,7 +367,7 @@ def _award_badges(
     state: UserState, event: BehaviorEvent, rules: Rules, gains: list[tuple[str, int]]
 ) -> tuple[BadgeDef, ...]:
     awarded: list[BadgeDef] = []
-    for badge in rules.badges:
+    for badge in rules.badges_by_type.get(event.type, ()):
         if badge.id not in state.badges and metric_value(state, badge.metric) >= badge.threshold:
             state.badges[badge.id] = event.ts_ms
             _gain(state, gains, f"badge:{badge.id}", badge.xp)
@@ -465,7 +465,7 @@ def public_view(state: UserState, rules: Rules, today_local: int | None = None) 
     streak = (
         state.streak if today_local is None else streak_as_of(state.streak, today_local, rules.max_freezes)
     )
-    catalogue = {badge.id: badge for badge in rules.badges}
+    catalogue = rules.badge_by_id
     badges = []
     for badge_id, earned_at in sorted(state.badges.items(), key=lambda item: (item[1], item[0])):
         known = catalogue.get(badge_id)

@@ -100,6 +100,10 @@ class Rules:
 
     counted_types: frozenset[str] = field(init=False, repr=False, compare=False)
     known_types: frozenset[str] = field(init=False, repr=False, compare=False)
+    badge_by_id: dict[str, BadgeDef] = field(init=False, repr=False, compare=False)
+    #: The badges an event of a type can possibly earn: a ``count:<type>`` badge moves only with
+    #: its own type; every other metric is re-checked after any event.
+    badges_by_type: dict[str, tuple[BadgeDef, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         counted = set(self.actions)
@@ -108,6 +112,17 @@ class Rules:
         object.__setattr__(self, "counted_types", frozenset(counted))
         object.__setattr__(
             self, "known_types", frozenset(counted | self.streak_qualifying | self.category_types)
+        )
+        object.__setattr__(self, "badge_by_id", {badge.id: badge for badge in self.badges})
+        object.__setattr__(
+            self,
+            "badges_by_type",
+            {
+                t: tuple(
+                    b for b in self.badges if not b.metric.startswith("count:") or b.metric == f"count:{t}"
+                )
+                for t in self.known_types
+            },
         )
 
     @classmethod

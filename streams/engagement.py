@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from models.gamification import Effects, UserState, apply_event, apply_profile
-
 from models.events import BehaviorEvent, InvalidEvent, parse_behavior, parse_profile
+from models.gamification import Effects, UserState, apply_event, apply_profile
 from models.rules import Rules
 from streams.records import DeadLetter, Record, owner_partition
 
@@ -45,6 +44,12 @@ class BatchOutcome:
     #: Records found on a partition their user does not own: (record, user key, owner partition).
     misrouted: list[tuple[Record, bytes, int]] = field(default_factory=list)
     processed: int = 0
+
+    def applied_by_user(self) -> dict[str, list[Applied]]:
+        by_user: dict[str, list[Applied]] = {}
+        for a in self.applied:
+            by_user.setdefault(a.event.user_id, []).append(a)
+        return by_user
 
 
 def _now_ms() -> int:

@@ -58,21 +58,19 @@ class EngagementPipeline:
         for rec, user_key, owner in outcome.misrouted:
             await self.send(rec.topic, user_key, rec.value or b"", owner)
             metrics.MISROUTED.labels(rec.topic).inc()
-        await self._publish_updates(outcome)
+        # One engagement message per user per batch, for the output topic and the user's channel.
+        updates = {
+            user_id: engagement_message(outcome.touched[user_id], applied, self.processor.rules)
+            for user_id, applied in outcome.applied_by_user().items()
+        }
+        for user_id, msg in updates.items():
+            await self.send(ENGAGEMENT_TOPIC, user_id.encode(), orjson.dumps(msg), None)
         await self.store.flush()
-        await self._write_serving(outcome)
+        await self._write_serving(outcome, updates)
         self._observe(records, outcome, started)
         return outcome
 
-    async def _publish_updates(self, outcome: BatchOutcome) -> None:
-        by_user: dict[str, list[Any]] = {}
-        for a in outcome.applied:
-            by_user.setdefault(a.event.user_id, []).append(a)
-        for user_id, applied in by_user.items():
-            msg = engagement_message(outcome.touched[user_id], applied, self.processor.rules)
-            await self.send(ENGAGEMENT_TOPIC, user_id.encode(), orjson.dumps(msg), None)
-
-    async def _write_serving(self, outcome: BatchOutcome) -> None:
+    async def _write_serving(self, outcome: BatchOutcome, updates: dict[str, dict[str, Any]]) -> None:
         """Write the Redis view, retrying until Redis answers.
 
         Failing the batch would ack it anyway (Faust acks a ``take_events`` batch however the
@@ -82,7 +80,7 @@ class EngagementPipeline:
         delay = 0.1
         while True:
             try:
-                await self.serving.write(outcome)
+                await self.serving.write(outcome, updates)
                 return
             except (RedisError, OSError) as exc:
                 metrics.SERVING_ERRORS.inc()

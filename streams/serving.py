@@ -16,7 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from infra import keys
-from infra.channels import ChannelLog, Outgoing
+from infra.channels import PUBLISH_ALL_LUA, ChannelLog, Outgoing
 from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
 from models.levels import level_progress
@@ -26,6 +26,26 @@ from streams.engagement import Applied, BatchOutcome
 #: How long period leaderboards outlive their period, so "yesterday" can still be read.
 BUCKET_TTL_S = {"daily": 9 * 86400, "weekly": 6 * 7 * 86400}
 LEADERBOARD_PUSH_SIZE = 10
+
+
+# One call per batch. ARGV: the publish limits (see infra/channels.py), then one JSON document:
+# {"set": [[key, view-json]], "zadd": [[key, ttl-s (0 = none), [score, member, ...]]],
+#  "publish": [message, ...]}. Scores are integer strings (exact; see models/leaderboard.py).
+_BATCH_WRITE_LUA = (
+    PUBLISH_ALL_LUA
+    + """
+local doc = cjson.decode(ARGV[4])
+for _, kv in ipairs(doc["set"]) do redis.call('SET', kv[1], kv[2]) end
+for _, z in ipairs(doc["zadd"]) do
+  local members = z[3]
+  for i = 1, #members, 2000 do
+    redis.call('ZADD', z[1], unpack(members, i, math.min(i + 1999, #members)))
+  end
+  if z[2] > 0 then redis.call('EXPIRE', z[1], z[2]) end
+end
+return publish_all(doc["publish"], ARGV[1], ARGV[2], ARGV[3])
+"""
+)
 
 
 def _period_key(period_bucket: str) -> tuple[str, str]:
@@ -71,23 +91,24 @@ class ServingWriter:
         self.rules = rules
         #: Leaderboard buckets changed since the last push, per period.
         self.dirty_buckets: dict[str, set[str]] = defaultdict(set)
+        self._write_script = redis.register_script(_BATCH_WRITE_LUA)
 
     async def start(self) -> None:
         await self.channels.ensure_loaded()
 
-    async def write(self, outcome: BatchOutcome) -> None:
-        """One round trip per batch: MSET of the views, one ZADD per leaderboard bucket, one
-        publish call for every user's message (per-user commands cost more than the work)."""
+    async def write(self, outcome: BatchOutcome, updates: dict[str, dict[str, Any]]) -> None:
+        """The whole batch in one Redis call: every view, every leaderboard score, every push.
+
+        ``updates`` holds each changed user's engagement message (``engagement_message``).
+        """
         if not outcome.touched:
             return
-        by_user: dict[str, list[Applied]] = defaultdict(list)
-        for a in outcome.applied:
-            by_user[a.event.user_id].append(a)
-        views: dict[str, bytes] = {}
-        boards: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        by_user = outcome.applied_by_user()
+        views: list[tuple[str, str]] = []
+        boards: dict[tuple[str, str], list[str]] = defaultdict(list)
         messages: list[Outgoing] = []
         for user_id, state in outcome.touched.items():
-            views[keys.user_state(user_id)] = orjson.dumps(public_view(state, self.rules))
+            views.append((keys.user_state(user_id), orjson.dumps(public_view(state, self.rules)).decode()))
             applied = by_user.get(user_id)
             # Only changed buckets for users with new events; all of them for a user whose
             # events were all duplicates, whose view may be the one a crash lost.
@@ -96,20 +117,20 @@ class ServingWriter:
             )
             for pb in buckets:
                 xp, reached = state.period_xp[pb]
-                boards[_period_key(pb)][user_id] = encode_score(xp, reached)
-            if applied:
-                msg = engagement_message(state, applied, self.rules)
+                # As an integer string: exact (< 2^53) where a Lua number would print 1.8e+15.
+                boards[_period_key(pb)] += [str(int(encode_score(xp, reached))), user_id]
+            msg = updates.get(user_id)
+            if msg is not None:
                 dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
                 messages.append(Outgoing(f"user:{user_id}", "engagement", msg, dedup))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.mset(views)
-        for (period, bucket), members in boards.items():
-            pipe.zadd(keys.leaderboard(period, bucket), members)
-            if period in BUCKET_TTL_S:
-                pipe.expire(keys.leaderboard(period, bucket), BUCKET_TTL_S[period])
+        zadds = [
+            [keys.leaderboard(period, bucket), BUCKET_TTL_S.get(period, 0), members]
+            for (period, bucket), members in boards.items()
+        ]
+        payload = orjson.dumps({"set": views, "zadd": zadds, "publish": self.channels.encode(messages)})
+        await self._write_script(keys=[], args=[*self.channels.limits, payload])
+        for period, bucket in boards:
             self.dirty_buckets[period].add(bucket)
-        self.channels.publish_in(pipe, messages)
-        await pipe.execute()
 
     async def project(self, states: Iterable[UserState]) -> int:
         """Rewrite the serving view of ``states`` (a rebuild after Redis was lost)."""
