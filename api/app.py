@@ -25,8 +25,10 @@ from api.producer import EventProducer
 from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.routes import ROUTERS
+from api.routes.ops import export_lag_gauges
 from api.state import AppState
 from infra.channels import ChannelLog
+from infra.lag import LagConfig, LagSampler
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
         redis = Redis.from_url(settings.redis_url)
         producer = EventProducer(settings.kafka_bootstrap)
         hub = Hub(redis, subscribe_timeout_s=config.ws_subscribe_timeout_s)
+        lag_sampler: LagSampler | None = None
         try:
             await producer.start()
             await hub.start()
@@ -57,8 +60,20 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
                 hub=hub,
                 events_rate=RateLimiter(redis, "events", config.rate_per_s, config.rate_burst),
             )
+            # One process at a time samples consumer lag (a Redis lock); all export its gauges.
+            lag_sampler = LagSampler(
+                redis,
+                settings.kafka_bootstrap,
+                channels=app.state.pulse.channels,
+                config=LagConfig.from_env(),
+                on_report=export_lag_gauges,
+            )
+            app.state.lag_sampler = lag_sampler
+            await lag_sampler.start()
             yield
         finally:
+            if lag_sampler is not None:
+                await lag_sampler.stop()
             app.state.pulse = None
             await hub.stop()
             await producer.stop()

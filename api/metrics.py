@@ -63,3 +63,24 @@ WORKER_METRICS_UNAVAILABLE = Counter(
     "Scrapes of /metrics that could not read the workers' snapshots from Redis",
     registry=REGISTRY,
 )
+
+# Consumer lag, set by the lag sampler (infra/lag.py) every tick in every API process: the
+# process holding the sampler lock from its own reading, the others from the report it stored.
+CONSUMER_LAG = Gauge(
+    "elimu_consumer_lag",
+    "Consumer lag in offsets (end offset minus committed offset) per group, topic and partition",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "elimu_consumer_lag_seconds",
+    "Consumer lag in seconds (end-offset samples interpolated, kafka-lag-exporter style); NaN while unknown",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_GROUP_STATUS = Gauge(
+    "elimu_consumer_group_status",
+    "Burrow-style consumer group status: 0 OK, 1 WARN, 2 ERR (a partition STALL, STOP or REWIND)",
+    ["group"],
+    registry=REGISTRY,
+)

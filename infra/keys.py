@@ -47,3 +47,9 @@ WORKER_HEARTBEATS = f"{PREFIX}:workers"
 #: Hash of worker metric snapshots (worker id -> Prometheus text), so one scrape of the API's
 #: /metrics shows every live worker too.
 WORKER_METRICS = f"{PREFIX}:worker-metrics"
+
+#: Consumer-lag sampler (infra/lag.py): a capped list of offset snapshots (newest first), the
+#: latest report built from them, and the lock that lets one API process sample at a time.
+LAG_SAMPLES = f"{PREFIX}:lag:samples"
+LAG_REPORT = f"{PREFIX}:lag:report"
+LAG_SAMPLER_LOCK = f"{PREFIX}:lag:lock"

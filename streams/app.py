@@ -7,11 +7,13 @@ pipeline. Everything Faust-specific lives here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -20,6 +22,7 @@ from faust.serializers import codecs
 from faust.types import TableT
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from infra import keys
 from infra.channels import ChannelLog
@@ -124,6 +127,18 @@ class TableStore:
             await self.send(topic, raw_key, value, owner_partition(raw_key, self.partitions))
 
 
+def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    @functools.wraps(tick)
+    async def guarded() -> None:
+        try:
+            await tick()
+        except (RedisError, OSError) as exc:
+            metrics.SERVING_ERRORS.inc()
+            log.warning("%s skipped: Redis unavailable (%s)", tick.__name__, exc)
+
+    return guarded
+
+
 class Worker:
     """Holds the app and everything its agent and timers share."""
 
@@ -219,9 +234,12 @@ class Worker:
                 await self.pipeline.handle(records)
 
         app.task(self._on_start)
-        app.timer(HEARTBEAT_S)(self._heartbeat)
-        app.timer(LEADERBOARD_PUSH_S)(self._push_leaderboards)
-        app.timer(SERVING_CHECK_S)(self._check_serving)
+        # Faust treats an exception escaping a timer as a crash of the whole worker, so a Redis
+        # outage must not escape: the agent holds its offsets while Redis is away, and the timers
+        # simply try again on their next tick.
+        app.timer(HEARTBEAT_S)(_redis_tolerant(self._heartbeat))
+        app.timer(LEADERBOARD_PUSH_S)(_redis_tolerant(self._push_leaderboards))
+        app.timer(SERVING_CHECK_S)(_redis_tolerant(self._check_serving))
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:

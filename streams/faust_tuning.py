@@ -19,10 +19,11 @@ entry point (see pyproject.toml), Faust's documented driver plug-in hook.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from time import monotonic
 from typing import Any, cast
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.sensors.monitor import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -35,12 +36,52 @@ from mode import Service
 FETCH_MAX_WAIT_MS = 50
 
 
+#: How long recovery may spend asking for true end offsets (see ``_highwaters``).
+HIGH_WATERMARK_WAIT_S = 5.0
+
+
 class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_consumer(self, loop: Any) -> Any:
         consumer = super()._create_consumer(loop)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher, so set before start.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        """End offsets for table recovery, corrected by a fetch's high watermark.
+
+        The embedded broker (Tansu) answers ListOffsets(latest) with the last record batch's
+        base offset + 1, so a changelog written in multi-record batches looked shorter than it
+        is and recovery stopped early, losing state. A fetch response carries the true high
+        watermark; on Apache Kafka the two agree and this costs one short fetch per recovery.
+        """
+        listed = dict(await super()._highwaters(partitions))
+        if not listed or self.consumer.in_transaction:
+            return listed
+        bootstrap = ",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker)
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            max_partition_fetch_bytes=1024,
+            client_id="elimu-highwater",
+        )
+        await probe.start()
+        try:
+            tps = [TopicPartition(tp.topic, tp.partition) for tp in listed]
+            probe.assign(tps)
+            for tp in tps:
+                probe.seek(tp, max(0, listed[tp] - 1))
+            deadline = monotonic() + HIGH_WATERMARK_WAIT_S
+            while monotonic() < deadline and any(probe.highwater(tp) is None for tp in tps):
+                await probe.getmany(timeout_ms=50)
+            for tp in tps:
+                highwater = probe.highwater(tp)
+                if highwater is not None and highwater > listed[tp]:
+                    listed[tp] = highwater
+            return listed
+        finally:
+            await probe.stop()
 
 
 class BatchDrainConsumer(aiokafka_driver.Consumer):

@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import events, health, leaderboards, users
+from api.routes import events, health, leaderboards, ops, users
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, events.router, users.router, leaderboards.router)
+ROUTERS: tuple[APIRouter, ...] = (health.router, events.router, users.router, leaderboards.router, ops.router)
