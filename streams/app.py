@@ -18,6 +18,8 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.serializers import codecs
 from faust.types import TableT
 from prometheus_client import generate_latest
@@ -231,7 +233,14 @@ class Worker:
                     )
                     for e in events
                 ]
-                await self.pipeline.handle(records)
+                try:
+                    await self.pipeline.handle(records)
+                except Exception:
+                    # Faust would ack this batch on the way out and restart the agent, committing
+                    # records whose effects may not have reached the changelog. Dying unacked
+                    # makes the next worker process them again (dedup keeps that idempotent).
+                    log.critical("batch failed; exiting without acking it", exc_info=True)
+                    os._exit(70)
 
         app.task(self._on_start)
         # Faust treats an exception escaping a timer as a crash of the whole worker, so a Redis
@@ -249,7 +258,20 @@ class Worker:
         return self.app.consumer.topic_partitions(topic) or self.settings.partitions
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
-        return await self.app.producer.send(topic, key, value, partition, None, None)
+        """Hand a record to the producer, retrying while Kafka refuses it.
+
+        Raising here would end the batch early, and Faust acks a ``take_events`` batch however
+        its body exits: records whose state or output never reached the producer would be
+        committed. Waiting holds the offsets back until Kafka takes the record.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await self.app.producer.send(topic, key, value, partition, None, None)
+            except (ProducerSendError, KafkaError) as exc:
+                log.warning("send to %s failed (%s); retrying in %.1fs", topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _on_start(self) -> None:
         for topic in (BEHAVIOR_TOPIC, PROFILES_TOPIC):

@@ -52,6 +52,9 @@ class EngagementPipeline:
     async def handle(self, records: Sequence[Record]) -> BatchOutcome:
         started = time.perf_counter()
         outcome = self.processor.process(records, self.store)
+        # The changelog first: it is the source of truth, and what must be in the producer before
+        # these records' offsets can be committed.
+        await self.store.flush()
         for dl in outcome.dead_letters:
             await self.send(DEAD_LETTER_TOPIC, dl.record.key, orjson.dumps(dl.as_dict()), None)
             metrics.DEAD_LETTERS.labels(dl.record.topic, dl.reason).inc()
@@ -65,7 +68,6 @@ class EngagementPipeline:
         }
         for user_id, msg in updates.items():
             await self.send(ENGAGEMENT_TOPIC, user_id.encode(), orjson.dumps(msg), None)
-        await self.store.flush()
         await self._write_serving(outcome, updates)
         self._observe(records, outcome, started)
         return outcome

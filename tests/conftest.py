@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
+from infra.kafka import ensure_topics
 from scripts.embedded import Service, start_broker, start_redis
 
 
@@ -47,6 +49,23 @@ def redis_url(redis_service: Service) -> Iterator[str]:
     client.flushdb()
     client.close()
     yield url
+
+
+@pytest.fixture
+def fresh_kafka(tmp_path: Path) -> Iterator[str]:
+    """A broker of this test's own (Tansu starts in milliseconds), with the engine's topics."""
+    svc = start_broker(log_path=tmp_path / "kafka.log")
+    asyncio.run(ensure_topics(svc.address, 4))
+    yield svc.address
+    svc.stop()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client on the freshly flushed test database."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

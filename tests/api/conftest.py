@@ -20,7 +20,6 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
@@ -69,13 +68,6 @@ async def created_topic(kafka_bootstrap: str, events_topic: str) -> str:
     finally:
         await admin.close()
     return events_topic
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 class RunningApp:

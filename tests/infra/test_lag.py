@@ -87,13 +87,6 @@ async def cluster(kafka_bootstrap: str, unique: str) -> AsyncIterator[Cluster]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def make_sampler(redis: Redis, kafka_bootstrap: str) -> AsyncIterator[Callable[..., LagSampler]]:
     made: list[LagSampler] = []
 

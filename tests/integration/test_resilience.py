@@ -161,13 +161,6 @@ async def drain(consumer: AIOKafkaConsumer, into: list[Any]) -> None:
     into.extend(m for msgs in batch.values() for m in msgs)
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> Any:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 # ---------------------------------------------------------------------------------------------
 # a. records on the wrong partition
 
