@@ -132,7 +132,7 @@ async def test_events_reach_redis_duplicates_count_once_bad_input_dead_letters(
     reason=(
         "known intermittent bug under investigation (docs/operations.md, 'Known issue'): in about "
         "1 run in 3-5, after a SIGKILL and restart a stretch of one partition's records is never "
-        "applied; suspected in streams/faust_tuning.py's consumer thread. Reports XPASS when it holds."
+        "applied (suspects in docs/operations.md). Reports XPASS when it holds."
     ),
 )
 async def test_sigkill_mid_stream_loses_nothing_doubles_nothing_and_redis_rebuilds(
