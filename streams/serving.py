@@ -26,6 +26,8 @@ from streams.engagement import Applied, BatchOutcome
 #: How long period leaderboards outlive their period, so "yesterday" can still be read.
 BUCKET_TTL_S = {"daily": 9 * 86400, "weekly": 6 * 7 * 86400}
 LEADERBOARD_PUSH_SIZE = 10
+#: Users per Redis call when re-projecting a whole partition.
+PROJECT_CHUNK = 2000
 
 
 # One call per batch. ARGV: the publish limits (see infra/channels.py), then one JSON document:
@@ -123,6 +125,31 @@ class ServingWriter:
             if msg is not None:
                 dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
                 messages.append(Outgoing(f"user:{user_id}", "engagement", msg, dedup))
+        await self._execute(views, boards, messages)
+
+    async def project(self, states: Iterable[UserState]) -> int:
+        """Rewrite the serving view of ``states`` (a rebuild after Redis was lost), through the
+        same batch write as live processing, in chunks that keep each Redis call short."""
+        n = 0
+        views: list[tuple[str, str]] = []
+        boards: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for state in states:
+            views.append(
+                (keys.user_state(state.user_id), orjson.dumps(public_view(state, self.rules)).decode())
+            )
+            for pb, (xp, reached) in state.period_xp.items():
+                boards[_period_key(pb)] += [str(int(encode_score(xp, reached))), state.user_id]
+            n += 1
+            if len(views) >= PROJECT_CHUNK:
+                await self._execute(views, boards, [])
+                views, boards = [], defaultdict(list)
+        if views:
+            await self._execute(views, boards, [])
+        return n
+
+    async def _execute(
+        self, views: list[tuple[str, str]], boards: dict[tuple[str, str], list[str]], messages: list[Outgoing]
+    ) -> None:
         zadds = [
             [keys.leaderboard(period, bucket), BUCKET_TTL_S.get(period, 0), members]
             for (period, bucket), members in boards.items()
@@ -131,23 +158,6 @@ class ServingWriter:
         await self._write_script(keys=[], args=[*self.channels.limits, payload])
         for period, bucket in boards:
             self.dirty_buckets[period].add(bucket)
-
-    async def project(self, states: Iterable[UserState]) -> int:
-        """Rewrite the serving view of ``states`` (a rebuild after Redis was lost)."""
-        n = 0
-        pipe = self.redis.pipeline(transaction=False)
-        for state in states:
-            pipe.set(keys.user_state(state.user_id), orjson.dumps(public_view(state, self.rules)))
-            for pb, (xp, reached) in state.period_xp.items():
-                period, bucket = _period_key(pb)
-                pipe.zadd(keys.leaderboard(period, bucket), {state.user_id: encode_score(xp, reached)})
-                if period in BUCKET_TTL_S:
-                    pipe.expire(keys.leaderboard(period, bucket), BUCKET_TTL_S[period])
-            n += 1
-            if len(pipe) >= 2000:
-                await pipe.execute()
-        await pipe.execute()
-        return n
 
     async def push_leaderboards(self, current: dict[str, str]) -> None:
         """Publish the top of every leaderboard that changed, for its current bucket only.
