@@ -29,6 +29,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
+from streams.metrics import INPUT_OFFSET_GAPS
+
 #: How long a fetch may wait on the broker for data. Faust hard-codes 1500 ms. Apache Kafka
 #: answers a waiting fetch as soon as data arrives, but the embedded broker (Tansu) waits the full
 #: time, which measured as p50 380 ms produce→consume at 1500 ms and 15 ms at 50 ms. 50 ms costs
@@ -46,6 +48,32 @@ class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher, so set before start.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        return cast(Mapping[Any, int], await self.call_thread(self._seek_to_committed_or_reset))
+
+    async def _seek_to_committed_or_reset(self) -> Mapping[Any, int]:
+        """Seek every assigned partition back to where a fresh consumer would start.
+
+        aiokafka's ``seek_to_committed`` seeks only partitions whose committed offset is above 0
+        and leaves the others at their current position. Faust seeks back after a rebalance and
+        when a fetched batch was cut short (flow stopped, generation changed), relying on this to
+        re-deliver records it already took from the fetcher; with nothing committed yet those
+        records were silently skipped (measured: a SIGKILLed worker's successor lost stretches
+        of input). Uncommitted partitions now restart by the reset policy, as on a fresh start.
+        """
+        consumer = self._ensure_consumer()
+        committed: Mapping[Any, int | None] = await consumer.seek_to_committed()
+        at_zero = [tp for tp, offset in committed.items() if offset == 0]
+        for tp in at_zero:
+            consumer.seek(tp, 0)
+        uncommitted = [tp for tp, offset in committed.items() if offset is None or offset < 0]
+        if uncommitted:
+            if self.app.conf.consumer_auto_offset_reset == "latest":
+                await consumer.seek_to_end(*uncommitted)
+            else:
+                await consumer.seek_to_beginning(*uncommitted)
+        return cast(Mapping[Any, int], committed)
 
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         """End offsets for table recovery, corrected by a fetch's high watermark.
@@ -88,6 +116,31 @@ class BatchDrainConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return FastFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        """Faust's ``_wait_next_records`` with a snapshot of the active partitions.
+
+        Faust passes its *live* set of active partitions to the fetch, which runs later, and
+        filters the fetched records against the same live set afterwards. Recovery empties and
+        refills that set (pause changelogs, resume streams) while a fetch may be pending; an
+        empty set means "all partitions" to aiokafka, so records of paused stream partitions
+        were taken from the fetcher (advancing its position) and then dropped by the filter.
+        A frozen copy makes what is fetched and what is kept the same set.
+        """
+        if not self.flow_active:
+            await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+        try:
+            self.not_waiting_next_records.set()
+            active: frozenset[Any] | None = (
+                None if self.app.client_only else frozenset(self._get_active_partitions())
+            )
+            if active is not None and not active:
+                await self.sleep(1)  # as Faust does when nothing is active (e.g. during recovery)
+                return {}, active
+            records = await self._getmany(active_partitions=active, timeout=timeout)  # type: ignore[arg-type]
+            return records, active
+        finally:
+            self.not_waiting_next_records.set()
+
     async def _deliver(self, batch: AsyncIterator[Any]) -> None:
         callback = self.callback
         get_read_offset = self._read_offset.__getitem__
@@ -105,6 +158,7 @@ class BatchDrainConsumer(aiokafka_driver.Consumer):
             if r_offset is None or offset >= r_offset:
                 gap = offset - (r_offset or 0)
                 if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                    INPUT_OFFSET_GAPS.labels(message.topic).inc()
                     await self._add_gap(tp, r_offset + 1, offset)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0

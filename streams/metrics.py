@@ -60,3 +60,10 @@ USERS_IN_STATE = Gauge("elimu_users_in_state", "Users held in this worker's stat
 SERVING_ERRORS = Counter(
     "elimu_serving_errors_total", "Failed Redis writes of the serving view (retried)", registry=REGISTRY
 )
+INPUT_OFFSET_GAPS = Counter(
+    "elimu_input_offset_gaps_total",
+    "Jumps in consumed offsets (expected on compacted topics and after transaction markers; "
+    "anywhere else they mean skipped records)",
+    ["topic"],
+    registry=REGISTRY,
+)
