@@ -11,7 +11,11 @@ from aiokafka.errors import TopicAlreadyExistsError
 INPUT_TOPICS = ("behavior-events", "job-postings", "application-status", "user-profiles")
 OUTPUT_TOPICS = ("engagement-updates", "notifications", "risk-scores", "market-pulse", "match-alerts")
 DEAD_LETTER = "dead-letter"
+#: The engine's own topics between agents (workers also declare them, this creates them up front).
+INTERNAL_TOPICS = ("elimu-job-fanout", "elimu-market", "user-commands", "elimu-referrals")
 COMPACTED = frozenset({"user-profiles"})
+#: Topics with one partition: one worker owns the whole market; dead letters are few and ordered.
+SINGLE_PARTITION = frozenset({"elimu-market", DEAD_LETTER})
 
 #: The message key of each input topic (CONTRACT.md §4).
 KEY_FIELD = {
@@ -28,19 +32,17 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, t
     await asyncio.wait_for(admin.start(), timeout)
     try:
         existing = set(await admin.list_topics())
-        wanted = [*INPUT_TOPICS, *OUTPUT_TOPICS]
+        wanted = [*INPUT_TOPICS, *OUTPUT_TOPICS, *INTERNAL_TOPICS, DEAD_LETTER]
         new = [
             NewTopic(
                 t,
-                partitions,
+                1 if t in SINGLE_PARTITION else partitions,
                 replication,
                 topic_configs={"cleanup.policy": "compact"} if t in COMPACTED else {},
             )
             for t in wanted
             if t not in existing
         ]
-        if DEAD_LETTER not in existing:
-            new.append(NewTopic(DEAD_LETTER, 1, replication))
         for topic in new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([topic])

@@ -53,3 +53,53 @@ WORKER_METRICS = f"{PREFIX}:worker-metrics"
 LAG_SAMPLES = f"{PREFIX}:lag:samples"
 LAG_REPORT = f"{PREFIX}:lag:report"
 LAG_SAMPLER_LOCK = f"{PREFIX}:lag:lock"
+
+
+#: A user's job matches (JSON object job_id -> match) and applications (JSON list), whole views.
+def user_matches(user_id: str) -> str:
+    return f"{PREFIX}:matches:{user_id}"
+
+
+def user_applications(user_id: str) -> str:
+    return f"{PREFIX}:apps:{user_id}"
+
+
+#: Hash application_id -> facts JSON (models.applications.ApplicationFacts), for analytics.
+APPLICATION_FACTS = f"{PREFIX}:apps:facts"
+
+#: Hash of market pulses by scope: field "<location>|<industry>" (casefolded, empty = any).
+MARKET_PULSE = f"{PREFIX}:market:pulse"
+
+
+def market_scope(location: str | None, industry: str | None) -> str:
+    return f"{(location or '').casefold()}|{(industry or '').casefold()}"
+
+
+def command_result(command_id: str) -> str:
+    """The worker's answer to an API command (infra/commands.py), kept a day for retries."""
+    return f"{PREFIX}:cmd:{command_id}"
+
+
+def user_rewards(user_id: str) -> str:
+    return f"{PREFIX}:rewards:{user_id}"
+
+
+def user_referrals(user_id: str) -> str:
+    return f"{PREFIX}:referrals:{user_id}"
+
+
+def user_growth(user_id: str) -> str:
+    """Challenge progress and goals of a user (JSON)."""
+    return f"{PREFIX}:growth:{user_id}"
+
+
+def referral_code(code: str) -> str:
+    return f"{PREFIX}:refcode:{code}"
+
+
+#: Hash referrer id -> referral book JSON, for growth analytics and the review queue.
+REFERRAL_BOOKS = f"{PREFIX}:referrals:books"
+
+
+def referral_ip_claims(ip: str, day: str) -> str:
+    return f"{PREFIX}:refip:{ip}:{day}"

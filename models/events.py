@@ -37,6 +37,7 @@ REASONS = frozenset(
         "too_large",
         "bad_timezone",
         "too_late",
+        "bad_status",
     }
 )
 
@@ -183,6 +184,16 @@ def _optional_object(obj: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def _required_ts(obj: dict[str, Any], now_ms: int, name: str = "ts") -> int:
+    if obj.get(name) is None or obj.get(name) == "":
+        raise InvalidEvent("missing_field", f"{name} is required")
+    ts_ms = parse_ts(obj[name])
+    if ts_ms > now_ms + FUTURE_TOLERANCE_MS:
+        minutes = FUTURE_TOLERANCE_MS // 60_000
+        raise InvalidEvent("ts_in_future", f"{name} is more than {minutes} minutes ahead")
+    return ts_ms
+
+
 def _str_list(obj: dict[str, Any], name: str) -> tuple[str, ...]:
     value = obj.get(name)
     if value is None:
@@ -235,11 +246,7 @@ def _behavior_from_object(obj: dict[str, Any], now_ms: int) -> BehaviorEvent:
     user_id = _required_id(obj, "user_id")
     # `type` is bounded like an id: it becomes a counter name kept in per-user state.
     event_type = _required_id(obj, "type")
-    if obj.get("ts") is None or obj.get("ts") == "":
-        raise InvalidEvent("missing_field", "ts is required")
-    ts_ms = parse_ts(obj["ts"])
-    if ts_ms > now_ms + FUTURE_TOLERANCE_MS:
-        raise InvalidEvent("ts_in_future", f"ts is more than {FUTURE_TOLERANCE_MS // 60_000} minutes ahead")
+    ts_ms = _required_ts(obj, now_ms)
     return BehaviorEvent(
         event_id=event_id,
         user_id=user_id,
@@ -299,3 +306,139 @@ def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
         currency=_optional_str(obj, "currency"),
         notification_prefs=_optional_object(obj, "notification_prefs"),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# job-postings
+
+MAX_SKILLS = 100
+MAX_TEXT_LEN = 512
+
+
+@dataclass(frozen=True, slots=True)
+class JobPosting:
+    """A validated posting. Skills are lower-cased, stripped and de-duplicated (order kept), so
+    "SQL" and "sql " are one skill everywhere downstream."""
+
+    job_id: str
+    title: str
+    posted_at_ms: int
+    company: str | None = None
+    location: str | None = None
+    industry: str | None = None
+    skills: tuple[str, ...] = ()
+    experience_years: float | None = None
+    education: str | None = None
+    salary_min: float | None = None
+    salary_max: float | None = None
+    currency: str | None = None
+    deadline_ms: int | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "title": self.title,
+            "posted_at_ms": self.posted_at_ms,
+            "company": self.company,
+            "location": self.location,
+            "industry": self.industry,
+            "skills": list(self.skills),
+            "experience_years": self.experience_years,
+            "education": self.education,
+            "salary_min": self.salary_min,
+            "salary_max": self.salary_max,
+            "currency": self.currency,
+            "deadline_ms": self.deadline_ms,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobPosting:
+        return cls(**{**data, "skills": tuple(data.get("skills") or ())})
+
+
+def normalize_skills(skills: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s.strip().lower() for s in skills if s.strip()))
+
+
+def parse_posting(raw: bytes, now_ms: int) -> JobPosting:
+    """Decode and validate one `job-postings` value. Required: `job_id`, `title`, `posted_at`."""
+    obj = _decode_object(raw)
+    job_id = _required_id(obj, "job_id")
+    title = _optional_str(obj, "title", MAX_TEXT_LEN)
+    if not title:
+        raise InvalidEvent("missing_field", "title is required")
+    posted_at = _required_ts(obj, now_ms, "posted_at")
+    deadline = obj.get("deadline")
+    skills = _str_list(obj, "skills")
+    if len(skills) > MAX_SKILLS:
+        raise InvalidEvent("bad_type", f"skills has more than {MAX_SKILLS} entries")
+    salary_min = _optional_number(obj, "salary_min")
+    salary_max = _optional_number(obj, "salary_max")
+    if salary_min is not None and salary_max is not None and salary_min > salary_max:
+        raise InvalidEvent("bad_type", "salary_min is above salary_max")
+    return JobPosting(
+        job_id=job_id,
+        title=title,
+        posted_at_ms=posted_at,
+        company=_optional_str(obj, "company", MAX_TEXT_LEN),
+        location=_optional_str(obj, "location", MAX_TEXT_LEN),
+        industry=_optional_str(obj, "industry", MAX_TEXT_LEN),
+        skills=normalize_skills(skills),
+        experience_years=_optional_number(obj, "experience_years"),
+        education=_optional_str(obj, "education", MAX_TEXT_LEN),
+        salary_min=salary_min,
+        salary_max=salary_max,
+        currency=_optional_str(obj, "currency", 16),
+        deadline_ms=None if deadline is None else parse_ts(deadline),
+        source=_optional_str(obj, "source", MAX_TEXT_LEN),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# application-status
+
+APPLICATION_STATUSES = (
+    "submitted",
+    "viewed",
+    "screening",
+    "interview_scheduled",
+    "interviewed",
+    "offer",
+    "hired",
+    "rejected",
+    "withdrawn",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationStatusEvent:
+    event_id: str
+    application_id: str
+    user_id: str
+    job_id: str
+    status: str
+    ts_ms: int
+    note: str | None = None
+
+
+def parse_application_status(raw: bytes, now_ms: int) -> ApplicationStatusEvent:
+    """Decode and validate one `application-status` value.
+
+    Only a malformed record is refused; an illegal transition is a fact about the history,
+    judged by ``models.applications`` against the other events of the application.
+    """
+    obj = _decode_object(raw)
+    event = ApplicationStatusEvent(
+        event_id=_required_id(obj, "event_id"),
+        application_id=_required_id(obj, "application_id"),
+        user_id=_required_id(obj, "user_id"),
+        job_id=_required_id(obj, "job_id"),
+        status=_required_id(obj, "status"),
+        ts_ms=_required_ts(obj, now_ms),
+        note=_optional_str(obj, "note", MAX_TEXT_LEN),
+    )
+    if event.status not in APPLICATION_STATUSES:
+        raise InvalidEvent("bad_status", f"status must be one of {', '.join(APPLICATION_STATUSES)}")
+    return event

@@ -6,6 +6,7 @@ benchmark's own, so ratios are meaningful on a loaded or slower machine.
   elimu bench throughput [--events N] [--users U]   events/s through one worker vs raw aiokafka
   elimu bench latency [--rate R] [--seconds S]       produce→websocket p50/p99 at a steady rate
   elimu bench all                                    both, and the markdown for docs/benchmarks.md
+  elimu bench match [--profiles N]                   posting→matches at population scale vs a full scan
 """
 
 from __future__ import annotations
@@ -271,6 +272,10 @@ def latency(rate: float, seconds: float, users: int) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["match"]:
+        from scripts.bench_match import main as match_main
+
+        return match_main(argv[1:])
     p = argparse.ArgumentParser(prog="elimu bench")
     p.add_argument("what", nargs="?", default="all", choices=("throughput", "latency", "all"))
     p.add_argument("--events", type=int, default=100_000)

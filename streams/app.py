@@ -17,11 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-import orjson
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from faust.serializers import codecs
-from faust.types import TableT
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,15 +28,25 @@ from infra.channels import ChannelLog
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
+from models.career import CareerState
+from models.events import JobPosting
 from models.gamification import UserState
+from models.growth import GrowthState
 from models.leaderboard import PERIODS, bucket
 from models.rules import Rules
 from streams import metrics
+from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
+from streams.career_pipeline import MATCH_ALERTS_TOPIC, CareerPipeline
 from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
 from streams.faust_tuning import LeanMonitor
-from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, EngagementPipeline, Send
+from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthProcessor
+from streams.growth_pipeline import NOTIFICATIONS_TOPIC, GrowthPipeline
+from streams.market import MARKET_TOPIC, POSTINGS_TOPIC, PULSE_TOPIC, MarketProcessor
+from streams.market_pipeline import MarketPipeline, PostingsPipeline
+from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, EngagementPipeline
 from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
+from streams.tables import RawKey, TableStore, state_codec
 
 log = logging.getLogger(__name__)
 
@@ -51,82 +58,48 @@ MAX_BATCH = 5000
 BATCH_WINDOW_S = 0.02
 HEARTBEAT_S = 2.0
 LEADERBOARD_PUSH_S = 1.0
+MARKET_PULSE_S = 1.0
+#: Input topics of the per-user agent; records of the first two feed gamification, of the
+#: last three career state (profiles feed both).
+ENGAGEMENT_TOPICS = frozenset({BEHAVIOR_TOPIC, PROFILES_TOPIC})
+CAREER_TOPICS = frozenset({PROFILES_TOPIC, APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC})
+GROWTH_TOPICS = frozenset({COMMANDS_TOPIC, REFERRALS_TOPIC})
 SERVING_CHECK_S = 5.0
 
 
-class UserStateCodec(codecs.Codec):
-    """Changelog encoding of a ``UserState``: compact JSON via orjson."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj.to_dict())
-
-    def _loads(self, s: bytes) -> Any:
-        return UserState.from_dict(orjson.loads(s))
+USER_STATE_CODEC, UserStateValue = state_codec(STATE_CODEC, UserState.from_dict)
+CAREER_CODEC, CareerStateValue = state_codec("elimu_career_state", CareerState.from_dict)
+POSTING_CODEC, PostingValue = state_codec("elimu_job_posting", JobPosting.from_dict)
+GROWTH_CODEC, GrowthStateValue = state_codec("elimu_growth_state", GrowthState.from_dict)
+#: Kept under its old name: the user-state table's key type.
+UserIdKey = RawKey
 
 
-codecs.register(STATE_CODEC, UserStateCodec())
+class PostingCopies:
+    """Each fan-out partition's copy of the open postings, in the ``open-postings`` table under
+    ``"<partition>:<job_id>"`` and logged to that partition, so it recovers with the partition."""
 
+    def __init__(self, store: TableStore[JobPosting]) -> None:
+        self.store = store
 
-class _Options:
-    def __init__(self, serializer: str) -> None:
-        self.serializer = serializer
+    def put(self, partition: int, posting: JobPosting) -> None:
+        self.store.put(f"{partition}:{posting.job_id}", posting)
 
+    def delete(self, partition: int, job_id: str) -> None:
+        self.store.delete(f"{partition}:{job_id}")
 
-class UserIdKey:
-    """Table key type: the user id as raw UTF-8, so the changelog key is the input key byte for
-    byte and Kafka's partitioner places both on the same partition. (Faust picks a table's
-    codec from its key/value types' ``_options.serializer``; a plain ``str`` would mean JSON.)"""
+    def items(self) -> list[tuple[int, JobPosting]]:
+        return [(int(k.split(":", 1)[0]), v) for k, v in self.store.items()]
 
-    _options = _Options("raw")
-
-    @staticmethod
-    def from_data(value: Any, preferred_type: Any = None) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class UserStateValue:
-    """Table value type: a ``UserState`` through ``UserStateCodec``."""
-
-    _options = _Options(STATE_CODEC)
-
-    @staticmethod
-    def from_data(value: Any, preferred_type: Any = None) -> UserState:
-        return value if isinstance(value, UserState) else UserState.from_dict(value)
-
-
-class TableStore:
-    """``StateStore`` over a Faust table, writing its changelog in bulk.
-
-    ``table[key] = value`` costs ~75 µs in Faust (a FutureMessage, the ProducerBuffer, a
-    pure-Python partitioner, sensors) and must be called inside the event whose partition it
-    logs to. Here a batch's writes go to the table's store directly and their changelog records
-    straight to the producer, on the partition that owns the key (the same one the input
-    record came from). Faust flushes the producer before it commits offsets, so a committed
-    offset never runs ahead of its state.
-    """
-
-    def __init__(self, table: TableT[str, UserState], send: Send, partitions: int) -> None:
-        self.table = table
-        self.send = send
-        self.partitions = partitions
-        self.codec = UserStateCodec()
-        self.pending: dict[str, UserState] = {}
-
-    def get(self, key: str) -> UserState | None:
-        value: UserState | None = self.table.data.get(key)
-        return value
-
-    def put(self, key: str, state: UserState) -> None:
-        self.table.data[key] = state
-        self.pending[key] = state
+    def expire(self, now_ms: int) -> int:
+        """Drop postings whose deadline has passed (tombstoned in the changelog)."""
+        expired = [k for k, v in self.store.items() if v.deadline_ms is not None and v.deadline_ms < now_ms]
+        for key in expired:
+            self.store.delete(key)
+        return len(expired)
 
     async def flush(self) -> None:
-        topic = self.table.changelog_topic.get_topic_name()
-        pending, self.pending = self.pending, {}
-        for key, state in pending.items():
-            raw_key = key.encode()
-            value = self.codec._dumps(state)  # the codec's own encoding, without Faust's wrapping
-            await self.send(topic, raw_key, value, owner_partition(raw_key, self.partitions))
+        await self.store.flush()
 
 
 def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -139,6 +112,34 @@ def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitab
             log.warning("%s skipped: Redis unavailable (%s)", tick.__name__, exc)
 
     return guarded
+
+
+def _batch_agent(handle: Callable[[list[Record]], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
+    """An agent body: take batches, turn Faust events into ``Record``s, hand them to ``handle``."""
+
+    async def agent(stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):  # type: ignore[attr-defined]
+            records = [
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    int(e.message.timestamp * 1000),
+                )
+                for e in events
+            ]
+            try:
+                await handle(records)
+            except Exception:
+                # Faust would ack this batch on the way out and restart the agent, committing
+                # records whose effects may not have reached the changelog. Dying unacked makes
+                # the next worker process them again (dedup keeps that idempotent).
+                log.critical("batch failed; exiting without acking it", exc_info=True)
+                os._exit(70)
+
+    return agent
 
 
 class Worker:
@@ -197,51 +198,98 @@ class Worker:
     def _wire(self) -> None:
         app = self.app
         n = self.settings.partitions
-        inputs = app.topic(BEHAVIOR_TOPIC, PROFILES_TOPIC, key_serializer="raw", value_serializer="raw")
+
+        def raw(*names: str) -> Any:
+            return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+        per_user = raw(
+            BEHAVIOR_TOPIC,
+            PROFILES_TOPIC,
+            APPLICATIONS_TOPIC,
+            JOB_FANOUT_TOPIC,
+            COMMANDS_TOPIC,
+            REFERRALS_TOPIC,
+        )
         # Declared so Faust creates them with our partition count when missing.
         self.declared = [
             app.topic(BEHAVIOR_TOPIC, partitions=n),
             app.topic(PROFILES_TOPIC, partitions=n, compacting=True),
+            app.topic(APPLICATIONS_TOPIC, partitions=n),
+            app.topic(JOB_FANOUT_TOPIC, partitions=n),
+            app.topic(COMMANDS_TOPIC, partitions=n),
+            app.topic(REFERRALS_TOPIC, partitions=n),
+            app.topic(NOTIFICATIONS_TOPIC, partitions=n),
+            app.topic(POSTINGS_TOPIC, partitions=n),
+            app.topic(MARKET_TOPIC, partitions=1),
             app.topic(DEAD_LETTER_TOPIC, partitions=1),
             app.topic(ENGAGEMENT_TOPIC, partitions=n),
+            app.topic(MATCH_ALERTS_TOPIC, partitions=n),
+            app.topic(PULSE_TOPIC, partitions=1),
         ]
+        # Changelog partition = murmur2(key) for the per-user tables: the function that owns input
+        # records, so a user's state recovers on the partition that receives their events.
         self.table = app.Table(
-            "user-state",
-            partitions=n,
-            key_type=UserIdKey,
-            value_type=UserStateValue,
-            # Changelog partition = murmur2(user_id): the same function that owns input records.
-            use_partitioner=True,
+            "user-state", partitions=n, key_type=UserIdKey, value_type=UserStateValue, use_partitioner=True
         )
+        self.career_table = app.Table(
+            "career-state", partitions=n, key_type=RawKey, value_type=CareerStateValue, use_partitioner=True
+        )
+        self.growth_table = app.Table(
+            "growth-state", partitions=n, key_type=RawKey, value_type=GrowthStateValue, use_partitioner=True
+        )
+        postings_table = app.Table("open-postings", partitions=n, key_type=RawKey, value_type=PostingValue)
+        jobs_table = app.Table("jobs", partitions=1, key_type=RawKey, value_type=PostingValue)
+
         processor = EngagementProcessor(
             self.rules, self._partitions_for, self.settings.dedup_window_days * 86_400_000
         )
-        store = TableStore(self.table, self._send, n)
-        self.pipeline = EngagementPipeline(processor, store, self.serving, self._send)
+        self.pipeline = EngagementPipeline(
+            processor, TableStore(self.table, self._send, n, USER_STATE_CODEC), self.serving, self._send
+        )
+        self.posting_copies = PostingCopies(
+            TableStore(postings_table, self._send, n, POSTING_CODEC, lambda key: int(key.split(":", 1)[0]))
+        )
+        self.career = CareerPipeline(
+            CareerProcessor(self._partitions_for, self.posting_copies),
+            TableStore(self.career_table, self._send, n, CAREER_CODEC),
+            self.posting_copies,
+            self.serving,
+            self._send,
+            n,
+        )
+        self.market = MarketPipeline(
+            MarketProcessor(),
+            TableStore(jobs_table, self._send, 1, POSTING_CODEC, lambda key: 0),
+            self.serving,
+            self._send,
+            n,
+        )
+        self.growth = GrowthPipeline(
+            GrowthProcessor(self.rules, self._partitions_for),
+            TableStore(self.growth_table, self._send, n, GROWTH_CODEC),
+            self.serving,
+            self._send,
+            n,
+        )
+        postings = PostingsPipeline(self._send)
 
-        @app.agent(inputs, name="engagement")
-        async def engagement(stream: faust.StreamT[Any]) -> None:
-            async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):  # type: ignore[attr-defined]
-                records = [
-                    Record(
-                        e.message.topic,
-                        e.message.partition,
-                        e.message.offset,
-                        e.message.key,
-                        e.message.value,
-                        int(e.message.timestamp * 1000),
-                    )
-                    for e in events
-                ]
-                try:
-                    await self.pipeline.handle(records)
-                except Exception:
-                    # Faust would ack this batch on the way out and restart the agent, committing
-                    # records whose effects may not have reached the changelog. Dying unacked
-                    # makes the next worker process them again (dedup keeps that idempotent).
-                    log.critical("batch failed; exiting without acking it", exc_info=True)
-                    os._exit(70)
+        async def per_user_batch(records: list[Record]) -> None:
+            engagement = [r for r in records if r.topic in ENGAGEMENT_TOPICS]
+            career = [r for r in records if r.topic in CAREER_TOPICS]
+            growth = [r for r in records if r.topic in GROWTH_TOPICS]
+            applied = await self.pipeline.handle(engagement) if engagement else None
+            if career:
+                await self.career.handle(career)
+            if growth or (applied is not None and applied.applied):
+                # After engagement: the events it applied (duplicates removed) advance challenges,
+                # goals and referrals.
+                await self.growth.handle(growth, applied)
 
+        app.agent(per_user, name="engagement")(_batch_agent(per_user_batch))
+        app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(postings.handle))
+        app.agent(raw(MARKET_TOPIC), name="market")(_batch_agent(self.market.handle))
+
+        app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
         # Faust treats an exception escaping a timer as a crash of the whole worker, so a Redis
         # outage must not escape: the agent holds its offsets while Redis is away, and the timers
@@ -249,15 +297,42 @@ class Worker:
         app.timer(HEARTBEAT_S)(_redis_tolerant(self._heartbeat))
         app.timer(LEADERBOARD_PUSH_S)(_redis_tolerant(self._push_leaderboards))
         app.timer(SERVING_CHECK_S)(_redis_tolerant(self._check_serving))
+        app.timer(MARKET_PULSE_S)(_redis_tolerant(self._publish_market))
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
 
+    async def _forget_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Drop caches of state this worker may no longer own; they are rebuilt from the tables
+        if the partitions come back (the candidate indexes, the market book)."""
+        revoked: set[Any] = args[0] if args else set()
+        for tp in revoked:
+            if tp.topic == JOB_FANOUT_TOPIC:
+                self.career.processor.candidates.pop(tp.partition, None)
+            elif tp.topic == MARKET_TOPIC:
+                self.market.processor.loaded = False
+
+    def _owns_market(self) -> bool:
+        return any(tp.topic == MARKET_TOPIC for tp in self.app.assignor.assigned_actives())
+
+    def _table_ready(self) -> bool:
+        return not (
+            self.app.in_recovery or self.app.rebalancing or not self.app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        )
+
+    async def _publish_market(self) -> None:
+        if not self._owns_market() or not self._table_ready():
+            return
+        market = self.market
+        if not market.processor.loaded:
+            market.processor.load(market.jobs)
+        await market.publish_pulse(int(time.time() * 1000))
+
     def _partitions_for(self, topic: str) -> int:
         return self.app.consumer.topic_partitions(topic) or self.settings.partitions
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> Any:
         """Hand a record to the producer, retrying while Kafka refuses it.
 
         Raising here would end the batch early, and Faust acks a ``take_events`` batch however
@@ -274,7 +349,7 @@ class Worker:
                 delay = min(delay * 2, 5.0)
 
     async def _on_start(self) -> None:
-        for topic in (BEHAVIOR_TOPIC, PROFILES_TOPIC):
+        for topic in (BEHAVIOR_TOPIC, PROFILES_TOPIC, APPLICATIONS_TOPIC, COMMANDS_TOPIC):
             actual = self.app.consumer.topic_partitions(topic)
             if actual is not None and actual != self.settings.partitions:
                 # State is partitioned by murmur2(user_id) % partitions; a mismatch would
@@ -303,13 +378,14 @@ class Worker:
         The epoch key marks a Redis that has been filled; a wiped Redis has none, so the first
         worker to notice sets a new one and every worker re-projects what it owns.
         """
-        if self.app.in_recovery or self.app.rebalancing or not self.app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+        if not self._table_ready():
             return  # the table is not whole yet; projecting now would publish partial state
         await self.redis.set(keys.SERVING_EPOCH, uuid.uuid4().hex, nx=True)
         epoch = await self.redis.get(keys.SERVING_EPOCH)
         active = self._active_partitions()
         if epoch != self.serving_epoch:
             self.serving_epoch, self.projected = epoch, set()
+            self.market.processor.dirty = True  # the pulse views are gone too
         todo = active - self.projected
         if not todo:
             self.projected &= active
@@ -319,6 +395,17 @@ class Worker:
             s for k, s in list(self.table.items()) if owner_partition(k.encode(), n) in todo and s is not None
         ]
         count = await self.serving.project(states)
+        careers = [
+            c
+            for k, c in list(self.career_table.items())
+            if owner_partition(k.encode(), n) in todo and c is not None
+        ]
+        await self.career.project(careers)
+        await self.growth.project(
+            g
+            for k, g in list(self.growth_table.items())
+            if owner_partition(k.encode(), n) in todo and g is not None
+        )
         self.projected = active
         metrics.SERVING_REBUILDS.inc()
         log.info("projected %d users of partitions %s into Redis", count, sorted(todo))

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from models.events import BehaviorEvent, InvalidEvent, parse_behavior, parse_profile
+from models.events import BehaviorEvent, parse_behavior, parse_profile
 from models.gamification import Effects, UserState, apply_event, apply_profile
 from models.rules import Rules
-from streams.records import DeadLetter, Record, owner_partition
+from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 
 BEHAVIOR_TOPIC = "behavior-events"
 PROFILES_TOPIC = "user-profiles"
@@ -77,15 +77,8 @@ class EngagementProcessor:
         now = self.clock_ms()
         for rec in records:
             out.processed += 1
-            try:
-                if rec.topic == PROFILES_TOPIC:
-                    self._apply_profile(rec, now, store, out, dirty)
-                else:
-                    self._apply_behavior(rec, now, store, out, dirty)
-            except InvalidEvent as exc:
-                out.dead_letters.append(DeadLetter(rec, exc.reason, str(exc)))
-            except Exception as exc:  # a bug must not kill the worker nor lose the message
-                out.dead_letters.append(DeadLetter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
+            apply = self._apply_profile if rec.topic == PROFILES_TOPIC else self._apply_behavior
+            apply_guarded(rec, lambda r: apply(r, now, store, out, dirty), out.dead_letters)  # noqa: B023
         for user_id in dirty:
             store.put(user_id, out.touched[user_id])
         return out
@@ -104,12 +97,9 @@ class EngagementProcessor:
         Producers with another partitioner (librdkafka's default is CRC32) or no key would
         otherwise split a user's state across partitions and workers.
         """
-        key = user_id.encode()
-        if rec.key is not None and rec.key != key:
-            raise InvalidEvent("key_mismatch", f"message key {rec.key!r} is not the user_id {user_id!r}")
-        owner = owner_partition(key, self.partitions_for(rec.topic))
-        if owner != rec.partition:
-            out.misrouted.append((rec, key, owner))
+        owner = misrouted_owner(rec, user_id, self.partitions_for(rec.topic))
+        if owner is not None:
+            out.misrouted.append((rec, user_id.encode(), owner))
             return False
         return True
 

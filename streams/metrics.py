@@ -67,3 +67,9 @@ INPUT_OFFSET_GAPS = Counter(
     ["topic"],
     registry=REGISTRY,
 )
+MATCH_ALERTS = Counter(
+    "elimu_match_alerts_total", "Job match alerts sent (one per user and job)", registry=REGISTRY
+)
+MARKET_PULSES = Counter(
+    "elimu_market_pulses_total", "Market pulses published (at most one per second)", registry=REGISTRY
+)

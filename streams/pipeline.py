@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from streams import metrics
 from streams.engagement import BatchOutcome, EngagementProcessor, StateStore
-from streams.records import Record
+from streams.records import DeadLetter, Record
 from streams.serving import ServingWriter, engagement_message
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,20 @@ ENGAGEMENT_TOPIC = "engagement-updates"
 
 #: ``send(topic, key, value, partition)``: hand a message to the producer. Awaiting it must
 #: not wait for the broker's ack (Faust flushes the producer before committing offsets).
-Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Any]]
+Send = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Any]]
+
+
+async def deliver_refusals(
+    send: Send, dead_letters: Sequence[DeadLetter], misrouted: Sequence[tuple[Record, bytes, int]] = ()
+) -> None:
+    """Dead letters to ``dead-letter`` (counted by topic and reason), and records found on a
+    partition their owner does not live on back to the owner's partition (counted by topic)."""
+    for dl in dead_letters:
+        await send(DEAD_LETTER_TOPIC, dl.record.key, orjson.dumps(dl.as_dict()), None)
+        metrics.DEAD_LETTERS.labels(dl.record.topic, dl.reason).inc()
+    for rec, key, owner in misrouted:
+        await send(rec.topic, key, rec.value or b"", owner)
+        metrics.MISROUTED.labels(rec.topic).inc()
 
 
 class BufferedStore(StateStore, Protocol):
@@ -55,12 +68,7 @@ class EngagementPipeline:
         # The changelog first: it is the source of truth, and what must be in the producer before
         # these records' offsets can be committed.
         await self.store.flush()
-        for dl in outcome.dead_letters:
-            await self.send(DEAD_LETTER_TOPIC, dl.record.key, orjson.dumps(dl.as_dict()), None)
-            metrics.DEAD_LETTERS.labels(dl.record.topic, dl.reason).inc()
-        for rec, user_key, owner in outcome.misrouted:
-            await self.send(rec.topic, user_key, rec.value or b"", owner)
-            metrics.MISROUTED.labels(rec.topic).inc()
+        await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
         # One engagement message per user per batch, for the output topic and the user's channel.
         updates = {
             user_id: engagement_message(outcome.touched[user_id], applied, self.processor.rules)

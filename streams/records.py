@@ -7,11 +7,14 @@ production and on plain lists in unit tests (the arroyo pattern).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from aiokafka.partitioner import murmur2
+
+from models.events import InvalidEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +63,27 @@ def owner_partition(key: bytes, partitions: int) -> int:
     elsewhere is re-routed to its owner partition rather than processed on the wrong one.
     """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def apply_guarded(rec: Record, apply: Callable[[Record], object], dead_letters: list[DeadLetter]) -> None:
+    """``apply(rec)``; a refusal (``InvalidEvent``) or a bug becomes a dead letter for ``rec``:
+    one bad record never stops a batch, and is kept whole with the reason."""
+    try:
+        apply(rec)
+    except InvalidEvent as exc:
+        dead_letters.append(DeadLetter(rec, exc.reason, str(exc)))
+    except Exception as exc:
+        dead_letters.append(DeadLetter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
+
+
+def misrouted_owner(rec: Record, owner_id: str, partitions: int) -> int | None:
+    """The partition that owns ``owner_id`` when it is not ``rec``'s, else None.
+
+    Raises ``InvalidEvent("key_mismatch")`` for a keyed record whose key is not the owner id:
+    such a record would be processed where its key says but its state lives elsewhere.
+    """
+    key = owner_id.encode()
+    if rec.key is not None and rec.key != key:
+        raise InvalidEvent("key_mismatch", f"message key {rec.key!r} is not the id {owner_id!r}")
+    owner = owner_partition(key, partitions)
+    return owner if owner != rec.partition else None

@@ -32,12 +32,14 @@ PROJECT_CHUNK = 2000
 
 # One call per batch. ARGV: the publish limits (see infra/channels.py), then one JSON document:
 # {"set": [[key, view-json]], "zadd": [[key, ttl-s (0 = none), [score, member, ...]]],
-#  "publish": [message, ...]}. Scores are integer strings (exact; see models/leaderboard.py).
+#  "hset": [[key, field, value]], "publish": [message, ...]}.
+# Scores are integer strings (exact; see models/leaderboard.py).
 _BATCH_WRITE_LUA = (
     PUBLISH_ALL_LUA
     + """
 local doc = cjson.decode(ARGV[4])
 for _, kv in ipairs(doc["set"]) do redis.call('SET', kv[1], kv[2]) end
+for _, h in ipairs(doc["hset"]) do redis.call('HSET', h[1], h[2], h[3]) end
 for _, z in ipairs(doc["zadd"]) do
   local members = z[3]
   for i = 1, #members, 2000 do
@@ -147,14 +149,30 @@ class ServingWriter:
             await self._execute(views, boards, [])
         return n
 
+    async def write_documents(
+        self,
+        sets: list[tuple[str, str]],
+        hsets: list[tuple[str, str, str]],
+        messages: list[Outgoing],
+    ) -> None:
+        """Whole-document views, hash fields and pushes in one call (career and market views)."""
+        if sets or hsets or messages:
+            await self._execute(sets, {}, messages, hsets)
+
     async def _execute(
-        self, views: list[tuple[str, str]], boards: dict[tuple[str, str], list[str]], messages: list[Outgoing]
+        self,
+        views: list[tuple[str, str]],
+        boards: dict[tuple[str, str], list[str]],
+        messages: list[Outgoing],
+        hsets: list[tuple[str, str, str]] | None = None,
     ) -> None:
         zadds = [
             [keys.leaderboard(period, bucket), BUCKET_TTL_S.get(period, 0), members]
             for (period, bucket), members in boards.items()
         ]
-        payload = orjson.dumps({"set": views, "zadd": zadds, "publish": self.channels.encode(messages)})
+        payload = orjson.dumps(
+            {"set": views, "zadd": zadds, "hset": hsets or [], "publish": self.channels.encode(messages)}
+        )
         await self._write_script(keys=[], args=[*self.channels.limits, payload])
         for period, bucket in boards:
             self.dirty_buckets[period].add(bucket)

@@ -5,6 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import events, health, leaderboards, ops, users
+from api.routes import careers, events, growth, health, leaderboards, ops, users
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, events.router, users.router, leaderboards.router, ops.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    events.router,
+    users.router,
+    leaderboards.router,
+    careers.router,
+    growth.router,
+    ops.router,
+)

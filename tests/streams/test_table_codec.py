@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from models.gamification import UserState
-from streams.app import STATE_CODEC, UserIdKey, UserStateCodec, UserStateValue
+from streams.app import STATE_CODEC, USER_STATE_CODEC, UserIdKey, UserStateValue
 
 
 def test_table_uses_raw_keys_and_the_state_codec() -> None:
@@ -24,4 +24,4 @@ def test_table_uses_raw_keys_and_the_state_codec() -> None:
     assert isinstance(back, UserState)
     assert back.to_dict() == state.to_dict()
     assert app.serializers.loads_key(table.key_type, raw_key, serializer=table.key_serializer) == "u-1"
-    assert UserStateCodec().loads(UserStateCodec().dumps(state)).xp == 420
+    assert USER_STATE_CODEC.loads(USER_STATE_CODEC.dumps(state)).xp == 420

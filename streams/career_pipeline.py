@@ -1,0 +1,140 @@
+"""Career records end to end: apply, then deliver every consequence before the batch returns.
+
+The same at-least-once shape as ``streams.pipeline``: state to the changelog first, then dead
+letters, re-routed records, alerts and the first-application action to Kafka, then the Redis
+views and pushes, all deduplicated, so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from infra import keys
+from infra.channels import Outgoing
+from models.applications import Application
+from models.career import CareerState
+from models.events import format_ts
+from streams import metrics
+from streams.career import CareerOutcome, CareerProcessor
+from streams.engagement import BEHAVIOR_TOPIC
+from streams.pipeline import Send, deliver_refusals
+from streams.records import Record, owner_partition
+from streams.serving import ServingWriter
+from streams.tables import TableStore
+
+MATCH_ALERTS_TOPIC = "match-alerts"
+#: The gamification action a new application earns (awarded through ``behavior-events``, with
+#: an event id derived from the application id, so it counts once however often it is replayed).
+APPLY_ACTION = "job_apply"
+
+
+def matches_view(state: CareerState) -> str:
+    return orjson.dumps(
+        sorted(state.matches.values(), key=lambda m: (-m["match_score"], m["job_id"]))
+    ).decode()
+
+
+def applications_view(state: CareerState) -> str:
+    apps = sorted(state.applications.values(), key=lambda a: -a.updated_at_ms)
+    return orjson.dumps([a.public_view() for a in apps]).decode()
+
+
+class CareerPipeline:
+    agent = "engagement"
+
+    def __init__(
+        self,
+        processor: CareerProcessor,
+        store: TableStore[CareerState],
+        postings_store: Any,
+        serving: ServingWriter,
+        send: Send,
+        partitions: int,
+    ) -> None:
+        self.processor = processor
+        self.store = store
+        self.postings_store = postings_store
+        self.serving = serving
+        self.send = send
+        self.partitions = partitions
+
+    async def handle(self, records: Sequence[Record]) -> CareerOutcome:
+        outcome = self.processor.process(records, self.store)
+        await self.store.flush()
+        await self.postings_store.flush()
+        await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
+        for alert in outcome.alerts:
+            await self.send(MATCH_ALERTS_TOPIC, alert.user_id.encode(), orjson.dumps(alert.as_dict()), None)
+        metrics.MATCH_ALERTS.inc(len(outcome.alerts))
+        for ev in outcome.new_applications:
+            action = {
+                "event_id": f"application:{ev.application_id}",
+                "user_id": ev.user_id,
+                "type": APPLY_ACTION,
+                "ts": ev.ts_ms,
+                "props": {"application_id": ev.application_id, "job_id": ev.job_id},
+            }
+            key = ev.user_id.encode()
+            await self.send(BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions))
+        await self._write_serving(outcome)
+        for rec in records:
+            metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
+        return outcome
+
+    async def _write_serving(self, outcome: CareerOutcome) -> None:
+        sets: list[tuple[str, str]] = []
+        hsets: list[tuple[str, str, str]] = []
+        messages: list[Outgoing] = []
+        for user_id in outcome.matches_changed:
+            sets.append((keys.user_matches(user_id), matches_view(outcome.touched[user_id])))
+        changed_apps = {u.application.user_id for u in outcome.status_updates}
+        for user_id in changed_apps:
+            sets.append((keys.user_applications(user_id), applications_view(outcome.touched[user_id])))
+        for alert in outcome.alerts:
+            messages.append(
+                Outgoing(
+                    f"user:{alert.user_id}", "match_alert", alert.as_dict(), f"match:{alert.match.job_id}"
+                )
+            )
+        for update in outcome.status_updates:
+            app = update.application
+            hsets.append((keys.APPLICATION_FACTS, app.application_id, self._facts_json(app)))
+            if update.change.changed:
+                data = {
+                    "application_id": app.application_id,
+                    "job_id": app.job_id,
+                    "status": app.status,
+                    "previous_status": update.change.previous_status,
+                    "ts": format_ts(update.event.ts_ms),
+                    "note": update.event.note,
+                }
+                messages.append(
+                    Outgoing(f"user:{app.user_id}", "application_status", data, update.event.event_id)
+                )
+        await self.serving.write_documents(sets, hsets, messages)
+
+    def _facts_json(self, app: Application) -> str:
+        """The analytics facts of ``app``, joined with its posting's industry and source."""
+        posting = self.processor.postings.get(app.job_id)
+        facts = app.facts(posting.industry if posting else None, posting.source if posting else None)
+        return orjson.dumps(dataclasses.asdict(facts)).decode()
+
+    async def project(self, states: Sequence[CareerState]) -> None:
+        """Rewrite the career views of ``states`` (a rebuild after Redis was lost)."""
+        sets: list[tuple[str, str]] = []
+        hsets: list[tuple[str, str, str]] = []
+        for state in states:
+            if state.matches:
+                sets.append((keys.user_matches(state.user_id), matches_view(state)))
+            if state.applications:
+                sets.append((keys.user_applications(state.user_id), applications_view(state)))
+                for app in state.applications.values():
+                    hsets.append((keys.APPLICATION_FACTS, app.application_id, self._facts_json(app)))
+            if len(sets) + len(hsets) >= 2000:
+                await self.serving.write_documents(sets, hsets, [])
+                sets, hsets = [], []
+        await self.serving.write_documents(sets, hsets, [])

@@ -1,0 +1,107 @@
+"""Job postings: validation, the market book behind the pulse, and the fan-out to matching.
+
+``job-postings`` may have any number of partitions (producers key it by ``job_id``), but the
+pulse is one aggregate over all postings. The ``postings`` agent validates each record once and
+forwards it to ``MARKET_TOPIC``, which has a single partition: one worker owns the whole market
+(postings are thousands a day, not thousands a second) and its ``jobs`` table, latest posting by
+``job_id``, is what makes a re-sent posting count once. For every new or changed posting that
+worker sends one copy to each partition of the fan-out topic, where the owners of the users match
+it (``streams.career``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from models.events import InvalidEvent, JobPosting, parse_posting
+from models.market import MarketBook
+from streams.records import DeadLetter, Record
+
+POSTINGS_TOPIC = "job-postings"
+#: Internal, one partition: every validated posting, keyed by job_id.
+MARKET_TOPIC = "elimu-market"
+PULSE_TOPIC = "market-pulse"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class ForwardOutcome:
+    forwards: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def validate_postings(records: Iterable[Record], now_ms: int) -> ForwardOutcome:
+    """Each valid posting re-encoded canonically (validated once, here), each bad one refused."""
+    out = ForwardOutcome()
+    for rec in records:
+        try:
+            posting = parse_posting(rec.value or b"", now_ms)
+            if rec.key is not None and rec.key != posting.job_id.encode():
+                raise InvalidEvent("key_mismatch", f"message key {rec.key!r} is not the job_id")
+        except InvalidEvent as exc:
+            out.dead_letters.append(DeadLetter(rec, exc.reason, str(exc)))
+            continue
+        out.forwards.append((posting.job_id.encode(), orjson.dumps(posting.to_dict())))
+    return out
+
+
+class JobStore(Protocol):
+    def get(self, key: str) -> JobPosting | None: ...
+
+    def put(self, key: str, posting: JobPosting) -> None: ...
+
+    def values(self) -> Iterable[JobPosting]: ...
+
+
+@dataclass
+class MarketOutcome:
+    #: New or changed postings, in arrival order: each goes to matching once.
+    changed: list[JobPosting] = field(default_factory=list)
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class MarketProcessor:
+    """Keeps the latest posting per job and the ``MarketBook`` over them."""
+
+    def __init__(self, clock_ms: Callable[[], int] = _now_ms) -> None:
+        self.clock_ms = clock_ms
+        self.book = MarketBook()
+        self.loaded = False
+        #: Set when the book changed since the pulse was last published.
+        self.dirty = True
+
+    def load(self, jobs: JobStore) -> None:
+        """Rebuild the book from the table (after recovery or when this worker gains the market)."""
+        self.book = MarketBook()
+        for posting in jobs.values():
+            self.book.upsert(posting)
+        self.book.evict(self.clock_ms())
+        self.loaded = self.dirty = True
+
+    def process(self, records: Iterable[Record], jobs: JobStore) -> MarketOutcome:
+        if not self.loaded:
+            self.load(jobs)
+        out = MarketOutcome()
+        for rec in records:
+            try:
+                posting = JobPosting.from_dict(orjson.loads(rec.value or b"{}"))
+            except Exception as exc:  # written by our own forwarder; anything else is a bug
+                out.dead_letters.append(DeadLetter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            if jobs.get(posting.job_id) == posting:
+                out.duplicates += 1
+                continue
+            jobs.put(posting.job_id, posting)
+            self.book.upsert(posting)
+            out.changed.append(posting)
+            self.dirty = True
+        return out

@@ -1,0 +1,225 @@
+"""The growth processor without Faust: dict stores, records as Kafka gives them, and a relay that
+plays the broker between the referred user's side and the referrer's."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+from typing import Any
+
+import orjson
+import pytest
+
+from infra.settings import DEFAULT_RULES
+from models.challenges import challenge_for
+from models.events import BehaviorEvent
+from models.gamification import UserState
+from models.growth import GrowthState
+from models.rewards import balance
+from models.rules import Rules
+from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
+from streams.records import Record, owner_partition
+
+NOW = 1_795_000_000_000  # 2026-11-18
+DAY = 86_400_000
+PARTS = 4
+_offsets = itertools.count()
+
+
+class Store(dict[str, GrowthState]):
+    def put(self, key: str, state: GrowthState) -> None:
+        self[key] = state
+
+
+@pytest.fixture(scope="module")
+def rules() -> Rules:
+    return Rules.from_toml(DEFAULT_RULES.read_text())
+
+
+def command(user: str, type_: str, command_id: str, ts: int = NOW, **fields: Any) -> Record:
+    value = {"command_id": command_id, "type": type_, "user_id": user, "ts": ts, **fields}
+    return Record(
+        COMMANDS_TOPIC,
+        owner_partition(user.encode(), PARTS),
+        next(_offsets),
+        user.encode(),
+        orjson.dumps(value),
+        ts,
+    )
+
+
+def relay(out: GrowthOutcome) -> list[Record]:
+    """What the broker would deliver to the referrers' partitions."""
+    return [
+        Record(
+            REFERRALS_TOPIC,
+            owner_partition(r.encode(), PARTS),
+            next(_offsets),
+            r.encode(),
+            orjson.dumps(m),
+            NOW,
+        )
+        for r, m in out.referral_messages
+    ]
+
+
+def event(
+    user: str, etype: str, ts: int, event_id: str | None = None, **props: Any
+) -> tuple[BehaviorEvent, UserState]:
+    ev = BehaviorEvent(event_id or f"e-{next(_offsets)}", user, etype, ts, None, None, None, props)
+    return ev, UserState(user_id=user)
+
+
+def test_a_referral_completes_once_and_credits_the_referrer(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    proc.process(
+        [command("rita", "referral_generate", "c1", code="ABCD2345", device_id="d-rita", ip="1.1.1.1")],
+        [],
+        store,
+    )
+    claim = proc.process(
+        [
+            command(
+                "uma",
+                "referral_claim",
+                "c2",
+                referrer_id="rita",
+                device_id="d-uma",
+                ip="2.2.2.2",
+                ip_claims_24h=1,
+            )
+        ],
+        [],
+        store,
+    )
+    assert claim.answers == [("c2", {"ok": True, "code": "claimed", "referrer_id": "rita"})]
+    proc.process(relay(claim), [], store)
+    assert store["rita"].book is not None and store["rita"].book.referrals["uma"].status == "pending"
+
+    lesson = proc.process([], [event("uma", "lesson_complete", NOW + DAY)], store)
+    done = proc.process(relay(lesson), [], store)
+    assert balance(store["rita"].ledger, NOW + DAY) == 200
+    assert [a["event_id"] for a in done.actions] == ["referral:uma"]
+    # A second lesson sends nothing; a redelivered completion pays nothing more.
+    assert relay(proc.process([], [event("uma", "lesson_complete", NOW + 2 * DAY)], store)) == []
+    again = proc.process(relay(lesson), [], store)
+    assert balance(store["rita"].ledger, NOW + DAY) == 200 and again.pushes == []
+
+
+def test_a_claim_sharing_the_referrers_device_is_held_not_dropped(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    proc.process([command("rita", "referral_generate", "c1", code="ABCD2345", device_id="d-1")], [], store)
+    claim = proc.process(
+        [command("sam", "referral_claim", "c2", referrer_id="rita", device_id="d-1")], [], store
+    )
+    proc.process(relay(claim), [], store)
+    ref = store["rita"].book.referrals["sam"]  # type: ignore[union-attr]
+    assert ref.status == "held" and "shared_device" in ref.flags
+    # Completing while held pays nothing until an admin approves.
+    proc.process(relay(proc.process([], [event("sam", "lesson_complete", NOW + 1000)], store)), [], store)
+    assert balance(store["rita"].ledger, NOW + 2000) == 0
+    review = proc.process(
+        [command("rita", "referral_review", "c3", referred_id="sam", approve=True)], [], store
+    )
+    assert review.answers[0][1] == {"ok": True, "status": "completed"}
+    assert balance(store["rita"].ledger, NOW + 2000) == 200
+
+
+def test_users_are_referred_once_and_never_by_themselves(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    proc.process([command("uma", "referral_claim", "c1", referrer_id="rita")], [], store)
+    second = proc.process([command("uma", "referral_claim", "c2", referrer_id="ravi")], [], store)
+    assert second.answers[0][1]["code"] == "already_referred"
+    own = proc.process([command("ravi", "referral_claim", "c3", referrer_id="ravi")], [], store)
+    assert own.answers[0][1] == {"ok": False, "code": "self_referral"}
+
+
+def test_racing_redemptions_spend_a_balance_once_and_retries_answer_the_same(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    proc.process([command("ann", "grant", "g1", grant_id="g1", amount=400, reason="welcome")], [], store)
+    out = proc.process(
+        [
+            command("ann", "redeem", "ann:r1", perk_id="discount_10"),
+            command("ann", "redeem", "ann:r2", perk_id="discount_10"),
+        ],
+        [],
+        store,
+    )
+    codes = [answer["code"] for _, answer in out.answers]
+    assert codes == ["ok", "insufficient_balance"]
+    assert balance(store["ann"].ledger, NOW) == 100
+    retry = proc.process([command("ann", "redeem", "ann:r1", perk_id="discount_10")], [], store)
+    assert retry.answers[0][1]["code"] == "ok" and retry.answers[0][1]["duplicate"] is True
+    assert balance(store["ann"].ledger, NOW) == 100 and retry.redemptions == []
+
+
+def test_the_daily_challenge_completes_once_and_earns_its_action(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    day = date(2026, 11, 18)
+    challenge = challenge_for(day)
+    minutes = challenge.params.get("minutes", 0)
+    category = challenge.params.get("category", "behavioral")
+    etype = "interview_session_complete" if challenge.template == "category_focus" else "lesson_complete"
+    actions: list[str] = []
+    for i in range(10):
+        out = proc.process(
+            [],
+            [
+                event(
+                    "kim", etype, NOW + i * 1000, f"k{i}", category=category, duration_s=max(60, minutes * 60)
+                )
+            ],
+            store,
+        )
+        actions += [a["event_id"] for a in out.actions]
+    assert actions == [f"challenge:{challenge.id}"]
+    progress = store["kim"].challenge_progress(challenge.id)
+    assert progress is not None and progress.completed
+
+
+def test_goals_are_created_by_command_validated_and_completed_once(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    bad = proc.process(
+        [command("lee", "goal_create", "lee:g0", kind="nonsense", target=3, deadline_ms=NOW + DAY)], [], store
+    )
+    assert bad.answers[0][1]["code"] == "invalid_goal"
+    made = proc.process(
+        [
+            command(
+                "lee", "goal_create", "lee:g1", kind="practice_frequency", target=2, deadline_ms=NOW + 5 * DAY
+            )
+        ],
+        [],
+        store,
+    )
+    assert made.answers[0][1]["ok"] is True
+    achieved: list[str] = []
+    for i in range(4):
+        out = proc.process([], [event("lee", "lesson_complete", NOW + 1000 * (i + 1))], store)
+        achieved += [a["event_id"] for a in out.actions if a["type"] == "goal_achieved"]
+    assert achieved == ["goal:g1"]
+
+
+def test_challenge_outcomes_do_not_depend_on_arrival_order_across_days(rules: Rules) -> None:
+    days = [NOW - 2 * DAY, NOW - DAY, NOW]
+    events = [
+        event("ola", "lesson_complete", d + i * 60_000, f"o{j}-{i}", duration_s=3600)
+        for j, d in enumerate(days)
+        for i in range(5)
+    ]
+
+    def completed(order: list[tuple[BehaviorEvent, UserState]]) -> list[str]:
+        proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+        ids: list[str] = []
+        for e in order:
+            ids += [a["event_id"] for a in proc.process([], [e], store).actions]
+        return sorted(ids)
+
+    assert completed(events) == completed(list(reversed(events)))
+    assert len(completed(events)) >= 2  # most templates complete with 5 hour-long lessons
+
+
+def test_events_that_advance_nothing_write_no_state(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    proc.process([], [event("vic", "job_view", NOW)], store)
+    assert "vic" not in store
