@@ -1,0 +1,110 @@
+"""Scale-out on the embedded stack: workers share partitions and survive losing one; several API
+processes serve the same channels."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from redis.asyncio import Redis
+
+from api.auth import issue_token
+from infra import keys
+from tests.conftest import wait_until
+from tests.integration.oracle import expected_views
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.test_end_to_end import recv_json, recv_until
+from tests.integration.test_worker import NOW, event, produce, wait_for_views
+
+pytestmark = pytest.mark.integration
+
+PROCESSED = re.compile(
+    r'^elimu_events_processed_total\{agent="engagement",topic="behavior-events"\} (\S+)$', re.M
+)
+
+
+async def processed_by_worker(redis: Redis) -> dict[str, float]:
+    snapshots: dict[bytes, bytes] = await redis.hgetall(keys.WORKER_METRICS)  # type: ignore[misc]
+    return {
+        w.decode(): sum(float(v) for v in PROCESSED.findall(text.decode())) for w, text in snapshots.items()
+    }
+
+
+async def test_two_workers_share_partitions_and_killing_one_loses_and_doubles_nothing(
+    fresh_kafka: str, redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    rng = random.Random(8)
+    users = [f"s-{i}" for i in range(60)]
+    types = ["lesson_complete", "quiz_complete", "interview_session_complete", "career_research"]
+    events = [
+        event(
+            f"s-e{i}", rng.choice(users), rng.choice(types), minutes_ago=rng.randint(0, 2 * 24 * 60), score=90
+        )
+        for i in range(6000)
+    ]
+    sent = events + rng.sample(events, 500)  # producer retries
+    env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6")
+    first = start_worker(env, tmp_path / "worker-a.log")
+    second = start_worker(env, tmp_path / "worker-b.log")
+    try:
+        await produce(fresh_kafka, "behavior-events", sent[:3000])
+
+        async def both_working() -> Any:
+            assert first.alive(), first.tail()
+            assert second.alive(), second.tail()
+            counts = await processed_by_worker(redis)
+            return counts if len(counts) == 2 and all(v > 0 for v in counts.values()) else None
+
+        # Each worker processed part of the stream: the partitions are shared.
+        await wait_until(both_working, timeout=90, what="both workers processing their partitions")
+        second.kill()  # SIGKILL mid-stream: its partitions move to the survivor
+        await produce(fresh_kafka, "behavior-events", sent[3000:])
+        await wait_for_views(redis, expected_views(events, NOW), first, timeout=120)
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def test_clients_on_different_api_processes_get_the_same_channel_messages(
+    fresh_kafka: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = stack_env(fresh_kafka, redis_url, tmp_path)
+    worker = start_worker(env, tmp_path / "worker.log")
+    api_a, url_a = start_api(env, tmp_path / "api-a.log")
+    api_b, url_b = start_api(env, tmp_path / "api-b.log")
+    token = issue_token(TEST_SECRET, "fan")
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def ready() -> bool:
+                assert worker.alive(), worker.tail()
+                codes = [(await http.get(f"{u}/readyz")).status_code for u in (url_a, url_b)]
+                return codes == [200, 200]
+
+            await wait_until(ready, timeout=60, what="both APIs ready")
+        clients = [
+            await websockets.connect(u.replace("http", "ws") + f"/v1/ws?token={token}")
+            for u in (url_a, url_b)
+        ]
+        try:
+            for ws in clients:
+                await ws.send(orjson.dumps({"op": "subscribe", "channel": "user:fan"}).decode())
+                assert (await recv_json(ws))["op"] == "subscribed"
+            await produce(fresh_kafka, "behavior-events", [event("fan-1", "fan", "lesson_complete")])
+            got = [await recv_until(ws, lambda m: m.get("type") == "engagement") for ws in clients]
+            # One publish, fanned out through Redis to every API process: the same message and id.
+            assert got[0] == got[1]
+            assert got[0]["data"]["event_ids"] == ["fan-1"]
+        finally:
+            for ws in clients:
+                await ws.close()
+    finally:
+        api_a.stop()
+        api_b.stop()
+        worker.stop()
