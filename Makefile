@@ -18,6 +18,7 @@ run: $(VENV)/.installed
 	$(BIN)/elimu up
 
 test: $(VENV)/.installed
+	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api import dashboard
 from api.routes import careers, events, growth, health, leaderboards, ops, users
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -15,4 +16,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     careers.router,
     growth.router,
     ops.router,
+    dashboard.router,
 )
