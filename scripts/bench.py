@@ -7,6 +7,9 @@ benchmark's own, so ratios are meaningful on a loaded or slower machine.
   elimu bench latency [--rate R] [--seconds S]       produce→websocket p50/p99 at a steady rate
   elimu bench all                                    both, and the markdown for docs/benchmarks.md
   elimu bench match [--profiles N]                   posting→matches at population scale vs a full scan
+  elimu bench fanout [--connections 100 1000]        one channel → N websockets vs 1 connection
+  elimu bench memory [--users U]                     state bytes per 100k users (RAM and changelog)
+  elimu bench quix [--events N]                      Quix Streams per-user count vs raw aiokafka
 """
 
 from __future__ import annotations
@@ -276,6 +279,22 @@ def main(argv: list[str]) -> int:
         from scripts.bench_match import main as match_main
 
         return match_main(argv[1:])
+    if argv[:1] == ["risk"]:
+        from scripts.bench_risk import main as risk_main
+
+        return risk_main(argv[1:])
+    if argv[:1] == ["fanout"]:
+        from scripts.bench_fanout import main as fanout_main
+
+        return fanout_main(argv[1:])
+    if argv[:1] == ["memory"]:
+        from scripts.bench_memory import main as memory_main
+
+        return memory_main(argv[1:])
+    if argv[:1] == ["quix"]:
+        from scripts.bench_quix import main as quix_main
+
+        return quix_main(argv[1:])
     p = argparse.ArgumentParser(prog="elimu bench")
     p.add_argument("what", nargs="?", default="all", choices=("throughput", "latency", "all"))
     p.add_argument("--events", type=int, default=100_000)

@@ -277,13 +277,15 @@ class Worker:
             engagement = [r for r in records if r.topic in ENGAGEMENT_TOPICS]
             career = [r for r in records if r.topic in CAREER_TOPICS]
             growth = [r for r in records if r.topic in GROWTH_TOPICS]
-            applied = await self.pipeline.handle(engagement) if engagement else None
+            applied = self.pipeline.process(engagement) if engagement else None
             if career:
                 await self.career.handle(career)
             if growth or (applied is not None and applied.applied):
-                # After engagement: the events it applied (duplicates removed) advance challenges,
-                # goals and referrals.
+                # Before the engagement changelog: once that marks this batch's events as seen, a
+                # replay would no longer bring them to the challenge, goals and referrals.
                 await self.growth.handle(growth, applied)
+            if applied is not None:
+                await self.pipeline.deliver(engagement, applied)
 
         app.agent(per_user, name="engagement")(_batch_agent(per_user_batch))
         app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(postings.handle))

@@ -21,7 +21,7 @@ from models.events import format_ts
 from streams import metrics
 from streams.career import CareerOutcome, CareerProcessor
 from streams.engagement import BEHAVIOR_TOPIC
-from streams.pipeline import Send, deliver_refusals
+from streams.pipeline import Outbound, Send, deliver_refusals, send_durably
 from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
 from streams.tables import TableStore
@@ -64,12 +64,12 @@ class CareerPipeline:
 
     async def handle(self, records: Sequence[Record]) -> CareerOutcome:
         outcome = self.processor.process(records, self.store)
-        await self.store.flush()
-        await self.postings_store.flush()
-        await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
-        for alert in outcome.alerts:
-            await self.send(MATCH_ALERTS_TOPIC, alert.user_id.encode(), orjson.dumps(alert.as_dict()), None)
-        metrics.MATCH_ALERTS.inc(len(outcome.alerts))
+        # Alerts and the first application's action are recorded as done in the state (matches,
+        # applications): in Kafka before the state is.
+        durable: list[Outbound] = [
+            (MATCH_ALERTS_TOPIC, alert.user_id.encode(), orjson.dumps(alert.as_dict()), None)
+            for alert in outcome.alerts
+        ]
         for ev in outcome.new_applications:
             action = {
                 "event_id": f"application:{ev.application_id}",
@@ -79,7 +79,12 @@ class CareerPipeline:
                 "props": {"application_id": ev.application_id, "job_id": ev.job_id},
             }
             key = ev.user_id.encode()
-            await self.send(BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions))
+            durable.append((BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions)))
+        await send_durably(self.send, durable)
+        await self.store.flush()
+        await self.postings_store.flush()
+        await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
+        metrics.MATCH_ALERTS.inc(len(outcome.alerts))
         await self._write_serving(outcome)
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()

@@ -44,6 +44,8 @@ class BatchOutcome:
     #: Records found on a partition their user does not own: (record, user key, owner partition).
     misrouted: list[tuple[Record, bytes, int]] = field(default_factory=list)
     processed: int = 0
+    #: perf_counter() when processing began, for the batch-duration metric.
+    started: float = 0.0
 
     def applied_by_user(self) -> dict[str, list[Applied]]:
         by_user: dict[str, list[Applied]] = {}

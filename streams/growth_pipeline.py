@@ -15,7 +15,7 @@ from models.growth import GrowthState
 from streams import metrics
 from streams.engagement import BEHAVIOR_TOPIC, BatchOutcome
 from streams.growth import REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
-from streams.pipeline import Send, deliver_refusals
+from streams.pipeline import Outbound, Send, deliver_refusals, send_durably
 from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
 from streams.tables import TableStore
@@ -45,16 +45,21 @@ class GrowthPipeline:
             [(a.event, engagement.touched[a.event.user_id]) for a in engagement.applied] if engagement else []
         )
         outcome = self.processor.process(records, applied, self.store)
-        await self.store.flush()
-        await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
+        # Referral messages and milestone actions are recorded as done in the state: in Kafka first.
+        durable: list[Outbound] = []
         for referrer, message in outcome.referral_messages:
             key = referrer.encode()
-            await self.send(
-                REFERRALS_TOPIC, key, orjson.dumps(message), owner_partition(key, self.partitions)
+            durable.append(
+                (REFERRALS_TOPIC, key, orjson.dumps(message), owner_partition(key, self.partitions))
             )
         for action in outcome.actions:
             key = action["user_id"].encode()
-            await self.send(BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions))
+            durable.append((BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions)))
+        await send_durably(self.send, durable)
+        # Durably too: the engagement changelog written after this marks these events as seen, and
+        # a replay would no longer bring them here (streams.app runs growth before it).
+        await self.store.flush(durable=True)
+        await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
         for redemption in outcome.redemptions:
             note = {"type": "reward_redeemed", **redemption}
             await self.send(NOTIFICATIONS_TOPIC, redemption["user_id"].encode(), orjson.dumps(note), None)

@@ -13,7 +13,7 @@ from models.events import JobPosting
 from streams import metrics
 from streams.career import JOB_FANOUT_TOPIC
 from streams.market import MARKET_TOPIC, PULSE_TOPIC, MarketOutcome, MarketProcessor, validate_postings
-from streams.pipeline import Send, deliver_refusals
+from streams.pipeline import Send, deliver_refusals, send_durably
 from streams.records import Record
 from streams.serving import ServingWriter
 from streams.tables import TableStore
@@ -55,12 +55,17 @@ class MarketPipeline:
 
     async def handle(self, records: Sequence[Record]) -> MarketOutcome:
         outcome = self.processor.process(records, self.jobs)
+        # The jobs table records a posting as seen: its copies must be in Kafka before it is.
+        await send_durably(
+            self.send,
+            [
+                (JOB_FANOUT_TOPIC, posting.job_id.encode(), orjson.dumps(posting.to_dict()), partition)
+                for posting in outcome.changed
+                for partition in range(self.fanout_partitions)
+            ],
+        )
         await self.jobs.flush()
         await deliver_refusals(self.send, outcome.dead_letters)
-        for posting in outcome.changed:
-            value = orjson.dumps(posting.to_dict())
-            for partition in range(self.fanout_partitions):
-                await self.send(JOB_FANOUT_TOPIC, posting.job_id.encode(), value, partition)
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
         return outcome

@@ -10,6 +10,7 @@ that harmless.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,25 @@ ENGAGEMENT_TOPIC = "engagement-updates"
 #: ``send(topic, key, value, partition)``: hand a message to the producer. Awaiting it must
 #: not wait for the broker's ack (Faust flushes the producer before committing offsets).
 Send = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Any]]
+
+
+#: (topic, key, value, partition) of a message to hand to the producer.
+Outbound = tuple[str, bytes | None, bytes, int | None]
+
+
+async def send_durably(send: Send, messages: Sequence[Outbound]) -> None:
+    """Send ``messages`` and wait until Kafka has them, before the caller writes its state.
+
+    For consequences the state records as done (an action awarded, a referral message sent, a
+    posting fanned out): were the state's changelog record to reach Kafka and not the message, a
+    replay would find the work done and never send it. Waiting for the acks first means a crash
+    can only leave the message without the state, and the replay sends it again, which the
+    receivers dedup (event ids, referral and posting idempotence).
+    """
+    pending = [await send(topic, key, value, partition) for topic, key, value, partition in messages]
+    awaitables = [p for p in pending if inspect.isawaitable(p)]
+    if awaitables:
+        await asyncio.gather(*awaitables)
 
 
 async def deliver_refusals(
@@ -63,8 +83,17 @@ class EngagementPipeline:
         self.send = send
 
     async def handle(self, records: Sequence[Record]) -> BatchOutcome:
-        started = time.perf_counter()
+        return await self.deliver(records, self.process(records))
+
+    def process(self, records: Sequence[Record]) -> BatchOutcome:
+        """Apply the batch to state in memory; nothing leaves the process until ``deliver``. (A
+        caller may write state derived from the outcome first: see ``streams.app``.)"""
         outcome = self.processor.process(records, self.store)
+        outcome.started = time.perf_counter()
+        return outcome
+
+    async def deliver(self, records: Sequence[Record], outcome: BatchOutcome) -> BatchOutcome:
+        started = outcome.started
         # The changelog first: it is the source of truth, and what must be in the producer before
         # these records' offsets can be committed.
         await self.store.flush()

@@ -6,6 +6,8 @@ codec for it and returns the value type Faust needs to pick that codec.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -118,9 +120,16 @@ class TableStore(Generic[S]):
     def items_of_partition(self, partition: int) -> Iterable[S]:
         return [s for k, s in self.table.data.items() if s is not None and self.partition_of(k) == partition]
 
-    async def flush(self) -> None:
+    async def flush(self, durable: bool = False) -> None:
+        """Hand the pending changelog records to the producer; with ``durable``, also wait until
+        Kafka has them (for state that must be persisted before some other state is)."""
         topic = self.table.changelog_topic.get_topic_name()
         pending, self.pending = self.pending, {}
+        futures = []
         for key, state in pending.items():
             value = None if state is None else self.codec._dumps(state)
-            await self.send(topic, key.encode(), value, self.partition_of(key))
+            futures.append(await self.send(topic, key.encode(), value, self.partition_of(key)))
+        if durable:
+            awaitables = [f for f in futures if inspect.isawaitable(f)]
+            if awaitables:
+                await asyncio.gather(*awaitables)
