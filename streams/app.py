@@ -186,9 +186,10 @@ class Worker:
             broker_max_poll_records=2000,
             Monitor=LeanMonitor,
             cython_optimizations=True,
-            # Changelog, output and dead-letter records ride in fewer produce requests; commits
-            # still wait for them (the producer is flushed before every offset commit).
-            producer_linger=0.05,
+            # A short linger: records of one batch still ride together, and the acks a batch waits
+            # for (streams.pipeline.send_durably, growth state) come back fast. Measured: 50 ms
+            # cost a third of the throughput once batches waited for acks (3.6k vs 5.6k events/s).
+            producer_linger=0.005,
             producer_max_batch_size=256 * 1024,
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=s.session_timeout_s,
