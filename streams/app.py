@@ -281,12 +281,15 @@ class Worker:
             applied = self.pipeline.process(engagement) if engagement else None
             if career:
                 await self.career.handle(career)
+            grown = None
             if growth or (applied is not None and applied.applied):
-                # Before the engagement changelog: once that marks this batch's events as seen, a
-                # replay would no longer bring them to the challenge, goals and referrals.
-                await self.growth.handle(growth, applied)
+                # Persisted before the engagement changelog: once that marks this batch's events as
+                # seen, a replay would no longer bring them to the challenge, goals and referrals.
+                grown = await self.growth.persist(growth, applied)
             if applied is not None:
                 await self.pipeline.deliver(engagement, applied)
+            if grown is not None:
+                await self.growth.publish(growth, grown)
 
         app.agent(per_user, name="engagement")(_batch_agent(per_user_batch))
         app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(postings.handle))

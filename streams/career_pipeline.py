@@ -21,7 +21,7 @@ from models.events import format_ts
 from streams import metrics
 from streams.career import CareerOutcome, CareerProcessor
 from streams.engagement import BEHAVIOR_TOPIC
-from streams.pipeline import Outbound, Send, deliver_refusals, send_durably
+from streams.pipeline import Outbound, Send, deliver_refusals, send_durably, write_until_redis_answers
 from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
 from streams.tables import TableStore
@@ -85,7 +85,7 @@ class CareerPipeline:
         await self.postings_store.flush()
         await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
         metrics.MATCH_ALERTS.inc(len(outcome.alerts))
-        await self._write_serving(outcome)
+        await write_until_redis_answers(lambda: self._write_serving(outcome))
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
         return outcome

@@ -5,6 +5,7 @@ last, so an API that sees an answer also sees the views it implies."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -15,7 +16,7 @@ from models.growth import GrowthState
 from streams import metrics
 from streams.engagement import BEHAVIOR_TOPIC, BatchOutcome
 from streams.growth import REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
-from streams.pipeline import Outbound, Send, deliver_refusals, send_durably
+from streams.pipeline import Outbound, Send, deliver_refusals, send_durably, write_until_redis_answers
 from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
 from streams.tables import TableStore
@@ -41,6 +42,12 @@ class GrowthPipeline:
         self.partitions = partitions
 
     async def handle(self, records: Sequence[Record], engagement: BatchOutcome | None) -> GrowthOutcome:
+        outcome = await self.persist(records, engagement)
+        await self.publish(records, outcome)
+        return outcome
+
+    async def persist(self, records: Sequence[Record], engagement: BatchOutcome | None) -> GrowthOutcome:
+        """Apply, then make the state and what it records as done durable in Kafka."""
         applied = (
             [(a.event, engagement.touched[a.event.user_id]) for a in engagement.applied] if engagement else []
         )
@@ -59,19 +66,25 @@ class GrowthPipeline:
         # Durably too: the engagement changelog written after this marks these events as seen, and
         # a replay would no longer bring them here (streams.app runs growth before it).
         await self.store.flush(durable=True)
+        return outcome
+
+    async def publish(self, records: Sequence[Record], outcome: GrowthOutcome) -> None:
+        """Everything else: refusals, notifications, Redis views and pushes, command answers."""
         await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
         for redemption in outcome.redemptions:
             note = {"type": "reward_redeemed", **redemption}
             await self.send(NOTIFICATIONS_TOPIC, redemption["user_id"].encode(), orjson.dumps(note), None)
-        await self.write_views(outcome.touched.values(), outcome)
+        await write_until_redis_answers(lambda: self.write_views(outcome.touched.values(), outcome))
         if outcome.answers:
-            async with self.serving.redis.pipeline(transaction=False) as pipe:
-                for command_id, answer in outcome.answers:
-                    pipe.set(keys.command_result(command_id), orjson.dumps(answer), ex=RESULT_TTL_S)
-                await pipe.execute()
+            await write_until_redis_answers(lambda: self._write_answers(outcome.answers))
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
-        return outcome
+
+    async def _write_answers(self, answers: list[tuple[str, dict[str, Any]]]) -> None:
+        async with self.serving.redis.pipeline(transaction=False) as pipe:
+            for command_id, answer in answers:
+                pipe.set(keys.command_result(command_id), orjson.dumps(answer), ex=RESULT_TTL_S)
+            await pipe.execute()
 
     async def project(self, states: Iterable[GrowthState]) -> None:
         """Rewrite the views of ``states`` (a rebuild after Redis was lost), in short calls."""

@@ -53,6 +53,25 @@ async def send_durably(send: Send, messages: Sequence[Outbound]) -> None:
         await asyncio.gather(*awaitables)
 
 
+async def write_until_redis_answers(write: Callable[[], Awaitable[Any]]) -> None:
+    """Run a Redis write of the serving view, retrying with backoff until Redis answers.
+
+    Failing the batch would make the worker exit (``streams.app``) and, were it not to, Faust
+    would ack the batch anyway; blocking here holds the offsets back while Redis is away, and the
+    state is already safe in the changelog. Every write is idempotent, so a retry is harmless.
+    """
+    delay = 0.1
+    while True:
+        try:
+            await write()
+            return
+        except (RedisError, OSError) as exc:
+            metrics.SERVING_ERRORS.inc()
+            log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def deliver_refusals(
     send: Send, dead_letters: Sequence[DeadLetter], misrouted: Sequence[tuple[Record, bytes, int]] = ()
 ) -> None:
@@ -110,22 +129,7 @@ class EngagementPipeline:
         return outcome
 
     async def _write_serving(self, outcome: BatchOutcome, updates: dict[str, dict[str, Any]]) -> None:
-        """Write the Redis view, retrying until Redis answers.
-
-        Failing the batch would ack it anyway (Faust acks a ``take_events`` batch however the
-        body exits); blocking here holds the offsets back instead, and the redelivered batch
-        would dedup to nothing. The state itself is already safe in the changelog.
-        """
-        delay = 0.1
-        while True:
-            try:
-                await self.serving.write(outcome, updates)
-                return
-            except (RedisError, OSError) as exc:
-                metrics.SERVING_ERRORS.inc()
-                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await write_until_redis_answers(lambda: self.serving.write(outcome, updates))
 
     def _observe(self, records: Sequence[Record], outcome: BatchOutcome, started: float) -> None:
         done = time.time()
