@@ -131,6 +131,23 @@ def match(out: Path, res: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def latency(out: Path, res: dict[str, Any]) -> None:
+    """produce → websocket p50/p99 against the steady produce rate (``latency.json``)."""
+    plt = _pyplot()
+    runs = res["runs"]
+    rates = [r["rate"] for r in runs]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(rates, [r["p50_ms"] for r in runs], marker="o", label="p50")
+    ax.plot(rates, [r["p99_ms"] for r in runs], marker="o", label="p99")
+    ax.set_xlabel("events/s produced (steady)")
+    ax.set_ylabel("produce → websocket, ms")
+    ax.set_title("Latency to the subscribed client (one worker, one API)", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.plots")
     p.add_argument("--dir", type=Path, default=Path("docs/img"))
@@ -147,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     if (tp := _load(d / "throughput.json")) is not None:
         throughput(d, tp, _load(d / "quix.json"))
         made.append("throughput.png")
+    if (lat := _load(d / "latency.json")) is not None:
+        latency(d, lat)
+        made.append("latency.png")
     if (m := _load(d / "match.json")) is not None:
         match(d, m)
         made.append("match.png")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import dashboard
-from api.routes import careers, events, growth, health, leaderboards, ops, users
+from api.routes import careers, events, goals, health, leaderboards, ops, referrals, rewards, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -14,7 +14,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     users.router,
     leaderboards.router,
     careers.router,
-    growth.router,
+    referrals.router,
+    rewards.router,
+    goals.router,
     ops.router,
     dashboard.router,
 )

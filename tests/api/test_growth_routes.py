@@ -22,7 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
-from api.routes import growth
+from api import commands
+from api.routes import goals, referrals
 from infra import keys
 from infra.commands import COMMANDS_TOPIC
 from models import rewards
@@ -118,7 +119,7 @@ async def commands_topic(kafka_bootstrap: str, unique: str, monkeypatch: pytest.
         await admin.create_topics([NewTopic(topic, 1, 1)])
     finally:
         await admin.close()
-    monkeypatch.setattr(growth, "COMMANDS_TOPIC", topic)
+    monkeypatch.setattr(commands, "COMMANDS_TOPIC", topic)
     return topic
 
 
@@ -133,7 +134,7 @@ async def worker(kafka_bootstrap: str, commands_topic: str, redis: Redis) -> Asy
 @pytest.fixture
 def short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests that expect no answer need not wait the production 5 s."""
-    monkeypatch.setattr(growth, "COMMAND_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(commands, "COMMAND_TIMEOUT_S", 0.3)
 
 
 def assert_command(
@@ -154,7 +155,7 @@ def assert_command(
 def test_commands_go_to_the_contract_topic() -> None:
     # The tests redirect the topic; production must still use the one the worker consumes.
     assert COMMANDS_TOPIC == "user-commands"
-    assert growth.COMMAND_TIMEOUT_S == 5.0
+    assert commands.COMMAND_TIMEOUT_S == 5.0
 
 
 @pytest.mark.parametrize(
@@ -219,8 +220,8 @@ async def test_admin_routes_refuse_users(
 async def test_posts_are_rate_limited_per_principal(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(growth, "RATE_BURST", 1)
-    monkeypatch.setattr(growth, "RATE_PER_S", 0.01)
+    monkeypatch.setattr(commands, "RATE_BURST", 1)
+    monkeypatch.setattr(commands, "RATE_PER_S", 0.01)
     body = {"code": "!"}  # refused as 400 after the limiter, so no worker is needed
     assert_error(await client.post("/v1/referrals/claim", json=body, headers=bearer("u-1")), 400, "bad_code")
     response = await client.post("/v1/referrals/claim", json=body, headers=bearer("u-1"))
@@ -342,7 +343,7 @@ async def test_claim_counts_the_ip_and_maps_the_answer(
     assert worker.record_keys == [b"u-new", b"u-again", b"u-loop"]
     (counter,) = await redis.keys(keys.referral_ip_claims("127.0.0.1", "*"))
     assert await redis.get(counter) == b"3"
-    assert 0 < await redis.ttl(counter) <= growth.IP_CLAIMS_TTL_S
+    assert 0 < await redis.ttl(counter) <= referrals.IP_CLAIMS_TTL_S
     assert await redis.keys(keys.referral_ip_claims("10.9.8.7", "*")) == []
 
 
@@ -698,10 +699,10 @@ def test_the_streak_challenge_counts_the_streak_before_today() -> None:
     def day(offset: int) -> str:
         return date.fromordinal(today.toordinal() + offset).isoformat()
 
-    assert growth._streak_before_today(user_view("UTC", 3, day(0)), today, now) == 2
-    assert growth._streak_before_today(user_view("UTC", 3, day(-1)), today, now) == 3
-    assert growth._streak_before_today(user_view("UTC", 3, day(-3)), today, now) == 0  # broken, no freezes
-    assert growth._streak_before_today(None, today, now) is None
+    assert goals._streak_before_today(user_view("UTC", 3, day(0)), today, now) == 2
+    assert goals._streak_before_today(user_view("UTC", 3, day(-1)), today, now) == 3
+    assert goals._streak_before_today(user_view("UTC", 3, day(-3)), today, now) == 0  # broken, no freezes
+    assert goals._streak_before_today(None, today, now) is None
 
 
 async def test_challenge_today_for_a_user_without_views_is_utcs(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,157 @@
+"""Rewards: balance, history, the catalogue, redemption, admin grants (docs/growth.md). Credit
+expiry is applied at read time with the worker's own functions, so a balance is never stale."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import Field, StrictInt, StrictStr
+from redis.asyncio import Redis
+
+from api.commands import (
+    StrictBody,
+    UserIdQuery,
+    get_json,
+    now_ms,
+    pending,
+    rate_limit,
+    refused,
+    require_admin,
+    subject_of,
+    submit,
+)
+from api.deps import PrincipalDep, StateDep
+from api.errors import ApiError
+from api.responses import OrjsonResponse
+from infra import keys
+from models import rewards
+from models.events import MAX_ID_LEN
+
+router = APIRouter(tags=["rewards"])
+
+#: Upper bound on a grant's lifetime; beyond it "expiring" credit is a typo for "never".
+MAX_GRANT_EXPIRY_DAYS = 3650
+_DAY_MS = 86_400_000
+
+
+class RedeemBody(StrictBody):
+    perk_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+    request_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+
+
+class GrantBody(StrictBody):
+    user_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+    amount: Annotated[StrictInt, Field(ge=1, le=rewards.MAX_GRANT)]
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    grant_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+    expires_in_days: Annotated[StrictInt | None, Field(ge=1, le=MAX_GRANT_EXPIRY_DAYS)] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewards
+
+
+async def _ledger(redis: Redis, user_id: str, at_ms: int) -> rewards.Ledger:
+    """The user's ledger as of ``at_ms``: expiry the worker has not recorded yet is applied to
+    this copy, so balance and history agree even when no command touched the ledger since."""
+    raw = await get_json(redis, keys.user_rewards(user_id))
+    ledger = rewards.Ledger(user_id) if raw is None else rewards.Ledger.from_dict(raw)
+    rewards.expire(ledger, at_ms)
+    return ledger
+
+
+@router.get("/v1/rewards/balance", responses={403: {"description": "another user's data"}})
+async def rewards_balance(
+    state: StateDep, principal: PrincipalDep, user_id: UserIdQuery = None
+) -> OrjsonResponse:
+    subject = subject_of(principal, user_id)
+    now = now_ms()
+    ledger = await _ledger(state.redis, subject, now)
+    return OrjsonResponse(
+        {
+            "user_id": subject,
+            "balance": rewards.balance(ledger, now),
+            "expiring_soon": rewards.expiring_soon(ledger, now),
+            "lifetime": {"granted": ledger.granted, "spent": ledger.spent, "expired": ledger.expired},
+        }
+    )
+
+
+@router.get("/v1/rewards/history", responses={403: {"description": "another user's data"}})
+async def rewards_history(
+    state: StateDep, principal: PrincipalDep, user_id: UserIdQuery = None
+) -> OrjsonResponse:
+    subject = subject_of(principal, user_id)
+    ledger = await _ledger(state.redis, subject, now_ms())
+    return OrjsonResponse({"user_id": subject, "history": rewards.history(ledger)})
+
+
+@router.get("/v1/rewards/available", responses={403: {"description": "another user's data"}})
+async def rewards_available(
+    state: StateDep, principal: PrincipalDep, user_id: UserIdQuery = None
+) -> OrjsonResponse:
+    subject = subject_of(principal, user_id)
+    now = now_ms()
+    ledger = await _ledger(state.redis, subject, now)
+    return OrjsonResponse(
+        {"user_id": subject, "balance": rewards.balance(ledger, now), "perks": rewards.available(ledger, now)}
+    )
+
+
+@router.post(
+    "/v1/rewards/redeem",
+    responses={
+        202: {"description": "no answer yet: retry with the same request_id"},
+        404: {"description": "unknown perk"},
+        409: {"description": "insufficient balance or the perk's limit reached"},
+        422: {"description": "invalid body (request_id is required, at most 128 characters)"},
+        429: {"description": "rate limited"},
+    },
+)
+async def redeem(body: RedeemBody, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
+    await rate_limit(state, principal)
+    user_id = principal.sub
+    # Scoped by the user: two users picking the same request_id must not share an answer.
+    command_id = f"{user_id}:{body.request_id}"
+    if len(command_id) > MAX_ID_LEN:
+        # The worker keeps the scoped id in the ledger, whose ids are bounded; a longer one would
+        # be dead-lettered and the client would only ever see 202.
+        raise ApiError(
+            422, "validation_error", f"user id + ':' + request_id must be at most {MAX_ID_LEN} characters"
+        )
+    fields = {"request_id": body.request_id, "perk_id": body.perk_id}
+    answer = await submit(state, command_id, "redeem", user_id, fields, reuse_answer=True)
+    if answer is None:
+        return pending(command_id)
+    if not answer.get("ok"):
+        raise refused(answer, {"unknown_perk": 404, "insufficient_balance": 409, "limit_reached": 409})
+    return OrjsonResponse(answer)
+
+
+@router.post(
+    "/v1/admin/rewards/grant",
+    responses={
+        202: {"description": "no answer yet: retry with the same grant_id"},
+        403: {"description": "not an admin"},
+        409: {"description": "the worker refused the grant"},
+    },
+)
+async def admin_grant(body: GrantBody, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
+    require_admin(principal)
+    await rate_limit(state, principal)
+    now = now_ms()
+    # "grant:" keeps grant ids and redemption request ids of one user from sharing answers.
+    command_id = f"{body.user_id}:grant:{body.grant_id}"
+    fields = {
+        "grant_id": body.grant_id,
+        "amount": body.amount,
+        "reason": body.reason,
+        "expires_at_ms": None if body.expires_in_days is None else now + body.expires_in_days * _DAY_MS,
+    }
+    answer = await submit(state, command_id, "grant", body.user_id, fields, reuse_answer=True)
+    if answer is None:
+        return pending(command_id)
+    if not answer.get("ok"):
+        raise refused(answer, {})
+    return OrjsonResponse(answer)
