@@ -59,6 +59,7 @@ BATCH_WINDOW_S = 0.02
 HEARTBEAT_S = 2.0
 LEADERBOARD_PUSH_S = 1.0
 MARKET_PULSE_S = 1.0
+POSTINGS_EXPIRY_S = 60.0
 #: Input topics of the per-user agent; records of the first two feed gamification, of the
 #: last three career state (profiles feed both).
 ENGAGEMENT_TOPICS = frozenset({BEHAVIOR_TOPIC, PROFILES_TOPIC})
@@ -304,6 +305,7 @@ class Worker:
         app.timer(LEADERBOARD_PUSH_S)(_redis_tolerant(self._push_leaderboards))
         app.timer(SERVING_CHECK_S)(_redis_tolerant(self._check_serving))
         app.timer(MARKET_PULSE_S)(_redis_tolerant(self._publish_market))
+        app.timer(POSTINGS_EXPIRY_S)(self._expire_postings)
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
@@ -318,6 +320,16 @@ class Worker:
                 self.career.processor.candidates.pop(tp.partition, None)
             elif tp.topic == MARKET_TOPIC:
                 self.market.processor.loaded = False
+
+    async def _expire_postings(self) -> None:
+        """Drop postings whose deadline passed from the matching index and the ``open-postings``
+        table (tombstoned in its changelog, so a recovering worker does not load them again)."""
+        if not self._table_ready():
+            return
+        now = int(time.time() * 1000)
+        self.career.processor.postings.evict(now)
+        if self.posting_copies.expire(now):
+            await self.posting_copies.flush()
 
     def _owns_market(self) -> bool:
         return any(tp.topic == MARKET_TOPIC for tp in self.app.assignor.assigned_actives())

@@ -42,7 +42,6 @@ from models.streaks import local_day
 router = APIRouter(tags=["goals"])
 
 
-
 class GoalBody(StrictBody):
     kind: StrictStr
     target: StrictInt | StrictFloat

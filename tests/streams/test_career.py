@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterable
 from typing import Any
@@ -10,10 +11,12 @@ import orjson
 
 from models.career import CareerState
 from models.events import JobPosting
+from streams.app import POSTING_CODEC, PostingCopies
 from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
 from streams.engagement import PROFILES_TOPIC
 from streams.market import MarketProcessor, validate_postings
 from streams.records import Record, owner_partition
+from streams.tables import TableStore
 
 NOW = 1_795_000_000_000
 DAY = 86_400_000
@@ -35,7 +38,7 @@ class CareerDict:
         return [s for k, s in self.data.items() if owner_partition(k.encode(), PARTS) == partition]
 
 
-class PostingCopies:
+class CopiesDict:
     def __init__(self) -> None:
         self.data: dict[tuple[int, str], JobPosting] = {}
 
@@ -85,7 +88,7 @@ def fanout(value: dict[str, Any]) -> list[Record]:
 
 
 def processor() -> tuple[CareerProcessor, CareerDict]:
-    return CareerProcessor(lambda topic: PARTS, PostingCopies(), clock_ms=lambda: NOW), CareerDict()
+    return CareerProcessor(lambda topic: PARTS, CopiesDict(), clock_ms=lambda: NOW), CareerDict()
 
 
 def test_a_posting_alerts_each_suitable_user_once_whatever_the_redelivery() -> None:
@@ -174,3 +177,35 @@ def test_market_counts_a_resent_posting_once_and_fans_out_only_changes() -> None
     changed = market.process([Record("elimu-market", 0, 2, upd[0], upd[1], NOW)], jobs).changed
     assert [p.salary_max for p in changed] == [99]
     assert market.book.pulse(NOW)["new_jobs_today"] == 1
+
+
+class _Changelog:
+    @staticmethod
+    def get_topic_name() -> str:
+        return "open-postings-changelog"
+
+
+class _FakeTable:
+    """What ``TableStore`` uses of a Faust table: its data and its changelog topic's name."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, JobPosting] = {}
+        self.changelog_topic = _Changelog()
+
+
+def test_expired_posting_copies_are_tombstoned() -> None:
+    sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:
+        sent.append((topic, key, value, partition))
+
+    store = TableStore(_FakeTable(), send, PARTS, POSTING_CODEC, lambda k: int(k.split(":", 1)[0]))  # type: ignore[arg-type]
+    copies = PostingCopies(store)
+    copies.put(2, JobPosting("j-live", "Analyst", NOW, deadline_ms=NOW + DAY))
+    copies.put(3, JobPosting("j-gone", "Analyst", NOW - 9 * DAY, deadline_ms=NOW - DAY))
+    asyncio.run(copies.flush())
+    sent.clear()
+    assert copies.expire(NOW) == 1
+    asyncio.run(copies.flush())
+    assert sent == [("open-postings-changelog", b"3:j-gone", None, 3)]  # a tombstone on its partition
+    assert [p.job_id for _, p in copies.items()] == ["j-live"]
