@@ -323,13 +323,16 @@ class Worker:
 
     async def _expire_postings(self) -> None:
         """Drop postings whose deadline passed from the matching index and the ``open-postings``
-        table (tombstoned in its changelog, so a recovering worker does not load them again)."""
+        table, and closed old ones from ``jobs`` (tombstoned in the changelogs, so a recovering
+        worker does not load them again)."""
         if not self._table_ready():
             return
         now = int(time.time() * 1000)
         self.career.processor.postings.evict(now)
         if self.posting_copies.expire(now):
             await self.posting_copies.flush()
+        if self._owns_market() and self.market.processor.expire(self.market.jobs, now):
+            await self.market.jobs.flush()
 
     def _owns_market(self) -> bool:
         return any(tp.topic == MARKET_TOPIC for tp in self.app.assignor.assigned_actives())

@@ -53,10 +53,17 @@ def validate_postings(records: Iterable[Record], now_ms: int) -> ForwardOutcome:
     return out
 
 
+#: How long a closed posting stays in the ``jobs`` table: past the pulse's window (today and the
+#: 7 days before), so a re-send inside the window still counts once.
+RETAIN_CLOSED_MS = 9 * 86_400_000
+
+
 class JobStore(Protocol):
     def get(self, key: str) -> JobPosting | None: ...
 
     def put(self, key: str, posting: JobPosting) -> None: ...
+
+    def delete(self, key: str) -> None: ...
 
     def values(self) -> Iterable[JobPosting]: ...
 
@@ -86,6 +93,21 @@ class MarketProcessor:
             self.book.upsert(posting)
         self.book.evict(self.clock_ms())
         self.loaded = self.dirty = True
+
+    def expire(self, jobs: JobStore, now_ms: int) -> list[str]:
+        """Forget postings that are closed (deadline passed, or none) and older than the pulse's
+        window: without this the table would hold every posting ever seen. A re-send of one
+        after this is new again, but can no longer change the pulse (outside its window) nor
+        alert anyone twice (each user's matches remember the job)."""
+        cutoff = now_ms - RETAIN_CLOSED_MS
+        gone = [
+            p.job_id
+            for p in jobs.values()
+            if p.posted_at_ms < cutoff and (p.deadline_ms is None or p.deadline_ms < now_ms)
+        ]
+        for job_id in gone:
+            jobs.delete(job_id)
+        return gone
 
     def process(self, records: Iterable[Record], jobs: JobStore) -> MarketOutcome:
         if not self.loaded:

@@ -56,6 +56,9 @@ class JobsDict(dict[str, JobPosting]):
     def put(self, key: str, posting: JobPosting) -> None:
         self[key] = posting
 
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
 
 def record(topic: str, value: Any, key: str, partition: int | None = None) -> Record:
     part = owner_partition(key.encode(), PARTS) if partition is None else partition
@@ -209,3 +212,13 @@ def test_expired_posting_copies_are_tombstoned() -> None:
     asyncio.run(copies.flush())
     assert sent == [("open-postings-changelog", b"3:j-gone", None, 3)]  # a tombstone on its partition
     assert [p.job_id for _, p in copies.items()] == ["j-live"]
+
+
+def test_the_jobs_table_forgets_closed_postings_past_the_pulse_window() -> None:
+    market, jobs = MarketProcessor(clock_ms=lambda: NOW), JobsDict()
+    jobs.put("old-closed", JobPosting("old-closed", "A", NOW - 10 * DAY, deadline_ms=NOW - DAY))
+    jobs.put("old-open", JobPosting("old-open", "B", NOW - 10 * DAY, deadline_ms=NOW + DAY))
+    jobs.put("recent-closed", JobPosting("recent-closed", "C", NOW - 2 * DAY, deadline_ms=NOW - DAY))
+    jobs.put("old-no-deadline", JobPosting("old-no-deadline", "D", NOW - 10 * DAY))
+    assert sorted(market.expire(jobs, NOW)) == ["old-closed", "old-no-deadline"]
+    assert sorted(jobs) == ["old-open", "recent-closed"]
