@@ -4,11 +4,11 @@ reader's clock (today in the user's time zone, expired goals); new goals are com
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter
-from pydantic import StrictFloat, StrictInt, StrictStr
+from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
 from api.commands import (
     StrictBody,
@@ -47,6 +47,11 @@ class GoalBody(StrictBody):
     target: StrictInt | StrictFloat
     deadline: StrictStr | StrictInt | StrictFloat
     params: dict[str, Any] | None = None
+    #: The client's idempotency key: a retried POST with the same one answers the same goal
+    #: instead of creating a second. Without one, every POST is a new goal.
+    request_id: Annotated[
+        StrictStr | None, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    ] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,14 +126,16 @@ async def create_goal(
         checked = new_goal("probe", body.kind, body.target, deadline_ms, now, body.params)
     except ValueError as exc:
         raise ApiError(422, "invalid_goal", str(exc)) from exc
-    command_id = server_command_id(user_id)
+    # The worker names the goal after the command id's last part: the request id when given.
+    keyed = body.request_id is not None
+    command_id = f"{user_id}:goal:{body.request_id}" if keyed else server_command_id(user_id)
     fields = {
         "kind": checked.kind,
         "target": checked.target,
         "deadline_ms": deadline_ms,
         "params": checked.params,
     }
-    answer = await submit(state, command_id, "goal_create", user_id, fields)
+    answer = await submit(state, command_id, "goal_create", user_id, fields, reuse_answer=keyed)
     if answer is None:
         return pending(command_id)
     if not answer.get("ok"):

@@ -831,3 +831,23 @@ async def test_goals_list_shows_passed_deadlines_as_expired(client: httpx.AsyncC
     assert listed[2] == public_goal(live)
     assert listed[2]["percent"] == 80
     assert (await client.get("/v1/users/u-empty/goals", headers=bearer("u-empty"))).json() == []
+
+
+async def test_a_goal_retried_with_its_request_id_is_created_once(
+    client: httpx.AsyncClient, worker: FakeWorker
+) -> None:
+    def answer(command: dict[str, Any]) -> dict[str, Any]:
+        goal_id = command["command_id"].rsplit(":", 1)[-1]
+        goal = new_goal(
+            goal_id, command["kind"], command["target"], command["deadline_ms"], command["ts"], {}
+        )
+        return {"ok": True, "goal": public_goal(goal)}
+
+    worker.reply = answer
+    body = {"kind": "practice_frequency", "target": 3, "deadline": now_ms() + DAY_MS, "request_id": "g-7"}
+    first = await client.post("/v1/users/u-g/goals", json=body, headers=bearer("u-g"))
+    again = await client.post("/v1/users/u-g/goals", json=body, headers=bearer("u-g"))
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert first.json() == again.json() and first.json()["goal_id"] == "g-7"
+    (command,) = await worker.received(1)
+    assert command["command_id"] == "u-g:goal:g-7"  # one command: the retry reused the answer
