@@ -44,7 +44,7 @@ from streams.growth_pipeline import NOTIFICATIONS_TOPIC, GrowthPipeline
 from streams.market import MARKET_TOPIC, POSTINGS_TOPIC, PULSE_TOPIC, MarketProcessor
 from streams.market_pipeline import MarketPipeline, PostingsPipeline
 from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, EngagementPipeline
-from streams.records import Record, owner_partition
+from streams.records import Record
 from streams.serving import ServingWriter
 from streams.tables import RawKey, TableStore, state_codec
 
@@ -233,10 +233,10 @@ class Worker:
         self.table = app.Table(
             "user-state", partitions=n, key_type=UserIdKey, value_type=UserStateValue, use_partitioner=True
         )
-        self.career_table = app.Table(
+        career_table = app.Table(
             "career-state", partitions=n, key_type=RawKey, value_type=CareerStateValue, use_partitioner=True
         )
-        self.growth_table = app.Table(
+        growth_table = app.Table(
             "growth-state", partitions=n, key_type=RawKey, value_type=GrowthStateValue, use_partitioner=True
         )
         postings_table = app.Table("open-postings", partitions=n, key_type=RawKey, value_type=PostingValue)
@@ -245,15 +245,14 @@ class Worker:
         processor = EngagementProcessor(
             self.rules, self._partitions_for, self.settings.dedup_window_days * 86_400_000
         )
-        self.pipeline = EngagementPipeline(
-            processor, TableStore(self.table, self._send, n, USER_STATE_CODEC), self.serving, self._send
-        )
+        self.user_store = TableStore(self.table, self._send, n, USER_STATE_CODEC)
+        self.pipeline = EngagementPipeline(processor, self.user_store, self.serving, self._send)
         self.posting_copies = PostingCopies(
             TableStore(postings_table, self._send, n, POSTING_CODEC, lambda key: int(key.split(":", 1)[0]))
         )
         self.career = CareerPipeline(
             CareerProcessor(self._partitions_for, self.posting_copies),
-            TableStore(self.career_table, self._send, n, CAREER_CODEC),
+            TableStore(career_table, self._send, n, CAREER_CODEC),
             self.posting_copies,
             self.serving,
             self._send,
@@ -268,7 +267,7 @@ class Worker:
         )
         self.growth = GrowthPipeline(
             GrowthProcessor(self.rules, self._partitions_for),
-            TableStore(self.growth_table, self._send, n, GROWTH_CODEC),
+            TableStore(growth_table, self._send, n, GROWTH_CODEC),
             self.serving,
             self._send,
             n,
@@ -411,22 +410,9 @@ class Worker:
         if not todo:
             self.projected &= active
             return
-        n = self.settings.partitions
-        states = [
-            s for k, s in list(self.table.items()) if owner_partition(k.encode(), n) in todo and s is not None
-        ]
-        count = await self.serving.project(states)
-        careers = [
-            c
-            for k, c in list(self.career_table.items())
-            if owner_partition(k.encode(), n) in todo and c is not None
-        ]
-        await self.career.project(careers)
-        await self.growth.project(
-            g
-            for k, g in list(self.growth_table.items())
-            if owner_partition(k.encode(), n) in todo and g is not None
-        )
+        count = await self.serving.project(self.user_store.states_of(todo))
+        await self.career.project(self.career.store.states_of(todo))
+        await self.growth.project(self.growth.store.states_of(todo))
         self.projected = active
         metrics.SERVING_REBUILDS.inc()
         log.info("projected %d users of partitions %s into Redis", count, sorted(todo))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,7 +43,7 @@ class CareerStore(Protocol):
 
     def put(self, key: str, state: CareerState) -> None: ...
 
-    def items_of_partition(self, partition: int) -> Iterable[CareerState]: ...
+    def states_of(self, partitions: AbstractSet[int]) -> Iterable[CareerState]: ...
 
 
 class PostingStore(Protocol):
@@ -135,7 +136,7 @@ class CareerProcessor:
         index = self.candidates.get(partition)
         if index is None:
             index = self.candidates[partition] = CandidateIndex()
-            for state in store.items_of_partition(partition):
+            for state in store.states_of({partition}):
                 if state.candidate is not None:
                     index.upsert(state.candidate)
         return index

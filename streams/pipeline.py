@@ -47,8 +47,14 @@ async def send_durably(send: Send, messages: Sequence[Outbound]) -> None:
     can only leave the message without the state, and the replay sends it again, which the
     receivers dedup (event ids, referral and posting idempotence).
     """
-    pending = [await send(topic, key, value, partition) for topic, key, value, partition in messages]
-    awaitables = [p for p in pending if inspect.isawaitable(p)]
+    await await_delivery(
+        [await send(topic, key, value, partition) for topic, key, value, partition in messages]
+    )
+
+
+async def await_delivery(sent: Sequence[Any]) -> None:
+    """Wait until Kafka has acked every record whose ``send`` returned a delivery future."""
+    awaitables = [f for f in sent if inspect.isawaitable(f)]
     if awaitables:
         await asyncio.gather(*awaitables)
 

@@ -6,16 +6,15 @@ codec for it and returns the value type Faust needs to pick that codec.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from faust.serializers import codecs
 from faust.types import TableT
 
-from streams.pipeline import Send
+from streams.pipeline import Send, await_delivery
 from streams.records import owner_partition
 
 
@@ -117,8 +116,13 @@ class TableStore(Generic[S]):
     def values(self) -> Iterable[S]:
         return list(self.table.data.values())
 
-    def items_of_partition(self, partition: int) -> Iterable[S]:
-        return [s for k, s in self.table.data.items() if s is not None and self.partition_of(k) == partition]
+    def states_of(self, partitions: AbstractSet[int]) -> list[S]:
+        """The states held for ``partitions`` (the table holds every partition this worker owns)."""
+        return [
+            s
+            for k, s in list(self.table.data.items())
+            if s is not None and self.partition_of(k) in partitions
+        ]
 
     async def flush(self, durable: bool = False) -> None:
         """Hand the pending changelog records to the producer; with ``durable``, also wait until
@@ -130,6 +134,4 @@ class TableStore(Generic[S]):
             value = None if state is None else self.codec._dumps(state)
             futures.append(await self.send(topic, key.encode(), value, self.partition_of(key)))
         if durable:
-            awaitables = [f for f in futures if inspect.isawaitable(f)]
-            if awaitables:
-                await asyncio.gather(*awaitables)
+            await await_delivery(futures)

@@ -23,6 +23,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from api.auth import issue_token
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.test_careers import posting
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -54,25 +55,6 @@ async def browser() -> AsyncIterator[Browser]:
             yield b
         finally:
             await b.close()
-
-
-def posting(job_id: str, now_ms: int) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "title": "Junior Data Analyst",
-        "company": "Acme",
-        "location": "Nairobi",
-        "industry": "technology",
-        "skills": ["sql", "excel", "python"],
-        "experience_years": 1,
-        "education": "bachelor",
-        "salary_min": 60000,
-        "salary_max": 90000,
-        "currency": "KES",
-        "posted_at": now_ms - 60_000,
-        "deadline": now_ms + 3 * 86_400_000,
-        "source": "careerjet",
-    }
 
 
 def events(now_ms: int, round_: int) -> list[dict[str, Any]]:
@@ -187,7 +169,7 @@ async def test_dashboard_follows_the_stack_live(
             admin_headers = {"Authorization": f"Bearer {admin}"}
             r = await http.post("/v1/events", json=events(now, 0), headers=admin_headers)
             assert r.status_code == 202, r.text
-            send_postings(fresh_kafka, [posting("dash-j-1", now), posting("dash-j-2", now)])
+            send_postings(fresh_kafka, [posting("dash-j-1"), posting("dash-j-2")])
 
             # Leaderboard, market pulse and committed offsets move, pushed over the websocket.
             await page.wait_for_function(

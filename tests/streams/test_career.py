@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
@@ -34,8 +35,8 @@ class CareerDict:
     def put(self, key: str, state: CareerState) -> None:
         self.data[key] = state
 
-    def items_of_partition(self, partition: int) -> Iterable[CareerState]:
-        return [s for k, s in self.data.items() if owner_partition(k.encode(), PARTS) == partition]
+    def states_of(self, partitions: AbstractSet[int]) -> Iterable[CareerState]:
+        return [s for k, s in self.data.items() if owner_partition(k.encode(), PARTS) in partitions]
 
 
 class CopiesDict:
