@@ -61,11 +61,6 @@ def subject_of(principal: Principal, user_id: str | None) -> str:
     return user_id
 
 
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise ApiError(403, "forbidden", "this route is for admins only")
-
-
 async def rate_limit(state: AppState, principal: Principal) -> None:
     # Built per request: register_script is local (no round trip) and AppState has no slot for
     # a growth limiter; the bucket itself lives in Redis, so nothing is lost between requests.

@@ -39,5 +39,10 @@ def require_user_access(principal: Principal, user_id: str) -> None:
         raise ApiError(403, "forbidden", "you may only access your own resources")
 
 
+def require_admin(principal: Principal, what: str = "this route") -> None:
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", f"{what} is for admins only")
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -12,10 +12,18 @@ INPUT_TOPICS = ("behavior-events", "job-postings", "application-status", "user-p
 OUTPUT_TOPICS = ("engagement-updates", "notifications", "risk-scores", "market-pulse", "match-alerts")
 DEAD_LETTER = "dead-letter"
 #: The engine's own topics between agents (workers also declare them, this creates them up front).
-INTERNAL_TOPICS = ("elimu-job-fanout", "elimu-market", "user-commands", "elimu-referrals")
-COMPACTED = frozenset({"user-profiles"})
-#: Topics with one partition: one worker owns the whole market; dead letters are few and ordered.
-SINGLE_PARTITION = frozenset({"elimu-market", DEAD_LETTER})
+INTERNAL_TOPICS = (
+    "elimu-job-fanout",
+    "elimu-market",
+    "user-commands",
+    "elimu-referrals",
+    "elimu-risk-labels",
+    "elimu-risk-model",
+)
+COMPACTED = frozenset({"user-profiles", "elimu-risk-model"})
+#: Topics with one partition: one worker owns the whole market and the risk trainer; the model
+#: broadcast is read whole by every worker; dead letters are few and ordered.
+SINGLE_PARTITION = frozenset({"elimu-market", "elimu-risk-labels", "elimu-risk-model", DEAD_LETTER})
 
 #: The message key of each input topic (CONTRACT.md §4).
 KEY_FIELD = {

@@ -103,3 +103,8 @@ REFERRAL_BOOKS = f"{PREFIX}:referrals:books"
 
 def referral_ip_claims(ip: str, day: str) -> str:
     return f"{PREFIX}:refip:{ip}:{day}"
+
+#: Sorted set: every scored user's current drop-off risk (0-100), for the at-risk list and stats.
+RISK_SCORES = f"{PREFIX}:risk-board"  # not under "risk:", where user ids live
+#: The risk trainer's prequential evaluation (JSON), for operators.
+RISK_EVALUATION = f"{PREFIX}:risk-evaluation"

@@ -32,6 +32,12 @@ class Settings:
     #: How long the group waits for a silent worker before moving its partitions. Lower means
     #: faster failover after a crash and more false alarms during long GC pauses.
     session_timeout_s: float = 30.0
+    #: Drop-off risk (docs/risk.md): a user is "dropped" after this many days without activity.
+    risk_horizon_days: float = 7.0
+    #: How often (in stream time) the sweep re-scores a user who sends nothing.
+    risk_rescore_minutes: float = 60.0
+    #: Allowed lateness before a label resolves as dropped.
+    risk_grace_minutes: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -46,6 +52,9 @@ class Settings:
             partitions=int(e.get("ELIMU_PARTITIONS") or 8),
             dedup_window_days=int(e.get("ELIMU_DEDUP_WINDOW_DAYS") or 7),
             session_timeout_s=float(e.get("ELIMU_SESSION_TIMEOUT") or 30.0),
+            risk_horizon_days=float(e.get("ELIMU_RISK_HORIZON_DAYS") or 7.0),
+            risk_rescore_minutes=float(e.get("ELIMU_RISK_RESCORE_MINUTES") or 60.0),
+            risk_grace_minutes=float(e.get("ELIMU_RISK_GRACE_MINUTES") or 60.0),
         )
 
     @property

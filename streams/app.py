@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from infra import keys
 from infra.channels import ChannelLog
+from infra.feed import TopicFeed
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
@@ -33,7 +34,9 @@ from models.events import JobPosting
 from models.gamification import UserState
 from models.growth import GrowthState
 from models.leaderboard import PERIODS, bucket
+from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
+from models.streaks import local_day, streak_as_of
 from streams import metrics
 from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
 from streams.career_pipeline import MATCH_ALERTS_TOPIC, CareerPipeline
@@ -44,7 +47,10 @@ from streams.growth_pipeline import NOTIFICATIONS_TOPIC, GrowthPipeline
 from streams.market import MARKET_TOPIC, POSTINGS_TOPIC, PULSE_TOPIC, MarketProcessor
 from streams.market_pipeline import MarketPipeline, PostingsPipeline
 from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, EngagementPipeline
-from streams.records import Record
+from streams.records import Record, owner_partition
+from streams.risk import RISK_LABELS_TOPIC, RISK_MODEL_TOPIC, RISK_SCORES_TOPIC, RiskProcessor
+from streams.risk_pipeline import RiskPipeline
+from streams.risk_trainer import ModelBroadcast, RiskTrainer
 from streams.serving import ServingWriter
 from streams.tables import RawKey, TableStore, state_codec
 
@@ -66,12 +72,15 @@ ENGAGEMENT_TOPICS = frozenset({BEHAVIOR_TOPIC, PROFILES_TOPIC})
 CAREER_TOPICS = frozenset({PROFILES_TOPIC, APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC})
 GROWTH_TOPICS = frozenset({COMMANDS_TOPIC, REFERRALS_TOPIC})
 SERVING_CHECK_S = 5.0
+RISK_SWEEP_S = 1.0
+RISK_PUBLISH_S = 5.0
 
 
 USER_STATE_CODEC, UserStateValue = state_codec(STATE_CODEC, UserState.from_dict)
 CAREER_CODEC, CareerStateValue = state_codec("elimu_career_state", CareerState.from_dict)
 POSTING_CODEC, PostingValue = state_codec("elimu_job_posting", JobPosting.from_dict)
 GROWTH_CODEC, GrowthStateValue = state_codec("elimu_growth_state", GrowthState.from_dict)
+RISK_CODEC, RiskStateValue = state_codec("elimu_risk_state", RiskState.from_dict)
 #: Kept under its old name: the user-state table's key type.
 UserIdKey = RawKey
 
@@ -101,6 +110,10 @@ class PostingCopies:
 
     async def flush(self) -> None:
         await self.store.flush()
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -159,6 +172,8 @@ class Worker:
         self.serving = ServingWriter(self.redis, self.channels, rules)
         self.serving_epoch: bytes | str | None = None
         self.projected: set[int] = set()
+        #: Partitions whose users are on the risk sweep's agenda.
+        self.risk_scheduled: set[int] = set()
         self._wire()
 
     def _build_app(self) -> faust.App:
@@ -227,6 +242,9 @@ class Worker:
             app.topic(ENGAGEMENT_TOPIC, partitions=n),
             app.topic(MATCH_ALERTS_TOPIC, partitions=n),
             app.topic(PULSE_TOPIC, partitions=1),
+            app.topic(RISK_SCORES_TOPIC, partitions=n),
+            app.topic(RISK_LABELS_TOPIC, partitions=1),
+            app.topic(RISK_MODEL_TOPIC, partitions=1, compacting=True),
         ]
         # Changelog partition = murmur2(key) for the per-user tables: the function that owns input
         # records, so a user's state recovers on the partition that receives their events.
@@ -238,6 +256,9 @@ class Worker:
         )
         growth_table = app.Table(
             "growth-state", partitions=n, key_type=RawKey, value_type=GrowthStateValue, use_partitioner=True
+        )
+        risk_table = app.Table(
+            "risk-state", partitions=n, key_type=RawKey, value_type=RiskStateValue, use_partitioner=True
         )
         postings_table = app.Table("open-postings", partitions=n, key_type=RawKey, value_type=PostingValue)
         jobs_table = app.Table("jobs", partitions=1, key_type=RawKey, value_type=PostingValue)
@@ -273,6 +294,28 @@ class Worker:
             n,
         )
         postings = PostingsPipeline(self._send)
+        s = self.settings
+        self.risk_settings = RiskSettings(
+            horizon_ms=int(s.risk_horizon_days * 86_400_000),
+            grace_ms=int(s.risk_grace_minutes * 60_000),
+            rescore_ms=int(s.risk_rescore_minutes * 60_000),
+        )
+        self.risk = RiskPipeline(
+            RiskProcessor(self.risk_settings, self._streak_of, lambda score: []),
+            TableStore(risk_table, self._send, n, RISK_CODEC),
+            self.serving,
+            self._send,
+        )
+        self.model_broadcast = ModelBroadcast(self.risk.processor)
+        self.model_feed = TopicFeed(s.kafka_bootstrap, RISK_MODEL_TOPIC, self.model_broadcast.on_record)
+        self.trainer = RiskTrainer(
+            self.risk_settings,
+            self.model_broadcast,
+            self._send,
+            s.kafka_bootstrap,
+            self.redis,
+            self.model_feed.caught_up,
+        )
 
         async def per_user_batch(records: list[Record]) -> None:
             engagement = [r for r in records if r.topic in ENGAGEMENT_TOPICS]
@@ -281,19 +324,25 @@ class Worker:
             applied = self.pipeline.process(engagement) if engagement else None
             if career:
                 await self.career.handle(career)
-            grown = None
-            if growth or (applied is not None and applied.applied):
-                # Persisted before the engagement changelog: once that marks this batch's events as
-                # seen, a replay would no longer bring them to the challenge, goals and referrals.
-                grown = await self.growth.persist(growth, applied)
+            # Growth and risk state are persisted before the engagement changelog: once that marks
+            # this batch's events as seen, a replay would no longer bring them here.
+            grow = growth or (applied is not None and applied.applied)
+            events = [(a.event, a.effects.xp_gained) for a in applied.applied] if applied else []
+            grown, risked = await asyncio.gather(
+                self.growth.persist(growth, applied) if grow else _nothing(),
+                self.risk.on_events(events) if events else _nothing(),
+            )
             if applied is not None:
                 await self.pipeline.deliver(engagement, applied)
             if grown is not None:
                 await self.growth.publish(growth, grown)
+            if risked is not None:
+                await self.risk.publish(risked)
 
         app.agent(per_user, name="engagement")(_batch_agent(per_user_batch))
         app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(postings.handle))
         app.agent(raw(MARKET_TOPIC), name="market")(_batch_agent(self.market.handle))
+        app.agent(raw(RISK_LABELS_TOPIC), name="risk-trainer")(_batch_agent(self.trainer.handle))
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
@@ -305,6 +354,8 @@ class Worker:
         app.timer(SERVING_CHECK_S)(_redis_tolerant(self._check_serving))
         app.timer(MARKET_PULSE_S)(_redis_tolerant(self._publish_market))
         app.timer(POSTINGS_EXPIRY_S)(self._expire_postings)
+        app.timer(RISK_SWEEP_S)(_redis_tolerant(self._sweep_risk))
+        app.timer(RISK_PUBLISH_S)(_redis_tolerant(self.trainer.publish_due))
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
@@ -319,6 +370,8 @@ class Worker:
                 self.career.processor.candidates.pop(tp.partition, None)
             elif tp.topic == MARKET_TOPIC:
                 self.market.processor.loaded = False
+            elif tp.topic == RISK_LABELS_TOPIC:
+                self.trainer.forget()
 
     async def _expire_postings(self) -> None:
         """Drop postings whose deadline passed from the matching index and the ``open-postings``
@@ -332,6 +385,32 @@ class Worker:
             await self.posting_copies.flush()
         if self._owns_market() and self.market.processor.expire(self.market.jobs, now):
             await self.market.jobs.flush()
+
+    def _streak_of(self, user_id: str, now_ms: int) -> int | None:
+        """The user's streak as of stream time `now_ms`, in their timezone (freezes included)."""
+        state = self.user_store.get(user_id)
+        if state is None:
+            return None
+        today = local_day(now_ms, state.timezone)
+        return streak_as_of(state.streak, today, self.rules.max_freezes).current
+
+    async def _sweep_risk(self) -> None:
+        """Re-score the users due by stream time; put newly owned partitions' users on the agenda."""
+        if not self._table_ready():
+            return
+        active = self._active_partitions()
+        n = self.settings.partitions
+        store = self.risk.store
+
+        def owned(user_id: str) -> bool:
+            return owner_partition(user_id.encode(), n) in active
+
+        if active != self.risk_scheduled:
+            self.risk.processor.forget(owned)
+            self.risk.processor.schedule(store.states_of(active - self.risk_scheduled))
+            self.risk_scheduled = active
+            self.risk.processor.adopt_watermark(store.states_of(active))
+        await self.risk.sweep(owned)
 
     def _owns_market(self) -> bool:
         return any(tp.topic == MARKET_TOPIC for tp in self.app.assignor.assigned_actives())
@@ -378,6 +457,7 @@ class Worker:
                     f"topic {topic!r} has {actual} partitions but ELIMU_PARTITIONS={self.settings.partitions}"
                 )
         await self.serving.start()
+        await self.model_feed.start()
         await self._heartbeat()
 
     async def _heartbeat(self) -> None:
@@ -413,6 +493,7 @@ class Worker:
         count = await self.serving.project(self.user_store.states_of(todo))
         await self.career.project(self.career.store.states_of(todo))
         await self.growth.project(self.growth.store.states_of(todo))
+        await self.risk.project(self.risk.store.states_of(todo))
         self.projected = active
         metrics.SERVING_REBUILDS.inc()
         log.info("projected %d users of partitions %s into Redis", count, sorted(todo))

@@ -73,3 +73,37 @@ MATCH_ALERTS = Counter(
 MARKET_PULSES = Counter(
     "elimu_market_pulses_total", "Market pulses published (at most one per second)", registry=REGISTRY
 )
+RISK_SCORES = Counter(
+    "elimu_risk_scores_total",
+    "Drop-off risk scores computed, by trigger (an event, or the stream-time sweep)",
+    ["trigger"],
+    registry=REGISTRY,
+)
+RISK_LABELS = Counter(
+    "elimu_risk_labels_total",
+    "Risk labels resolved on user partitions (1 = dropped: horizon passed; 0 = seen again)",
+    ["label"],
+    registry=REGISTRY,
+)
+RISK_SWEEP_DUE = Gauge(
+    "elimu_risk_sweep_due",
+    "Users on this worker's sweep agenda (re-score or label deadline)",
+    registry=REGISTRY,
+)
+RISK_MODEL_LABELS = Gauge(
+    "elimu_risk_model_labels",
+    "Labels the risk model has learnt (the trainer's count; also the broadcast model's version)",
+    registry=REGISTRY,
+)
+RISK_AUC = Gauge(
+    "elimu_risk_roc_auc",
+    "Exact prequential ROC AUC over the last resolved labels: the online model, and the "
+    "recency-only baseline on the same labels",
+    ["model"],
+    registry=REGISTRY,
+)
+RISK_BRIER = Gauge(
+    "elimu_risk_brier",
+    "Prequential Brier score of the online risk model (lower is better)",
+    registry=REGISTRY,
+)

@@ -120,6 +120,10 @@ class ServingWriter:
                 {p for a in applied for p in a.effects.touched_periods} if applied else set(state.period_xp)
             )
             for pb in buckets:
+                if pb not in state.period_xp:
+                    # Touched, then pruned by a newer event of the same batch (a backlog or a
+                    # replay spanning more days than the state keeps): a board too old to show.
+                    continue
                 xp, reached = state.period_xp[pb]
                 # As an integer string: exact (< 2^53) where a Lua number would print 1.8e+15.
                 boards[_period_key(pb)] += [str(int(encode_score(xp, reached))), user_id]
@@ -154,10 +158,12 @@ class ServingWriter:
         sets: list[tuple[str, str]],
         hsets: list[tuple[str, str, str]],
         messages: list[Outgoing],
+        zadds: list[tuple[str, list[str]]] | None = None,
     ) -> None:
-        """Whole-document views, hash fields and pushes in one call (career and market views)."""
-        if sets or hsets or messages:
-            await self._execute(sets, {}, messages, hsets)
+        """Whole-document views, hash fields, sorted-set scores ([score, member, ...], kept
+        without expiry) and pushes in one call (career, market, risk views)."""
+        if sets or hsets or messages or zadds:
+            await self._execute(sets, {}, messages, hsets, zadds)
 
     async def _execute(
         self,
@@ -165,11 +171,13 @@ class ServingWriter:
         boards: dict[tuple[str, str], list[str]],
         messages: list[Outgoing],
         hsets: list[tuple[str, str, str]] | None = None,
+        sorted_sets: list[tuple[str, list[str]]] | None = None,
     ) -> None:
-        zadds = [
+        zadds: list[list[Any]] = [
             [keys.leaderboard(period, bucket), BUCKET_TTL_S.get(period, 0), members]
             for (period, bucket), members in boards.items()
         ]
+        zadds.extend([key, 0, members] for key, members in sorted_sets or ())
         payload = orjson.dumps(
             {"set": views, "zadd": zadds, "hset": hsets or [], "publish": self.channels.encode(messages)}
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import dashboard
-from api.routes import careers, events, goals, health, leaderboards, ops, referrals, rewards, users
+from api.routes import careers, events, goals, health, leaderboards, ops, referrals, rewards, risk, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -18,5 +18,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     rewards.router,
     goals.router,
     ops.router,
+    risk.router,
     dashboard.router,
 )

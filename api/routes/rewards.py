@@ -17,11 +17,10 @@ from api.commands import (
     pending,
     rate_limit,
     refused,
-    require_admin,
     subject_of,
     submit,
 )
-from api.deps import PrincipalDep, StateDep
+from api.deps import PrincipalDep, StateDep, require_admin
 from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra import keys

@@ -10,14 +10,21 @@ from river.__version__ import __version__ as RIVER_VERSION
 
 from models.risk import (
     DAY_MS,
+    PRIOR_LABELS,
     IncompatibleModel,
     PendingLabel,
+    Resolution,
     RiskModel,
+    _logit,
     brier_score,
     calibration_bins,
     horizon_risk,
+    recency_prior,
+    resolve_expired,
+    resolve_seen,
     risk_level,
     roc_auc,
+    wants_snapshot,
 )
 
 T0 = 1_790_000_000_000
@@ -109,7 +116,7 @@ def test_learning_happens_only_on_resolution() -> None:
     for i in range(50):
         m.score(f"u{i}", QUIET, T0)
     assert m.n_learned == 0 and weights(m) == {}
-    assert m.predict(QUIET)[0] == pytest.approx(0.5)
+    assert m.predict(QUIET)[0] == pytest.approx(recency_prior(QUIET))  # the prior alone
     m.advance(T0 + H + 1)
     assert m.n_learned == 50 and weights(m) != {}
 
@@ -118,7 +125,7 @@ def test_deferred_zero_is_reported_now_and_learnt_at_its_deadline() -> None:
     m = RiskModel()
     m.score("u", ACTIVE, T0)
     [r] = m.on_activity("u", T0 + 60_000)
-    assert r.label == 0 and list(m.pairs) == [(0.5, 0)]
+    assert r.label == 0 and list(m.pairs) == [(recency_prior(ACTIVE), 0)]
     assert m.n_learned == 0 and m.deferred_count == 1
     assert m.advance(T0 + H) == [] and m.n_learned == 0
     assert m.advance(T0 + H + 1) == []  # nothing newly resolved...
@@ -180,7 +187,7 @@ def test_quiet_users_get_higher_risk_after_training() -> None:
     assert quiet.score > 60 > 40 > active.score
     assert quiet.level in ("high", "critical") and active.level == "low"
     assert quiet.monthly_risk > quiet.weekly_risk == pytest.approx(quiet.probability)
-    assert 0 < active.confidence <= 1 and quiet.confidence > 0.5
+    assert 0 < active.confidence <= 1 and quiet.confidence > 0.4
     assert m.pending("q") == [] and m.pending("a") == []  # snapshot=False
 
 
@@ -194,10 +201,12 @@ def test_top_signals_are_named_positive_contributions() -> None:
         (sig.contribution for sig in s.top_signals), reverse=True
     )
     scaler = m.model.steps["StandardScaler"]
+    w = m.n_learned / (m.n_learned + PRIOR_LABELS)
     by_hand = {
-        name: weights(m)[name] * (value - scaler.means[name]) / scaler.vars[name] ** 0.5
+        name: w * weights(m)[name] * (value - scaler.means[name]) / scaler.vars[name] ** 0.5
         for name, value in QUIET.items()
     }
+    by_hand["recency_d"] += (1 - w) * _logit(recency_prior(QUIET))
     top = max(by_hand, key=lambda name: by_hand[name])
     assert names[0] == top and s.top_signals[0].contribution == pytest.approx(by_hand[top])
     assert s.top_signals[0].value == QUIET[top]
@@ -207,9 +216,60 @@ def test_top_signals_are_named_positive_contributions() -> None:
     assert record["updated_at"].endswith("Z")
 
 
-def test_untrained_model_has_no_confidence() -> None:
-    s = RiskModel().score("u", QUIET, T0)
-    assert (s.score, s.level, s.confidence, s.top_signals) == (50.0, "medium", 0.0, ())
+def test_untrained_model_ranks_by_recency_with_no_confidence() -> None:
+    m = RiskModel()
+    s = m.score("u", QUIET, T0)
+    assert s.score == round(100 * recency_prior(QUIET), 1) and s.level == risk_level(s.score)
+    assert s.confidence == 0.0 and [sig.name for sig in s.top_signals] == ["recency_d"]
+    assert m.assess("a", ACTIVE, T0).score < s.score  # quieter ranks higher before any label
+
+
+def test_recency_prior_is_monotone_and_fades_with_evidence() -> None:
+    priors = [recency_prior({"recency_d": d}) for d in (0.0, 1.0, 3.0, 7.0, 30.0)]
+    assert priors == sorted(priors) and priors[2] == pytest.approx(0.5) and priors[-1] > 0.99
+    m = trained()
+    w = m.n_learned / (m.n_learned + PRIOR_LABELS)
+    scaler, classifier = m.model.steps.values()
+    model_p = classifier.predict_proba_one(scaler.transform_one(dict(QUIET)))[True]
+    assert m.predict(QUIET)[0] == pytest.approx(w * model_p + (1 - w) * recency_prior(QUIET))
+
+
+def test_pure_pending_helpers() -> None:
+    a = PendingLabel("u", T0, {}, 0.5)
+    b = PendingLabel("u", T0 + 2 * DAY_MS, {}, 0.5)
+    assert wants_snapshot([], T0, DAY_MS) and not wants_snapshot([a], T0 + DAY_MS - 1, DAY_MS)
+    assert wants_snapshot([a], T0 + DAY_MS, DAY_MS)
+    # Seen at T0 + 3 days: both scored before and within their horizon.
+    assert resolve_seen([a, b], T0 + 3 * DAY_MS, H) == ([], [a, b])
+    # Seen at a's deadline exactly: still retained; one ms later only b.
+    assert resolve_seen([a, b], T0 + H, H) == ([], [a, b])
+    assert resolve_seen([a, b], T0 + H + 1, H) == ([a], [b])
+    assert resolve_seen([b], T0 + DAY_MS, H) == ([b], [])  # a late event from before the score
+    assert resolve_expired([a, b], T0 + H, H, 0) == ([a, b], [])
+    assert resolve_expired([a, b], T0 + H + 1, H, 0) == ([b], [a])
+    assert resolve_expired([a, b], T0 + H + 1, H, 10) == ([a, b], [])
+
+
+def test_ingest_learns_resolutions_made_elsewhere_like_its_own() -> None:
+    own = RiskModel()
+    fed = RiskModel()
+    rng = random.Random(3)
+    for i in range(200):
+        x = QUIET if rng.random() < 0.5 else ACTIVE
+        own.score(f"u{i}", x, T0 + i)
+        pending = own.pending(f"u{i}")[0]
+        label = 1 if x is QUIET else 0
+        if label == 0:
+            [r] = own.on_activity(f"u{i}", T0 + i + 1)
+            fed.ingest(r)
+        else:
+            fed.ingest(Resolution(pending, 1, T0 + i + H + 1))
+    own.advance(T0 + 400 + H + 1)
+    fed.advance(T0 + 400 + H + 1)
+    assert fed.n_learned == 200 and fed.deferred_count == 0
+    assert sorted(fed.pairs) == sorted(own.pairs)
+    assert fed.predict(QUIET)[0] == pytest.approx(own.predict(QUIET)[0], abs=0.05)
+    assert fed.evaluation()["baseline_roc_auc"] == pytest.approx(1.0)
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -247,8 +307,6 @@ def test_prequential_pairs_use_the_prediction_made_at_scoring_time() -> None:
     assert report["roc_auc"] == pytest.approx(roc_auc(list(m.pairs)))
     assert report["roc_auc"] > 0.9
     assert sum(b["count"] for b in report["calibration"]) == 600
-    first_probability, _ = next(iter(m.pairs))
-    assert first_probability == 0.5  # the first score came from an untrained model
 
 
 def test_eval_buffer_is_bounded() -> None:
@@ -271,6 +329,11 @@ def test_persistence_round_trip() -> None:
     assert back.predict(QUIET)[0] == m.predict(QUIET)[0]
     assert (back.n_learned, back.pending_count, back.deferred_count) == (m.n_learned, 1, 1)
     assert list(back.pairs) == list(m.pairs) and back.pending("p") == m.pending("p")
+    assert list(back.baseline_pairs) == list(m.baseline_pairs)
+    scorer = RiskModel.from_bytes(m.to_bytes(scoring_only=True))
+    assert scorer.predict(QUIET)[0] == m.predict(QUIET)[0] and scorer.n_learned == m.n_learned
+    assert (len(scorer.pairs), scorer.pending_count) == (0, 0)
+    assert len(m.to_bytes(scoring_only=True)) < len(m.to_bytes()) / 2
     assert back.pending("p")[0] == PendingLabel.from_dict(m.pending("p")[0].to_dict())
     # The restored book keeps working in event time.
     [r] = back.advance(T0 + 200 * DAY_MS + H + 1)
@@ -281,11 +344,11 @@ def test_refuses_another_river_minor_or_format() -> None:
     data = RiskModel().to_bytes()
     head, _, body = data.partition(b"\n")
     magic, _, header = head.partition(b" ")
-    assert json.loads(header) == {"format": 1, "river": RIVER_VERSION}
+    assert json.loads(header) == {"format": 2, "river": RIVER_VERSION}
 
     def with_header(**fields: object) -> bytes:
         return (
-            magic + b" " + json.dumps({"format": 1, "river": RIVER_VERSION, **fields}).encode() + b"\n" + body
+            magic + b" " + json.dumps({"format": 2, "river": RIVER_VERSION, **fields}).encode() + b"\n" + body
         )
 
     major, minor, *_ = RIVER_VERSION.split(".")
@@ -293,7 +356,7 @@ def test_refuses_another_river_minor_or_format() -> None:
     with pytest.raises(IncompatibleModel, match=rf"river {other_minor}.*river {RIVER_VERSION}"):
         RiskModel.from_bytes(with_header(river=other_minor))
     with pytest.raises(IncompatibleModel, match="format"):
-        RiskModel.from_bytes(with_header(format=2))
+        RiskModel.from_bytes(with_header(format=1))
     with pytest.raises(IncompatibleModel, match="header"):
         RiskModel.from_bytes(b"\x80\x04junk")
     # Another patch release of the same minor loads.

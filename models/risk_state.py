@@ -1,0 +1,136 @@
+"""One user's drop-off risk in the engine: activity profile, pending labels, the last score.
+
+`RiskModel` (models.risk) keeps a book of pending labels for every user it scores, which suits
+one process replaying a history. The engine splits that book by user instead: each user's
+pending labels live in the user's own state, on the partition that owns the user, so they
+recover with it and are resolved by the same worker that sees the user's events. What resolves
+there is sent to a single trainer (see models.risk's docstring); what scores there is the latest
+model the trainer broadcast. The functions below are that per-user half, pure and in event time.
+
+When a user is scored:
+- on activity, once per user per batch, at the user's newest event time;
+- by the sweep, when stream time passes `next_due(state)`: every `rescore_ms` (default 1 hour),
+  and just after a pending label's deadline (plus grace), so a user who sends nothing is still
+  re-scored as their silence grows, and their label resolves as dropped on time.
+A score snapshots a pending label at most once per `snapshot_gap_ms` and only for a *live* user
+(seen within the horizon): a user gone for longer is already dropped, and labelling them again
+every day would flood training with easy positives (the benchmark scores live users only too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.events import BehaviorEvent
+from models.risk import (
+    DAY_MS,
+    DEFAULT_HORIZON_MS,
+    PendingLabel,
+    Resolution,
+    RiskModel,
+    RiskScore,
+    resolve_expired,
+    resolve_seen,
+    wants_snapshot,
+)
+from models.risk_features import ActivityProfile, features, observe
+
+RISK_STATE_VERSION = 1
+HOUR_MS = 3_600_000
+#: A change smaller than this (in points of the 0-100 score) is not published again, unless the
+#: level changes: re-scoring every hour must not rewrite every user's view every hour.
+PUBLISH_DELTA = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RiskSettings:
+    horizon_ms: int = DEFAULT_HORIZON_MS
+    #: Allowed lateness: a label resolves as dropped only once stream time is this far past its
+    #: deadline, so an event up to this late can still count as "seen".
+    grace_ms: int = HOUR_MS
+    snapshot_gap_ms: int = DAY_MS
+    rescore_ms: int = HOUR_MS
+
+
+@dataclass
+class RiskState:
+    user_id: str
+    activity: ActivityProfile = field(default_factory=ActivityProfile)
+    pending: list[PendingLabel] = field(default_factory=list)
+    scored_at_ms: int | None = None
+    #: The last published risk document (what Redis, `risk-scores` and the at-risk list show).
+    last: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": RISK_STATE_VERSION,
+            "user_id": self.user_id,
+            "activity": self.activity.to_dict(),
+            "pending": [p.to_dict() for p in self.pending],
+            "scored_at": self.scored_at_ms,
+            "last": self.last,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RiskState:
+        if data.get("v") != RISK_STATE_VERSION:
+            raise ValueError(f"unsupported risk state version {data.get('v')!r}")
+        return cls(
+            user_id=data["user_id"],
+            activity=ActivityProfile.from_dict(data["activity"]),
+            pending=[PendingLabel.from_dict(p) for p in data.get("pending") or ()],
+            scored_at_ms=data.get("scored_at"),
+            last=data.get("last"),
+        )
+
+
+def observe_activity(
+    state: RiskState, event: BehaviorEvent, xp: float | None, settings: RiskSettings
+) -> list[Resolution]:
+    """Fold an (already deduplicated) event in; pendings it proves retained resolve as 0."""
+    observe(state.activity, event, xp)
+    state.pending, retained = resolve_seen(state.pending, event.ts_ms, settings.horizon_ms)
+    return [Resolution(p, 0, event.ts_ms) for p in retained]
+
+
+def expire(state: RiskState, now_ms: int, settings: RiskSettings) -> list[Resolution]:
+    """Pendings whose deadline + grace passed in stream time with no activity resolve as 1."""
+    state.pending, dropped = resolve_expired(state.pending, now_ms, settings.horizon_ms, settings.grace_ms)
+    return [Resolution(p, 1, now_ms) for p in dropped]
+
+
+def is_live(state: RiskState, now_ms: int, settings: RiskSettings) -> bool:
+    last = state.activity.last_event_ms
+    return last is not None and now_ms - last <= settings.horizon_ms
+
+
+def rescore(
+    state: RiskState, model: RiskModel, now_ms: int, streak: int | None, settings: RiskSettings
+) -> RiskScore:
+    """Score at stream time `now_ms` with `model`; snapshot a pending label when one is due."""
+    x = features(state.activity, now_ms, streak)
+    result = model.assess(state.user_id, x, now_ms)
+    if is_live(state, now_ms, settings) and wants_snapshot(state.pending, now_ms, settings.snapshot_gap_ms):
+        state.pending.append(PendingLabel(state.user_id, now_ms, x, result.probability))
+    state.scored_at_ms = now_ms
+    return result
+
+
+def next_due(state: RiskState, settings: RiskSettings) -> int | None:
+    """Stream time at which the sweep should look at this user again (None: never scored)."""
+    if state.scored_at_ms is None:
+        return None
+    due = state.scored_at_ms + settings.rescore_ms
+    for pending in state.pending:
+        due = min(due, pending.scored_at_ms + settings.horizon_ms + settings.grace_ms + 1)
+    return due
+
+
+def worth_publishing(previous: dict[str, Any] | None, score: RiskScore) -> bool:
+    """Whether `score` differs enough from the last published one to publish it."""
+    if previous is None:
+        return True
+    return previous.get("level") != score.level or abs(float(previous.get("score", 0.0)) - score.score) >= (
+        PUBLISH_DELTA
+    )

@@ -1,0 +1,191 @@
+"""Drop-off risk per user partition: fold events in, resolve labels, score, sweep quiet users.
+
+Pure orchestration over `models.risk_state` (no I/O): the pipeline (streams/risk_pipeline.py)
+delivers what an outcome holds. Scores come from the latest model the trainer broadcast
+(`adopt_model`); until one arrives, a fresh `RiskModel` ranks by the recency prior.
+
+Stream time. The worker's watermark is the newest event time it has applied, across its
+partitions; sweeps and label deadlines follow it, never the wall clock, so a replayed history
+resolves the same labels. (A worker owning only silent partitions has no clock of its own; its
+users are swept once traffic reaches it, which is when their scores can change anyway.)
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from models.events import BehaviorEvent
+from models.risk import PendingLabel, Resolution, RiskModel, RiskScore
+from models.risk_state import (
+    RiskSettings,
+    RiskState,
+    expire,
+    next_due,
+    observe_activity,
+    rescore,
+    worth_publishing,
+)
+
+RISK_SCORES_TOPIC = "risk-scores"
+RISK_LABELS_TOPIC = "elimu-risk-labels"
+RISK_MODEL_TOPIC = "elimu-risk-model"
+#: Users re-scored per sweep call at most: a jump of stream time (a replay, a restart) makes every
+#: user due at once, and one call must not hold the event loop for seconds.
+SWEEP_BUDGET = 2000
+#: Scores from this level up (medium) are pushed on `admin:at-risk`, and so is a score falling
+#: below it, so a list on screen drops a student who recovered.
+AT_RISK_CHANNEL_MIN = 40.0
+
+#: (user_id, stream time) -> the user's current streak, or None when unknown.
+StreakOf = Callable[[str, int], int | None]
+#: (score, signal names) -> recommended intervention types, most suitable first.
+Recommend = Callable[[RiskScore], list[str]]
+
+
+class RiskStore(Protocol):
+    def get(self, key: str) -> RiskState | None: ...
+
+    def put(self, key: str, state: RiskState) -> None: ...
+
+
+@dataclass
+class RiskOutcome:
+    resolutions: list[Resolution] = field(default_factory=list)
+    #: Scores worth publishing (changed enough), with their published document.
+    published: list[tuple[RiskScore, dict[str, Any]]] = field(default_factory=list)
+    #: Every score computed, published or not (the interventions policy reads them).
+    scores: list[RiskScore] = field(default_factory=list)
+    #: Published documents for the `admin:at-risk` channel.
+    at_risk: list[dict[str, Any]] = field(default_factory=list)
+    touched: dict[str, RiskState] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.touched)
+
+
+def risk_document(score: RiskScore, recommended: list[str], model_version: int) -> dict[str, Any]:
+    """The serving view of a score: the contract's at-risk fields first, then the detail."""
+    return {**score.to_dict(), "recommended_interventions": recommended, "model_version": model_version}
+
+
+class RiskProcessor:
+    def __init__(self, settings: RiskSettings, streak_of: StreakOf, recommend: Recommend) -> None:
+        self.settings = settings
+        self.streak_of = streak_of
+        self.recommend = recommend
+        self.model = RiskModel(settings.horizon_ms, grace_ms=settings.grace_ms)
+        self.model_version = 0
+        self.watermark_ms: int | None = None
+        self._due: list[tuple[int, str]] = []
+
+    def adopt_model(self, model: RiskModel) -> None:
+        """Swap in a broadcast model (whole object: a score never mixes two versions)."""
+        self.model = model
+        self.model_version = model.n_learned
+
+    # --- events ---------------------------------------------------------------------------
+
+    def on_events(self, events: Iterable[tuple[BehaviorEvent, int]], store: RiskStore) -> RiskOutcome:
+        """Fold applied (deduplicated) events and their XP in; score each user once, at their
+        newest event time."""
+        out = RiskOutcome()
+        for event, xp in events:
+            state = self._state(event.user_id, store, out)
+            out.resolutions.extend(observe_activity(state, event, xp, self.settings))
+            if self.watermark_ms is None or event.ts_ms > self.watermark_ms:
+                self.watermark_ms = event.ts_ms
+        for state in out.touched.values():
+            last = state.activity.last_event_ms
+            if last is not None:
+                self._score(state, last, out)
+        self._store(out, store)
+        return out
+
+    # --- the sweep --------------------------------------------------------------------------
+
+    def schedule(self, states: Iterable[RiskState]) -> None:
+        """Put users (back) on the sweep's agenda: on assignment, and after every score."""
+        for state in states:
+            due = next_due(state, self.settings)
+            if due is not None:
+                heapq.heappush(self._due, (due, state.user_id))
+
+    def adopt_watermark(self, states: Iterable[RiskState]) -> None:
+        """Start stream time at the newest event recovered with the state (after a restart the
+        sweep need not wait for new traffic to catch up on labels that fell due meanwhile)."""
+        for state in states:
+            last = state.activity.last_event_ms
+            if last is not None and (self.watermark_ms is None or last > self.watermark_ms):
+                self.watermark_ms = last
+
+    def forget(self, owned: Callable[[str], bool]) -> None:
+        self._due = [entry for entry in self._due if owned(entry[1])]
+        heapq.heapify(self._due)
+
+    def sweep(
+        self, store: RiskStore, owned: Callable[[str], bool], budget: int = SWEEP_BUDGET
+    ) -> RiskOutcome:
+        """Resolve expired labels and re-score the users due by the watermark (at most `budget`)."""
+        out = RiskOutcome()
+        now = self.watermark_ms
+        if now is None:
+            return out
+        while self._due and self._due[0][0] <= now and len(out.touched) < budget:
+            due, user_id = heapq.heappop(self._due)
+            state = store.get(user_id) if owned(user_id) else None
+            if state is None or next_due(state, self.settings) != due or user_id in out.touched:
+                continue  # revoked, or a stale entry: the user was re-scored since
+            out.touched[user_id] = state
+            out.resolutions.extend(expire(state, now, self.settings))
+            self._score(state, now, out)
+        self._store(out, store)
+        return out
+
+    @property
+    def due_count(self) -> int:
+        return len(self._due)
+
+    # --- shared ---------------------------------------------------------------------------
+
+    def _state(self, user_id: str, store: RiskStore, out: RiskOutcome) -> RiskState:
+        state = out.touched.get(user_id)
+        if state is None:
+            state = store.get(user_id) or RiskState(user_id)
+            out.touched[user_id] = state
+        return state
+
+    def _score(self, state: RiskState, now_ms: int, out: RiskOutcome) -> None:
+        score = rescore(state, self.model, now_ms, self.streak_of(state.user_id, now_ms), self.settings)
+        out.scores.append(score)
+        previous = state.last
+        if worth_publishing(previous, score):
+            document = risk_document(score, self.recommend(score), self.model_version)
+            state.last = document
+            out.published.append((score, document))
+            was = float(previous.get("score", 0.0)) if previous else 0.0
+            if max(score.score, was) >= AT_RISK_CHANNEL_MIN:
+                out.at_risk.append(document)
+
+    def _store(self, out: RiskOutcome, store: RiskStore) -> None:
+        for user_id, state in out.touched.items():
+            store.put(user_id, state)
+        self.schedule(out.touched.values())
+
+
+def resolution_message(resolution: Resolution) -> dict[str, Any]:
+    """A resolved label for the trainer (`elimu-risk-labels`)."""
+    return {
+        **resolution.pending.to_dict(),
+        "label": resolution.label,
+        "resolved_at_ms": resolution.resolved_at_ms,
+    }
+
+
+def parse_resolution(data: dict[str, Any]) -> Resolution:
+    label = int(data["label"])
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, got {label}")
+    return Resolution(PendingLabel.from_dict(data), label, int(data["resolved_at_ms"]))

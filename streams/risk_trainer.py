@@ -1,0 +1,201 @@
+"""The single risk trainer, and the broadcast that gives every worker its model.
+
+One agent consumes `elimu-risk-labels` (one partition, so one worker at a time) and learns the
+labels in topic order: deterministic, so the same labels give the same model wherever it runs.
+It publishes to the compacted `elimu-risk-model` topic:
+- key `scorer`: the model without its evaluation buffer (a few kB), at most every
+  `BROADCAST_S`; every worker follows the topic (`infra.feed.TopicFeed`) and swaps it in;
+- key `checkpoint`: the whole trainer (model, evaluation, the next label offset, the ids of
+  recent labels), at most every `CHECKPOINT_S`.
+
+Restore. A worker that gains the labels partition reads the latest checkpoint, then replays the
+labels from the checkpoint's offset up to the first one Faust hands it (`infra.feed.read_range`):
+Faust may have committed past the checkpoint, and those labels would otherwise be lost. Label
+ids ((user, scored_at)) already learnt are skipped, so a label a user partition re-sent after a
+crash is learnt once. Checkpoints are therefore independent of Faust's commits, and rare.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from infra import keys
+from infra.feed import read_range
+from models.risk import IncompatibleModel, RiskModel
+from models.risk_state import RiskSettings
+from streams import metrics
+from streams.pipeline import Send
+from streams.records import Record
+from streams.risk import RISK_LABELS_TOPIC, RISK_MODEL_TOPIC, RiskProcessor, parse_resolution
+
+log = logging.getLogger(__name__)
+
+SCORER_KEY = b"scorer"
+CHECKPOINT_KEY = b"checkpoint"
+BROADCAST_S = 5.0
+CHECKPOINT_S = 30.0
+#: Evaluation pairs kept by the trainer (exact AUC over the most recent labels).
+EVAL_PAIRS = 20_000
+#: Label ids remembered to drop re-sent labels; re-sends come within a crash's replay.
+SEEN_LABELS = 200_000
+
+
+class ModelBroadcast:
+    """Every worker's view of `elimu-risk-model`: hands each new scorer to the risk processor
+    and keeps the latest checkpoint's bytes for a trainer restore."""
+
+    def __init__(self, processor: RiskProcessor) -> None:
+        self.processor = processor
+        self.checkpoint: bytes | None = None
+
+    def on_record(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        if value is None:
+            return
+        if key == CHECKPOINT_KEY:
+            self.checkpoint = value
+            return
+        if key != SCORER_KEY:
+            return
+        try:
+            model = RiskModel.from_bytes(value)
+        except (IncompatibleModel, pickle.UnpicklingError, KeyError, EOFError) as exc:
+            log.error("risk model at offset %d not adopted: %s", offset, exc)
+            return
+        self.processor.adopt_model(model)
+        metrics.RISK_MODEL_LABELS.set(model.n_learned)
+
+
+class RiskTrainer:
+    def __init__(
+        self,
+        settings: RiskSettings,
+        broadcast: ModelBroadcast,
+        send: Send,
+        bootstrap: str,
+        redis: Redis,
+        caught_up: Any,
+    ) -> None:
+        self.settings = settings
+        self.broadcast = broadcast
+        self.send = send
+        self.bootstrap = bootstrap
+        self.redis = redis
+        self.caught_up = caught_up
+        self.model: RiskModel | None = None
+        self.next_offset = 0
+        self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.dirty = False
+        self.broadcast_at = 0.0
+        self.checkpoint_at = 0.0
+        self.checkpointed_offset = 0
+
+    def forget(self) -> None:
+        """The labels partition went to another worker: restore afresh if it comes back."""
+        self.model = None
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        if self.model is None:
+            await self._restore(records[0].offset)
+        for rec in records:
+            self._learn(rec.offset, rec.value)
+        await self.publish_due()
+
+    # --- learning ----------------------------------------------------------------------------
+
+    def _learn(self, offset: int, value: bytes | None) -> None:
+        assert self.model is not None
+        if offset < self.next_offset:
+            return  # learnt before the checkpoint this trainer restored
+        self.next_offset = offset + 1
+        try:
+            resolution = parse_resolution(orjson.loads(value or b""))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("risk label at offset %d skipped: %s", offset, exc)
+            return
+        label_id = (resolution.pending.user_id, resolution.pending.scored_at_ms)
+        if label_id in self.seen:
+            return
+        self.seen[label_id] = None
+        if len(self.seen) > SEEN_LABELS:
+            self.seen.popitem(last=False)
+        self.model.ingest(resolution)
+        self.model.advance(resolution.resolved_at_ms)
+        self.dirty = True
+
+    # --- restore -------------------------------------------------------------------------------
+
+    async def _restore(self, first_offset: int) -> None:
+        if not await self.caught_up():
+            log.warning("risk model topic not caught up; restoring from what was read")
+        self.model = RiskModel(
+            self.settings.horizon_ms, grace_ms=self.settings.grace_ms, max_eval_pairs=EVAL_PAIRS
+        )
+        self.next_offset, self.seen = 0, OrderedDict()
+        raw = self.broadcast.checkpoint
+        if raw is not None:
+            try:
+                state = pickle.loads(raw)  # our own topic only, like the model (models/risk.py)
+                self.model = RiskModel.from_bytes(state["model"])
+                self.next_offset = int(state["next_offset"])
+                self.seen = OrderedDict((tuple(k), None) for k in state["seen"])
+            except (IncompatibleModel, pickle.UnpicklingError, KeyError, EOFError) as exc:
+                log.error("risk checkpoint unusable (%s); training from the start of the labels", exc)
+        self.checkpointed_offset = self.next_offset
+        tail = await read_range(
+            self.bootstrap, TopicPartition(RISK_LABELS_TOPIC, 0), self.next_offset, first_offset
+        )
+        for offset, value in tail:
+            self._learn(offset, value)
+        log.info(
+            "risk trainer restored: %d labels learnt, %d replayed from offset %d",
+            self.model.n_learned,
+            len(tail),
+            self.checkpointed_offset,
+        )
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    async def publish_due(self) -> None:
+        """Broadcast the scorer and checkpoint when due (also called by a timer when idle)."""
+        model = self.model
+        if model is None:
+            return
+        now = time.monotonic()
+        if self.dirty and now - self.broadcast_at >= BROADCAST_S:
+            self.dirty = False
+            self.broadcast_at = now
+            await self.send(RISK_MODEL_TOPIC, SCORER_KEY, model.to_bytes(scoring_only=True), 0)
+            await self._report(model)
+        if self.next_offset > self.checkpointed_offset and now - self.checkpoint_at >= CHECKPOINT_S:
+            self.checkpoint_at = now
+            self.checkpointed_offset = self.next_offset
+            state = {"model": model.to_bytes(), "next_offset": self.next_offset, "seen": list(self.seen)}
+            await self.send(RISK_MODEL_TOPIC, CHECKPOINT_KEY, pickle.dumps(state, protocol=5), 0)
+
+    async def _report(self, model: RiskModel) -> None:
+        evaluation = model.evaluation()
+        metrics.RISK_MODEL_LABELS.set(model.n_learned)
+        for name, field in (("online", "roc_auc"), ("recency", "baseline_roc_auc")):
+            if evaluation[field] is not None:
+                metrics.RISK_AUC.labels(name).set(evaluation[field])
+        if evaluation["brier"] is not None:
+            metrics.RISK_BRIER.set(evaluation["brier"])
+        evaluation["labels_learnt"] = model.n_learned
+        evaluation["pending_deferred"] = model.deferred_count
+        try:
+            await self.redis.set(keys.RISK_EVALUATION, orjson.dumps(evaluation))
+        except (RedisError, OSError) as exc:  # a report for operators; the next one will do
+            metrics.SERVING_ERRORS.inc()
+            log.warning("risk evaluation not written: Redis unavailable (%s)", exc)
