@@ -11,6 +11,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 INPUT_TOPICS = ("behavior-events", "job-postings", "application-status", "user-profiles")
 OUTPUT_TOPICS = ("engagement-updates", "notifications", "risk-scores", "market-pulse", "match-alerts")
 DEAD_LETTER = "dead-letter"
+#: Compacted, one partition, read whole by every worker (streams/broadcast.py): the risk model,
+#: the interventions' variant counts and the campaign definitions (written by the API).
+BROADCAST_TOPIC = "elimu-broadcast"
 #: The engine's own topics between agents (workers also declare them, this creates them up front).
 INTERNAL_TOPICS = (
     "elimu-job-fanout",
@@ -18,12 +21,15 @@ INTERNAL_TOPICS = (
     "user-commands",
     "elimu-referrals",
     "elimu-risk-labels",
-    "elimu-risk-model",
+    "elimu-intervention-outcomes",
+    BROADCAST_TOPIC,
 )
-COMPACTED = frozenset({"user-profiles", "elimu-risk-model"})
-#: Topics with one partition: one worker owns the whole market and the risk trainer; the model
-#: broadcast is read whole by every worker; dead letters are few and ordered.
-SINGLE_PARTITION = frozenset({"elimu-market", "elimu-risk-labels", "elimu-risk-model", DEAD_LETTER})
+COMPACTED = frozenset({"user-profiles", BROADCAST_TOPIC})
+#: Topics with one partition: one worker owns the whole market, the risk trainer and the
+#: interventions analytics; the broadcast is read whole by every worker; dead letters are few.
+SINGLE_PARTITION = frozenset(
+    {"elimu-market", "elimu-risk-labels", "elimu-intervention-outcomes", BROADCAST_TOPIC, DEAD_LETTER}
+)
 
 #: The message key of each input topic (CONTRACT.md §4).
 KEY_FIELD = {

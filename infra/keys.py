@@ -104,7 +104,21 @@ REFERRAL_BOOKS = f"{PREFIX}:referrals:books"
 def referral_ip_claims(ip: str, day: str) -> str:
     return f"{PREFIX}:refip:{ip}:{day}"
 
+
 #: Sorted set: every scored user's current drop-off risk (0-100), for the at-risk list and stats.
 RISK_SCORES = f"{PREFIX}:risk-board"  # not under "risk:", where user ids live
 #: The risk trainer's prequential evaluation (JSON), for operators.
 RISK_EVALUATION = f"{PREFIX}:risk-evaluation"
+
+
+def user_notifications(user_id: str) -> str:
+    """The user's in-app inbox (JSON: unread count and notifications, newest first)."""
+    return f"{PREFIX}:notifications:{user_id}"
+
+
+#: The interventions' funnel analytics (JSON, `InterventionStats.view`).
+INTERVENTION_ANALYTICS = f"{PREFIX}:interventions:analytics"
+#: Hash: campaign id -> its definition (JSON), mirrored from `elimu-broadcast`.
+CAMPAIGNS = f"{PREFIX}:campaigns"
+#: Hash: campaign id -> its execution log (JSON, `CampaignRun.to_dict`).
+CAMPAIGN_RUNS = f"{PREFIX}:campaign-runs"

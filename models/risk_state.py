@@ -1,4 +1,6 @@
-"""One user's drop-off risk in the engine: activity profile, pending labels, the last score.
+"""One user's drop-off risk in the engine: activity profile, pending labels, the last score,
+and the nudges acting on it (notification book, campaign and streak-warning marks, used by
+`models.nudges`): everything the retention sweep reads and writes for a user, in one record.
 
 `RiskModel` (models.risk) keeps a book of pending labels for every user it scores, which suits
 one process replaying a history. The engine splits that book by user instead: each user's
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.events import BehaviorEvent
+from models.interventions import NotificationBook
 from models.risk import (
     DAY_MS,
     DEFAULT_HORIZON_MS,
@@ -61,6 +64,11 @@ class RiskState:
     scored_at_ms: int | None = None
     #: The last published risk document (what Redis, `risk-scores` and the at-risk list show).
     last: dict[str, Any] | None = None
+    notifications: NotificationBook = field(default_factory=NotificationBook)
+    #: Stream time up to which campaigns were evaluated for this user (None: never).
+    campaigns_checked_ms: int | None = None
+    #: The local day (ordinal) whose streak warning was already considered.
+    streak_warned_day: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +78,9 @@ class RiskState:
             "pending": [p.to_dict() for p in self.pending],
             "scored_at": self.scored_at_ms,
             "last": self.last,
+            "notifications": self.notifications.to_dict(),
+            "campaigns_at": self.campaigns_checked_ms,
+            "streak_warned": self.streak_warned_day,
         }
 
     @classmethod
@@ -82,6 +93,11 @@ class RiskState:
             pending=[PendingLabel.from_dict(p) for p in data.get("pending") or ()],
             scored_at_ms=data.get("scored_at"),
             last=data.get("last"),
+            notifications=NotificationBook.from_dict(data["notifications"])
+            if data.get("notifications")
+            else NotificationBook(),
+            campaigns_checked_ms=data.get("campaigns_at"),
+            streak_warned_day=data.get("streak_warned"),
         )
 
 

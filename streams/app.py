@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from infra import keys
 from infra.channels import ChannelLog
 from infra.feed import TopicFeed
+from infra.kafka import BROADCAST_TOPIC
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
@@ -34,25 +35,33 @@ from models.events import JobPosting
 from models.gamification import UserState
 from models.growth import GrowthState
 from models.leaderboard import PERIODS, bucket
+from models.outcome_ledger import OutcomeLedger
 from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
-from models.streaks import local_day, streak_as_of
 from streams import metrics
+from streams.broadcast import Broadcasts
 from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
 from streams.career_pipeline import MATCH_ALERTS_TOPIC, CareerPipeline
 from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
 from streams.faust_tuning import LeanMonitor
 from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthProcessor
-from streams.growth_pipeline import NOTIFICATIONS_TOPIC, GrowthPipeline
+from streams.growth_pipeline import GrowthPipeline
+from streams.interventions import InterventionsAnalytics
 from streams.market import MARKET_TOPIC, POSTINGS_TOPIC, PULSE_TOPIC, MarketProcessor
 from streams.market_pipeline import MarketPipeline, PostingsPipeline
-from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, EngagementPipeline
+from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, NOTIFICATIONS_TOPIC, EngagementPipeline
 from streams.records import Record, owner_partition
-from streams.risk import RISK_LABELS_TOPIC, RISK_MODEL_TOPIC, RISK_SCORES_TOPIC, RiskProcessor
+from streams.risk import (
+    INTERVENTION_OUTCOMES_TOPIC,
+    RISK_LABELS_TOPIC,
+    RISK_SCORES_TOPIC,
+    RiskProcessor,
+)
 from streams.risk_pipeline import RiskPipeline
-from streams.risk_trainer import ModelBroadcast, RiskTrainer
+from streams.risk_trainer import RiskTrainer
 from streams.serving import ServingWriter
 from streams.tables import RawKey, TableStore, state_codec
+from streams.user_context import UserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,7 @@ CAREER_CODEC, CareerStateValue = state_codec("elimu_career_state", CareerState.f
 POSTING_CODEC, PostingValue = state_codec("elimu_job_posting", JobPosting.from_dict)
 GROWTH_CODEC, GrowthStateValue = state_codec("elimu_growth_state", GrowthState.from_dict)
 RISK_CODEC, RiskStateValue = state_codec("elimu_risk_state", RiskState.from_dict)
+LEDGER_CODEC, LedgerValue = state_codec("elimu_outcome_ledger", OutcomeLedger.from_dict)
 #: Kept under its old name: the user-state table's key type.
 UserIdKey = RawKey
 
@@ -244,7 +254,8 @@ class Worker:
             app.topic(PULSE_TOPIC, partitions=1),
             app.topic(RISK_SCORES_TOPIC, partitions=n),
             app.topic(RISK_LABELS_TOPIC, partitions=1),
-            app.topic(RISK_MODEL_TOPIC, partitions=1, compacting=True),
+            app.topic(INTERVENTION_OUTCOMES_TOPIC, partitions=1),
+            app.topic(BROADCAST_TOPIC, partitions=1, compacting=True),
         ]
         # Changelog partition = murmur2(key) for the per-user tables: the function that owns input
         # records, so a user's state recovers on the partition that receives their events.
@@ -259,6 +270,9 @@ class Worker:
         )
         risk_table = app.Table(
             "risk-state", partitions=n, key_type=RawKey, value_type=RiskStateValue, use_partitioner=True
+        )
+        ledger_table = app.Table(
+            "intervention-analytics", partitions=1, key_type=RawKey, value_type=LedgerValue
         )
         postings_table = app.Table("open-postings", partitions=n, key_type=RawKey, value_type=PostingValue)
         jobs_table = app.Table("jobs", partitions=1, key_type=RawKey, value_type=PostingValue)
@@ -300,21 +314,25 @@ class Worker:
             grace_ms=int(s.risk_grace_minutes * 60_000),
             rescore_ms=int(s.risk_rescore_minutes * 60_000),
         )
+        directory = UserDirectory(self.rules, self.user_store.get, self.career.store.get)
         self.risk = RiskPipeline(
-            RiskProcessor(self.risk_settings, self._streak_of, lambda score: []),
+            RiskProcessor(self.risk_settings, directory.streak_of, directory),
             TableStore(risk_table, self._send, n, RISK_CODEC),
             self.serving,
             self._send,
         )
-        self.model_broadcast = ModelBroadcast(self.risk.processor)
-        self.model_feed = TopicFeed(s.kafka_bootstrap, RISK_MODEL_TOPIC, self.model_broadcast.on_record)
+        self.broadcasts = Broadcasts(self.risk.processor)
+        self.broadcast_feed = TopicFeed(s.kafka_bootstrap, BROADCAST_TOPIC, self.broadcasts.on_record)
+        self.analytics = InterventionsAnalytics(
+            TableStore(ledger_table, self._send, 1, LEDGER_CODEC, lambda key: 0), self.serving, self._send
+        )
         self.trainer = RiskTrainer(
             self.risk_settings,
-            self.model_broadcast,
+            self.broadcasts,
             self._send,
             s.kafka_bootstrap,
             self.redis,
-            self.model_feed.caught_up,
+            self.broadcast_feed.caught_up,
         )
 
         async def per_user_batch(records: list[Record]) -> None:
@@ -343,6 +361,7 @@ class Worker:
         app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(postings.handle))
         app.agent(raw(MARKET_TOPIC), name="market")(_batch_agent(self.market.handle))
         app.agent(raw(RISK_LABELS_TOPIC), name="risk-trainer")(_batch_agent(self.trainer.handle))
+        app.agent(raw(INTERVENTION_OUTCOMES_TOPIC), name="interventions")(_batch_agent(self.analytics.handle))
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
@@ -386,14 +405,6 @@ class Worker:
         if self._owns_market() and self.market.processor.expire(self.market.jobs, now):
             await self.market.jobs.flush()
 
-    def _streak_of(self, user_id: str, now_ms: int) -> int | None:
-        """The user's streak as of stream time `now_ms`, in their timezone (freezes included)."""
-        state = self.user_store.get(user_id)
-        if state is None:
-            return None
-        today = local_day(now_ms, state.timezone)
-        return streak_as_of(state.streak, today, self.rules.max_freezes).current
-
     async def _sweep_risk(self) -> None:
         """Re-score the users due by stream time; put newly owned partitions' users on the agenda."""
         if not self._table_ready():
@@ -405,9 +416,12 @@ class Worker:
         def owned(user_id: str) -> bool:
             return owner_partition(user_id.encode(), n) in active
 
-        if active != self.risk_scheduled:
+        if active != self.risk_scheduled or self.broadcasts.campaigns_changed:
+            # New partitions' users join the agenda; a campaign change moves everyone's next look.
             self.risk.processor.forget(owned)
-            self.risk.processor.schedule(store.states_of(active - self.risk_scheduled))
+            changed = self.broadcasts.campaigns_changed
+            self.broadcasts.campaigns_changed = False
+            self.risk.processor.schedule(store.states_of(active if changed else active - self.risk_scheduled))
             self.risk_scheduled = active
             self.risk.processor.adopt_watermark(store.states_of(active))
         await self.risk.sweep(owned)
@@ -457,7 +471,7 @@ class Worker:
                     f"topic {topic!r} has {actual} partitions but ELIMU_PARTITIONS={self.settings.partitions}"
                 )
         await self.serving.start()
-        await self.model_feed.start()
+        await self.broadcast_feed.start()
         await self._heartbeat()
 
     async def _heartbeat(self) -> None:

@@ -16,12 +16,17 @@ from models.growth import GrowthState
 from streams import metrics
 from streams.engagement import BEHAVIOR_TOPIC, BatchOutcome
 from streams.growth import REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
-from streams.pipeline import Outbound, Send, deliver_refusals, send_durably, write_until_redis_answers
+from streams.pipeline import (
+    NOTIFICATIONS_TOPIC,
+    Outbound,
+    Send,
+    deliver_refusals,
+    send_durably,
+    write_until_redis_answers,
+)
 from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
 from streams.tables import TableStore
-
-NOTIFICATIONS_TOPIC = "notifications"
 
 
 class GrowthPipeline:

@@ -107,3 +107,9 @@ RISK_BRIER = Gauge(
     "Prequential Brier score of the online risk model (lower is better)",
     registry=REGISTRY,
 )
+NOTIFICATIONS_SENT = Counter(
+    "elimu_notifications_sent_total",
+    "Interventions delivered (published on `notifications`), by type and first channel",
+    ["type", "channel"],
+    registry=REGISTRY,
+)

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = "dead-letter"
 ENGAGEMENT_TOPIC = "engagement-updates"
+#: Interventions and alerts for channel adapters (email/SMS/push senders), CONTRACT.md §5.
+NOTIFICATIONS_TOPIC = "notifications"
 
 #: ``send(topic, key, value, partition)``: hand a message to the producer. Awaiting it must
 #: not wait for the broker's ack (Faust flushes the producer before committing offsets).

@@ -13,25 +13,20 @@ users are swept once traffic reaches it, which is when their scores can change a
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from models.campaigns import Campaign, UserFacts
 from models.events import BehaviorEvent
+from models.interventions import Notification, UserContext, recommend_for
+from models.nudges import VariantCounts, next_look, plan
 from models.risk import PendingLabel, Resolution, RiskModel, RiskScore
-from models.risk_state import (
-    RiskSettings,
-    RiskState,
-    expire,
-    next_due,
-    observe_activity,
-    rescore,
-    worth_publishing,
-)
+from models.risk_state import RiskSettings, RiskState, expire, observe_activity, rescore, worth_publishing
 
 RISK_SCORES_TOPIC = "risk-scores"
 RISK_LABELS_TOPIC = "elimu-risk-labels"
-RISK_MODEL_TOPIC = "elimu-risk-model"
+INTERVENTION_OUTCOMES_TOPIC = "elimu-intervention-outcomes"
 #: Users re-scored per sweep call at most: a jump of stream time (a replay, a restart) makes every
 #: user due at once, and one call must not hold the event loop for seconds.
 SWEEP_BUDGET = 2000
@@ -41,8 +36,12 @@ AT_RISK_CHANNEL_MIN = 40.0
 
 #: (user_id, stream time) -> the user's current streak, or None when unknown.
 StreakOf = Callable[[str, int], int | None]
-#: (score, signal names) -> recommended intervention types, most suitable first.
-Recommend = Callable[[RiskScore], list[str]]
+#: Behaviour events that are notification feedback, and the funnel stage each records.
+TRACKING_EVENTS = {
+    "notification_opened": "opened",
+    "notification_clicked": "clicked",
+    "notification_converted": "converted",
+}
 
 
 class RiskStore(Protocol):
@@ -51,16 +50,29 @@ class RiskStore(Protocol):
     def put(self, key: str, state: RiskState) -> None: ...
 
 
+class UserLookup(Protocol):
+    """What the nudges need to know about a user beyond their risk state (their profile,
+    timezone and streak live in other tables of the same partition)."""
+
+    def context(self, state: RiskState, now_ms: int) -> tuple[UserContext, UserFacts]: ...
+
+
 @dataclass
 class RiskOutcome:
     resolutions: list[Resolution] = field(default_factory=list)
     #: Scores worth publishing (changed enough), with their published document.
     published: list[tuple[RiskScore, dict[str, Any]]] = field(default_factory=list)
-    #: Every score computed, published or not (the interventions policy reads them).
+    #: Every score computed, published or not.
     scores: list[RiskScore] = field(default_factory=list)
     #: Published documents for the `admin:at-risk` channel.
     at_risk: list[dict[str, Any]] = field(default_factory=list)
     touched: dict[str, RiskState] = field(default_factory=dict)
+    #: Notifications delivered now (for `notifications`, the inbox view and pushes).
+    delivered: list[Notification] = field(default_factory=list)
+    #: Messages for the interventions analytics (`elimu-intervention-outcomes`).
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    #: Users whose notification inbox changed (its view is rewritten).
+    inbox_changed: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.touched)
@@ -71,15 +83,38 @@ def risk_document(score: RiskScore, recommended: list[str], model_version: int) 
     return {**score.to_dict(), "recommended_interventions": recommended, "model_version": model_version}
 
 
+def stage_feedback(n: Notification, stage: str) -> dict[str, Any]:
+    """One funnel step of one notification, for the analytics (its id makes it countable once)."""
+    return {
+        "id": f"{n.id}:{stage}",
+        "kind": "stage",
+        "stage": stage,
+        "type": n.type,
+        "channel": n.primary_channel,
+        "template": n.template,
+        "variant": n.variant,
+    }
+
+
 class RiskProcessor:
-    def __init__(self, settings: RiskSettings, streak_of: StreakOf, recommend: Recommend) -> None:
+    def __init__(
+        self,
+        settings: RiskSettings,
+        streak_of: StreakOf,
+        users: UserLookup,
+        campaigns: Callable[[], Sequence[Campaign]] = tuple,
+        variant_counts: VariantCounts = lambda template: {},
+    ) -> None:
         self.settings = settings
         self.streak_of = streak_of
-        self.recommend = recommend
+        self.users = users
+        self.campaigns = campaigns
+        self.variant_counts = variant_counts
         self.model = RiskModel(settings.horizon_ms, grace_ms=settings.grace_ms)
         self.model_version = 0
         self.watermark_ms: int | None = None
         self._due: list[tuple[int, str]] = []
+        self._next: dict[str, int] = {}
 
     def adopt_model(self, model: RiskModel) -> None:
         """Swap in a broadcast model (whole object: a score never mixes two versions)."""
@@ -89,12 +124,14 @@ class RiskProcessor:
     # --- events ---------------------------------------------------------------------------
 
     def on_events(self, events: Iterable[tuple[BehaviorEvent, int]], store: RiskStore) -> RiskOutcome:
-        """Fold applied (deduplicated) events and their XP in; score each user once, at their
-        newest event time."""
+        """Fold applied (deduplicated) events and their XP in, record notification feedback, and
+        score each user once, at their newest event time."""
         out = RiskOutcome()
         for event, xp in events:
             state = self._state(event.user_id, store, out)
             out.resolutions.extend(observe_activity(state, event, xp, self.settings))
+            if event.type in TRACKING_EVENTS:
+                self._track(state, event, out)
             if self.watermark_ms is None or event.ts_ms > self.watermark_ms:
                 self.watermark_ms = event.ts_ms
         for state in out.touched.values():
@@ -104,13 +141,34 @@ class RiskProcessor:
         self._store(out, store)
         return out
 
+    def _track(self, state: RiskState, event: BehaviorEvent, out: RiskOutcome) -> None:
+        notification_id = event.props.get("notification_id")
+        if not isinstance(notification_id, str):
+            return
+        book = state.notifications
+        stages = book.track(notification_id, TRACKING_EVENTS[event.type], event.ts_ms)
+        n = book.find(notification_id)
+        if n is None or not stages:
+            return
+        if "opened" in stages:
+            n.read = True
+            out.inbox_changed.add(state.user_id)
+        out.feedback.extend(stage_feedback(n, stage) for stage in stages)
+
     # --- the sweep --------------------------------------------------------------------------
 
     def schedule(self, states: Iterable[RiskState]) -> None:
-        """Put users (back) on the sweep's agenda: on assignment, and after every score."""
+        """Put users (back) on the sweep's agenda: on assignment, after every look, and for
+        everyone when the campaigns change."""
+        campaigns = self.campaigns()
+        now = self.watermark_ms or 0
         for state in states:
-            due = next_due(state, self.settings)
-            if due is not None:
+            ctx, _ = self.users.context(state, now)
+            due = next_look(state, ctx, self.settings, campaigns)
+            if due is None:
+                self._next.pop(state.user_id, None)
+            elif self._next.get(state.user_id) != due:
+                self._next[state.user_id] = due
                 heapq.heappush(self._due, (due, state.user_id))
 
     def adopt_watermark(self, states: Iterable[RiskState]) -> None:
@@ -124,29 +182,59 @@ class RiskProcessor:
     def forget(self, owned: Callable[[str], bool]) -> None:
         self._due = [entry for entry in self._due if owned(entry[1])]
         heapq.heapify(self._due)
+        self._next = {user: due for user, due in self._next.items() if owned(user)}
 
     def sweep(
         self, store: RiskStore, owned: Callable[[str], bool], budget: int = SWEEP_BUDGET
     ) -> RiskOutcome:
-        """Resolve expired labels and re-score the users due by the watermark (at most `budget`)."""
+        """Look at the users due by the watermark (at most `budget`): resolve expired labels,
+        re-score, and send what is due (risk nudges, streak warnings, campaigns, deferred)."""
         out = RiskOutcome()
         now = self.watermark_ms
         if now is None:
             return out
+        campaigns = self.campaigns()
         while self._due and self._due[0][0] <= now and len(out.touched) < budget:
             due, user_id = heapq.heappop(self._due)
+            if self._next.get(user_id) != due or user_id in out.touched:
+                continue  # a stale entry: the user was looked at or re-scheduled since
+            del self._next[user_id]
             state = store.get(user_id) if owned(user_id) else None
-            if state is None or next_due(state, self.settings) != due or user_id in out.touched:
-                continue  # revoked, or a stale entry: the user was re-scored since
+            if state is None:
+                continue
             out.touched[user_id] = state
             out.resolutions.extend(expire(state, now, self.settings))
-            self._score(state, now, out)
+            score = self._score(state, now, out)
+            self._nudge(state, score, now, campaigns, out)
         self._store(out, store)
         return out
 
+    def _nudge(
+        self, state: RiskState, score: RiskScore, now: int, campaigns: Sequence[Campaign], out: RiskOutcome
+    ) -> None:
+        ctx, facts = self.users.context(state, now)
+        nudges = plan(
+            state, ctx, score, now, campaigns=campaigns, facts=facts, variant_counts=self.variant_counts
+        )
+        for n in nudges.delivered:
+            out.delivered.append(n)
+            out.feedback.append(stage_feedback(n, "sent"))
+            if "IN_APP" in n.channels:
+                out.inbox_changed.add(state.user_id)
+        for campaign_id, key, outcome in nudges.campaign_outcomes:
+            out.feedback.append(
+                {
+                    "id": f"campaign:{campaign_id}:{state.user_id}:{key}:{outcome}",
+                    "kind": "campaign",
+                    "campaign_id": campaign_id,
+                    "outcome": outcome,
+                    "at_ms": now,
+                }
+            )
+
     @property
     def due_count(self) -> int:
-        return len(self._due)
+        return len(self._next)
 
     # --- shared ---------------------------------------------------------------------------
 
@@ -157,17 +245,19 @@ class RiskProcessor:
             out.touched[user_id] = state
         return state
 
-    def _score(self, state: RiskState, now_ms: int, out: RiskOutcome) -> None:
+    def _score(self, state: RiskState, now_ms: int, out: RiskOutcome) -> RiskScore:
         score = rescore(state, self.model, now_ms, self.streak_of(state.user_id, now_ms), self.settings)
         out.scores.append(score)
         previous = state.last
         if worth_publishing(previous, score):
-            document = risk_document(score, self.recommend(score), self.model_version)
+            ctx, _ = self.users.context(state, now_ms)
+            document = risk_document(score, recommend_for(score, ctx), self.model_version)
             state.last = document
             out.published.append((score, document))
             was = float(previous.get("score", 0.0)) if previous else 0.0
             if max(score.score, was) >= AT_RISK_CHANNEL_MIN:
                 out.at_risk.append(document)
+        return score
 
     def _store(self, out: RiskOutcome, store: RiskStore) -> None:
         for user_id, state in out.touched.items():

@@ -2,10 +2,10 @@
 
 One agent consumes `elimu-risk-labels` (one partition, so one worker at a time) and learns the
 labels in topic order: deterministic, so the same labels give the same model wherever it runs.
-It publishes to the compacted `elimu-risk-model` topic:
-- key `scorer`: the model without its evaluation buffer (a few kB), at most every
+It publishes to the compacted `elimu-broadcast` topic (streams/broadcast.py):
+- key `risk-scorer`: the model without its evaluation buffer (a few kB), at most every
   `BROADCAST_S`; every worker follows the topic (`infra.feed.TopicFeed`) and swaps it in;
-- key `checkpoint`: the whole trainer (model, evaluation, the next label offset, the ids of
+- key `risk-checkpoint`: the whole trainer (model, evaluation, the next label offset, the ids of
   recent labels), at most every `CHECKPOINT_S`.
 
 Restore. A worker that gains the labels partition reads the latest checkpoint, then replays the
@@ -31,17 +31,17 @@ from redis.exceptions import RedisError
 
 from infra import keys
 from infra.feed import read_range
+from infra.kafka import BROADCAST_TOPIC
 from models.risk import IncompatibleModel, RiskModel
 from models.risk_state import RiskSettings
 from streams import metrics
+from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
 from streams.pipeline import Send
 from streams.records import Record
-from streams.risk import RISK_LABELS_TOPIC, RISK_MODEL_TOPIC, RiskProcessor, parse_resolution
+from streams.risk import RISK_LABELS_TOPIC, parse_resolution
 
 log = logging.getLogger(__name__)
 
-SCORER_KEY = b"scorer"
-CHECKPOINT_KEY = b"checkpoint"
 BROADCAST_S = 5.0
 CHECKPOINT_S = 30.0
 #: Evaluation pairs kept by the trainer (exact AUC over the most recent labels).
@@ -50,36 +50,11 @@ EVAL_PAIRS = 20_000
 SEEN_LABELS = 200_000
 
 
-class ModelBroadcast:
-    """Every worker's view of `elimu-risk-model`: hands each new scorer to the risk processor
-    and keeps the latest checkpoint's bytes for a trainer restore."""
-
-    def __init__(self, processor: RiskProcessor) -> None:
-        self.processor = processor
-        self.checkpoint: bytes | None = None
-
-    def on_record(self, key: bytes | None, value: bytes | None, offset: int) -> None:
-        if value is None:
-            return
-        if key == CHECKPOINT_KEY:
-            self.checkpoint = value
-            return
-        if key != SCORER_KEY:
-            return
-        try:
-            model = RiskModel.from_bytes(value)
-        except (IncompatibleModel, pickle.UnpicklingError, KeyError, EOFError) as exc:
-            log.error("risk model at offset %d not adopted: %s", offset, exc)
-            return
-        self.processor.adopt_model(model)
-        metrics.RISK_MODEL_LABELS.set(model.n_learned)
-
-
 class RiskTrainer:
     def __init__(
         self,
         settings: RiskSettings,
-        broadcast: ModelBroadcast,
+        broadcast: Broadcasts,
         send: Send,
         bootstrap: str,
         redis: Redis,
@@ -176,13 +151,13 @@ class RiskTrainer:
         if self.dirty and now - self.broadcast_at >= BROADCAST_S:
             self.dirty = False
             self.broadcast_at = now
-            await self.send(RISK_MODEL_TOPIC, SCORER_KEY, model.to_bytes(scoring_only=True), 0)
+            await self.send(BROADCAST_TOPIC, SCORER_KEY, model.to_bytes(scoring_only=True), 0)
             await self._report(model)
         if self.next_offset > self.checkpointed_offset and now - self.checkpoint_at >= CHECKPOINT_S:
             self.checkpoint_at = now
             self.checkpointed_offset = self.next_offset
             state = {"model": model.to_bytes(), "next_offset": self.next_offset, "seen": list(self.seen)}
-            await self.send(RISK_MODEL_TOPIC, CHECKPOINT_KEY, pickle.dumps(state, protocol=5), 0)
+            await self.send(BROADCAST_TOPIC, CHECKPOINT_KEY, pickle.dumps(state, protocol=5), 0)
 
     async def _report(self, model: RiskModel) -> None:
         evaluation = model.evaluation()

@@ -6,7 +6,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import dashboard
-from api.routes import careers, events, goals, health, leaderboards, ops, referrals, rewards, risk, users
+from api.routes import (
+    careers,
+    events,
+    goals,
+    health,
+    interventions,
+    leaderboards,
+    notifications,
+    ops,
+    referrals,
+    rewards,
+    risk,
+    users,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -19,5 +32,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     goals.router,
     ops.router,
     risk.router,
+    notifications.router,
+    interventions.router,
     dashboard.router,
 )

@@ -140,12 +140,94 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
             async def trainer_learnt() -> Any:
                 r = await http.get("/v1/ops/risk-model", headers=admin)
                 evaluation = r.json()
-                return evaluation if evaluation.get("labels_learnt", 0) > 0 else None
+                learnt = evaluation.get("labels_learnt", 0) > 0 and evaluation.get("positives", 0) > 0
+                return evaluation if learnt else None
 
             # Dropouts' labels resolved as dropped during the replay, steady users' as retained;
             # the single trainer learnt them and reports its prequential evaluation.
             evaluation = await wait_until(trainer_learnt, timeout=60, what="trainer learnt labels")
             assert evaluation["n"] >= evaluation["labels_learnt"] > 0 and evaluation["positives"] > 0
+
+            # --- interventions: the sweep nudged the fading users; one reads and clicks -------
+            mine_h = {"Authorization": f"Bearer {user_token}"}
+
+            async def inbox() -> Any:
+                r = await http.get("/v1/users/fading-0/notifications", headers=mine_h)
+                return r.json() if r.json()["notifications"] else None
+
+            box = await wait_until(inbox, timeout=60, what="an in-app nudge for a fading user")
+            note = box["notifications"][0]
+            assert box["unread"] >= 1 and note["read"] is False and note["subject"] and note["body"]
+            assert "{" not in note["body"]  # every placeholder rendered
+            other = issue_token(TEST_SECRET, "steady-0")
+            denied = await http.get(
+                "/v1/users/fading-0/notifications", headers={"Authorization": f"Bearer {other}"}
+            )
+            assert denied.status_code == 403
+            read = await http.post(f"/v1/users/fading-0/notifications/{note['id']}/read", headers=mine_h)
+            assert read.status_code == 200 and read.json() == {"notification_id": note["id"], "read": True}
+            missing = await http.post("/v1/users/fading-0/notifications/n-nope/read", headers=mine_h)
+            assert missing.status_code == 404
+            after = (await http.get("/v1/users/fading-0/notifications", headers=mine_h)).json()
+            assert next(n for n in after["notifications"] if n["id"] == note["id"])["read"] is True
+            click = {
+                "event_id": "click-1",
+                "user_id": "fading-0",
+                "type": "notification_clicked",
+                "ts": int(time.time() * 1000),
+                "props": {"notification_id": note["id"]},
+            }
+            assert (await http.post("/v1/events", json=click, headers=mine_h)).status_code == 202
+
+            async def clicked() -> Any:
+                r = await http.get("/v1/analytics/interventions", headers=admin)
+                row = r.json()["by_type"].get(note["type"], {})
+                return r.json() if row.get("clicked", 0) >= 1 else None
+
+            analytics = await wait_until(clicked, timeout=60, what="click counted in analytics")
+            row = analytics["by_type"][note["type"]]
+            assert row["sent"] >= row["opened"] >= row["clicked"] == 1 and row["click_rate"] > 0
+            assert (await http.get("/v1/analytics/interventions", headers=mine_h)).status_code == 403
+
+            # --- a campaign, fired by stream time -----------------------------------------------
+            at = int(time.time() * 1000) + 3000
+            body = {
+                "id": "quiet-3d",
+                "name": "Come back",
+                "schedule": {"kind": "one_time", "at": at},
+                "target": {"kind": "inactive", "inactive_days": 3},
+                "intervention": "gentle_reminder",
+                "status": "active",
+            }
+            created = await http.post("/v1/campaigns", json=body, headers=admin)
+            assert created.status_code == 201, created.text
+            assert created.json()["status"] == "active"
+            assert (await http.post("/v1/campaigns", json=body, headers=admin)).status_code == 409
+            assert (await http.post("/v1/campaigns", json=body, headers=mine_h)).status_code == 403
+            bad = await http.post(
+                "/v1/campaigns", json={**body, "id": "x", "intervention": "spam"}, headers=admin
+            )
+            assert bad.status_code == 422 and bad.json()["error"]["field"] == "intervention"
+            # Stream time passes the campaign's instant when an event newer than it arrives.
+            tick = {**click, "event_id": "tick-1", "user_id": "steady-0", "type": "login", "ts": at + 1000}
+            send(fresh_kafka, "behavior-events", [tick], "user_id")
+
+            async def executed() -> Any:
+                r = await http.get("/v1/campaigns/quiet-3d", headers=admin)
+                counts = r.json()["executions"]["counts"]
+                return counts if counts.get("evaluated") == len(last_ts) else None
+
+            counts = await wait_until(executed, timeout=60, what="campaign evaluated for every user")
+            # fading-0 came back (read and clicked): no longer inactive.
+            assert counts["targeted"] == len(fading | dropouts) - 1
+            assert counts["not_targeted"] == len(steady) + 1
+            delivered = counts.get("sent", 0) + counts.get("deferred", 0)
+            suppressed = sum(v for k, v in counts.items() if k.startswith("suppressed:"))
+            assert delivered + suppressed == counts["targeted"] and delivered > 0
+            paused = await http.post("/v1/campaigns/quiet-3d/pause", headers=admin)
+            assert paused.status_code == 200 and paused.json()["status"] == "paused"
+            listed = (await http.get("/v1/campaigns", headers=admin)).json()["campaigns"]
+            assert [c["id"] for c in listed] == ["quiet-3d"]
 
         labels = await read_topic(fresh_kafka, "elimu-risk-labels")
         by_user: dict[str, set[int]] = {}
@@ -154,6 +236,10 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
         assert all(by_user.get(u) == {0} for u in steady & set(by_user))
         assert any(1 in by_user.get(u, set()) for u in dropouts)
         assert not any(1 in by_user.get(u, set()) for u in fading)  # still inside their horizon
+        sent = [n for n in await read_topic(fresh_kafka, "notifications") if n.get("notification_id")]
+        assert note["id"] in {n["notification_id"] for n in sent}
+        assert all(n["channels"] and n["idempotency_key"] for n in sent)
+        assert len({n["notification_id"] for n in sent}) == len(sent)  # none sent twice
         scores_topic = await read_topic(fresh_kafka, "risk-scores")
         assert {s["user_id"] for s in scores_topic} == set(last_ts)
     finally:

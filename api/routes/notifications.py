@@ -1,0 +1,72 @@
+"""A user's in-app notifications (CONTRACT.md §7): the inbox the workers keep, and marking one
+read.
+
+Reading is notification feedback like any other: the route publishes a `notification_opened`
+event for the notification (its `event_id` derived from the id, so a retried request counts
+once), which the owning worker records in the user's notification book and the interventions
+analytics. The inbox view is patched at once so the reader sees the change; the worker's next
+write of the view agrees with it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path
+
+from api.commands import now_ms
+from api.deps import PrincipalDep, StateDep, require_user_access
+from api.errors import ApiError
+from api.producer import ProducerUnavailable
+from api.responses import OrjsonResponse
+from infra import keys
+
+router = APIRouter(tags=["notifications"])
+
+NotificationId = Annotated[str, Path(min_length=1, max_length=128)]
+EMPTY_INBOX: dict[str, Any] = {"unread": 0, "notifications": []}
+
+
+async def _inbox(state: Any, user_id: str) -> dict[str, Any]:
+    raw = await state.redis.get(keys.user_notifications(user_id))
+    return {"user_id": user_id, **(orjson.loads(raw) if raw else EMPTY_INBOX)}
+
+
+@router.get("/v1/users/{user_id}/notifications", responses={403: {"description": "another user's inbox"}})
+async def list_notifications(user_id: str, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
+    require_user_access(principal, user_id)
+    return OrjsonResponse(await _inbox(state, user_id))
+
+
+@router.post(
+    "/v1/users/{user_id}/notifications/{notification_id}/read",
+    responses={403: {"description": "another user's inbox"}, 404: {"description": "no such notification"}},
+)
+async def mark_read(
+    user_id: str, notification_id: NotificationId, state: StateDep, principal: PrincipalDep
+) -> OrjsonResponse:
+    require_user_access(principal, user_id)
+    inbox = await _inbox(state, user_id)
+    found = next((n for n in inbox["notifications"] if n.get("id") == notification_id), None)
+    if found is None:
+        raise ApiError(404, "notification_not_found", f"no notification {notification_id!r} in this inbox")
+    if not found.get("read"):
+        event = {
+            "event_id": f"read:{notification_id}",
+            "user_id": user_id,
+            "type": "notification_opened",
+            "ts": now_ms(),
+            "props": {"notification_id": notification_id, "via": "inbox"},
+        }
+        try:
+            await state.producer.send_all(
+                state.config.events_topic, [(user_id, event)], state.config.produce_timeout_s
+            )
+        except ProducerUnavailable as exc:
+            raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+        found["read"] = True
+        inbox["unread"] = sum(1 for n in inbox["notifications"] if not n.get("read"))
+        view = {"unread": inbox["unread"], "notifications": inbox["notifications"], "user_id": user_id}
+        await state.redis.set(keys.user_notifications(user_id), orjson.dumps(view))
+    return OrjsonResponse({"notification_id": notification_id, "read": True})

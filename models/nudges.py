@@ -1,0 +1,171 @@
+"""What the retention sweep sends a user at stream time `now`: the one place that turns a risk
+score, a streak about to break, campaign occurrences and deferred notifications into decisions.
+
+Every decision passes `models.interventions.decide` (dedup by key, opt-out, returners, throttle,
+channels, quiet hours), so the rules in that module hold whatever the trigger. Sources:
+
+- risk: a user scored medium or worse gets the first recommended type, keyed per user, type and
+  UTC day (a user stays at risk for days; the per-type gaps decide how often they hear of it);
+- streak: a user whose streak is alive, active on local day L and not yet on L + 1, gets a
+  `streak_warning` at `STREAK_WARNING_AT` (19:00) local time on L + 1, once (keyed by that day);
+- campaigns: every occurrence between the user's last look and `now` (`models.campaigns.due`),
+  if the user is in the audience then, keyed by the occurrence;
+- deferred: notifications held by quiet hours whose time has come (`interventions.due`).
+All instants are stream time, so a replay decides what live decided.
+
+`next_look` says when the user next needs the sweep: the earliest of the risk re-score, a
+deferred delivery, the streak warning and the next campaign occurrence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, time
+from typing import Any
+
+from models import campaigns as camp
+from models.interventions import (
+    DEFERRED,
+    QUEUED,
+    Decision,
+    Notification,
+    UserContext,
+    decide,
+    deliver,
+    due,
+    local_instant_ms,
+    recommend_for,
+    risk_key,
+)
+from models.risk import RiskScore
+from models.risk_state import RiskSettings, RiskState, next_due
+from models.streaks import local_day
+from models.tz import zone
+
+STREAK_WARNING_AT = time(19, 0)
+#: Risk levels that get a nudge (low does not).
+NUDGE_LEVELS = frozenset({"medium", "high", "critical"})
+
+#: template id -> variant counts (`InterventionStats.variant_stats`), for the bandit.
+VariantCounts = Callable[[str], Mapping[str, Mapping[str, int]]]
+
+
+@dataclass
+class NudgeOutcome:
+    #: Notifications to deliver now (already marked sent in the book).
+    delivered: list[Notification] = field(default_factory=list)
+    #: Every decision with its source, delivered or not (for analytics and logs).
+    decisions: list[tuple[str, Decision]] = field(default_factory=list)
+    #: (campaign id, occurrence key, outcome) for the campaigns' execution logs
+    #: (`CampaignRun.record`); the occurrence key makes each countable once.
+    campaign_outcomes: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _ordinal_date(day: int) -> date:
+    return date.fromordinal(day)
+
+
+def streak_warning_instant(state: RiskState, ctx: UserContext) -> tuple[int, int] | None:
+    """(local day, instant) of the streak warning this user would get next, or None."""
+    last = state.activity.last_event_ms
+    if last is None or ctx.streak <= 0:
+        return None
+    day = local_day(last, ctx.timezone) + 1
+    if state.streak_warned_day is not None and state.streak_warned_day >= day:
+        return None
+    return day, local_instant_ms(_ordinal_date(day), STREAK_WARNING_AT, zone(ctx.timezone))
+
+
+def _record(out: NudgeOutcome, book_owner: RiskState, source: str, decision: Decision, now_ms: int) -> None:
+    out.decisions.append((source, decision))
+    if decision.reason == QUEUED and decision.notification is not None:
+        deliver(book_owner.notifications, decision.notification, now_ms)
+        out.delivered.append(decision.notification)
+
+
+def _campaign_outcome(decision: Decision) -> str:
+    if decision.reason == QUEUED:
+        return "sent"
+    if decision.reason == DEFERRED:
+        return "deferred"
+    return f"suppressed:{decision.reason}"
+
+
+def plan(
+    state: RiskState,
+    ctx: UserContext,
+    score: RiskScore | None,
+    now_ms: int,
+    *,
+    campaigns: Sequence[camp.Campaign],
+    facts: camp.UserFacts,
+    variant_counts: VariantCounts,
+) -> NudgeOutcome:
+    """Every nudge due for this user at stream time `now_ms` (see the module docstring)."""
+    out = NudgeOutcome()
+    book = state.notifications
+    for decision in due(book, now_ms, ctx):
+        _record(out, state, "deferred", decision, now_ms)
+
+    if score is not None and score.level in NUDGE_LEVELS:
+        recommended = recommend_for(score, ctx)
+        if recommended:
+            kind = recommended[0]
+            key = risk_key(ctx.user_id, kind, now_ms // 86_400_000)
+            variables: dict[str, Any] = {"score": round(score.score)}
+            decision = decide(
+                book, ctx, kind, key, now_ms, source="risk", variables=variables,
+                stats=variant_counts(kind), urgency=score.level,
+            )  # fmt: skip
+            _record(out, state, "risk", decision, now_ms)
+
+    warning = streak_warning_instant(state, ctx)
+    if warning is not None and warning[1] <= now_ms:
+        day, _ = warning
+        state.streak_warned_day = day
+        if local_day(now_ms, ctx.timezone) == day:  # still that day: not too late to save it
+            decision = decide(
+                book, ctx, "streak_warning", f"streak:{ctx.user_id}:{day}", now_ms, source="streak",
+                variables={}, stats=variant_counts("streak_warning"), urgency="high",
+            )  # fmt: skip
+            _record(out, state, "streak", decision, now_ms)
+
+    for campaign in campaigns:
+        for occurrence in camp.due(campaign, ctx.timezone, ctx.signup_ms, state.campaigns_checked_ms, now_ms):
+            key = occurrence.key
+            out.campaign_outcomes.append((campaign.id, key, "evaluated"))
+            if not camp.targets(campaign.target, facts, now_ms):
+                out.campaign_outcomes.append((campaign.id, key, "not_targeted"))
+                continue
+            out.campaign_outcomes.append((campaign.id, key, "targeted"))
+            decision = decide(
+                book, ctx, campaign.intervention, occurrence.idempotency_key, now_ms,
+                source=f"campaign:{campaign.id}", variables={},
+                stats=variant_counts(campaign.intervention),
+            )  # fmt: skip
+            out.campaign_outcomes.append((campaign.id, key, _campaign_outcome(decision)))
+            _record(out, state, f"campaign:{campaign.id}", decision, now_ms)
+    state.campaigns_checked_ms = now_ms
+    return out
+
+
+def next_look(
+    state: RiskState, ctx: UserContext, settings: RiskSettings, campaigns: Sequence[camp.Campaign]
+) -> int | None:
+    """When the sweep should next look at this user (None: nothing scheduled)."""
+    candidates: list[int] = []
+    risk_due = next_due(state, settings)
+    if risk_due is not None:
+        candidates.append(risk_due)
+    candidates.extend(n.deliver_at_ms for n in state.notifications.pending)
+    warning = streak_warning_instant(state, ctx)
+    if warning is not None:
+        candidates.append(warning[1])
+    # Never looked at: the first occurrence after the campaign's activation (next_due's gate).
+    after = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else 0
+    for campaign in campaigns:
+        at = camp.next_due(campaign, ctx.timezone, ctx.signup_ms, after)
+        if at is not None:
+            candidates.append(at)
+    return min(candidates) if candidates else None

@@ -1,0 +1,70 @@
+"""The interventions' global tallies: funnel counts and campaign execution logs, kept by the
+single analytics agent (streams/interventions.py) from the outcomes user partitions report.
+
+Reports arrive at least once (a user partition that crashed after sending them but before
+recording them sends them again), so each carries an id and the ledger remembers the most recent
+`MAX_SEEN` ids: a repeat can only come from the replay of a crashed batch, seconds later.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.campaigns import CampaignRun
+from models.interventions import STAGES, InterventionStats
+
+LEDGER_VERSION = 1
+MAX_SEEN = 5000
+
+
+@dataclass
+class OutcomeLedger:
+    stats: InterventionStats = field(default_factory=InterventionStats)
+    runs: dict[str, CampaignRun] = field(default_factory=dict)
+    seen: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_SEEN))
+
+    def apply(self, report: dict[str, Any]) -> str | None:
+        """Count one report; returns the campaign id it changed (None otherwise). Raises
+        ValueError/KeyError for a malformed report; a repeated id changes nothing."""
+        report_id = str(report["id"])
+        if report_id in self.seen:
+            return None
+        kind = report["kind"]
+        if kind == "stage":
+            stage = str(report["stage"])
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}")
+            self.stats.record(
+                stage, str(report["type"]), str(report["channel"]), str(report["template"]),
+                str(report["variant"]),
+            )  # fmt: skip
+            changed = None
+        elif kind == "campaign":
+            campaign_id = str(report["campaign_id"])
+            run = self.runs.setdefault(campaign_id, CampaignRun(campaign_id))
+            run.record(str(report["outcome"]), int(report["at_ms"]))
+            changed = campaign_id
+        else:
+            raise ValueError(f"unknown report kind {kind!r}")
+        self.seen.append(report_id)
+        return changed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": LEDGER_VERSION,
+            "stats": self.stats.to_dict(),
+            "runs": {k: r.to_dict() for k, r in self.runs.items()},
+            "seen": list(self.seen),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutcomeLedger:
+        if data.get("v") != LEDGER_VERSION:
+            raise ValueError(f"unsupported outcome ledger version {data.get('v')!r}")
+        return cls(
+            stats=InterventionStats.from_dict(data["stats"]),
+            runs={k: CampaignRun.from_dict(v) for k, v in data["runs"].items()},
+            seen=deque(data["seen"], maxlen=MAX_SEEN),
+        )

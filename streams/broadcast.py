@@ -1,0 +1,82 @@
+"""Every worker's view of `elimu-broadcast`: the state one writer publishes for all workers.
+
+Keys and their writers:
+- `risk-scorer`: the risk model to score with (the risk trainer, streams/risk_trainer.py);
+- `risk-checkpoint`: the trainer's whole state, read only by a worker that becomes the trainer;
+- `intervention-stats`: the interventions' funnel counts, whose per-variant clicks and
+  conversions drive the A/B bandit (the analytics agent, streams/interventions.py);
+- `campaign:<id>`: a campaign's definition (the API's admin routes; a tombstone deletes it).
+Records are applied in topic order; a bad one is logged and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any
+
+import orjson
+
+from models.campaigns import Campaign
+from models.interventions import InterventionStats
+from models.risk import IncompatibleModel, RiskModel
+from streams import metrics
+from streams.risk import RiskProcessor
+
+log = logging.getLogger(__name__)
+
+SCORER_KEY = b"risk-scorer"
+CHECKPOINT_KEY = b"risk-checkpoint"
+STATS_KEY = b"intervention-stats"
+CAMPAIGN_PREFIX = b"campaign:"
+
+
+def campaign_key(campaign_id: str) -> bytes:
+    return CAMPAIGN_PREFIX + campaign_id.encode()
+
+
+class Broadcasts:
+    def __init__(self, processor: RiskProcessor) -> None:
+        self.processor = processor
+        self.checkpoint: bytes | None = None
+        self.stats = InterventionStats()
+        self.campaigns: dict[str, Campaign] = {}
+        #: Set when a campaign changed: every user's next look must be recomputed.
+        self.campaigns_changed = False
+        processor.campaigns = self.active_campaigns
+        processor.variant_counts = self.stats_for
+
+    def active_campaigns(self) -> list[Campaign]:
+        return [c for c in self.campaigns.values() if c.status == "active"]
+
+    def stats_for(self, template: str) -> Any:
+        return self.stats.variant_stats(template)
+
+    def on_record(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        try:
+            self._apply(key or b"", value)
+        except Exception as exc:  # one bad record must not stop the feed (infra/feed.py)
+            log.error("broadcast record %r at offset %d skipped: %s", key, offset, exc)
+
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        if key.startswith(CAMPAIGN_PREFIX):
+            campaign_id = key[len(CAMPAIGN_PREFIX) :].decode()
+            if value is None:
+                self.campaigns.pop(campaign_id, None)
+            else:
+                self.campaigns[campaign_id] = Campaign.from_dict(orjson.loads(value))
+            self.campaigns_changed = True
+        elif value is None:
+            return
+        elif key == CHECKPOINT_KEY:
+            self.checkpoint = value
+        elif key == STATS_KEY:
+            self.stats = InterventionStats.from_dict(orjson.loads(value))
+        elif key == SCORER_KEY:
+            try:
+                model = RiskModel.from_bytes(value)
+            except (IncompatibleModel, pickle.UnpicklingError, KeyError, EOFError) as exc:
+                log.error("risk model not adopted: %s", exc)
+                return
+            self.processor.adopt_model(model)
+            metrics.RISK_MODEL_LABELS.set(model.n_learned)

@@ -1,0 +1,65 @@
+"""What the nudges know about a user, gathered from the tables of the user's partition: the
+timezone, streak and level (user-state), the notification preferences and profile fields
+(career-state), and activity instants (risk-state). All on the worker that owns the user."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from models.campaigns import UserFacts
+from models.career import CareerState
+from models.gamification import UserState
+from models.interventions import UserContext
+from models.levels import level_for_xp
+from models.risk_state import RiskState
+from models.rules import Rules
+from models.streaks import local_day, streak_as_of
+
+
+class UserDirectory:
+    def __init__(
+        self,
+        rules: Rules,
+        user_state: Callable[[str], UserState | None],
+        career_state: Callable[[str], CareerState | None],
+    ) -> None:
+        self.rules = rules
+        self.user_state = user_state
+        self.career_state = career_state
+
+    def streak_of(self, user_id: str, now_ms: int) -> int | None:
+        """The user's streak as of stream time `now_ms`, in their timezone (freezes included)."""
+        state = self.user_state(user_id)
+        if state is None:
+            return None
+        today = local_day(now_ms, state.timezone)
+        return streak_as_of(state.streak, today, self.rules.max_freezes).current
+
+    def context(self, state: RiskState, now_ms: int) -> tuple[UserContext, UserFacts]:
+        uid = state.user_id
+        user = self.user_state(uid)
+        career = self.career_state(uid)
+        timezone = user.timezone if user else career.timezone if career else "UTC"
+        profile: dict[str, object] = {"timezone": timezone}
+        if career is not None and career.candidate is not None:
+            profile.update(career.candidate.to_dict())
+        activity = state.activity
+        ctx = UserContext(
+            user_id=uid,
+            timezone=timezone,
+            prefs=career.notification_prefs if career else {},
+            streak=self.streak_of(uid, now_ms) or 0,
+            level=level_for_xp(user.xp, self.rules.levels).level if user else 1,
+            last_active_ms=activity.last_event_ms,
+            signup_ms=activity.first_seen_ms,
+        )
+        score = state.last.get("score") if state.last else None
+        facts = UserFacts(
+            user_id=uid,
+            timezone=timezone,
+            signup_ms=activity.first_seen_ms,
+            last_active_ms=activity.last_event_ms,
+            risk_score=float(score) if isinstance(score, int | float) else None,
+            profile=profile,
+        )
+        return ctx, facts
