@@ -376,39 +376,39 @@ class RiskModel:
         steps = list(self.model.steps.values())
         return steps[0], steps[-1]
 
-    def predict(self, features: Mapping[str, float]) -> tuple[float, list[Signal]]:
-        """P(dropped within the horizon) and every feature's contribution (no side effects).
+    def _contributions(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+        """P(dropped within the horizon) and each feature's share of the logit.
 
         The model's probability blended with `recency_prior` by evidence (w = n / (n + 200)):
         contributions are the model's, scaled by w, with the prior's logit share, (1 - w) x
         logit(prior), added to `recency_d`.
         """
         scaler, classifier = self._steps()
-        x = dict(features)
-        standardized: dict[str, float] = scaler.transform_one(x)
+        standardized: dict[str, float] = scaler.transform_one(dict(x))
         model_p = float(classifier.predict_proba_one(standardized)[True])
-        weights: dict[str, float] = classifier.weights
+        weights = classifier._weights  # the VectorDict itself: `.weights` copies it on every call
         w = self.n_learned / (self.n_learned + PRIOR_LABELS)
         prior = recency_prior(x)
-        probability = w * model_p + (1.0 - w) * prior
-        signals = []
-        for name, z in standardized.items():
-            contribution = w * float(weights.get(name, 0.0)) * z
-            if name == "recency_d":
-                contribution += (1.0 - w) * _logit(prior)
-            signals.append(Signal(name, contribution, float(x[name])))
-        return probability, signals
+        contributions = {name: w * float(weights.get(name, 0.0)) * z for name, z in standardized.items()}
+        if "recency_d" in contributions:
+            contributions["recency_d"] += (1.0 - w) * _logit(prior)
+        return w * model_p + (1.0 - w) * prior, contributions
+
+    def predict(self, features: Mapping[str, float]) -> tuple[float, list[Signal]]:
+        """P(dropped within the horizon) and every feature's contribution (no side effects)."""
+        probability, contributions = self._contributions(features)
+        return probability, [Signal(name, c, float(features[name])) for name, c in contributions.items()]
 
     def assess(self, user_id: str, features: Mapping[str, float], now_ms: int) -> RiskScore:
         """Score a user at event time `now_ms`, without keeping a pending label."""
-        probability, signals = self.predict(features)
+        probability, contributions = self._contributions(features)
         horizon_days = self.horizon_ms / DAY_MS
         weekly = horizon_risk(probability, horizon_days, 7.0)
         monthly = horizon_risk(probability, horizon_days, 28.0)
         score = round(100.0 * weekly, 1)
         evidence = self.n_learned / (self.n_learned + CONFIDENCE_HALF)
         confidence = round(evidence * (0.5 + abs(probability - 0.5)), 3)
-        rising = sorted((s for s in signals if s.contribution > 0), key=lambda s: (-s.contribution, s.name))
+        rising = heapq.nsmallest(TOP_SIGNALS, ((-c, name) for name, c in contributions.items() if c > 0))
         return RiskScore(
             user_id=user_id,
             score=score,
@@ -417,7 +417,7 @@ class RiskModel:
             weekly_risk=weekly,
             monthly_risk=monthly,
             confidence=confidence,
-            top_signals=tuple(rising[:TOP_SIGNALS]),
+            top_signals=tuple(Signal(name, -neg, float(features[name])) for neg, name in rising),
             scored_at_ms=now_ms,
         )
 

@@ -202,30 +202,16 @@ def observe(profile: ActivityProfile, event: BehaviorEvent, xp: float | None = N
     return profile
 
 
-def _window(profile: ActivityProfile, now_ms: int, n_days: int, col: int, skip_days: int = 0) -> float:
-    """Sum of column `col` over the sliding window (now - (skip+n) days, now - skip days]."""
-    today = now_ms // DAY_MS
-    elapsed = (now_ms - today * DAY_MS) / DAY_MS  # fraction of today already past
-    days = profile.days
-    total = 0.0
-    # Whole days inside the window, and the partial days at each end weighted by their overlap.
-    start = today - skip_days
-    for k in range(n_days + 1):
-        row = days.get(start - k)
-        if row is None:
-            continue
-        if k == 0:
-            weight = 1.0 if skip_days == 0 else elapsed
-        elif k == n_days:
-            weight = 1.0 - elapsed
-        else:
-            weight = 1.0
-        total += weight * row[col]
-    return total
-
-
-def _active_days(profile: ActivityProfile, today: int, n_days: int) -> int:
-    return sum(1 for d in range(today - n_days + 1, today + 1) if d in profile.days)
+def _weight(age: int, n_days: int, skip_days: int, elapsed: float) -> float:
+    """Weight of the day `age` days before today in the sliding window
+    (now - (skip + n) days, now - skip days]: whole days 1, the partial days at each end by
+    their overlap with the window (today is `elapsed` of a day old)."""
+    k = age - skip_days
+    if k < 0 or k > n_days:
+        return 0.0
+    if k == 0:
+        return 1.0 if skip_days == 0 else elapsed
+    return 1.0 - elapsed if k == n_days else 1.0
 
 
 def _streak_guess(profile: ActivityProfile, today: int) -> int:
@@ -235,17 +221,6 @@ def _streak_guess(profile: ActivityProfile, today: int) -> int:
         streak += 1
         day -= 1
     return streak
-
-
-def _mean(profile: ActivityProfile, today: int, lo: int, hi: int, sum_col: int, n_col: int) -> float | None:
-    """Mean of a column over whole days today-hi .. today-lo (both inclusive)."""
-    total = count = 0.0
-    for d in range(today - hi, today - lo + 1):
-        row = profile.days.get(d)
-        if row is not None:
-            total += row[sum_col]
-            count += row[n_col]
-    return total / count if count else None
 
 
 def hour_concentration(hours: list[int]) -> float:
@@ -262,40 +237,67 @@ def features(profile: ActivityProfile, now_ms: int, streak: int | None = None) -
 
     Days after `now_ms` are ignored, so a profile read "in the past" (a late sweep) sees only
     what had happened by then. `streak` is the engine's current streak; None approximates it.
+    One pass over the day rows (at most 56) computes every window: this runs for every score.
     """
     today = now_ms // DAY_MS
+    elapsed = (now_ms - today * DAY_MS) / DAY_MS  # fraction of today already past
+    e1 = e7 = e7_prev = e28 = dur_sum = dur_n = xp7 = apps = opens = clicks = 0.0
+    active7 = active28 = 0
+    score_all = [0.0, 0.0]
+    score_recent = [0.0, 0.0]
+    score_before = [0.0, 0.0]
+    for day, row in profile.days.items():
+        age = today - day
+        if age < 0 or age > 28:
+            continue
+        n = row[_N]
+        w1 = _weight(age, 1, 0, elapsed)
+        w7 = _weight(age, 7, 0, elapsed)
+        w28 = _weight(age, 28, 0, elapsed)
+        e1 += w1 * n
+        e7 += w7 * n
+        e7_prev += _weight(age, 7, 7, elapsed) * n
+        e28 += w28 * n
+        dur_sum += w28 * row[_DUR_SUM]
+        dur_n += w28 * row[_DUR_N]
+        xp7 += w7 * row[_XP]
+        apps += w28 * row[_APPS]
+        opens += w28 * row[_OPENS]
+        clicks += w28 * row[_CLICKS]
+        if age <= 27:
+            active28 += 1
+            score_all[0] += row[_SCORE_SUM]
+            score_all[1] += row[_SCORE_N]
+            bucket = score_recent if age <= 6 else score_before
+            bucket[0] += row[_SCORE_SUM]
+            bucket[1] += row[_SCORE_N]
+            if age <= 6:
+                active7 += 1
     last = profile.last_event_ms
     hours_since = 24.0 * WINDOW_DAYS if last is None else max(0.0, (now_ms - last) / HOUR_MS)
     first = profile.first_seen_ms
     tenure_days = 0.0 if first is None else max(0.0, (now_ms - first) / DAY_MS)
-    e7 = _window(profile, now_ms, 7, _N)
-    e7_prev = _window(profile, now_ms, 7, _N, skip_days=7)
-    dur_sum = _window(profile, now_ms, 28, _DUR_SUM)
-    dur_n = _window(profile, now_ms, 28, _DUR_N)
-    score_all = _mean(profile, today, 0, 27, _SCORE_SUM, _SCORE_N)
-    score_recent = _mean(profile, today, 0, 6, _SCORE_SUM, _SCORE_N)
-    score_before = _mean(profile, today, 7, 27, _SCORE_SUM, _SCORE_N)
     score_trend = 0.0
-    if score_recent is not None and score_before is not None:
-        score_trend = (score_recent - score_before) / 100.0
+    if score_recent[1] and score_before[1]:
+        score_trend = (score_recent[0] / score_recent[1] - score_before[0] / score_before[1]) / 100.0
     current_streak = _streak_guess(profile, today) if streak is None else max(streak, 0)
     return {
         "recency_log_h": math.log1p(hours_since),
         "recency_d": min(hours_since / 24.0, float(WINDOW_DAYS)),
-        "events_1d": math.log1p(_window(profile, now_ms, 1, _N)),
+        "events_1d": math.log1p(e1),
         "events_7d": math.log1p(e7),
-        "events_28d": math.log1p(_window(profile, now_ms, 28, _N)),
-        "active_days_7d": _active_days(profile, today, 7) / 7.0,
-        "active_days_28d": _active_days(profile, today, 28) / 28.0,
+        "events_28d": math.log1p(e28),
+        "active_days_7d": active7 / 7.0,
+        "active_days_28d": active28 / 28.0,
         "freq_trend_7d": (e7 - e7_prev) / (e7 + e7_prev + 1.0),
         "session_mean_min": math.log1p(dur_sum / dur_n / 60.0) if dur_n > 0 else 0.0,
-        "score_mean": NEUTRAL_SCORE if score_all is None else score_all / 100.0,
+        "score_mean": NEUTRAL_SCORE if not score_all[1] else score_all[0] / score_all[1] / 100.0,
         "score_trend": score_trend,
         "streak": math.log1p(current_streak),
-        "xp_7d": math.log1p(_window(profile, now_ms, 7, _XP)),
+        "xp_7d": math.log1p(xp7),
         "tenure_log_d": math.log1p(tenure_days),
-        "applications_28d": math.log1p(_window(profile, now_ms, 28, _APPS)),
-        "notif_opens_28d": math.log1p(_window(profile, now_ms, 28, _OPENS)),
-        "notif_clicks_28d": math.log1p(_window(profile, now_ms, 28, _CLICKS)),
+        "applications_28d": math.log1p(apps),
+        "notif_opens_28d": math.log1p(opens),
+        "notif_clicks_28d": math.log1p(clicks),
         "hour_concentration": hour_concentration(profile.hours),
     }

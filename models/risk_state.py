@@ -10,10 +10,13 @@ there is sent to a single trainer (see models.risk's docstring); what scores the
 model the trainer broadcast. The functions below are that per-user half, pure and in event time.
 
 When a user is scored:
-- on activity, once per user per batch, at the user's newest event time;
-- by the sweep, when stream time passes `next_due(state)`: every `rescore_ms` (default 1 hour),
-  and just after a pending label's deadline (plus grace), so a user who sends nothing is still
-  re-scored as their silence grows, and their label resolves as dropped on time.
+- in the event path, at the user's newest event time, when the activity takes a label snapshot
+  or the user was never scored or is at risk (`score_where_it_happens`);
+- by the sweep, when stream time passes `next_due(state)`: at once after other activity worth a
+  score (`rescore_on_activity`: 15 minutes of event time after the last score), every
+  `rescore_ms` (default 1 hour), and just after a pending label's deadline (plus grace), so a
+  user who sends nothing is still re-scored as their silence grows, and their label resolves as
+  dropped on time.
 A score snapshots a pending label at most once per `snapshot_gap_ms` and only for a *live* user
 (seen within the horizon): a user gone for longer is already dropped, and labelling them again
 every day would flood training with easy positives (the benchmark scores live users only too).
@@ -35,7 +38,6 @@ from models.risk import (
     RiskScore,
     resolve_expired,
     resolve_seen,
-    wants_snapshot,
 )
 from models.risk_features import ActivityProfile, features, observe
 
@@ -44,6 +46,8 @@ HOUR_MS = 3_600_000
 #: A change smaller than this (in points of the 0-100 score) is not published again, unless the
 #: level changes: re-scoring every hour must not rewrite every user's view every hour.
 PUBLISH_DELTA = 1.0
+#: Scores from here up (medium, CONTRACT §6) count as at risk.
+AT_RISK_FROM = 40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class RiskSettings:
     grace_ms: int = HOUR_MS
     snapshot_gap_ms: int = DAY_MS
     rescore_ms: int = HOUR_MS
+    #: An active user not at risk is re-scored on activity at most this often (event time): their
+    #: score barely moves between two lessons. A user at risk (medium or worse) is re-scored after
+    #: any activity, so their return shows at once.
+    activity_rescore_ms: int = 15 * 60_000
 
 
 @dataclass
@@ -62,6 +70,9 @@ class RiskState:
     activity: ActivityProfile = field(default_factory=ActivityProfile)
     pending: list[PendingLabel] = field(default_factory=list)
     scored_at_ms: int | None = None
+    #: When the last pending label was snapshotted (labels resolve, so the pending list alone
+    #: cannot say: one label per `snapshot_gap_ms` per user).
+    snapshot_at_ms: int | None = None
     #: The last published risk document (what Redis, `risk-scores` and the at-risk list show).
     last: dict[str, Any] | None = None
     notifications: NotificationBook = field(default_factory=NotificationBook)
@@ -77,6 +88,7 @@ class RiskState:
             "activity": self.activity.to_dict(),
             "pending": [p.to_dict() for p in self.pending],
             "scored_at": self.scored_at_ms,
+            "snapshot_at": self.snapshot_at_ms,
             "last": self.last,
             "notifications": self.notifications.to_dict(),
             "campaigns_at": self.campaigns_checked_ms,
@@ -92,6 +104,7 @@ class RiskState:
             activity=ActivityProfile.from_dict(data["activity"]),
             pending=[PendingLabel.from_dict(p) for p in data.get("pending") or ()],
             scored_at_ms=data.get("scored_at"),
+            snapshot_at_ms=data.get("snapshot_at"),
             last=data.get("last"),
             notifications=NotificationBook.from_dict(data["notifications"])
             if data.get("notifications")
@@ -127,14 +140,55 @@ def rescore(
     """Score at stream time `now_ms` with `model`; snapshot a pending label when one is due."""
     x = features(state.activity, now_ms, streak)
     result = model.assess(state.user_id, x, now_ms)
-    if is_live(state, now_ms, settings) and wants_snapshot(state.pending, now_ms, settings.snapshot_gap_ms):
+    if is_live(state, now_ms, settings) and snapshot_due(state, now_ms, settings):
         state.pending.append(PendingLabel(state.user_id, now_ms, x, result.probability))
+        state.snapshot_at_ms = now_ms
     state.scored_at_ms = now_ms
     return result
 
 
+def snapshot_due(state: RiskState, now_ms: int, settings: RiskSettings) -> bool:
+    return state.snapshot_at_ms is None or now_ms - state.snapshot_at_ms >= settings.snapshot_gap_ms
+
+
+def score_where_it_happens(state: RiskState, settings: RiskSettings) -> bool:
+    """Whether new activity must be scored in the event path rather than by the next sweep:
+    when it takes a label snapshot (so labels do not depend on how fast the sweep keeps up with
+    stream time, as it may not in a replay), and for a user never scored or at risk (their
+    score matters now). Other activity is scored by the sweep (`rescore_on_activity`)."""
+    last = state.activity.last_event_ms
+    if last is None:
+        return False
+    if state.scored_at_ms is None:
+        return True
+    if last <= state.scored_at_ms:
+        return False
+    return snapshot_due(state, last, settings) or _at_risk(state)
+
+
+def _at_risk(state: RiskState) -> bool:
+    return state.last is not None and float(state.last.get("score", 0.0)) >= AT_RISK_FROM
+
+
+def rescore_on_activity(state: RiskState, settings: RiskSettings) -> bool:
+    """Whether activity since the last score is worth a score now (see `activity_rescore_ms`):
+    a user never scored, a user at risk who came back, or anyone active `activity_rescore_ms`
+    after their last score."""
+    last = state.activity.last_event_ms
+    if last is None:
+        return False
+    if state.scored_at_ms is None:
+        return True
+    if last <= state.scored_at_ms:
+        return False
+    return _at_risk(state) or last - state.scored_at_ms >= settings.activity_rescore_ms
+
+
 def next_due(state: RiskState, settings: RiskSettings) -> int | None:
-    """Stream time at which the sweep should look at this user again (None: never scored)."""
+    """Stream time at which this user's risk needs a look: at once after activity worth a score
+    (`rescore_on_activity`), else the next re-score or label deadline (None: no activity yet)."""
+    if rescore_on_activity(state, settings):
+        return state.activity.last_event_ms
     if state.scored_at_ms is None:
         return None
     due = state.scored_at_ms + settings.rescore_ms

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from models.events import BehaviorEvent
 from models.risk_features import (
     DAY_MS,
     FEATURE_NAMES,
@@ -197,3 +198,106 @@ def test_to_dict_round_trip() -> None:
     assert features(back, at(4, 3)) == features(p, at(4, 3))
     with pytest.raises(ValueError, match="format"):
         ActivityProfile.from_dict({**data, "v": 99})
+
+
+# --- the single-pass `features` against the straightforward per-window definition ----------
+
+
+def _ref_window(profile: ActivityProfile, now_ms: int, n_days: int, col: int, skip_days: int = 0) -> float:
+    """Sum of column `col` over the sliding window (now - (skip+n) days, now - skip days]."""
+    today = now_ms // DAY_MS
+    elapsed = (now_ms - today * DAY_MS) / DAY_MS  # fraction of today already past
+    days = profile.days
+    total = 0.0
+    # Whole days inside the window, and the partial days at each end weighted by their overlap.
+    start = today - skip_days
+    for k in range(n_days + 1):
+        row = days.get(start - k)
+        if row is None:
+            continue
+        if k == 0:
+            weight = 1.0 if skip_days == 0 else elapsed
+        elif k == n_days:
+            weight = 1.0 - elapsed
+        else:
+            weight = 1.0
+        total += weight * row[col]
+    return total
+
+
+def _ref_active_days(profile: ActivityProfile, today: int, n_days: int) -> int:
+    return sum(1 for d in range(today - n_days + 1, today + 1) if d in profile.days)
+
+
+def _ref_streak_guess(profile: ActivityProfile, today: int) -> int:
+    day = today if today in profile.days else today - 1
+    streak = 0
+    while day in profile.days:
+        streak += 1
+        day -= 1
+    return streak
+
+
+def _ref_mean(
+    profile: ActivityProfile, today: int, lo: int, hi: int, sum_col: int, n_col: int
+) -> float | None:
+    """Mean of a column over whole days today-hi .. today-lo (both inclusive)."""
+    total = count = 0.0
+    for d in range(today - hi, today - lo + 1):
+        row = profile.days.get(d)
+        if row is not None:
+            total += row[sum_col]
+            count += row[n_col]
+    return total / count if count else None
+
+
+def _reference_features(profile: ActivityProfile, now_ms: int) -> dict[str, float]:
+    from models.risk_features import _APPS, _CLICKS, _DUR_N, _DUR_SUM, _N, _OPENS, _SCORE_N, _SCORE_SUM, _XP
+
+    today = now_ms // DAY_MS
+    e7 = _ref_window(profile, now_ms, 7, _N)
+    e7_prev = _ref_window(profile, now_ms, 7, _N, skip_days=7)
+    dur_n = _ref_window(profile, now_ms, 28, _DUR_N)
+    s_all = _ref_mean(profile, today, 0, 27, _SCORE_SUM, _SCORE_N)
+    s_recent = _ref_mean(profile, today, 0, 6, _SCORE_SUM, _SCORE_N)
+    s_before = _ref_mean(profile, today, 7, 27, _SCORE_SUM, _SCORE_N)
+    return {
+        "events_1d": math.log1p(_ref_window(profile, now_ms, 1, _N)),
+        "events_7d": math.log1p(e7),
+        "events_28d": math.log1p(_ref_window(profile, now_ms, 28, _N)),
+        "active_days_7d": _ref_active_days(profile, today, 7) / 7.0,
+        "active_days_28d": _ref_active_days(profile, today, 28) / 28.0,
+        "freq_trend_7d": (e7 - e7_prev) / (e7 + e7_prev + 1.0),
+        "session_mean_min": math.log1p(_ref_window(profile, now_ms, 28, _DUR_SUM) / dur_n / 60.0)
+        if dur_n > 0
+        else 0.0,
+        "score_mean": NEUTRAL_SCORE if s_all is None else s_all / 100.0,
+        "score_trend": 0.0 if s_recent is None or s_before is None else (s_recent - s_before) / 100.0,
+        "streak": math.log1p(_ref_streak_guess(profile, today)),
+        "xp_7d": math.log1p(_ref_window(profile, now_ms, 7, _XP)),
+        "applications_28d": math.log1p(_ref_window(profile, now_ms, 28, _APPS)),
+        "notif_opens_28d": math.log1p(_ref_window(profile, now_ms, 28, _OPENS)),
+        "notif_clicks_28d": math.log1p(_ref_window(profile, now_ms, 28, _CLICKS)),
+    }
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_single_pass_features_equal_the_per_window_definition(seed: int) -> None:
+    rng = random.Random(seed)
+    profile = ActivityProfile()
+    start = 1_790_000_000_000
+    types = ["lesson_complete", "job_apply", "notification_opened", "notification_clicked", "login"]
+    for i in range(rng.randint(0, 300)):
+        ts = start + rng.randint(0, 60 * DAY_MS)
+        props: dict[str, object] = {}
+        if rng.random() < 0.5:
+            props["score"] = rng.randint(0, 100)
+        if rng.random() < 0.5:
+            props["duration_s"] = rng.randint(0, 3600)
+        event = BehaviorEvent(f"e{i}", "u", rng.choice(types), ts, None, None, None, props)
+        observe(profile, event, xp=rng.choice([None, 10.0, 50.0]))
+    for _ in range(5):
+        now = start + rng.randint(0, 70 * DAY_MS)
+        fast = features(profile, now)
+        for name, value in _reference_features(profile, now).items():
+            assert fast[name] == pytest.approx(value, abs=1e-12), (name, now)
