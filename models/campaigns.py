@@ -62,30 +62,20 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 from itertools import islice, pairwise
 from typing import Any, NoReturn
 
 from models.events import MAX_ID_LEN, MAX_TS_MS, InvalidEvent, format_ts, parse_ts
+from models.interventions import INTERVENTION_TYPES
 from models.streaks import local_day
-from models.tz import zone
+from models.tz import local_instant_ms, zone
 
 CAMPAIGN_KINDS = ("one_time", "recurring", "drip")
 STATUSES = ("draft", "active", "paused")
 RECURRENCES = ("daily", "weekly", "monthly")
 TARGET_KINDS = ("all", "at_risk", "inactive", "filter")
 FILTER_OPS = ("eq", "ne", "in", "contains", "gte", "lte")
-# The contract's intervention types (models.interventions delivers them).
-INTERVENTION_TYPES = (
-    "gentle_reminder",
-    "streak_warning",
-    "achievement_notification",
-    "milestone_celebration",
-    "personalized_content",
-    "discount_offer",
-    "peer_comparison",
-    "human_outreach",
-)
 
 # Profile fields a filter may read, by how they compare; each field's ops follow from its type.
 _TEXT_FIELDS = ("location", "education", "timezone", "currency")
@@ -675,39 +665,10 @@ def _minutes(local_time: str) -> int:
 def _local_instant(ordinal: int, minute: int, tz: tzinfo) -> int | None:
     """Epoch ms of wall time `minute` on local day `ordinal` (DST rules in the module docstring);
     None beyond year 9999."""
-    day = date.fromordinal(ordinal)
-    wall = datetime(day.year, day.month, day.day, minute // 60, minute % 60)
     try:
-        first = wall.replace(tzinfo=tz).astimezone(UTC)  # fold=0: the earlier of an ambiguous pair
-        if tz is UTC or first.astimezone(tz).replace(tzinfo=None) == wall:
-            return _epoch_ms(first)
-        # A gap: fold=1 reads the wall time with the offset after the jump, giving an instant
-        # before the transition; fold=0's is after it. The transition lies in between.
-        early = _epoch_ms(wall.replace(tzinfo=tz, fold=1).astimezone(UTC)) // 1000
-    except OverflowError:
+        return local_instant_ms(date.fromordinal(ordinal), time(minute // 60, minute % 60), tz)
+    except (OverflowError, ValueError):
         return None
-    return _transition_ms(tz, min(early, _epoch_ms(first) // 1000), _epoch_ms(first) // 1000)
-
-
-def _offset(tz: tzinfo, second: int) -> timedelta | None:
-    return datetime.fromtimestamp(second, tz=tz).utcoffset()
-
-
-def _transition_ms(tz: tzinfo, low: int, high: int) -> int:
-    """The first second in (low, high] whose UTC offset differs from low's, as epoch ms.
-
-    Transitions fall on whole seconds, so a bisection over seconds finds it exactly in ~12 steps
-    for a one-hour gap; it runs only on the rare days whose local time falls in a gap."""
-    before = _offset(tz, low)
-    if _offset(tz, high) == before:
-        return high * 1000  # not a gap after all (cannot happen with tzdata; stay defined)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _offset(tz, middle) == before:
-            low = middle
-        else:
-            high = middle
-    return high * 1000
 
 
 def _utc_ordinal(ms: int) -> int:

@@ -76,13 +76,13 @@ import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from models.career import DEFAULT_CHANNELS
 from models.events import format_ts
 from models.risk import RiskScore, risk_level
-from models.tz import zone
+from models.tz import local_instant_ms, zone
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -313,35 +313,6 @@ def _zone_or_utc(tz: str) -> tzinfo:
         return zone(tz)
     except ValueError:
         return UTC  # profiles are validated upstream; an odd stored value must not stop delivery
-
-
-def _offset_s(seconds: int, tz: tzinfo) -> timedelta | None:
-    return datetime.fromtimestamp(seconds, tz=UTC).astimezone(tz).utcoffset()
-
-
-def local_instant_ms(day: date, wall: time, tz: tzinfo) -> int:
-    """The first instant at which the local clock of `tz` reads `wall` (or later) on `day`.
-
-    Ambiguous wall times (fall-back) give their first occurrence; wall times inside a
-    spring-forward gap give the first instant after the gap, found by bisection between the two
-    readings PEP 495 offers (fold=1 lies before the transition, fold=0 after it).
-    """
-    naive = datetime.combine(day, wall)
-    first = naive.replace(tzinfo=tz, fold=0)
-    seconds = int(first.timestamp())
-    if datetime.fromtimestamp(seconds, tz=UTC).astimezone(tz).replace(tzinfo=None) == naive:
-        return seconds * 1000
-    # A gap: the transition lies in (lo, hi]; find the first second with the offset after it.
-    lo = int(naive.replace(tzinfo=tz, fold=1).timestamp())
-    hi = seconds
-    after = _offset_s(hi, tz)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _offset_s(mid, tz) == after:
-            hi = mid
-        else:
-            lo = mid
-    return hi * 1000
 
 
 def quiet_until(now_ms: int, tz: str, quiet_hours: Sequence[str] | None) -> int | None:

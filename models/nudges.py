@@ -34,14 +34,13 @@ from models.interventions import (
     decide,
     deliver,
     due,
-    local_instant_ms,
     recommend_for,
     risk_key,
 )
 from models.risk import RiskScore
 from models.risk_state import RiskSettings, RiskState, next_due
 from models.streaks import local_day
-from models.tz import zone
+from models.tz import local_instant_ms, zone
 
 STREAK_WARNING_AT = time(19, 0)
 #: Risk levels that get a nudge (low does not).

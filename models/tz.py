@@ -8,7 +8,7 @@ filesystem-backed zoneinfo loader with odd characters in it.
 from __future__ import annotations
 
 import re
-from datetime import UTC, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,3 +41,32 @@ def is_valid_timezone(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _offset_s(seconds: int, tz: tzinfo) -> timedelta | None:
+    return datetime.fromtimestamp(seconds, tz=UTC).astimezone(tz).utcoffset()
+
+
+def local_instant_ms(day: date, wall: time, tz: tzinfo) -> int:
+    """The first instant at which the local clock of `tz` reads `wall` (or later) on `day`.
+
+    Ambiguous wall times (fall-back) give their first occurrence; wall times inside a
+    spring-forward gap give the first instant after the gap, found by bisection between the two
+    readings PEP 495 offers (fold=1 lies before the transition, fold=0 after it).
+    """
+    naive = datetime.combine(day, wall)
+    first = naive.replace(tzinfo=tz, fold=0)
+    seconds = int(first.timestamp())
+    if datetime.fromtimestamp(seconds, tz=UTC).astimezone(tz).replace(tzinfo=None) == naive:
+        return seconds * 1000
+    # A gap: the transition lies in (lo, hi]; find the first second with the offset after it.
+    lo = int(naive.replace(tzinfo=tz, fold=1).timestamp())
+    hi = seconds
+    after = _offset_s(hi, tz)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset_s(mid, tz) == after:
+            hi = mid
+        else:
+            lo = mid
+    return hi * 1000
