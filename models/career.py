@@ -28,6 +28,8 @@ class CareerState:
     candidate: Candidate | None = None
     notification_prefs: dict[str, Any] = field(default_factory=dict)
     timezone: str = "UTC"
+    #: The profile's display name, for the wording of notifications.
+    display_name: str | None = None
     #: job_id -> the match as shown to the user (``Match.to_dict``) plus ``alerted_at_ms``.
     matches: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
@@ -36,6 +38,7 @@ class CareerState:
         self.candidate = Candidate.from_profile(profile)
         self.notification_prefs = dict(profile.notification_prefs)
         self.timezone = profile.timezone
+        self.display_name = profile.display_name
         return self.candidate
 
     def alert_channels(self) -> list[str]:
@@ -66,6 +69,7 @@ class CareerState:
             "candidate": self.candidate.to_dict() if self.candidate else None,
             "prefs": self.notification_prefs,
             "tz": self.timezone,
+            "name": self.display_name,
             "matches": self.matches,
             "applications": {k: a.to_dict() for k, a in self.applications.items()},
         }
@@ -80,6 +84,7 @@ class CareerState:
             candidate=Candidate.from_dict(candidate) if candidate else None,
             notification_prefs=dict(data.get("prefs") or {}),
             timezone=data.get("tz") or "UTC",
+            display_name=data.get("name"),
             matches=dict(data.get("matches") or {}),
             applications={k: Application.from_dict(v) for k, v in (data.get("applications") or {}).items()},
         )

@@ -971,7 +971,7 @@ def context_variables(ctx: UserContext, now_ms: int) -> dict[str, object]:
     if ctx.streak > 0:
         values["streak"] = ctx.streak
     if ctx.last_active_ms is not None and now_ms - ctx.last_active_ms >= 2 * DAY_MS:
-        values["days_quiet"] = (now_ms - ctx.last_active_ms) // DAY_MS
+        values["days_quiet"] = round((now_ms - ctx.last_active_ms) / DAY_MS)  # 3.9 days reads "4"
     return values
 
 

@@ -46,6 +46,7 @@ HOUR_MS = 3_600_000
 #: A change smaller than this (in points of the 0-100 score) is not published again, unless the
 #: level changes: re-scoring every hour must not rewrite every user's view every hour.
 PUBLISH_DELTA = 1.0
+REPUBLISH_MS = 6 * HOUR_MS
 #: Scores from here up (medium, CONTRACT §6) count as at risk.
 AT_RISK_FROM = 40.0
 
@@ -198,9 +199,13 @@ def next_due(state: RiskState, settings: RiskSettings) -> int | None:
 
 
 def worth_publishing(previous: dict[str, Any] | None, score: RiskScore) -> bool:
-    """Whether `score` differs enough from the last published one to publish it."""
+    """Whether `score` differs enough from the last published one to publish it: another level,
+    a move of `PUBLISH_DELTA` points, or the published one is `REPUBLISH_MS` old (so an
+    `updated_at` on the at-risk list is never much older than the score behind it)."""
     if previous is None:
         return True
-    return previous.get("level") != score.level or abs(float(previous.get("score", 0.0)) - score.score) >= (
-        PUBLISH_DELTA
-    )
+    if previous.get("level") != score.level:
+        return True
+    if abs(float(previous.get("score", 0.0)) - score.score) >= PUBLISH_DELTA:
+        return True
+    return score.scored_at_ms - int(previous.get("scored_at_ms", 0)) >= REPUBLISH_MS

@@ -92,7 +92,12 @@ class RiskOutcome:
 
 def risk_document(score: RiskScore, recommended: list[str], model_version: int) -> dict[str, Any]:
     """The serving view of a score: the contract's at-risk fields first, then the detail."""
-    return {**score.to_dict(), "recommended_interventions": recommended, "model_version": model_version}
+    return {
+        **score.to_dict(),
+        "recommended_interventions": recommended,
+        "model_version": model_version,
+        "scored_at_ms": score.scored_at_ms,
+    }
 
 
 def stage_feedback(n: Notification, stage: str) -> dict[str, Any]:

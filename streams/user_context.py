@@ -48,6 +48,7 @@ class UserDirectory:
             user_id=uid,
             timezone=timezone,
             prefs=career.notification_prefs if career else {},
+            display_name=career.display_name if career else None,
             streak=self.streak_of(uid, now_ms) or 0,
             level=level_for_xp(user.xp, self.rules.levels).level if user else 1,
             last_active_ms=activity.last_event_ms,
