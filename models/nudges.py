@@ -19,12 +19,13 @@ deferred delivery, the streak warning and the next campaign occurrence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, time
 from typing import Any
 
 from models import campaigns as camp
+from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
     QUEUED,
@@ -146,6 +147,53 @@ def plan(
             out.campaign_outcomes.append((campaign.id, key, _campaign_outcome(decision)))
             _record(out, state, f"campaign:{campaign.id}", decision, now_ms)
     state.campaigns_checked_ms = now_ms
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Celebration:
+    """Something the user just achieved, worth telling them: a badge, a streak milestone, a
+    level. Event-driven (the engagement fold reports it), keyed by what was achieved, so a
+    redelivered event celebrates once."""
+
+    type: str  # achievement_notification | milestone_celebration
+    key: str
+    variables: Mapping[str, object]
+
+
+def celebrations_for(user_id: str, effects: Effects, milestones: Collection[int]) -> list[Celebration]:
+    """What one applied event achieved: new badges, a streak milestone reached (keyed by the day
+    it was reached, as a streak can reach 7 again after breaking), a new level."""
+    out = [
+        Celebration("achievement_notification", f"badge:{user_id}:{badge.id}", {"badge": badge.name})
+        for badge in effects.new_badges
+    ]
+    before, after = effects.streak_before.current, effects.streak_after.current
+    for days in sorted(milestones):
+        if before < days <= after:
+            key = f"streak:{user_id}:{days}:{effects.streak_after.last_active_day}"
+            out.append(Celebration("milestone_celebration", key, {"milestone": f"a {days}-day streak"}))
+    if effects.level_after > effects.level_before:
+        level = effects.level_after
+        out.append(
+            Celebration("milestone_celebration", f"level:{user_id}:{level}", {"milestone": f"level {level}"})
+        )
+    return out
+
+
+def celebrate(
+    state: RiskState, ctx: UserContext, celebrations: Sequence[Celebration], now_ms: int,
+    variant_counts: VariantCounts,
+) -> NudgeOutcome:  # fmt: skip
+    """Celebrations pass the same gate as every nudge (dedup, opt-out, daily cap, quiet hours);
+    they are not re-engagement, so a user who is active right now gets them."""
+    out = NudgeOutcome()
+    for c in celebrations:
+        decision = decide(
+            state.notifications, ctx, c.type, c.key, now_ms, source="achievement",
+            variables=c.variables, stats=variant_counts(c.type), urgency="medium",
+        )  # fmt: skip
+        _record(out, state, "achievement", decision, now_ms)
     return out
 
 

@@ -35,6 +35,7 @@ from models.events import JobPosting
 from models.gamification import UserState
 from models.growth import GrowthState
 from models.leaderboard import PERIODS, bucket
+from models.nudges import Celebration, celebrations_for
 from models.outcome_ledger import OutcomeLedger
 from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
@@ -346,9 +347,14 @@ class Worker:
             # this batch's events as seen, a replay would no longer bring them here.
             grow = growth or (applied is not None and applied.applied)
             events = [(a.event, a.effects.xp_gained) for a in applied.applied] if applied else []
+            achieved: dict[str, list[Celebration]] = {}
+            for a in applied.applied if applied else ():
+                found = celebrations_for(a.event.user_id, a.effects, self.rules.streak_milestones)
+                if found:
+                    achieved.setdefault(a.event.user_id, []).extend(found)
             grown, risked = await asyncio.gather(
                 self.growth.persist(growth, applied) if grow else _nothing(),
-                self.risk.on_events(events) if events else _nothing(),
+                self.risk.on_events(events, achieved) if events else _nothing(),
             )
             if applied is not None:
                 await self.pipeline.deliver(engagement, applied)

@@ -13,14 +13,14 @@ users are swept once traffic reaches it, which is when their scores can change a
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from models.campaigns import Campaign, UserFacts
 from models.events import BehaviorEvent
 from models.interventions import Notification, UserContext, recommend_for
-from models.nudges import VariantCounts, next_look, plan
+from models.nudges import Celebration, NudgeOutcome, VariantCounts, celebrate, next_look, plan
 from models.risk import PendingLabel, Resolution, RiskModel, RiskScore
 from models.risk_state import (
     AT_RISK_FROM,
@@ -140,7 +140,12 @@ class RiskProcessor:
 
     # --- events ---------------------------------------------------------------------------
 
-    def on_events(self, events: Iterable[tuple[BehaviorEvent, int]], store: RiskStore) -> RiskOutcome:
+    def on_events(
+        self,
+        events: Iterable[tuple[BehaviorEvent, int]],
+        store: RiskStore,
+        celebrations: Mapping[str, Sequence[Celebration]] | None = None,
+    ) -> RiskOutcome:
         """Fold applied (deduplicated) events and their XP in, resolve the labels they prove
         retained, record notification feedback, and re-schedule the users (those whose activity
         is worth a score are due at once: `models.risk_state.next_due`)."""
@@ -160,6 +165,12 @@ class RiskProcessor:
             last = state.activity.last_event_ms
             if last is not None and score_where_it_happens(state, self.settings):
                 self._score(state, last, out)
+        for user_id, achieved in (celebrations or {}).items():
+            celebrated = out.touched.get(user_id)
+            if celebrated is not None and celebrated.activity.last_event_ms is not None:
+                now = celebrated.activity.last_event_ms
+                ctx, _ = self.users.context(celebrated, now)
+                self._deliver(celebrated, celebrate(celebrated, ctx, achieved, now, self.variant_counts), out)
         self._store(out, store)
         return out
 
@@ -238,11 +249,7 @@ class RiskProcessor:
         nudges = plan(
             state, ctx, score, now, campaigns=campaigns, facts=facts, variant_counts=self.variant_counts
         )
-        for n in nudges.delivered:
-            out.delivered.append(n)
-            out.feedback.append(stage_feedback(n, "sent"))
-            if "IN_APP" in n.channels:
-                out.inbox_changed.add(state.user_id)
+        self._deliver(state, nudges, out)
         for campaign_id, key, outcome in nudges.campaign_outcomes:
             out.feedback.append(
                 {
@@ -253,6 +260,13 @@ class RiskProcessor:
                     "at_ms": now,
                 }
             )
+
+    def _deliver(self, state: RiskState, nudges: NudgeOutcome, out: RiskOutcome) -> None:
+        for n in nudges.delivered:
+            out.delivered.append(n)
+            out.feedback.append(stage_feedback(n, "sent"))
+            if "IN_APP" in n.channels:
+                out.inbox_changed.add(state.user_id)
 
     @property
     def due_count(self) -> int:

@@ -14,7 +14,7 @@ sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import orjson
 
@@ -22,6 +22,7 @@ from infra import keys
 from infra.channels import Outgoing
 from models.events import BehaviorEvent, format_ts
 from models.interventions import Notification
+from models.nudges import Celebration
 from models.risk_state import RiskState
 from streams import metrics
 from streams.pipeline import NOTIFICATIONS_TOPIC, Outbound, Send, send_durably, write_until_redis_answers
@@ -49,10 +50,14 @@ class RiskPipeline:
         self.send = send
         self.lock = asyncio.Lock()
 
-    async def on_events(self, events: Iterable[tuple[BehaviorEvent, int]]) -> RiskOutcome:
+    async def on_events(
+        self,
+        events: Iterable[tuple[BehaviorEvent, int]],
+        celebrations: Mapping[str, Sequence[Celebration]] | None = None,
+    ) -> RiskOutcome:
         """Apply a batch's events and persist (the caller publishes after its own state)."""
         async with self.lock:
-            outcome = self.processor.on_events(events, self.store)
+            outcome = self.processor.on_events(events, self.store, celebrations)
             await self._persist(outcome)
         metrics.RISK_SCORES.labels("event").inc(len(outcome.scores))
         return outcome

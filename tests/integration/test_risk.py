@@ -159,6 +159,12 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
             note = box["notifications"][0]
             assert box["unread"] >= 1 and note["read"] is False and note["subject"] and note["body"]
             assert "{" not in note["body"]  # every placeholder rendered
+            # Steady users levelled up and kept streaks during the replay: each celebrated once.
+            steady_box = (await http.get("/v1/users/steady-0/notifications", headers=admin)).json()
+            celebrated = [n for n in steady_box["notifications"] if n["type"] == "milestone_celebration"]
+            texts = [n["subject"] + " " + n["body"] for n in celebrated]
+            assert any("level" in t for t in texts) and all("level" in t or "streak" in t for t in texts)
+            assert len({n["id"] for n in celebrated}) == len(celebrated)
             other = issue_token(TEST_SECRET, "steady-0")
             denied = await http.get(
                 "/v1/users/fading-0/notifications", headers={"Authorization": f"Bearer {other}"}
