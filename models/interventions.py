@@ -1048,6 +1048,14 @@ def _forget_send(book: NotificationBook, n: Notification) -> None:
         book.sent_log.remove((n.deliver_at_ms, n.type))
 
 
+def withdraw(book: NotificationBook, n: Notification) -> None:
+    """Take back a deferred notification before its time (its send no longer counts against
+    the throttle; its key stays remembered, so the trigger does not fire it again)."""
+    book.pending = [p for p in book.pending if p.id != n.id]
+    n.status = "cancelled"
+    _forget_send(book, n)
+
+
 def due(book: NotificationBook, now_ms: int, ctx: UserContext) -> list[Decision]:
     """Pop the deferred notifications whose time has come, oldest first.
 

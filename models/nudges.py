@@ -37,6 +37,7 @@ from models.interventions import (
     due,
     recommend_for,
     risk_key,
+    withdraw,
 )
 from models.risk import RiskScore
 from models.risk_state import RiskSettings, RiskState, next_due
@@ -44,6 +45,7 @@ from models.streaks import local_day
 from models.tz import local_instant_ms, zone
 
 STREAK_WARNING_AT = time(19, 0)
+CAMPAIGN_SOURCE = "campaign:"
 #: Risk levels that get a nudge (low does not).
 NUDGE_LEVELS = frozenset({"medium", "high", "critical"})
 
@@ -107,6 +109,12 @@ def plan(
     book = state.notifications
     for decision in due(book, now_ms, ctx):
         _record(out, state, "deferred", decision, now_ms)
+        n = decision.notification
+        if n is not None and n.source.startswith(CAMPAIGN_SOURCE):
+            # The campaign's log counted it "deferred"; now it is sent or cancelled.
+            campaign_id = n.source[len(CAMPAIGN_SOURCE) :]
+            occurrence = n.key[len(f"campaign:{campaign_id}:") :]
+            out.campaign_outcomes.append((campaign_id, occurrence, _campaign_outcome(decision)))
 
     if score is not None and score.level in NUDGE_LEVELS:
         recommended = recommend_for(score, ctx)
@@ -129,10 +137,25 @@ def plan(
                 book, ctx, "streak_warning", f"streak:{ctx.user_id}:{day}", now_ms, source="streak",
                 variables={}, stats=variant_counts("streak_warning"), urgency="high",
             )  # fmt: skip
+            held = decision.notification
+            too_late = held is not None and local_day(held.deliver_at_ms, ctx.timezone) != day
+            if decision.reason == DEFERRED and held is not None and too_late:
+                # Quiet hours last past midnight: the warning would arrive after the streak it
+                # warns about has ended. Better none than a wrong one.
+                withdraw(book, held)
+                decision = Decision(None, "too_late")
             _record(out, state, "streak", decision, now_ms)
 
+    # A user never looked at starts from their signup (not from the campaign's activation, which
+    # would fire occurrences from before they existed); unknown signup: from the activation.
+    since = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else ctx.signup_ms
     for campaign in campaigns:
-        for occurrence in camp.due(campaign, ctx.timezone, ctx.signup_ms, state.campaigns_checked_ms, now_ms):
+        occurrences = camp.due(campaign, ctx.timezone, ctx.signup_ms, since, now_ms)
+        # Only the latest occurrence fires: a user looked at late (a slow sweep, a rebalance)
+        # gets one nudge, not a burst of stale ones.
+        for stale in occurrences[:-1]:
+            out.campaign_outcomes.append((campaign.id, stale.key, "suppressed:superseded"))
+        for occurrence in occurrences[-1:]:
             key = occurrence.key
             out.campaign_outcomes.append((campaign.id, key, "evaluated"))
             if not camp.targets(campaign.target, facts, now_ms):
@@ -141,7 +164,7 @@ def plan(
             out.campaign_outcomes.append((campaign.id, key, "targeted"))
             decision = decide(
                 book, ctx, campaign.intervention, occurrence.idempotency_key, now_ms,
-                source=f"campaign:{campaign.id}", variables={},
+                source=f"{CAMPAIGN_SOURCE}{campaign.id}", variables={},
                 stats=variant_counts(campaign.intervention),
             )  # fmt: skip
             out.campaign_outcomes.append((campaign.id, key, _campaign_outcome(decision)))

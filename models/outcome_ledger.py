@@ -43,8 +43,11 @@ class OutcomeLedger:
             changed = None
         elif kind == "campaign":
             campaign_id = str(report["campaign_id"])
-            run = self.runs.setdefault(campaign_id, CampaignRun(campaign_id))
-            run.record(str(report["outcome"]), int(report["at_ms"]))
+            outcome, at_ms = str(report["outcome"]), int(report["at_ms"])
+            # Recorded on a scratch run first: a malformed outcome raises before any run exists.
+            run = self.runs.get(campaign_id) or CampaignRun(campaign_id)
+            run.record(outcome, at_ms)
+            self.runs[campaign_id] = run
             changed = campaign_id
         else:
             raise ValueError(f"unknown report kind {kind!r}")

@@ -12,6 +12,7 @@ import pytest
 
 from models.campaigns import Campaign, UserFacts, parse_campaign, with_status
 from models.events import parse_ts
+from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
     DUPLICATE,
@@ -24,10 +25,19 @@ from models.interventions import (
     UserContext,
     risk_key,
 )
-from models.nudges import NudgeOutcome, next_look, plan, streak_warning_instant
+from models.nudges import (
+    Celebration,
+    NudgeOutcome,
+    celebrate,
+    celebrations_for,
+    next_look,
+    plan,
+    streak_warning_instant,
+)
 from models.risk import RiskScore, risk_level
 from models.risk_state import RiskSettings, RiskState
-from models.streaks import local_day
+from models.rules import BadgeDef
+from models.streaks import StreakState, local_day
 
 DAY_MS = 86_400_000
 NAIROBI = "Africa/Nairobi"  # UTC+3, no DST
@@ -332,14 +342,6 @@ def test_no_streak_warning_without_activity() -> None:
     assert streak_warning_instant(state, context(streak=3)) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG models/nudges.py plan(): a streak warning for local day L+1 deferred by quiet hours "
-        "(interventions.decide sets deliver_at to the window's end, on L+2) is still delivered by "
-        "`due` on L+2, after the streak it warns about ('ends at midnight') has already broken"
-    ),
-)
 def test_a_streak_warning_is_never_delivered_after_its_day() -> None:
     last = ms("2026-03-10T10:00:00Z")  # 13:00 in Nairobi, local day L = Mar 10
     ctx = context(
@@ -397,7 +399,11 @@ def test_one_time_campaign_fires_once_when_stream_time_passes_its_instant() -> N
 
     counts = CountsSpy()
     fired = run(state, ctx, None, AT + 30 * 60_000, campaigns=[campaign], counts=counts)
-    assert outcomes(fired) == [("c1", "once", "evaluated"), ("c1", "once", "targeted"), ("c1", "once", "sent")]
+    assert outcomes(fired) == [
+        ("c1", "once", "evaluated"),
+        ("c1", "once", "targeted"),
+        ("c1", "once", "sent"),
+    ]
     assert reasons(fired, "campaign:c1") == [QUEUED]
     [n] = fired.delivered
     assert n.key == "campaign:c1:once" and n.source == "campaign:c1" and n.type == "gentle_reminder"
@@ -496,7 +502,9 @@ def test_campaign_held_by_quiet_hours_reports_deferred() -> None:
         ({"last_active_ms": FIVE_DAYS_AGO, "prefs": {"opt_out": ["gentle_reminder"]}}, "opted_out"),
     ],
 )
-def test_campaign_suppressions_are_reported_with_their_reason(ctx_kwargs: dict[str, Any], reason: str) -> None:
+def test_campaign_suppressions_are_reported_with_their_reason(
+    ctx_kwargs: dict[str, Any], reason: str
+) -> None:
     state = quiet_state(last_ms=FIVE_DAYS_AGO)
     out = run(state, context(**ctx_kwargs), None, AT, campaigns=[one_time()])
     assert outcomes(out)[-1] == ("c1", "once", f"suppressed:{reason}")
@@ -528,15 +536,6 @@ def test_campaigns_checked_advances_even_without_campaigns() -> None:
     assert state.campaigns_checked_ms == NOW
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG models/nudges.py plan() / models/campaigns.py due(): a user never looked at "
-        "(campaigns_checked_ms None, e.g. a user who just signed up) is evaluated for every "
-        "occurrence since the campaign's activation, so a daily campaign sends several "
-        "notifications at once, keyed to days before the user existed"
-    ),
-)
 def test_a_new_user_does_not_get_a_burst_of_past_campaign_occurrences() -> None:
     daily = parse_campaign(
         {
@@ -658,3 +657,68 @@ def test_next_look_drops_the_streak_warning_once_it_was_considered() -> None:
     assert next_look(state, ctx, settings, []) == STREAK_AT
     state.streak_warned_day = local_day(STREAK_AT, "UTC")
     assert next_look(state, ctx, settings, []) == LAST + 5 * DAY_MS
+
+
+# ---------------------------------------------------------------------------------------------
+# Celebrations
+
+
+def effects(
+    *,
+    badges: tuple[BadgeDef, ...] = (),
+    streak: tuple[int, int] = (0, 0),
+    level: tuple[int, int] = (1, 1),
+    day: int = 739_685,
+) -> Effects:
+    return Effects(
+        event_id="e-1",
+        duplicate=False,
+        xp_gained=10,
+        breakdown=(),
+        level_before=level[0],
+        level_after=level[1],
+        new_badges=badges,
+        streak_before=StreakState(current=streak[0], last_active_day=day - 1),
+        streak_after=StreakState(current=streak[1], last_active_day=day),
+        touched_periods=(),
+    )
+
+
+BADGE = BadgeDef(
+    id="first-steps", name="First Steps", description="d", rarity="common", xp=5, metric="m", threshold=1
+)
+
+
+def test_celebrations_for_badges_streak_milestones_and_levels() -> None:
+    found = celebrations_for("u-1", effects(badges=(BADGE,), streak=(6, 7), level=(2, 3)), {3, 7, 30})
+    assert found == [
+        Celebration("achievement_notification", "badge:u-1:first-steps", {"badge": "First Steps"}),
+        Celebration("milestone_celebration", "streak:u-1:7:739685", {"milestone": "a 7-day streak"}),
+        Celebration("milestone_celebration", "level:u-1:3", {"milestone": "level 3"}),
+    ]
+
+
+def test_nothing_achieved_means_no_celebration() -> None:
+    assert celebrations_for("u-1", effects(streak=(7, 8), level=(3, 3)), {7, 30}) == []
+
+
+def test_celebrations_reach_an_active_user_once_each() -> None:
+    now = ms("2026-03-10T12:00:00Z")
+    state = quiet_state(last_ms=now)
+    ctx = context(last_active_ms=now)  # active right now: celebrations are not re-engagement
+    found = celebrations_for("u-1", effects(badges=(BADGE,), level=(2, 3)), ())
+    counts = CountsSpy()
+
+    out = celebrate(state, ctx, found, now, counts)
+    assert reasons(out) == [QUEUED, QUEUED]
+    assert {s for s, _ in out.decisions} == {"achievement"}
+    assert [(n.type, n.key) for n in out.delivered] == [
+        ("achievement_notification", "badge:u-1:first-steps"),
+        ("milestone_celebration", "level:u-1:3"),
+    ]
+    assert "First Steps" in out.delivered[0].subject
+    assert counts.asked == ["achievement_notification", "milestone_celebration"]
+
+    again = celebrate(state, ctx, found, now + 60_000, CountsSpy())  # a redelivered event
+    assert reasons(again) == [DUPLICATE, DUPLICATE]
+    assert again.delivered == []

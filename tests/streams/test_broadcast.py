@@ -1,0 +1,321 @@
+"""Every worker's view of `elimu-broadcast` (streams/broadcast.py): campaigns, the interventions'
+funnel counts, the trainer's checkpoint and the risk scorer; bad records skipped, never fatal."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import orjson
+import pytest
+from river.__version__ import __version__ as RIVER_VERSION
+
+from models.campaigns import Campaign, UserFacts, parse_campaign, with_status
+from models.interventions import InterventionStats, UserContext
+from models.risk import FORMAT_VERSION, RiskModel
+from models.risk_state import RiskSettings, RiskState
+from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, STATS_KEY, Broadcasts, campaign_key
+from streams.risk import RiskProcessor
+
+CREATED = 1_772_352_000_000  # 2026-03-01T08:00:00Z
+AT = CREATED + 10 * 86_400_000
+
+
+class FakeUsers:
+    """The nudges' user lookup, with nothing known beyond the user id."""
+
+    def context(self, state: RiskState, now_ms: int) -> tuple[UserContext, UserFacts]:
+        return UserContext(state.user_id), UserFacts(state.user_id, "UTC", None, None, None, {})
+
+
+def processor() -> RiskProcessor:
+    return RiskProcessor(RiskSettings(), lambda user_id, now_ms: None, FakeUsers())
+
+
+def make_campaign(campaign_id: str = "c1", status: str = "active") -> Campaign:
+    return parse_campaign(
+        {
+            "name": f"campaign {campaign_id}",
+            "schedule": {"kind": "one_time", "at": AT},
+            "target": {"kind": "all"},
+            "intervention": "gentle_reminder",
+            "status": status,
+        },
+        campaign_id,
+        CREATED,
+    )
+
+
+def encoded(c: Campaign) -> bytes:
+    return orjson.dumps(c.to_dict())
+
+
+def trained_model(n: int) -> RiskModel:
+    model = RiskModel()
+    for i in range(n):
+        model.learn({"recency_d": float(i % 7), "events_7d": float(i % 3)}, i % 2)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaigns
+
+
+def test_a_campaign_record_adds_the_campaign_and_flags_the_change() -> None:
+    b = Broadcasts(processor())
+    assert b.campaigns_changed is False and b.active_campaigns() == []
+
+    c1 = make_campaign("c1")
+    b.on_record(campaign_key("c1"), encoded(c1), 0)
+
+    assert b.campaigns == {"c1": c1}
+    assert b.campaigns_changed is True
+    assert b.active_campaigns() == [c1]
+
+
+def test_a_campaign_record_replaces_the_previous_definition() -> None:
+    b = Broadcasts(processor())
+    active = make_campaign("c1")
+    b.on_record(campaign_key("c1"), encoded(active), 0)
+    b.campaigns_changed = False  # the caller rescheduled everyone
+
+    paused = with_status(active, "paused", CREATED + 1_000)
+    b.on_record(campaign_key("c1"), encoded(paused), 1)
+
+    assert b.campaigns == {"c1": paused}
+    assert b.campaigns["c1"].status == "paused"
+    assert b.campaigns_changed is True
+    assert b.active_campaigns() == []
+
+
+def test_a_tombstone_deletes_the_campaign() -> None:
+    b = Broadcasts(processor())
+    b.on_record(campaign_key("c1"), encoded(make_campaign("c1")), 0)
+    b.on_record(campaign_key("c2"), encoded(make_campaign("c2")), 1)
+    b.campaigns_changed = False
+
+    b.on_record(campaign_key("c1"), None, 2)
+
+    assert set(b.campaigns) == {"c2"}
+    assert [c.id for c in b.active_campaigns()] == ["c2"]
+    assert b.campaigns_changed is True
+
+
+def test_a_tombstone_for_an_unknown_campaign_is_harmless() -> None:
+    b = Broadcasts(processor())
+    b.on_record(campaign_key("c1"), encoded(make_campaign("c1")), 0)
+    b.on_record(campaign_key("ghost"), None, 1)
+    assert set(b.campaigns) == {"c1"}
+
+
+def test_only_active_campaigns_reach_the_processor() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    active = make_campaign("on")
+    draft = make_campaign("draft", status="draft")
+    paused = with_status(make_campaign("off"), "paused", CREATED + 1)
+    for offset, c in enumerate((active, draft, paused)):
+        b.on_record(campaign_key(c.id), encoded(c), offset)
+
+    assert set(b.campaigns) == {"on", "draft", "off"}
+    assert b.active_campaigns() == [active]
+    assert list(p.campaigns()) == [active]  # the processor reads the live view
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{not json",
+        b"",
+        orjson.dumps({"id": "c1", "name": "no schedule"}),
+        orjson.dumps([1, 2, 3]),
+        b"\xff\xfe",
+    ],
+    ids=["bad-json", "empty", "missing-fields", "not-an-object", "not-utf8"],
+)
+def test_a_corrupt_campaign_record_is_skipped_without_raising(
+    value: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = Broadcasts(processor())
+    good = make_campaign("c1")
+    b.on_record(campaign_key("c1"), encoded(good), 0)
+    b.campaigns_changed = False
+
+    with caplog.at_level(logging.ERROR, logger="streams.broadcast"):
+        b.on_record(campaign_key("c1"), value, 7)
+
+    assert b.campaigns == {"c1": good}  # the last good definition stays
+    assert b.campaigns_changed is False
+    assert any("offset 7 skipped" in r.getMessage() for r in caplog.records)
+
+    # The feed goes on: the next good record is applied.
+    b.on_record(campaign_key("c2"), encoded(make_campaign("c2")), 8)
+    assert set(b.campaigns) == {"c1", "c2"}
+
+
+def test_a_record_without_a_key_or_with_an_unknown_key_changes_nothing() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    b.on_record(None, b"whatever", 0)
+    b.on_record(b"something-else", b"whatever", 1)
+    assert b.campaigns == {} and b.checkpoint is None and b.campaigns_changed is False
+    assert b.stats == InterventionStats()
+    assert p.model_version == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervention stats
+
+
+def stats_bytes() -> tuple[InterventionStats, bytes]:
+    stats = InterventionStats()
+    for stage in ("sent", "sent", "sent", "opened", "clicked"):
+        stats.record(stage, "gentle_reminder", "IN_APP", "gentle_reminder", "a")
+    stats.record("sent", "gentle_reminder", "PUSH", "gentle_reminder", "b")
+    return stats, orjson.dumps(stats.to_dict())
+
+
+def test_intervention_stats_feed_the_bandit() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    assert b.stats_for("gentle_reminder") == {}
+
+    stats, value = stats_bytes()
+    b.on_record(STATS_KEY, value, 0)
+
+    expected = {
+        "a": {"sent": 3, "opened": 1, "clicked": 1, "converted": 0},
+        "b": {"sent": 1, "opened": 0, "clicked": 0, "converted": 0},
+    }
+    assert b.stats == stats
+    assert b.stats_for("gentle_reminder") == expected
+    assert b.stats_for("streak_warning") == {}
+    assert p.variant_counts("gentle_reminder") == expected  # wired into the processor
+
+
+def test_a_newer_stats_record_replaces_the_older_one() -> None:
+    b = Broadcasts(processor())
+    _, value = stats_bytes()
+    b.on_record(STATS_KEY, value, 0)
+    newer = InterventionStats()
+    newer.record("sent", "streak_warning", "PUSH", "streak_warning", "b")
+    b.on_record(STATS_KEY, orjson.dumps(newer.to_dict()), 1)
+    assert b.stats_for("gentle_reminder") == {}
+    assert b.stats_for("streak_warning") == {"b": {"sent": 1, "opened": 0, "clicked": 0, "converted": 0}}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"{oops", orjson.dumps({"v": 999, "by_type": {}}), orjson.dumps({"v": 1, "by_template": {"t": 3}})],
+    ids=["bad-json", "bad-version", "bad-shape"],
+)
+def test_a_corrupt_stats_record_keeps_the_previous_stats(value: bytes) -> None:
+    b = Broadcasts(processor())
+    stats, good = stats_bytes()
+    b.on_record(STATS_KEY, good, 0)
+    b.on_record(STATS_KEY, value, 1)
+    assert b.stats == stats
+
+
+def test_a_stats_tombstone_is_ignored() -> None:
+    b = Broadcasts(processor())
+    stats, good = stats_bytes()
+    b.on_record(STATS_KEY, good, 0)
+    b.on_record(STATS_KEY, None, 1)
+    assert b.stats == stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer checkpoint
+
+
+def test_the_checkpoint_is_kept_as_raw_bytes() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    blob = b"\x00checkpoint bytes, not parsed here\xff"
+    b.on_record(CHECKPOINT_KEY, blob, 0)
+    assert b.checkpoint == blob
+    assert isinstance(b.checkpoint, bytes)
+    assert p.model_version == 0  # a checkpoint is not a scorer
+
+    b.on_record(CHECKPOINT_KEY, b"newer", 1)
+    assert b.checkpoint == b"newer"
+    b.on_record(CHECKPOINT_KEY, None, 2)  # a tombstone does not drop it
+    assert b.checkpoint == b"newer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Risk scorer
+
+
+def test_a_broadcast_scorer_is_adopted_by_the_processor() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    original = p.model
+    trained = trained_model(5)
+
+    b.on_record(SCORER_KEY, trained.to_bytes(scoring_only=True), 0)
+
+    assert p.model is not original
+    assert p.model.n_learned == 5
+    assert p.model_version == 5
+    x = {"recency_d": 2.0, "events_7d": 1.0}
+    assert p.model.predict(x)[0] == pytest.approx(trained.predict(x)[0])
+    assert p.model.predict(x)[0] != pytest.approx(original.predict(x)[0])
+
+
+def test_a_newer_scorer_replaces_the_older_one() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    b.on_record(SCORER_KEY, trained_model(3).to_bytes(scoring_only=True), 0)
+    b.on_record(SCORER_KEY, trained_model(8).to_bytes(scoring_only=True), 1)
+    assert p.model_version == 8 and p.model.n_learned == 8
+
+
+def framed(header: dict[str, object], body: bytes) -> bytes:
+    """A scorer record as `RiskModel.to_bytes` frames it: magic, JSON header, newline, pickle."""
+    return b"elimu-risk " + orjson.dumps(header) + b"\n" + body
+
+
+GOOD_HEADER = {"format": FORMAT_VERSION, "river": RIVER_VERSION}
+GOOD_BODY = trained_model(2).to_bytes(scoring_only=True).partition(b"\n")[2]
+
+
+CORRUPT_SCORERS = {
+    "garbage": b"definitely not a model",
+    "empty": b"",
+    "bad-header-json": b"elimu-risk {nope\nbody",
+    "other-format": framed({**GOOD_HEADER, "format": FORMAT_VERSION + 1}, GOOD_BODY),
+    "other-river": framed({**GOOD_HEADER, "river": "0.0.1"}, GOOD_BODY),
+    "bad-pickle": framed(GOOD_HEADER, b"nope"),
+    "pickle-missing-keys": framed(GOOD_HEADER, pickle.dumps({"horizon_ms": 1})),
+    "truncated": framed(GOOD_HEADER, GOOD_BODY[:-40]),
+}
+
+
+@pytest.mark.parametrize("value", list(CORRUPT_SCORERS.values()), ids=list(CORRUPT_SCORERS))
+def test_a_corrupt_scorer_is_ignored(value: bytes) -> None:
+    p = processor()
+    b = Broadcasts(p)
+    good = trained_model(4)
+    b.on_record(SCORER_KEY, good.to_bytes(scoring_only=True), 0)
+    adopted = p.model
+
+    b.on_record(SCORER_KEY, value, 1)  # must not raise
+
+    assert p.model is adopted
+    assert p.model_version == 4
+
+
+def test_a_scorer_tombstone_is_ignored() -> None:
+    p = processor()
+    b = Broadcasts(p)
+    original = p.model
+    b.on_record(SCORER_KEY, None, 0)
+    assert p.model is original and p.model_version == 0
+
+
+def test_the_framing_used_for_corrupt_scorers_is_valid_when_intact() -> None:
+    p = processor()
+    Broadcasts(p).on_record(SCORER_KEY, framed(GOOD_HEADER, GOOD_BODY), 0)
+    assert p.model_version == 2
