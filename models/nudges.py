@@ -113,8 +113,8 @@ def plan(
         if n is not None and n.source.startswith(CAMPAIGN_SOURCE):
             # The campaign's log counted it "deferred"; now it is sent or cancelled.
             campaign_id = n.source[len(CAMPAIGN_SOURCE) :]
-            occurrence = n.key[len(f"campaign:{campaign_id}:") :]
-            out.campaign_outcomes.append((campaign_id, occurrence, _campaign_outcome(decision)))
+            occurrence_key = n.key[len(f"campaign:{campaign_id}:") :]
+            out.campaign_outcomes.append((campaign_id, occurrence_key, _campaign_outcome(decision)))
 
     if score is not None and score.level in NUDGE_LEVELS:
         recommended = recommend_for(score, ctx)

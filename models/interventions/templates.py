@@ -1,0 +1,244 @@
+"""Notification wording: one template per intervention type, A/B variants, safe rendering."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.interventions.policy import check_type
+
+# ---------------------------------------------------------------------------------------------
+# Templates and rendering
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    id: str
+    subject: str
+    body: str
+    cta: str
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    id: str
+    type: str
+    variants: tuple[Variant, ...]
+
+    def variant(self, variant_id: str) -> Variant | None:
+        return next((v for v in self.variants if v.id == variant_id), None)
+
+
+def _template(type: str, *variants: tuple[str, str, str]) -> Template:
+    return Template(
+        id=type,
+        type=type,
+        variants=tuple(Variant(chr(ord("a") + i), *texts) for i, texts in enumerate(variants)),
+    )
+
+
+# The texts use the variables that `decide` fills from the context (display_name, streak, level,
+# days_quiet) or that the caller passes; each reads correctly with the defaults of DEFAULT_VARIABLES.
+_TEMPLATE_LIST: tuple[Template, ...] = (
+    _template(
+        "gentle_reminder",
+        (
+            "We saved your place",
+            "Hi {display_name}, it's been {days_quiet} days since your last session."
+            " Ten minutes today keeps your progress moving.",
+            "Resume learning",
+        ),
+        (
+            "Your next lesson is waiting",
+            "Hi {display_name}, pick up where you left off: a short session is enough to keep the habit.",
+            "Continue",
+        ),
+    ),
+    _template(
+        "streak_warning",
+        (
+            "Your streak ends at midnight",
+            "Hi {display_name}, {streak} days in a row so far: one activity today keeps your streak alive.",
+            "Save my streak",
+        ),
+        (
+            "Don't lose {streak} days of progress",
+            "Complete any lesson or challenge before the day ends to keep your streak going.",
+            "Keep it going",
+        ),
+    ),
+    _template(
+        "achievement_notification",
+        (
+            "Achievement unlocked: {badge}",
+            "Nice work, {display_name}! Keep going to unlock the next one.",
+            "See my badges",
+        ),
+        (
+            "You earned {badge}",
+            "Hi {display_name}, your effort is paying off. Share it or aim for the next badge.",
+            "View achievement",
+        ),
+    ),
+    _template(
+        "milestone_celebration",
+        (
+            "You reached {milestone}!",
+            "Congratulations, {display_name}! Set your next goal while the momentum is yours.",
+            "Set my next goal",
+        ),
+        (
+            "Milestone: {milestone}",
+            "Hi {display_name}, few learners get this far. Celebrate, then keep climbing.",
+            "Celebrate",
+        ),
+    ),
+    _template(
+        "personalized_content",
+        (
+            "Recommended for you: {topic}",
+            "Hi {display_name}, based on your recent practice this is what will help you most right now.",
+            "Start now",
+        ),
+        (
+            "A quick win for today",
+            "Hi {display_name}, try {topic}: about 10 minutes, tailored to where you are.",
+            "Try it",
+        ),
+    ),
+    _template(
+        "discount_offer",
+        (
+            "Save {discount_pct} on Premium",
+            "Hi {display_name}, unlock mock interviews and unlimited practice to get back on track.",
+            "Claim offer",
+        ),
+        (
+            "A gift to get you back on track",
+            "Hi {display_name}, take {discount_pct} off Premium and continue your preparation.",
+            "Use my discount",
+        ),
+    ),
+    _template(
+        "peer_comparison",
+        (
+            "Learners like you are moving ahead",
+            "{peer_pct} of them practised this week. Join them with a 10-minute session.",
+            "Practise now",
+        ),
+        (
+            "Your peers are on a roll",
+            "Hi {display_name}, learners at your level are practising this week. Don't fall behind.",
+            "Catch up",
+        ),
+    ),
+    # Staff-facing: the body is read by a coach in the outreach queue, not by the student.
+    _template(
+        "human_outreach",
+        (
+            "Reach out to student {user_id}",
+            "Risk score {score} ({risk_level}); top signals: {signals}. Last active {days_quiet} days ago.",
+            "Open student profile",
+        ),
+    ),
+)
+TEMPLATES: Mapping[str, Template] = {t.id: t for t in _TEMPLATE_LIST}
+_TEMPLATE_BY_TYPE: Mapping[str, str] = {t.type: t.id for t in reversed(_TEMPLATE_LIST)}
+
+
+def template_for(type: str) -> Template:
+    """The default template of an intervention type (the first registered for it)."""
+    check_type(type)
+    return TEMPLATES[_TEMPLATE_BY_TYPE[type]]
+
+
+#: What a placeholder reads when the caller has no value for it: neutral words, never invented
+#: numbers (a made-up discount or percentage would be a promise nobody made).
+DEFAULT_VARIABLES: Mapping[str, str] = {
+    "display_name": "there",
+    "days_quiet": "a few",
+    "streak": "several",
+    "level": "your level",
+    "badge": "a new badge",
+    "milestone": "a new milestone",
+    "topic": "a short lesson chosen for your goals",
+    "discount_pct": "extra",
+    "peer_pct": "Many",
+    "score": "n/a",
+    "risk_level": "unknown level",
+    "signals": "none reported",
+    "user_id": "unknown",
+}
+
+
+def _display(name: str, value: object) -> str:
+    """A variable as text: whole floats without decimals, `*_pct` numbers with their % sign."""
+    if isinstance(value, bool) or value is None:
+        text = "" if value is None else str(value).lower()
+    elif isinstance(value, int | float):
+        number = float(value)
+        text = str(int(number)) if number.is_integer() else f"{number:.1f}"
+        if name.endswith("_pct"):
+            text += "%"
+    elif isinstance(value, list | tuple):
+        text = ", ".join(_display(name, item) for item in value)
+    else:
+        text = str(value)
+    return text
+
+
+class _Defaulting(Mapping[str, str]):
+    """Variables as display text; any missing name reads as its default (or nothing)."""
+
+    def __init__(self, variables: Mapping[str, object]) -> None:
+        self._values = {str(k): _display(str(k), v) for k, v in variables.items() if v is not None}
+
+    def __getitem__(self, key: str) -> str:
+        value = self._values.get(key)
+        return value if value else DEFAULT_VARIABLES.get(key, "")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class _SafeFormatter(string.Formatter):
+    """str.format that cannot fail on its fields: positional, dotted or indexed fields and bad
+    format specs render as defaults instead of raising (templates may come from operators)."""
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        root = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+        return kwargs[root], root
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        try:
+            return super().format_field(value, format_spec)
+        except (ValueError, TypeError):
+            return str(value)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        return value  # !r / !s on display text would only add quotes
+
+
+_FORMATTER = _SafeFormatter()
+
+
+def render_text(text: str, variables: Mapping[str, object]) -> str:
+    try:
+        return _FORMATTER.vformat(text, (), _Defaulting(variables))
+    except (ValueError, IndexError, KeyError):
+        return text  # unbalanced braces: show the text as written rather than nothing
+
+
+def render(variant: Variant, variables: Mapping[str, object]) -> dict[str, str]:
+    """{"subject", "body", "cta"} with the placeholders filled; never raises."""
+    return {
+        "subject": render_text(variant.subject, variables),
+        "body": render_text(variant.body, variables),
+        "cta": render_text(variant.cta, variables),
+    }
