@@ -255,3 +255,75 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
 
 def _iso(ms: int) -> str:
     return format_ts(ms)
+
+
+async def test_risk_state_and_the_trained_model_survive_a_worker_killed_with_sigkill(
+    fresh_kafka: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The trainer's model comes back from its checkpoint plus the labels after it, and each
+    user's risk state from the changelog: a restarted worker keeps learning where it was."""
+    env = stack_env(
+        fresh_kafka,
+        redis_url,
+        tmp_path,
+        ELIMU_RISK_RESCORE_MINUTES=str(RESCORE // 60_000),
+        ELIMU_SESSION_TIMEOUT="6",
+    )
+    now = int(time.time() * 1000)
+    events, last_ts, steady, _, fading = history(now)
+    admin = {"Authorization": f"Bearer {issue_token(TEST_SECRET, 'ops', 'admin')}"}
+    first = start_worker(env, tmp_path / "worker-1.log")
+    api, url = start_api(env, tmp_path / "api.log")
+    second = None
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+            async def evaluation(evaluated: int) -> Any:
+                body = (await http.get("/v1/ops/risk-model", headers=admin)).json()
+                return body if body.get("n", 0) >= evaluated and body.get("positives", 0) > 0 else None
+
+            async def ready() -> bool:
+                assert first.alive(), first.tail()
+                return (await http.get("/readyz")).status_code == 200
+
+            await wait_until(ready, timeout=60, what="/readyz")
+            send(fresh_kafka, "behavior-events", events, "user_id")
+            await wait_until(lambda: evaluation(1), timeout=90, what="trainer learnt labels")
+            scored = (
+                await http.get("/v1/at-risk", params={"threshold": 0, "limit": 500}, headers=admin)
+            ).json()
+            before = (await http.get("/v1/ops/risk-model", headers=admin)).json()  # the latest report
+            first.kill()  # SIGKILL: no commit, no checkpoint, no goodbye
+
+            second = start_worker(env, tmp_path / "worker-2.log")
+            # Steady users come back today: their pending labels resolve as retained (new labels),
+            # which the restored trainer evaluates on top of what it had (retained labels are
+            # learnt at their deadline, days of stream time away, so `labels_learnt` holds).
+            today = [
+                {"event_id": f"back-{u}", "user_id": u, "type": "login", "ts": int(time.time() * 1000)}
+                for u in sorted(steady)
+            ]
+            send(fresh_kafka, "behavior-events", today, "user_id")
+            # Each steady user had a label pending from their last day: one more retained label each.
+            after = await wait_until(
+                lambda: evaluation(before["n"] + len(steady)),
+                timeout=60,
+                what="restored trainer evaluated more",
+            )
+            assert after["labels_learnt"] >= before["labels_learnt"] > 0  # restored, not retrained
+            assert second.alive(), second.tail()
+            restored = (
+                await http.get("/v1/at-risk", params={"threshold": 0, "limit": 500}, headers=admin)
+            ).json()
+            assert restored["stats"]["total_students"] == scored["stats"]["total_students"] == len(last_ts)
+            ranks = [s["user_id"] for s in restored["students"]]
+            assert set(ranks[: len(fading)]) <= fading | {u for u in last_ts if u.startswith("dropout")}
+        labels = await read_topic(fresh_kafka, "elimu-risk-labels")
+        ids = [(label["user_id"], label["scored_at_ms"]) for label in labels]
+        # At-least-once: a label may be sent twice across the crash, never counted twice.
+        assert after["n"] <= len(set(ids))
+    finally:
+        api.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
