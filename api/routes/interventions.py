@@ -23,7 +23,15 @@ from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.kafka import BROADCAST_TOPIC
-from models.campaigns import Campaign, InvalidCampaign, parse_campaign, public_campaign, with_status
+from models.campaigns import (
+    Campaign,
+    CampaignRun,
+    InvalidCampaign,
+    parse_campaign,
+    public_campaign,
+    with_status,
+)
+from models.interventions import InterventionStats
 
 router = APIRouter(tags=["interventions"])
 
@@ -49,7 +57,7 @@ async def _load(state: AppState, campaign_id: str) -> Campaign:
 
 async def _view(state: AppState, campaign: Campaign) -> dict[str, Any]:
     raw_run = await state.redis.hget(keys.CAMPAIGN_RUNS, campaign.id)
-    run = orjson.loads(raw_run) if raw_run else {"campaign_id": campaign.id, "counts": {}}
+    run = orjson.loads(raw_run) if raw_run else CampaignRun(campaign.id).to_dict()
     return {**public_campaign(campaign, now_ms()), "executions": run}
 
 
@@ -64,7 +72,7 @@ async def create_campaign(request: Request, state: StateDep, principal: Principa
         body.get("id") if isinstance(body, dict) and body.get("id") else f"c-{uuid.uuid4().hex[:12]}"
     )
     if not isinstance(campaign_id, str):
-        raise ApiError(422, "invalid_campaign", "id: must be a string")
+        raise ApiError(422, "invalid_campaign", "id: must be a string", extra={"field": "id"})
     if await state.redis.hexists(keys.CAMPAIGNS, campaign_id):
         raise ApiError(409, "campaign_exists", f"campaign {campaign_id!r} exists; change its status instead")
     try:
@@ -121,4 +129,5 @@ async def interventions_analytics(state: StateDep, principal: PrincipalDep) -> O
     """Sent, opened, clicked and converted, with rates, by type, channel and template variant."""
     require_admin(principal, "intervention analytics")
     raw = await state.redis.get(keys.INTERVENTION_ANALYTICS)
-    return OrjsonResponse(orjson.loads(raw) if raw else {"by_type": {}, "by_channel": {}, "by_template": {}})
+    # Before the first report: the same shape, all zeros.
+    return OrjsonResponse(orjson.loads(raw) if raw else InterventionStats().view())

@@ -24,7 +24,8 @@ from infra import keys
 
 router = APIRouter(tags=["notifications"])
 
-NotificationId = Annotated[str, Path(min_length=1, max_length=128)]
+#: Ids are "n-" and 20 hex digits; the bound keeps "read:<id>" a valid event id (128).
+NotificationId = Annotated[str, Path(min_length=1, max_length=100)]
 EMPTY_INBOX: dict[str, Any] = {"unread": 0, "notifications": []}
 
 

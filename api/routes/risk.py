@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.responses import OrjsonResponse
 from infra import keys
-from models.risk import LEVELS
+from models.risk import LEVELS, RiskModel
 
 router = APIRouter(tags=["risk"])
 
@@ -77,4 +77,7 @@ async def risk_model(state: StateDep, principal: PrincipalDep) -> OrjsonResponse
     recency-only baseline on the same resolved labels, Brier score, calibration bins."""
     require_admin(principal, "the risk model's evaluation")
     raw = await state.redis.get(keys.RISK_EVALUATION)
-    return OrjsonResponse(orjson.loads(raw) if raw else {"n": 0, "roc_auc": None, "labels_learnt": 0})
+    if raw:
+        return OrjsonResponse(orjson.loads(raw))
+    # Before the trainer's first report: the same shape, nothing evaluated yet.
+    return OrjsonResponse({**RiskModel().evaluation(), "labels_learnt": 0, "pending_deferred": 0})
