@@ -96,7 +96,7 @@ class RiskTrainer:
         self.next_offset = offset + 1
         try:
             resolution = parse_resolution(orjson.loads(value or b""))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # any malformed record
             log.error("risk label at offset %d skipped: %s", offset, exc)
             return
         label_id = (resolution.pending.user_id, resolution.pending.scored_at_ms)
@@ -122,10 +122,21 @@ class RiskTrainer:
         if raw is not None:
             try:
                 state = pickle.loads(raw)  # our own topic only, like the model (models/risk.py)
-                self.model = RiskModel.from_bytes(state["model"])
-                self.next_offset = int(state["next_offset"])
-                self.seen = OrderedDict((tuple(k), None) for k in state["seen"])
-            except (IncompatibleModel, pickle.UnpicklingError, KeyError, EOFError) as exc:
+                # All or nothing: a model without its offset would learn every label again.
+                model = RiskModel.from_bytes(state["model"])
+                next_offset = int(state["next_offset"])
+                seen: OrderedDict[tuple[str, int], None] = OrderedDict(
+                    (tuple(k), None) for k in state["seen"]
+                )
+                self.model, self.next_offset, self.seen = model, next_offset, seen
+            except (
+                IncompatibleModel,
+                pickle.UnpicklingError,
+                EOFError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 log.error("risk checkpoint unusable (%s); training from the start of the labels", exc)
         self.checkpointed_offset = self.next_offset
         tail = await read_range(

@@ -1,0 +1,539 @@
+"""The single risk trainer (streams/risk_trainer.py) and the broadcast of its model, without Kafka
+or Redis: a recording `send`, a fake Redis, a fake `read_range` for the labels tail and a fake
+monotonic clock. Label order and offsets, dedup of re-sent labels, the scorer and checkpoint
+cadence, and restore from a checkpoint plus the tail after it."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from infra import keys
+from infra.kafka import BROADCAST_TOPIC
+from models.campaigns import UserFacts
+from models.interventions import UserContext
+from models.risk import DAY_MS, PendingLabel, Resolution, RiskModel
+from models.risk_state import RiskSettings, RiskState
+from streams import risk_trainer
+from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
+from streams.records import Record
+from streams.risk import RISK_LABELS_TOPIC, RiskProcessor, resolution_message
+from streams.risk_trainer import BROADCAST_S, CHECKPOINT_S, EVAL_PAIRS, RiskTrainer
+
+T0 = 1_790_000_000_000
+SETTINGS = RiskSettings()
+H = SETTINGS.horizon_ms
+G = SETTINGS.grace_ms
+BOOTSTRAP = "broker.invalid:9092"
+
+
+class FakeUsers:
+    def context(self, state: RiskState, now_ms: int) -> tuple[UserContext, UserFacts]:
+        return UserContext(state.user_id), UserFacts(state.user_id, "UTC", None, None, None, {})
+
+
+class Sent:
+    """A `Send` that records what would have gone to Kafka."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
+    ) -> None:
+        self.calls.append((topic, key, value, partition))
+
+    def keyed(self, key: bytes) -> list[bytes]:
+        return [value for _, k, value, _ in self.calls if k == key and value is not None]
+
+
+class FakeRedis:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.values: dict[str, bytes] = {}
+
+    async def set(self, key: str, value: bytes) -> None:
+        if self.fail:
+            raise RedisConnectionError("redis is down")
+        self.values[key] = value
+
+
+class Clock:
+    """`time.monotonic` for the trainer alone (the event loop keeps the real one)."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class Tail:
+    """`read_range`: the labels between two offsets, from an in-memory topic."""
+
+    def __init__(self, topic: dict[int, bytes | None]) -> None:
+        self.topic = topic
+        self.calls: list[tuple[str, TopicPartition, int, int]] = []
+
+    async def __call__(
+        self, bootstrap: str, tp: TopicPartition, start: int, end: int
+    ) -> list[tuple[int, bytes | None]]:
+        self.calls.append((bootstrap, tp, start, end))
+        return [(offset, value) for offset, value in sorted(self.topic.items()) if start <= offset < end]
+
+
+async def is_caught_up() -> bool:
+    return True
+
+
+def processor() -> RiskProcessor:
+    return RiskProcessor(SETTINGS, lambda user_id, now_ms: None, FakeUsers())
+
+
+def trainer(
+    broadcast: Broadcasts | None = None, redis: FakeRedis | None = None, caught_up: Any = is_caught_up
+) -> tuple[RiskTrainer, Sent]:
+    sent = Sent()
+    t = RiskTrainer(
+        SETTINGS,
+        broadcast or Broadcasts(processor()),
+        sent,
+        BOOTSTRAP,
+        redis or FakeRedis(),  # type: ignore[arg-type]
+        caught_up,
+    )
+    return t, sent
+
+
+def fresh_model() -> RiskModel:
+    return RiskModel(SETTINGS.horizon_ms, grace_ms=SETTINGS.grace_ms, max_eval_pairs=EVAL_PAIRS)
+
+
+def ready_trainer(**kwargs: Any) -> tuple[RiskTrainer, Sent]:
+    """A trainer that restored nothing (its model set directly, as `_restore` would)."""
+    t, sent = trainer(**kwargs)
+    t.model = fresh_model()
+    return t, sent
+
+
+def label(
+    user_id: str,
+    scored_at: int,
+    value: int,
+    resolved_at: int | None = None,
+    recency_d: float = 1.0,
+) -> bytes:
+    pending = PendingLabel(user_id, scored_at, {"recency_d": recency_d, "events_7d": 2.0 - value}, 0.4)
+    resolved = resolved_at if resolved_at is not None else scored_at + (H + G + 1 if value else DAY_MS)
+    return orjson.dumps(resolution_message(Resolution(pending, value, resolved)))
+
+
+def labels(n: int, start: int = 0) -> dict[int, bytes | None]:
+    """n dropped-user labels at offsets start.. (each learnt at once: label 1 is never deferred)."""
+    return {start + i: label(f"u{start + i}", T0 + i * 60_000, 1, recency_d=float(i % 7)) for i in range(n)}
+
+
+def record(offset: int, value: bytes | None) -> Record:
+    return Record(RISK_LABELS_TOPIC, 0, offset, None, value, T0)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(risk_trainer, "time", SimpleNamespace(monotonic=c.monotonic))
+    return c
+
+
+def patch_tail(monkeypatch: pytest.MonkeyPatch, topic: dict[int, bytes | None]) -> Tail:
+    tail = Tail(topic)
+    monkeypatch.setattr(risk_trainer, "read_range", tail)
+    return tail
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning in topic order
+
+
+def test_learn_ingests_a_label_and_moves_the_offset() -> None:
+    t, _ = ready_trainer()
+    assert t.model is not None
+    t._learn(0, label("a", T0, 1))
+    assert t.next_offset == 1
+    assert t.model.n_learned == 1 and list(t.model.pairs) == [(0.4, 1)]
+    assert t.dirty is True
+    assert list(t.seen) == [("a", T0)]
+
+
+def test_learn_skips_offsets_below_the_next_offset() -> None:
+    t, _ = ready_trainer()
+    assert t.model is not None
+    t.next_offset = 5
+    t._learn(3, label("a", T0, 1))
+    t._learn(4, label("b", T0, 1))
+    assert t.model.n_learned == 0 and len(t.model.pairs) == 0
+    assert t.next_offset == 5 and t.dirty is False and not t.seen
+
+    t._learn(5, label("c", T0, 1))
+    assert t.model.n_learned == 1 and t.next_offset == 6
+    assert list(t.seen) == [("c", T0)]
+
+
+def test_a_label_sent_twice_is_learnt_once() -> None:
+    t, _ = ready_trainer()
+    assert t.model is not None
+    t._learn(0, label("a", T0, 1))
+    # The same label id (user, scored_at) re-sent after a crash, even resolved differently.
+    t._learn(7, label("a", T0, 0, resolved_at=T0 + DAY_MS))
+    t._learn(8, label("a", T0, 1, resolved_at=T0 + H + G + 5))
+    assert t.model.n_learned == 1
+    assert list(t.model.pairs) == [(0.4, 1)]
+    assert t.next_offset == 9  # skipped, but consumed
+    # Another label of the same user is another id.
+    t._learn(9, label("a", T0 + DAY_MS, 1))
+    assert t.model.n_learned == 2
+
+
+MALFORMED = {
+    "bad-json": b"{nope",
+    "empty": b"",
+    "tombstone": None,
+    "not-an-object": b"[1, 2]",
+    "a-number": b"5",
+    "missing-fields": orjson.dumps({"user_id": "a", "label": 1}),
+    "label-2": orjson.dumps({**orjson.loads(label("a", T0, 1)), "label": 2}),
+    "bad-feature": orjson.dumps({**orjson.loads(label("a", T0, 1)), "features": {"recency_d": "x"}}),
+    "bad-time": orjson.dumps({**orjson.loads(label("a", T0, 1)), "scored_at_ms": None}),
+}
+
+
+@pytest.mark.parametrize("value", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_a_malformed_label_is_skipped_without_raising(
+    value: bytes | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    t, _ = ready_trainer()
+    assert t.model is not None
+    with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
+        t._learn(3, value)
+    assert t.next_offset == 4  # consumed
+    assert t.model.n_learned == 0 and len(t.model.pairs) == 0
+    assert t.dirty is False and not t.seen
+    assert any("offset 3 skipped" in r.getMessage() for r in caplog.records)
+
+    t._learn(4, label("a", T0, 1))  # the next good one is learnt
+    assert t.model.n_learned == 1
+
+
+@pytest.mark.parametrize("features", [None, [1.0, 2.0]], ids=["null", "list"])
+def test_a_label_with_non_object_features_is_skipped_without_raising(features: object) -> None:
+    t, _ = ready_trainer()
+    assert t.model is not None
+    t._learn(0, orjson.dumps({**orjson.loads(label("a", T0, 1)), "features": features}))
+    assert t.next_offset == 1 and t.model.n_learned == 0
+
+
+def test_a_retained_label_is_learnt_when_the_label_stream_passes_its_deadline() -> None:
+    t, _ = ready_trainer()
+    assert t.model is not None
+    t._learn(0, label("a", T0, 0, resolved_at=T0 + DAY_MS))
+    assert len(t.model.pairs) == 1 and t.model.n_learned == 0  # evaluated now, learnt later
+    assert t.model.deferred_count == 1
+    t._learn(1, label("b", T0 + DAY_MS, 1, resolved_at=T0 + H + G))  # not past a's deadline + grace
+    assert t.model.n_learned == 1 and t.model.deferred_count == 1
+    t._learn(2, label("c", T0 + DAY_MS, 1, resolved_at=T0 + H + G + 1))
+    assert t.model.n_learned == 3 and t.model.deferred_count == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing: the scorer every BROADCAST_S at most, a checkpoint every CHECKPOINT_S
+
+
+async def test_nothing_is_published_before_a_model_or_a_label(clock: Clock) -> None:
+    t, sent = trainer()
+    await t.publish_due()  # no model yet
+    t.model = fresh_model()
+    await t.publish_due()  # nothing learnt
+    assert sent.calls == []
+
+
+async def test_the_scorer_is_broadcast_at_most_every_broadcast_s(clock: Clock) -> None:
+    redis = FakeRedis()
+    t, sent = ready_trainer(redis=redis)
+    assert t.model is not None
+    t._learn(0, label("a", T0, 1))
+    await t.publish_due()
+
+    [scorer] = sent.keyed(SCORER_KEY)
+    assert sent.calls[0][0] == BROADCAST_TOPIC and sent.calls[0][3] == 0
+    model = RiskModel.from_bytes(scorer)
+    assert model.n_learned == 1
+    assert len(model.pairs) == 0 and model.pending_count == 0  # scoring only: no evaluation buffer
+    evaluation = orjson.loads(redis.values[keys.RISK_EVALUATION])
+    assert evaluation["labels_learnt"] == 1 and evaluation["n"] == 1
+
+    clock.now += BROADCAST_S - 0.1
+    t._learn(1, label("b", T0, 1))
+    await t.publish_due()
+    assert len(sent.keyed(SCORER_KEY)) == 1  # too soon
+
+    clock.now += 0.1
+    await t.publish_due()
+    assert len(sent.keyed(SCORER_KEY)) == 2
+    assert RiskModel.from_bytes(sent.keyed(SCORER_KEY)[-1]).n_learned == 2
+
+    clock.now += 10 * BROADCAST_S
+    await t.publish_due()
+    assert len(sent.keyed(SCORER_KEY)) == 2  # nothing new learnt: nothing to broadcast
+
+
+async def test_a_skipped_label_does_not_rebroadcast_the_scorer(clock: Clock) -> None:
+    t, sent = ready_trainer()
+    t._learn(0, label("a", T0, 1))
+    await t.publish_due()
+    clock.now += BROADCAST_S
+    t._learn(1, b"{nope")
+    t._learn(2, label("a", T0, 1))  # a duplicate
+    await t.publish_due()
+    assert len(sent.keyed(SCORER_KEY)) == 1
+
+
+async def test_the_checkpoint_is_sent_at_most_every_checkpoint_s(clock: Clock) -> None:
+    t, sent = ready_trainer()
+    t._learn(0, label("a", T0, 1))
+    await t.publish_due()
+    assert len(sent.keyed(CHECKPOINT_KEY)) == 1
+    state = pickle.loads(sent.keyed(CHECKPOINT_KEY)[0])
+    assert state["next_offset"] == 1 and [tuple(k) for k in state["seen"]] == [("a", T0)]
+
+    t._learn(1, label("b", T0, 1))
+    clock.now += CHECKPOINT_S - 1
+    await t.publish_due()
+    assert len(sent.keyed(CHECKPOINT_KEY)) == 1
+
+    clock.now += 1
+    await t.publish_due()
+    [_, second] = sent.keyed(CHECKPOINT_KEY)
+    assert pickle.loads(second)["next_offset"] == 2
+
+    clock.now += 5 * CHECKPOINT_S
+    await t.publish_due()
+    assert len(sent.keyed(CHECKPOINT_KEY)) == 2  # no new offset: no new checkpoint
+
+
+async def test_a_redis_outage_does_not_stop_the_broadcast(clock: Clock) -> None:
+    t, sent = ready_trainer(redis=FakeRedis(fail=True))
+    t._learn(0, label("a", T0, 1))
+    await t.publish_due()  # must not raise
+    assert len(sent.keyed(SCORER_KEY)) == 1
+    assert len(sent.keyed(CHECKPOINT_KEY)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore: the checkpoint, then the labels after it
+
+
+async def checkpointed(clock: Clock, topic: dict[int, bytes | None], upto: int) -> tuple[RiskTrainer, bytes]:
+    """A trainer that learnt topic[0:upto] and checkpointed, and its checkpoint record."""
+    t, sent = ready_trainer()
+    for offset in range(upto):
+        t._learn(offset, topic[offset])
+    await t.publish_due()
+    [checkpoint] = sent.keyed(CHECKPOINT_KEY)
+    return t, checkpoint
+
+
+async def test_a_checkpoint_restores_the_same_trainer(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = labels(6)
+    before, checkpoint = await checkpointed(clock, topic, 6)
+    assert before.model is not None
+
+    broadcast = Broadcasts(processor())
+    broadcast.on_record(CHECKPOINT_KEY, checkpoint, 41)
+    tail = patch_tail(monkeypatch, topic)
+    t, _ = trainer(broadcast)
+    await t._restore(6)
+
+    assert t.model is not None and t.model is not before.model
+    assert t.model.n_learned == before.model.n_learned == 6
+    assert t.next_offset == before.next_offset == 6
+    assert t.seen == before.seen
+    assert t.checkpointed_offset == 6
+    assert list(t.model.pairs) == list(before.model.pairs)
+    x = {"recency_d": 3.0, "events_7d": 1.0}
+    assert t.model.predict(x)[0] == pytest.approx(before.model.predict(x)[0])
+    assert tail.calls == [(BOOTSTRAP, TopicPartition(RISK_LABELS_TOPIC, 0), 6, 6)]
+
+
+async def test_restore_replays_the_tail_from_the_checkpoints_offset(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = labels(10)
+    topic[10] = topic[2]  # a label learnt before the checkpoint, re-sent by a user partition
+    _, checkpoint = await checkpointed(clock, topic, 4)
+
+    broadcast = Broadcasts(processor())
+    broadcast.on_record(CHECKPOINT_KEY, checkpoint, 0)
+    tail = patch_tail(monkeypatch, topic)
+    t, _ = trainer(broadcast)
+    await t._restore(11)  # Faust hands over offset 11 first: it committed past the checkpoint
+
+    assert tail.calls == [(BOOTSTRAP, TopicPartition(RISK_LABELS_TOPIC, 0), 4, 11)]
+    assert t.model is not None
+    assert t.model.n_learned == 10  # 4 from the checkpoint, 6 replayed, the re-sent one skipped
+    assert t.next_offset == 11
+    assert t.checkpointed_offset == 4  # so the next publish writes a new checkpoint
+    assert t.dirty is True
+
+
+async def test_restore_without_a_checkpoint_learns_the_labels_from_the_start(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tail = patch_tail(monkeypatch, labels(3))
+    t, _ = trainer()
+    await t._restore(3)
+    assert tail.calls[0][2:] == (0, 3)
+    assert t.model is not None and t.model.n_learned == 3 and t.next_offset == 3
+    assert t.model.pairs.maxlen == EVAL_PAIRS
+    assert t.model.horizon_ms == SETTINGS.horizon_ms and t.model.grace_ms == SETTINGS.grace_ms
+
+
+@pytest.mark.parametrize(
+    "raw", [b"garbage", b"", pickle.dumps({"no": "model"})], ids=["bad", "empty", "keys"]
+)
+async def test_an_unusable_checkpoint_restores_from_the_start(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broadcast = Broadcasts(processor())
+    broadcast.checkpoint = raw
+    tail = patch_tail(monkeypatch, labels(2))
+    t, _ = trainer(broadcast)
+    with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
+        await t._restore(2)
+    assert tail.calls[0][2:] == (0, 2)
+    assert t.model is not None and t.model.n_learned == 2
+    assert any("checkpoint unusable" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_checkpoint_missing_its_offset_does_not_leave_a_half_restored_model(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = labels(4)
+    before, _ = await checkpointed(clock, topic, 4)
+    assert before.model is not None
+    broadcast = Broadcasts(processor())
+    broadcast.checkpoint = pickle.dumps({"model": before.model.to_bytes(), "seen": list(before.seen)})
+    patch_tail(monkeypatch, topic)
+    t, _ = trainer(broadcast)
+    await t._restore(4)
+    assert t.model is not None
+    assert t.model.n_learned == 4  # each label once (today: 8, the 4 learnt twice)
+
+
+async def test_restore_goes_on_when_the_broadcast_topic_is_not_caught_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def behind() -> bool:
+        return False
+
+    patch_tail(monkeypatch, labels(1))
+    t, _ = trainer(caught_up=behind)
+    with caplog.at_level(logging.WARNING, logger="streams.risk_trainer"):
+        await t._restore(1)
+    assert t.model is not None and t.model.n_learned == 1
+    assert any("not caught up" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------
+# handle: restore on the first batch, learn, publish
+
+
+async def test_handle_restores_then_learns_the_batch_then_publishes(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = labels(8)
+    _, checkpoint = await checkpointed(clock, topic, 3)
+    broadcast = Broadcasts(processor())
+    broadcast.on_record(CHECKPOINT_KEY, checkpoint, 0)
+    tail = patch_tail(monkeypatch, topic)
+    t, sent = trainer(broadcast)
+
+    await t.handle([record(offset, topic[offset]) for offset in (5, 6, 7)])
+
+    assert tail.calls[0][2:] == (3, 5)
+    assert t.model is not None and t.model.n_learned == 8 and t.next_offset == 8
+    [scorer] = sent.keyed(SCORER_KEY)
+    [new_checkpoint] = sent.keyed(CHECKPOINT_KEY)
+    assert RiskModel.from_bytes(scorer).n_learned == 8
+    assert pickle.loads(new_checkpoint)["next_offset"] == 8
+
+    # The next batch does not restore again; a redelivered record is skipped by offset.
+    clock.now += BROADCAST_S
+    await t.handle([record(7, topic[7]), record(8, label("z", T0, 1))])
+    assert len(tail.calls) == 1
+    assert t.model.n_learned == 9 and t.next_offset == 9
+
+
+async def test_an_empty_batch_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    tail = patch_tail(monkeypatch, labels(2))
+    t, sent = trainer()
+    await t.handle([])
+    assert t.model is None and tail.calls == [] and sent.calls == []
+
+
+async def test_a_trainer_that_lost_the_partition_restores_when_it_comes_back(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = labels(4)
+    tail = patch_tail(monkeypatch, topic)
+    t, _ = trainer()
+    await t.handle([record(0, topic[0]), record(1, topic[1])])
+    t.forget()
+    assert t.model is None
+    await t.handle([record(3, topic[3])])
+    assert [call[2:] for call in tail.calls] == [(0, 0), (0, 3)]  # no checkpoint was kept here
+    assert t.model is not None and t.model.n_learned == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The broadcast: every worker adopts the trainer's scorer
+
+
+async def test_the_trainers_scorer_is_adopted_by_every_workers_processor(clock: Clock) -> None:
+    t, sent = ready_trainer()
+    for offset, value in labels(5).items():
+        t._learn(offset, value)
+    await t.publish_due()
+
+    worker = processor()
+    broadcast = Broadcasts(worker)
+    for offset, (_, key, value, _) in enumerate(sent.calls):
+        broadcast.on_record(key, value, offset)
+
+    assert t.model is not None
+    assert worker.model_version == 5 and worker.model.n_learned == 5
+    x = {"recency_d": 2.0, "events_7d": 1.0}
+    assert worker.model.predict(x)[0] == pytest.approx(t.model.predict(x)[0])
+    assert broadcast.checkpoint == sent.keyed(CHECKPOINT_KEY)[0]  # kept as bytes, for a new trainer
+
+
+async def test_a_corrupt_scorer_is_logged_and_ignored(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    t, sent = ready_trainer()
+    t._learn(0, label("a", T0, 1))
+    await t.publish_due()
+    [scorer] = sent.keyed(SCORER_KEY)
+
+    worker = processor()
+    broadcast = Broadcasts(worker)
+    broadcast.on_record(SCORER_KEY, scorer, 0)
+    adopted = worker.model
+    with caplog.at_level(logging.ERROR, logger="streams.broadcast"):
+        broadcast.on_record(SCORER_KEY, scorer[: len(scorer) // 2], 1)  # must not raise
+        broadcast.on_record(SCORER_KEY, b"not a model", 2)
+    assert worker.model is adopted and worker.model_version == 1
+    assert sum("not adopted" in r.getMessage() or "skipped" in r.getMessage() for r in caplog.records) == 2
