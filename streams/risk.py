@@ -1,7 +1,8 @@
-"""Drop-off risk per user partition: fold events in, resolve labels, score, sweep quiet users.
+"""Drop-off risk and nudges per user partition: fold events in, resolve labels, score, sweep
+quiet users and send what is due (models/nudges.py).
 
-Pure orchestration over `models.risk_state` (no I/O): the pipeline (streams/risk_pipeline.py)
-delivers what an outcome holds. Scores come from the latest model the trainer broadcast
+Pure orchestration over `models.risk_state` and `models.nudges` (no I/O): the pipeline
+(streams/risk_pipeline.py) delivers what an outcome holds. Scores come from the latest model the trainer broadcast
 (`adopt_model`); until one arrives, a fresh `RiskModel` ranks by the recency prior.
 
 Stream time. The worker's watermark is the newest event time it has applied, across its
