@@ -30,6 +30,8 @@ class CareerState:
     timezone: str = "UTC"
     #: The profile's display name, for the wording of notifications.
     display_name: str | None = None
+    #: The profile's interests (campaign targeting filters on them).
+    interests: tuple[str, ...] = ()
     #: job_id -> the match as shown to the user (``Match.to_dict``) plus ``alerted_at_ms``.
     matches: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
@@ -39,6 +41,7 @@ class CareerState:
         self.notification_prefs = dict(profile.notification_prefs)
         self.timezone = profile.timezone
         self.display_name = profile.display_name
+        self.interests = profile.interests
         return self.candidate
 
     def alert_channels(self) -> list[str]:
@@ -70,6 +73,7 @@ class CareerState:
             "prefs": self.notification_prefs,
             "tz": self.timezone,
             "name": self.display_name,
+            "interests": list(self.interests),
             "matches": self.matches,
             "applications": {k: a.to_dict() for k, a in self.applications.items()},
         }
@@ -85,6 +89,7 @@ class CareerState:
             notification_prefs=dict(data.get("prefs") or {}),
             timezone=data.get("tz") or "UTC",
             display_name=data.get("name"),
+            interests=tuple(data.get("interests") or ()),
             matches=dict(data.get("matches") or {}),
             applications={k: Application.from_dict(v) for k, v in (data.get("applications") or {}).items()},
         )

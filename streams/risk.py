@@ -2,8 +2,9 @@
 quiet users and send what is due (models/nudges.py).
 
 Pure orchestration over `models.risk_state` and `models.nudges` (no I/O): the pipeline
-(streams/risk_pipeline.py) delivers what an outcome holds. Scores come from the latest model the trainer broadcast
-(`adopt_model`); until one arrives, a fresh `RiskModel` ranks by the recency prior.
+(streams/risk_pipeline.py) delivers what an outcome holds. Scores come from the latest model the
+trainer broadcast (`adopt_model`); until one arrives, a fresh `RiskModel` ranks by the recency
+prior.
 
 Stream time. The worker's watermark is the newest event time it has applied, across its
 partitions; sweeps and label deadlines follow it, never the wall clock, so a replayed history

@@ -41,8 +41,10 @@ class UserDirectory:
         career = self.career_state(uid)
         timezone = user.timezone if user else career.timezone if career else "UTC"
         profile: dict[str, object] = {"timezone": timezone}
-        if career is not None and career.candidate is not None:
-            profile.update(career.candidate.to_dict())
+        if career is not None:
+            profile["interests"] = list(career.interests)
+            if career.candidate is not None:
+                profile.update(career.candidate.to_dict())
         activity = state.activity
         ctx = UserContext(
             user_id=uid,
