@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from infra.kafka import ensure_topics
@@ -71,6 +72,17 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> str:
+    """Create ``topic`` on the test broker (tests use fresh names, so it never exists yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
 
 
 async def wait_until(

@@ -18,7 +18,6 @@ import orjson
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -29,7 +28,7 @@ from api.config import ApiConfig
 from api.state import AppState
 from infra.net import free_port
 from infra.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import create_topic, wait_until
 
 SECRET = "test-secret-for-api-tests-0123456789abcdef"
 
@@ -61,12 +60,7 @@ def api_config(events_topic: str) -> ApiConfig:
 
 @pytest.fixture
 async def created_topic(kafka_bootstrap: str, events_topic: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(events_topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, events_topic)
     return events_topic
 
 

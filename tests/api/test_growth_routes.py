@@ -19,7 +19,6 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from api import commands
@@ -47,7 +46,7 @@ from models.referrals import (
 from models.streaks import local_day
 from tests.api.conftest import SECRET, bearer, end_offset
 from tests.api.test_errors_and_auth import assert_error
-from tests.conftest import wait_until
+from tests.conftest import create_topic, wait_until
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -113,12 +112,7 @@ class FakeWorker:
 async def commands_topic(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh one-partition commands topic per test, so tests never read each other's commands."""
     topic = f"user-commands-{unique}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, topic)
     monkeypatch.setattr(commands, "COMMANDS_TOPIC", topic)
     return topic
 

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from api.producer import ProducerUnavailable
@@ -29,6 +28,7 @@ from models.interventions.bandit import InterventionStats
 from streams.broadcast import campaign_key
 from tests.api.conftest import bearer, end_offset, read_topic
 from tests.api.test_errors_and_auth import assert_error
+from tests.conftest import create_topic
 
 ADMIN = bearer("ops", "admin")
 DAY_MS = 86_400_000
@@ -61,12 +61,7 @@ def one_time(campaign_id: str, at_ms: int, **extra: Any) -> dict[str, Any]:
 async def broadcast_topic(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh one-partition topic per test in place of `elimu-broadcast`."""
     topic = f"elimu-broadcast-{unique}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, topic)
     monkeypatch.setattr(interventions, "BROADCAST_TOPIC", topic)
     return topic
 

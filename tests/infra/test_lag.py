@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from infra import keys
@@ -30,6 +29,7 @@ from infra.lag import (
     stored_report,
 )
 from models.lag import GroupLag, GroupStatus, LagReport, PartitionStatus, Snapshot
+from tests.conftest import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +71,7 @@ class Cluster:
 @pytest.fixture
 async def cluster(kafka_bootstrap: str, unique: str) -> AsyncIterator[Cluster]:
     topic = f"lag-{unique}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     c = Cluster(kafka_bootstrap, topic, producer)
