@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from models.campaigns import Campaign, UserFacts
@@ -239,15 +239,22 @@ class RiskProcessor:
                 continue
             out.touched[user_id] = state
             out.resolutions.extend(expire(state, now, self.settings))
-            score = self._score(state, now, out)
-            self._nudge(state, score, now, campaigns, out)
+            ctx, facts = self.users.context(state, now)  # once per look: scoring and nudges share it
+            score = self._score(state, now, out, ctx)
+            self._nudge(state, ctx, replace(facts, risk_score=score.score), score, now, campaigns, out)
         self._store(out, store)
         return out
 
     def _nudge(
-        self, state: RiskState, score: RiskScore, now: int, campaigns: Sequence[Campaign], out: RiskOutcome
+        self,
+        state: RiskState,
+        ctx: UserContext,
+        facts: UserFacts,
+        score: RiskScore,
+        now: int,
+        campaigns: Sequence[Campaign],
+        out: RiskOutcome,
     ) -> None:
-        ctx, facts = self.users.context(state, now)
         nudges = plan(
             state, ctx, score, now, campaigns=campaigns, facts=facts, variant_counts=self.variant_counts
         )
@@ -283,12 +290,16 @@ class RiskProcessor:
             out.touched[user_id] = state
         return state
 
-    def _score(self, state: RiskState, now_ms: int, out: RiskOutcome) -> RiskScore:
-        score = rescore(state, self.model, now_ms, self.streak_of(state.user_id, now_ms), self.settings)
+    def _score(
+        self, state: RiskState, now_ms: int, out: RiskOutcome, ctx: UserContext | None = None
+    ) -> RiskScore:
+        streak = ctx.streak if ctx is not None else self.streak_of(state.user_id, now_ms)
+        score = rescore(state, self.model, now_ms, streak, self.settings)
         out.scores.append(score)
         previous = state.last
         if worth_publishing(previous, score):
-            ctx, _ = self.users.context(state, now_ms)
+            if ctx is None:
+                ctx, _ = self.users.context(state, now_ms)
             document = risk_document(score, recommend_for(score, ctx), self.model_version)
             state.last = document
             out.published.append((score, document))
