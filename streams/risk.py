@@ -44,9 +44,6 @@ INTERVENTION_OUTCOMES_TOPIC = "elimu-intervention-outcomes"
 #: `elimu bench throughput`. 300 a second is still 1M looks an hour, enough for 1M users at the
 #: default hourly re-score; users looked at late are looked at at the then-current stream time.
 SWEEP_BUDGET = 300
-#: Scores from this level up (medium) are pushed on `admin:at-risk`, and so is a score falling
-#: below it, so a list on screen drops a student who recovered.
-AT_RISK_CHANNEL_MIN = AT_RISK_FROM
 
 #: (user_id, stream time) -> the user's current streak, or None when unknown.
 StreakOf = Callable[[str, int], int | None]
@@ -304,7 +301,9 @@ class RiskProcessor:
             state.last = document
             out.published.append((score, document))
             was = float(previous.get("score", 0.0)) if previous else 0.0
-            if max(score.score, was) >= AT_RISK_CHANNEL_MIN:
+            # Medium and up go on `admin:at-risk`, and so does a score falling below it, so a
+            # list on screen drops a student who recovered.
+            if max(score.score, was) >= AT_RISK_FROM:
                 out.at_risk.append(document)
         return score
 

@@ -20,6 +20,7 @@ from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
 from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
+from api.state import AppState
 from infra import keys
 
 router = APIRouter(tags=["notifications"])
@@ -29,7 +30,7 @@ NotificationId = Annotated[str, Path(min_length=1, max_length=100)]
 EMPTY_INBOX: dict[str, Any] = {"unread": 0, "notifications": []}
 
 
-async def _inbox(state: Any, user_id: str) -> dict[str, Any]:
+async def _inbox(state: AppState, user_id: str) -> dict[str, Any]:
     raw = await state.redis.get(keys.user_notifications(user_id))
     return {"user_id": user_id, **(orjson.loads(raw) if raw else EMPTY_INBOX)}
 

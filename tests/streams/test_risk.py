@@ -11,9 +11,8 @@ from models.campaigns import UserFacts
 from models.events import BehaviorEvent
 from models.interventions import UserContext
 from models.risk import DAY_MS, PendingLabel, Resolution, RiskModel, recency_prior
-from models.risk_state import HOUR_MS, RiskSettings, RiskState
+from models.risk_state import AT_RISK_FROM, HOUR_MS, RiskSettings, RiskState
 from streams.risk import (
-    AT_RISK_CHANNEL_MIN,
     RiskOutcome,
     RiskProcessor,
     parse_resolution,
@@ -257,7 +256,7 @@ def test_a_quiet_user_is_rescored_as_the_silence_grows() -> None:
 
 
 def test_the_at_risk_channel_gets_scores_at_risk_and_the_recovery_below() -> None:
-    assert AT_RISK_CHANNEL_MIN == 40.0
+    assert AT_RISK_FROM == 40.0
     p, store = processor(), Store()
 
     first = p.on_events([ev("a", T0)], store)
