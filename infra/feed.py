@@ -33,6 +33,7 @@ class TopicFeed:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
+        self._started = asyncio.Event()
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -48,6 +49,7 @@ class TopicFeed:
         await consumer.seek_to_beginning(self.tp)
         self._consumer = consumer
         self._task = asyncio.create_task(self._follow(), name=f"feed:{self.tp.topic}")
+        self._started.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -73,10 +75,17 @@ class TopicFeed:
             self._progress.clear()
 
     async def caught_up(self, timeout: float = 30.0) -> bool:
-        """Wait until every record that existed when called has been handed to `on_record`."""
+        """Wait until every record that existed when called has been handed to `on_record`.
+
+        May be called before `start` has run (an agent can get its first batch before the
+        worker's start-up task starts the feed): it waits for the start first."""
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self._started.wait(), timeout)
+        except TimeoutError:
+            return False
         assert self._consumer is not None
         end = (await self._consumer.end_offsets([self.tp]))[self.tp]
-        deadline = time.monotonic() + timeout
         while self.position < end:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
