@@ -17,6 +17,8 @@ import orjson
 
 from models.tz import is_valid_timezone
 
+#: Ids are bounded in UTF-8 bytes, not characters: 128 characters of 4-byte UTF-8 would be 512
+#: bytes, and a byte budget is what keeps every record and state that holds ids bounded.
 MAX_ID_LEN = 128
 MAX_VALUE_BYTES = 64 * 1024
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
@@ -38,6 +40,7 @@ REASONS = frozenset(
         "bad_timezone",
         "too_late",
         "bad_status",
+        "bad_id",
     }
 )
 
@@ -144,26 +147,73 @@ def _decode_object(raw: bytes) -> dict[str, Any]:
     return obj
 
 
+def check_id(value: str, name: str) -> str:
+    """``value`` if it is a usable id: 1..MAX_ID_LEN UTF-8 bytes, every character printable.
+
+    Control characters, separators other than the ASCII space and unpaired surrogates are
+    refused: they make ids that look alike, JSON-escape to six bytes each (an id of 128 control
+    characters is 768 bytes of JSON), and end up in Redis keys, logs and channel names.
+    """
+    if not value:
+        raise InvalidEvent("missing_field", f"{name} is required")
+    if len(value) > MAX_ID_LEN:  # cheap first: a character is at least one byte
+        raise InvalidEvent("id_too_long", f"{name} is longer than {MAX_ID_LEN} bytes")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is not UTF-8
+        raise InvalidEvent("bad_id", f"{name} is not valid UTF-8") from exc
+    if size > MAX_ID_LEN:
+        raise InvalidEvent("id_too_long", f"{name} is {size} bytes of UTF-8; the limit is {MAX_ID_LEN}")
+    if not value.isprintable():
+        raise InvalidEvent("bad_id", f"{name} holds control or non-printable characters")
+    return value
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether ``value`` is a string ``check_id`` accepts (for callers that only filter)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        check_id(value, "id")
+    except InvalidEvent:
+        return False
+    return True
+
+
 def _required_id(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if value is None or value == "":
         raise InvalidEvent("missing_field", f"{name} is required")
     if not isinstance(value, str):
         raise InvalidEvent("bad_type", f"{name} must be a string")
-    if len(value) > MAX_ID_LEN:
-        raise InvalidEvent("id_too_long", f"{name} is longer than {MAX_ID_LEN} characters")
-    return value
+    return check_id(value, name)
 
 
-def _optional_str(obj: dict[str, Any], name: str, max_len: int | None = None) -> str | None:
+#: Free text (titles, names, notes) is bounded too: every field ends up in some state or view.
+MAX_TEXT_LEN = 512
+#: Entries of a list of strings (skills, interests), and each entry's length.
+MAX_LIST_ITEMS = 100
+MAX_LIST_ITEM_LEN = 128
+
+
+def _optional_str(obj: dict[str, Any], name: str, max_len: int = MAX_TEXT_LEN) -> str | None:
     value = obj.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidEvent("bad_type", f"{name} must be a string or null")
-    if max_len is not None and len(value) > max_len:
+    if len(value) > max_len:
         raise InvalidEvent("id_too_long", f"{name} is longer than {max_len} characters")
     return value
+
+
+def _optional_id(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"{name} must be a string or null")
+    return check_id(value, name)
 
 
 def _optional_number(obj: dict[str, Any], name: str) -> float | None:
@@ -200,6 +250,10 @@ def _str_list(obj: dict[str, Any], name: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise InvalidEvent("bad_type", f"{name} must be a list of strings")
+    if len(value) > MAX_LIST_ITEMS:
+        raise InvalidEvent("bad_type", f"{name} has more than {MAX_LIST_ITEMS} entries")
+    if any(len(item) > MAX_LIST_ITEM_LEN for item in value):
+        raise InvalidEvent("id_too_long", f"an entry of {name} is longer than {MAX_LIST_ITEM_LEN} characters")
     return tuple(value)
 
 
@@ -252,9 +306,9 @@ def _behavior_from_object(obj: dict[str, Any], now_ms: int) -> BehaviorEvent:
         user_id=user_id,
         type=event_type,
         ts_ms=ts_ms,
-        session_id=_optional_str(obj, "session_id", MAX_ID_LEN),
-        device=_optional_str(obj, "device"),
-        platform=_optional_str(obj, "platform"),
+        session_id=_optional_id(obj, "session_id"),
+        device=_optional_str(obj, "device", MAX_ID_LEN),
+        platform=_optional_str(obj, "platform", MAX_ID_LEN),
         props=_optional_object(obj, "props"),
     )
 
@@ -303,7 +357,7 @@ def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
         education=_optional_str(obj, "education"),
         interests=_str_list(obj, "interests"),
         salary_expectation=_optional_number(obj, "salary_expectation"),
-        currency=_optional_str(obj, "currency"),
+        currency=_optional_str(obj, "currency", 16),
         notification_prefs=_optional_object(obj, "notification_prefs"),
     )
 
@@ -311,8 +365,7 @@ def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
 # ---------------------------------------------------------------------------------------------
 # job-postings
 
-MAX_SKILLS = 100
-MAX_TEXT_LEN = 512
+MAX_SKILLS = MAX_LIST_ITEMS
 
 
 @dataclass(frozen=True, slots=True)

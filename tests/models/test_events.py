@@ -12,6 +12,7 @@ from models.events import (
     MAX_VALUE_BYTES,
     InvalidEvent,
     UserProfile,
+    check_id,
     format_ts,
     parse_behavior,
     parse_profile,
@@ -169,9 +170,26 @@ def test_parse_behavior_reasons(raw: bytes, reason: str) -> None:
     assert reason_of(raw) == reason
 
 
-def test_id_limit_is_inclusive_and_counts_characters() -> None:
-    ev = parse_behavior(orjson.dumps(good(event_id="é" * MAX_ID_LEN)), NOW)
-    assert len(ev.event_id) == MAX_ID_LEN
+def test_id_limit_is_inclusive_and_counts_utf8_bytes() -> None:
+    ev = parse_behavior(orjson.dumps(good(event_id="é" * (MAX_ID_LEN // 2))), NOW)
+    assert len(ev.event_id.encode()) == MAX_ID_LEN
+    with pytest.raises(InvalidEvent) as exc:
+        parse_behavior(orjson.dumps(good(event_id="é" * (MAX_ID_LEN // 2) + "x")), NOW)
+    assert exc.value.reason == "id_too_long"
+
+
+@pytest.mark.parametrize("bad", ["\x00", "a\nb", "\x1b[31m", "\u200b", "\u2028", "tab\there", "\x7f"])
+def test_ids_with_control_or_invisible_characters_are_refused(bad: str) -> None:
+    for field in ("event_id", "user_id", "type", "session_id"):
+        with pytest.raises(InvalidEvent) as exc:
+            parse_behavior(orjson.dumps(good(**{field: bad})), NOW)
+        assert exc.value.reason == "bad_id", field
+
+
+def test_lone_surrogate_id_is_refused() -> None:
+    with pytest.raises(InvalidEvent) as exc:
+        check_id("\ud800", "user_id")
+    assert exc.value.reason == "bad_id"
 
 
 def test_future_tolerance_boundary() -> None:
