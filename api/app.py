@@ -30,6 +30,7 @@ from api.state import AppState
 from infra.channels import ChannelLog
 from infra.lag import LagConfig, LagSampler
 from infra.settings import Settings
+from infra.signing import RecordSigner
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url)
-        producer = EventProducer(settings.kafka_bootstrap)
+        producer = EventProducer(settings.kafka_bootstrap, signer=RecordSigner(settings.secret()))
         hub = Hub(redis, subscribe_timeout_s=config.ws_subscribe_timeout_s)
         lag_sampler: LagSampler | None = None
         try:

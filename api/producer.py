@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from infra.signing import RecordSigner
+
 log = logging.getLogger(__name__)
 
 
@@ -29,8 +31,19 @@ def _key(value: str) -> bytes:
 
 
 class EventProducer:
-    def __init__(self, bootstrap: str, *, linger_ms: int = 5, request_timeout_ms: int = 10_000) -> None:
+    """Produces JSON records; records for the engine's internal topics (commands, campaigns) are
+    signed with ``signer`` (infra/signing.py), without which the workers refuse them."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        signer: RecordSigner | None = None,
+        linger_ms: int = 5,
+        request_timeout_ms: int = 10_000,
+    ) -> None:
         self.bootstrap = bootstrap
+        self._signer = signer
         self._linger_ms = linger_ms
         self._request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
@@ -58,8 +71,6 @@ class EventProducer:
                 acks="all",
                 linger_ms=self._linger_ms,
                 request_timeout_ms=self._request_timeout_ms,
-                value_serializer=orjson.dumps,
-                key_serializer=_key,
             )
             try:
                 await producer.start()
@@ -83,12 +94,19 @@ class EventProducer:
         producer = await self._ensure()
         try:
             async with asyncio.timeout(timeout_s):
-                futures = [await producer.send(topic, value=value, key=key) for key, value in records]
+                futures = [await self._send(producer, topic, key, value) for key, value in records]
                 await asyncio.gather(*futures)
         except TimeoutError as exc:
             raise ProducerUnavailable(f"Kafka did not acknowledge within {timeout_s}s") from exc
         except Exception as exc:
             raise ProducerUnavailable(f"Kafka produce failed: {exc}") from exc
+
+    async def _send(self, producer: AIOKafkaProducer, topic: str, key: str, value: Any) -> Any:
+        key_bytes = _key(key)
+        # A None value is a tombstone (deleting a compacted key), not the JSON `null`.
+        value_bytes = None if value is None else orjson.dumps(value)
+        headers = self._signer.headers(topic, key_bytes, value_bytes) if self._signer else []
+        return await producer.send(topic, value=value_bytes, key=key_bytes, headers=headers or None)
 
     async def probe(self, topic: str) -> dict[str, Any]:
         """Readiness check: the broker answers a metadata request and ``topic`` exists.

@@ -16,18 +16,33 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from infra.signing import RecordSigner
+
 log = logging.getLogger(__name__)
 
 #: Called with (key, value, offset) for each record, in offset order; must not raise for bad input
 #: (log and skip it): one bad record must not stop the feed.
 OnRecord = Callable[[bytes | None, bytes | None, int], None]
+#: Called with (key, offset) for each record refused for want of the engine's signature.
+OnForged = Callable[[bytes | None, int], None]
 
 
 class TopicFeed:
-    def __init__(self, bootstrap: str, topic: str, on_record: OnRecord, *, poll_ms: int = 200) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        on_record: OnRecord,
+        *,
+        signer: RecordSigner,
+        on_forged: OnForged,
+        poll_ms: int = 200,
+    ) -> None:
         self.bootstrap = bootstrap
         self.tp = TopicPartition(topic, 0)
         self.on_record = on_record
+        self.signer = signer
+        self.on_forged = on_forged
         self.poll_ms = poll_ms
         self.position = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -69,7 +84,10 @@ class TopicFeed:
                 await asyncio.sleep(1.0)
                 continue
             for record in batches.get(self.tp, ()):
-                self.on_record(record.key, record.value, record.offset)
+                if self.signer.verify(record.topic, record.key, record.value, record.headers):
+                    self.on_record(record.key, record.value, record.offset)
+                else:
+                    self.on_forged(record.key, record.offset)
             self.position = await self._consumer.position(self.tp)
             self._progress.set()
             self._progress.clear()
@@ -96,9 +114,10 @@ class TopicFeed:
 
 
 async def read_range(
-    bootstrap: str, tp: TopicPartition, start: int, end: int
+    bootstrap: str, tp: TopicPartition, start: int, end: int, signer: RecordSigner
 ) -> list[tuple[int, bytes | None]]:
-    """(offset, value) of the records of `tp` in [start, end): a tail to replay on restore."""
+    """(offset, value) of the records of `tp` in [start, end) that carry the engine's signature
+    (a forged one is left out): a tail to replay on restore."""
     if start >= end:
         return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
@@ -109,7 +128,11 @@ async def read_range(
         out: list[tuple[int, bytes | None]] = []
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=500)
-            out.extend((r.offset, r.value) for r in batches.get(tp, ()) if r.offset < end)
+            out.extend(
+                (r.offset, r.value)
+                for r in batches.get(tp, ())
+                if r.offset < end and signer.verify(r.topic, r.key, r.value, r.headers)
+            )
         return out
     finally:
         await consumer.stop()

@@ -8,22 +8,10 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-INPUT_TOPICS = ("behavior-events", "job-postings", "application-status", "user-profiles")
-OUTPUT_TOPICS = ("engagement-updates", "notifications", "risk-scores", "market-pulse", "match-alerts")
-DEAD_LETTER = "dead-letter"
-#: Compacted, one partition, read whole by every worker (streams/broadcast.py): the risk model,
-#: the interventions' variant counts and the campaign definitions (written by the API).
-BROADCAST_TOPIC = "elimu-broadcast"
-#: The engine's own topics between agents (workers also declare them, this creates them up front).
-INTERNAL_TOPICS = (
-    "elimu-job-fanout",
-    "elimu-market",
-    "user-commands",
-    "elimu-referrals",
-    "elimu-risk-labels",
-    "elimu-intervention-outcomes",
-    BROADCAST_TOPIC,
-)
+from infra.topics import BROADCAST as BROADCAST_TOPIC
+from infra.topics import DEAD_LETTER, INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS
+
+__all__ = ["BROADCAST_TOPIC", "DEAD_LETTER", "INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS"]
 COMPACTED = frozenset({"user-profiles", BROADCAST_TOPIC})
 #: Topics with one partition: one worker owns the whole market, the risk trainer and the
 #: interventions analytics; the broadcast is read whole by every worker; dead letters are few.

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -30,6 +30,7 @@ from infra.kafka import BROADCAST_TOPIC
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
+from infra.signing import RecordSigner
 from models.career import CareerState
 from models.events import JobPosting
 from models.gamification import UserState
@@ -50,8 +51,14 @@ from streams.growth_pipeline import GrowthPipeline
 from streams.interventions import InterventionsAnalytics
 from streams.market import MARKET_TOPIC, POSTINGS_TOPIC, PULSE_TOPIC, MarketProcessor
 from streams.market_pipeline import MarketPipeline, PostingsPipeline
-from streams.pipeline import DEAD_LETTER_TOPIC, ENGAGEMENT_TOPIC, NOTIFICATIONS_TOPIC, EngagementPipeline
-from streams.records import Record, owner_partition
+from streams.pipeline import (
+    DEAD_LETTER_TOPIC,
+    ENGAGEMENT_TOPIC,
+    NOTIFICATIONS_TOPIC,
+    EngagementPipeline,
+    deliver_refusals,
+)
+from streams.records import Record, owner_partition, split_forged
 from streams.risk import (
     INTERVENTION_OUTCOMES_TOPIC,
     RISK_LABELS_TOPIC,
@@ -139,6 +146,14 @@ def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitab
     return guarded
 
 
+def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:
+    raw = message.headers
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    return tuple((str(name), bytes(value or b"")) for name, value in items)
+
+
 def _batch_agent(handle: Callable[[list[Record]], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
     """An agent body: take batches, turn Faust events into ``Record``s, hand them to ``handle``."""
 
@@ -152,6 +167,7 @@ def _batch_agent(handle: Callable[[list[Record]], Awaitable[Any]]) -> Callable[[
                     e.message.key,
                     e.message.value,
                     int(e.message.timestamp * 1000),
+                    _headers(e.message),
                 )
                 for e in events
             ]
@@ -173,6 +189,7 @@ class Worker:
     def __init__(self, settings: Settings, rules: Rules) -> None:
         self.settings = settings
         self.rules = rules
+        self.signer = RecordSigner(settings.secret())
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.web_port = int(os.environ.get("ELIMU_WORKER_PORT") or free_port())
         self.datadir = settings.data_dir / "faust" / str(self.web_port)
@@ -323,7 +340,13 @@ class Worker:
             self._send,
         )
         self.broadcasts = Broadcasts(self.risk.processor)
-        self.broadcast_feed = TopicFeed(s.kafka_bootstrap, BROADCAST_TOPIC, self.broadcasts.on_record)
+        self.broadcast_feed = TopicFeed(
+            s.kafka_bootstrap,
+            BROADCAST_TOPIC,
+            self.broadcasts.on_record,
+            signer=self.signer,
+            on_forged=self._forged_broadcast,
+        )
         self.analytics = InterventionsAnalytics(
             TableStore(ledger_table, self._send, 1, LEDGER_CODEC, lambda key: 0), self.serving, self._send
         )
@@ -334,6 +357,7 @@ class Worker:
             s.kafka_bootstrap,
             self.redis,
             self.broadcast_feed.caught_up,
+            signer=self.signer,
         )
 
         async def per_user_batch(records: list[Record]) -> None:
@@ -363,11 +387,14 @@ class Worker:
             if risked is not None:
                 await self.risk.publish(risked)
 
-        app.agent(per_user, name="engagement")(_batch_agent(per_user_batch))
-        app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(postings.handle))
-        app.agent(raw(MARKET_TOPIC), name="market")(_batch_agent(self.market.handle))
-        app.agent(raw(RISK_LABELS_TOPIC), name="risk-trainer")(_batch_agent(self.trainer.handle))
-        app.agent(raw(INTERVENTION_OUTCOMES_TOPIC), name="interventions")(_batch_agent(self.analytics.handle))
+        trusted = self._trusted
+        app.agent(per_user, name="engagement")(_batch_agent(trusted(per_user_batch)))
+        app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(trusted(postings.handle)))
+        app.agent(raw(MARKET_TOPIC), name="market")(_batch_agent(trusted(self.market.handle)))
+        app.agent(raw(RISK_LABELS_TOPIC), name="risk-trainer")(_batch_agent(trusted(self.trainer.handle)))
+        app.agent(raw(INTERVENTION_OUTCOMES_TOPIC), name="interventions")(
+            _batch_agent(trusted(self.analytics.handle))
+        )
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
@@ -385,6 +412,28 @@ class Worker:
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    def _trusted(
+        self, handle: Callable[[list[Record]], Awaitable[Any]]
+    ) -> Callable[[list[Record]], Awaitable[None]]:
+        """``handle`` behind the signature check: a record forged on an internal topic is
+        dead-lettered (``bad_signature``) and the rest of its batch goes on."""
+
+        async def gated(records: list[Record]) -> None:
+            records, forged = split_forged(records, self.signer)
+            if forged:
+                await deliver_refusals(self._send, forged)
+            if records:
+                await handle(records)
+
+        return gated
+
+    @staticmethod
+    def _forged_broadcast(key: bytes | None, offset: int) -> None:
+        # Every worker reads the whole broadcast, so each would dead-letter the same record:
+        # counted and logged here instead, on every worker that refused it.
+        metrics.DEAD_LETTERS.labels(BROADCAST_TOPIC, "bad_signature").inc()
+        log.error("broadcast record %r at offset %d refused: no valid engine signature", key, offset)
 
     async def _forget_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         """Drop caches of state this worker may no longer own; they are rebuilt from the tables
@@ -461,7 +510,8 @@ class Worker:
         delay = 0.1
         while True:
             try:
-                return await self.app.producer.send(topic, key, value, partition, None, None)
+                headers = self.signer.headers(topic, key, value)
+                return await self.app.producer.send(topic, key, value, partition, None, headers or None)
             except (ProducerSendError, KafkaError) as exc:
                 log.warning("send to %s failed (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay)

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from infra.signing import RecordSigner
 from models.events import InvalidEvent
 
 
@@ -25,6 +26,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    #: Kafka record headers; internal topics carry the engine's signature here.
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +90,19 @@ def misrouted_owner(rec: Record, owner_id: str, partitions: int) -> int | None:
         raise InvalidEvent("key_mismatch", f"message key {rec.key!r} is not the id {owner_id!r}")
     owner = owner_partition(key, partitions)
     return owner if owner != rec.partition else None
+
+
+def split_forged(records: list[Record], signer: RecordSigner) -> tuple[list[Record], list[DeadLetter]]:
+    """The records that may be processed, and a dead letter for each record on an internal topic
+    without the engine's valid signature (infra/signing.py): a forged command, referral or model
+    never reaches a processor."""
+    trusted: list[Record] = []
+    forged: list[DeadLetter] = []
+    for rec in records:
+        if signer.verify(rec.topic, rec.key, rec.value, rec.headers):
+            trusted.append(rec)
+        else:
+            forged.append(
+                DeadLetter(rec, "bad_signature", f"{rec.topic} accepts only records the engine signed")
+            )
+    return trusted, forged

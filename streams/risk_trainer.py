@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from infra import keys
 from infra.feed import read_range
 from infra.kafka import BROADCAST_TOPIC
+from infra.signing import RecordSigner
 from models.risk import IncompatibleModel, RiskModel
 from models.risk_state import RiskSettings
 from streams import metrics
@@ -59,6 +60,8 @@ class RiskTrainer:
         bootstrap: str,
         redis: Redis,
         caught_up: Any,
+        *,
+        signer: RecordSigner,
     ) -> None:
         self.settings = settings
         self.broadcast = broadcast
@@ -66,6 +69,7 @@ class RiskTrainer:
         self.bootstrap = bootstrap
         self.redis = redis
         self.caught_up = caught_up
+        self.signer = signer
         self.model: RiskModel | None = None
         self.next_offset = 0
         self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -140,7 +144,7 @@ class RiskTrainer:
                 log.error("risk checkpoint unusable (%s); training from the start of the labels", exc)
         self.checkpointed_offset = self.next_offset
         tail = await read_range(
-            self.bootstrap, TopicPartition(RISK_LABELS_TOPIC, 0), self.next_offset, first_offset
+            self.bootstrap, TopicPartition(RISK_LABELS_TOPIC, 0), self.next_offset, first_offset, self.signer
         )
         for offset, value in tail:
             self._learn(offset, value)

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from infra import keys
 from infra.kafka import BROADCAST_TOPIC
+from infra.signing import RecordSigner
 from models.campaigns import UserFacts
 from models.interventions import UserContext
 from models.risk import DAY_MS, PendingLabel, Resolution, RiskModel
@@ -83,7 +84,7 @@ class Tail:
         self.calls: list[tuple[str, TopicPartition, int, int]] = []
 
     async def __call__(
-        self, bootstrap: str, tp: TopicPartition, start: int, end: int
+        self, bootstrap: str, tp: TopicPartition, start: int, end: int, signer: RecordSigner
     ) -> list[tuple[int, bytes | None]]:
         self.calls.append((bootstrap, tp, start, end))
         return [(offset, value) for offset, value in sorted(self.topic.items()) if start <= offset < end]
@@ -108,6 +109,7 @@ def trainer(
         BOOTSTRAP,
         redis or FakeRedis(),  # type: ignore[arg-type]
         caught_up,
+        signer=RecordSigner("test-secret"),
     )
     return t, sent
 
