@@ -62,7 +62,12 @@ def _launch(args: list[str], port: int, log_path: Path | None) -> subprocess.Pop
     else:
         with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for_port(port, proc=proc)
+    try:
+        wait_for_port(port, proc=proc)
+    except BaseException:
+        # Never leave a half-started server behind (it would hold the port and the data dir).
+        Service("starting", proc, "").stop()
+        raise
     return proc
 
 

@@ -1,8 +1,10 @@
 """`elimu up`: the whole stack on one machine, as `make run` starts it.
 
 Embedded broker and Redis unless ELIMU_KAFKA / ELIMU_REDIS point elsewhere, then N workers,
-the API and (unless --no-demo) the traffic simulator, each a child process. Ctrl-C stops them
-in reverse order.
+the API and (unless --no-demo) the traffic simulator, each a supervised child process
+(scripts/supervisor.py): once the stack is ready, a child that dies is restarted with backoff
+while the rest keep serving. Ctrl-C or SIGTERM stops them all, the app before the broker and
+Redis; a second Ctrl-C kills what is still stopping.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -23,41 +25,43 @@ from api.auth import issue_token
 from infra.kafka import ensure_topics
 from infra.settings import Settings
 from scripts.embedded import Service, start_broker, start_redis
+from scripts.supervisor import ChildSpec, Supervisor
 
 READY_TIMEOUT_S = 120.0
+#: How long a child may take to stop on SIGTERM before it is killed (a worker leaves its
+#: group and flushes its producer; uvicorn closes its websockets).
+STOP_GRACE_S = 15.0
+#: The embedded broker and Redis stop after the app (tier 1), which flushes to them on the way out.
+INFRA_TIER, APP_TIER = 0, 1
+#: Written next to stack.json: every child's pid, state, restart count and last exit code.
+PROCESSES_FILE = "processes.json"
 
 
-def _elimu(*args: str) -> list[str]:
-    return [sys.executable, "-m", "scripts.cli", *args]
+def _elimu(*args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "scripts.cli", *args)
 
 
-def _describe(proc: subprocess.Popen[bytes]) -> str:
-    args = proc.args
-    return " ".join(map(str, args)) if isinstance(args, list | tuple) else str(args)
-
-
-def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+def _wait_ready(url: str, supervisor: Supervisor, stop: threading.Event, timeout: float) -> bool:
+    """True once the API answers /readyz; False when asked to stop first. A child exiting
+    meanwhile is a start-up failure (wrong settings, a port in use): reported, not retried."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for p in procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"{_describe(p)} exited with {p.returncode}")
+        if stop.is_set():
+            return False
+        reason = supervisor.poll()
+        if reason is not None:
+            raise RuntimeError(reason)
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
             if r.status == 200:
-                return
-        time.sleep(0.25)
+                return True
+        stop.wait(0.25)
     raise TimeoutError(f"the stack was not ready within {timeout}s ({url}/readyz)")
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _adopt(supervisor: Supervisor, service: Service, log_path: Path, restartable: bool) -> None:
+    argv = tuple(map(str, service.proc.args)) if isinstance(service.proc.args, list | tuple) else ()
+    spec = ChildSpec(service.name, argv, log_path=log_path, restartable=restartable, tier=INFRA_TIER)
+    supervisor.adopt(spec, service.proc)
 
 
 def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200, rate: float = 20.0) -> int:
@@ -65,26 +69,30 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    services: list[Service] = []
-    children: list[subprocess.Popen[bytes]] = []
-    stopping = False
+    stop = threading.Event()
+    hurry = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        if stop.is_set():
+            hurry.set()
+        stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(status_path=data_dir / PROCESSES_FILE)
+    supervisor.restarting = False  # until ready: an exit during start-up is reported, not retried
     try:
         kafka = settings.kafka
         if not kafka:
             broker = start_broker(log_path=logs / "kafka.log")
-            services.append(broker)
+            # Memory-only: a restarted broker would come back without topics, offsets or
+            # changelogs, so its death stops the stack instead of silently losing every state.
+            _adopt(supervisor, broker, logs / "kafka.log", restartable=False)
             kafka = broker.address
         redis_url = settings.redis
         if not redis_url:
             redis = start_redis(data_dir / "redis", log_path=logs / "redis.log")
-            services.append(redis)
+            # Restarted on the same port from its AOF: the clients reconnect and nothing is lost.
+            _adopt(supervisor, redis, logs / "redis.log", restartable=True)
             redis_url = redis.address
         asyncio.run(ensure_topics(kafka, settings.partitions))
         secret = settings.secret()
@@ -97,31 +105,18 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
             ELIMU_API_PORT=str(settings.api_port),
         )
         for i in range(workers):
-            with open(logs / f"worker-{i}.log", "ab") as out:
-                children.append(
-                    subprocess.Popen(_elimu("worker"), env=env, stdout=out, stderr=subprocess.STDOUT)
-                )
-        with open(logs / "api.log", "ab") as out:
-            children.append(
-                subprocess.Popen(
-                    _elimu("api"), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
+            supervisor.start(ChildSpec(f"worker-{i}", _elimu("worker"), env, logs / f"worker-{i}.log"))
+        supervisor.start(ChildSpec("api", _elimu("api"), env, logs / "api.log"))
         api_url = f"http://127.0.0.1:{settings.api_port}"
-        _wait_ready(api_url, children, READY_TIMEOUT_S)
+        if not _wait_ready(api_url, supervisor, stop, READY_TIMEOUT_S):
+            return 0
+        supervisor.restarting = True
         admin_token = issue_token(secret, "admin", "admin", ttl_s=30 * 86400)
         stack = {"kafka": kafka, "redis": redis_url, "api": api_url, "admin_token": admin_token}
         (data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
         if demo:
-            with open(logs / "simulator.log", "ab") as out:
-                children.append(
-                    subprocess.Popen(
-                        _elimu("simulate", "--users", str(users), "--rate", str(rate)),
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+            sim = _elimu("simulate", "--users", str(users), "--rate", str(rate))
+            supervisor.start(ChildSpec("simulator", sim, env, logs / "simulator.log"))
         plural = "s" if workers != 1 else ""
         print(f"Elimu Pulse is up ({workers} worker{plural}{', demo traffic on' if demo else ''})")
         print(f"  API        {api_url}   (OpenAPI: {api_url}/docs)")
@@ -131,24 +126,21 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
         print(f"  Logs       {logs}")
         print(f"  Stack file {data_dir / 'stack.json'}")
         print(f"  Admin token:\n{admin_token}")
-        print("Ctrl-C stops everything.", flush=True)
-        while not stopping:
-            for p in children:
-                if p.poll() is not None and not stopping:
-                    print(f"{_describe(p)} exited with {p.returncode}; stopping", file=sys.stderr)
-                    stopping = True
-            time.sleep(0.2)
+        print("A process that dies is restarted. Ctrl-C stops everything.", flush=True)
+        reason = supervisor.run(stop)
+        if reason is not None:
+            print(f"elimu up: {reason}; stopping (see {logs})", file=sys.stderr)
+            return 1
         return 0
     except (RuntimeError, TimeoutError) as exc:
         print(f"elimu up failed: {exc} (see {logs})", file=sys.stderr)
         return 1
     finally:
-        for p in reversed(children):
-            _stop(p)
-        for s in reversed(services):
-            s.stop()
         with contextlib.suppress(FileNotFoundError):
-            (data_dir / "stack.json").unlink()
+            (data_dir / "stack.json").unlink()  # first: nobody should find a stack that is going
+        supervisor.stop(STOP_GRACE_S, hurry)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         print("stopped.", flush=True)
 
 

@@ -1,0 +1,152 @@
+"""`elimu up` as a user runs it: the whole embedded stack, one worker SIGKILLed, then Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.net import free_port
+from tests.scripts.test_supervisor import running, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = [f"u-up-{i}" for i in range(8)]  # spread over the 4 partitions, so both workers own some
+
+
+def xp_of(api: str, token: str) -> dict[str, int]:
+    got: dict[str, int] = {}
+    for user in USERS:
+        r = httpx.get(f"{api}/v1/users/{user}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        got[user] = int(r.json()["xp"]) if r.status_code == 200 else 0
+    return got
+
+
+def post_events(api: str, token: str, round_: int) -> None:
+    now = int(time.time() * 1000)
+    events = [
+        {"event_id": f"up-{round_}-{u}", "user_id": u, "type": "lesson_complete", "ts": now} for u in USERS
+    ]
+    r = httpx.post(f"{api}/v1/events", json=events, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert r.status_code == 202, r.text
+
+
+@pytest.mark.timeout(400)
+def test_up_restarts_a_killed_worker_keeps_serving_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELIMU_")}  # embedded everything
+    env.update(
+        ELIMU_DATA_DIR=str(data),
+        ELIMU_API_PORT=str(free_port()),
+        ELIMU_PARTITIONS="4",
+        ELIMU_SESSION_TIMEOUT="6",  # the killed worker's partitions move on quickly
+        ELIMU_SECRET="up-test-secret-0123456789abcdef0123456789",
+        PYTHONPATH=str(ROOT),
+    )
+    out, err = tmp_path / "up.out", tmp_path / "up.err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "scripts.cli", "up", "--no-demo", "--workers", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=o,
+            stderr=e,
+        )
+    pids: list[int] = []
+
+    def logs() -> str:
+        return f"--- stdout\n{out.read_text()}\n--- stderr\n{err.read_text()}"
+
+    def processes() -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((data / "processes.json").read_text())
+        return loaded
+
+    try:
+
+        def stack_ready() -> bool:
+            assert up.poll() is None, logs()
+            return (data / "stack.json").exists()
+
+        wait_for(stack_ready, timeout=180, what="elimu up ready")
+        stack = json.loads((data / "stack.json").read_text())
+        api, token = stack["api"], stack["admin_token"]
+        before = processes()
+        assert {n: p["state"] for n, p in before.items()} == dict.fromkeys(
+            ("kafka", "redis", "worker-0", "worker-1", "api"), "running"
+        )
+        pids = [p["pid"] for p in before.values()]
+
+        post_events(api, token, 1)
+
+        def all_scored() -> dict[str, int] | None:
+            xp = xp_of(api, token)
+            return xp if all(v > 0 for v in xp.values()) else None
+
+        first = wait_for(all_scored, timeout=90, what="the first events applied")
+
+        victim = before["worker-0"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def restarted() -> dict[str, Any] | None:
+            w = processes()["worker-0"]
+            return w if w["restarts"] == 1 and w["state"] == "running" and w["pid"] != victim else None
+
+        worker = wait_for(restarted, timeout=30, what="worker-0 restarted")
+        pids.append(worker["pid"])
+        assert worker["last_exit"] == -signal.SIGKILL
+        assert "worker-0 exited with -9 (SIGKILL)" in err.read_text(), logs()
+        assert "restart #1 in 1s" in err.read_text()
+        assert "worker-0 restarted (pid" in err.read_text()
+        after = processes()
+        for other in ("kafka", "redis", "worker-1", "api"):  # nobody else was touched
+            assert after[other]["pid"] == before[other]["pid"] and after[other]["restarts"] == 0
+        assert up.poll() is None, logs()
+
+        # Still serving: new events for every user (both workers' partitions) are applied.
+        post_events(api, token, 2)
+        wait_for(
+            lambda: all(v > first[u] for u, v in xp_of(api, token).items()),
+            timeout=120,
+            what="the events after the kill applied",
+        )
+
+        # Redis too comes back, on its port and from its AOF: what it served is still there.
+        redis_pid = after["redis"]["pid"]
+        os.kill(redis_pid, signal.SIGKILL)
+        wait_for(lambda: processes()["redis"]["restarts"] == 1, timeout=30, what="redis restarted")
+        pids.append(processes()["redis"]["pid"])
+
+        def served_again() -> dict[str, int] | None:
+            xp = xp_of(api, token)  # 0 while the API has not reconnected yet
+            return xp if all(v > first[u] for u, v in xp.items()) else None
+
+        second = wait_for(served_again, timeout=30, what="the views served again from the AOF")
+        post_events(api, token, 3)
+        wait_for(
+            lambda: all(v > second[u] for u, v in xp_of(api, token).items()),
+            timeout=120,
+            what="the events after the Redis restart applied",
+        )
+
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(60) == 0, logs()
+        assert "stopped." in out.read_text()
+        assert not (data / "stack.json").exists()
+        assert not [pid for pid in pids if running(pid)], logs()
+        assert {p["state"] for p in processes().values()} == {"stopped"}
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
