@@ -21,8 +21,11 @@ Design constraints, all coming from at-least-once delivery of out-of-order event
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
 import math
+from array import array
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -34,7 +37,9 @@ from models.rules import BadgeDef, Rules, XpRule
 from models.streaks import EMPTY_STREAK, StreakState, compute_streak, extend_streak, local_day, streak_as_of
 from models.tz import is_valid_timezone
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Version 1 kept raw event ids in `seen`; it is read and converted (see `UserState.from_dict`).
+_V1 = 1
 PERFECT_SCORE = 100
 # Bounds on what event props can make a user's state grow by.
 MAX_CATEGORIES = 32
@@ -47,6 +52,39 @@ DAILY_BUCKETS_KEPT = 8
 WEEKLY_BUCKETS_KEPT = 5
 
 _MS_PER_DAY = 86_400_000
+#: Event-id digests remembered per user (16 bytes each encoded: ~87 KB of changelog at most).
+#: A user who sends more within the dedup window moves their own dedup floor forward instead
+#: of growing state: events older than the oldest digest forgotten are refused as too_late.
+MAX_SEEN = 4096
+#: How many of the oldest digests one eviction drops (amortises the sort).
+_SEEN_EVICT = MAX_SEEN // 8
+
+
+def seen_digest(event_id: str) -> int:
+    """The 64-bit digest under which an event id is remembered. Whatever the id (up to 128
+    bytes), it costs the same; a collision among 4096 remembered ids is ~2^-41 likely and would
+    only make one new event look like a repeat."""
+    raw = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(raw, "big")
+
+
+def _pack_seen(seen: dict[int, int]) -> str:
+    """Digests and event times as base64 of two uint64/int64 arrays: 16 bytes an entry, and
+    (de)coded in C rather than as a JSON object of thousands of keys."""
+    digests = array("Q", seen.keys())
+    times = array("q", seen.values())
+    return base64.b64encode(digests.tobytes() + times.tobytes()).decode("ascii")
+
+
+def _unpack_seen(packed: str) -> dict[int, int]:
+    raw = base64.b64decode(packed)
+    half = len(raw) // 2
+    if len(raw) % 16 or half // 8 > MAX_SEEN:
+        raise ValueError("malformed seen memory")
+    digests, times = array("Q"), array("q")
+    digests.frombytes(raw[:half])
+    times.frombytes(raw[half:])
+    return dict(zip(digests, times, strict=True))
 
 
 @dataclass
@@ -73,7 +111,10 @@ class UserState:
     # "daily:2026-11-22" / "weekly:2026-W47" / "all_time:all" -> [xp, reached_at_ms]
     period_xp: dict[str, list[int]] = field(default_factory=dict)
     daily_action_xp: dict[str, int] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)
+    #: digest of event id (`seen_digest`) -> event time, within the dedup window, at most MAX_SEEN.
+    seen: dict[int, int] = field(default_factory=dict)
+    #: Events before this time are refused as too_late: the memory forgot ids older than it.
+    seen_floor_ms: int = 0
     watermark_ms: int = 0
     timezone: str = "UTC"
     updated_at_ms: int = 0
@@ -97,7 +138,8 @@ class UserState:
             "practice": {str(day): seconds for day, seconds in self.daily_practice_s.items()},
             "periods": self.period_xp,
             "action_xp": self.daily_action_xp,
-            "seen": self.seen,
+            "seen": _pack_seen(self.seen),
+            "floor": self.seen_floor_ms,
             "wm": self.watermark_ms,
             "tz": self.timezone,
             "updated": self.updated_at_ms,
@@ -105,8 +147,14 @@ class UserState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UserState:
-        if data.get("v") != STATE_VERSION:
-            raise ValueError(f"unsupported user state version {data.get('v')!r}")
+        version = data.get("v")
+        if version not in (STATE_VERSION, _V1):
+            raise ValueError(f"unsupported user state version {version!r}")
+        if version == _V1:
+            raw_ids: dict[str, int] = data["seen"]
+            seen = {seen_digest(event_id): ts for event_id, ts in raw_ids.items()}
+        else:
+            seen = _unpack_seen(data["seen"])
         current, longest, freezes, last, used = data["streak"]
         return cls(
             user_id=data["user_id"],
@@ -119,7 +167,8 @@ class UserState:
             daily_practice_s={int(day): seconds for day, seconds in data["practice"].items()},
             period_xp={k: list(v) for k, v in data["periods"].items()},
             daily_action_xp=dict(data["action_xp"]),
-            seen=dict(data["seen"]),
+            seen=seen,
+            seen_floor_ms=int(data.get("floor", 0)),
             watermark_ms=data["wm"],
             timezone=data["tz"],
             updated_at_ms=data["updated"],
@@ -178,28 +227,31 @@ def _no_effects(state: UserState, event: BehaviorEvent, rules: Rules, *, duplica
 def apply_event(state: UserState, event: BehaviorEvent, rules: Rules, dedup_window_ms: int) -> Effects:
     """Fold one event into `state` (mutated in place) and describe the effects.
 
-    Events of types the rules do not know are a no-op: they award nothing, so neither their ids
-    nor their times are kept (analytics-only traffic must not bloat the changelog), and
-    `duplicate` is only meaningful for known types.
+    Events of types the rules do not know award nothing, but they are deduplicated like the
+    rest (their activity feeds risk and challenges downstream, where a replay must not count
+    twice); the memory is bounded (MAX_SEEN digests), so analytics traffic cannot bloat state.
     """
     if event.user_id != state.user_id:
         raise ValueError(f"event for user {event.user_id!r} applied to the state of {state.user_id!r}")
-    if event.type not in rules.known_types:
-        return _no_effects(state, event, rules, duplicate=False)
-    if event.event_id in state.seen:
+    digest = seen_digest(event.event_id)
+    if digest in state.seen:
         return _no_effects(state, event, rules, duplicate=True)
-    if event.ts_ms < state.watermark_ms - dedup_window_ms:
+    if event.ts_ms < max(state.watermark_ms - dedup_window_ms, state.seen_floor_ms):
         raise InvalidEvent(
             "too_late",
-            f"event time is more than {dedup_window_ms} ms before the user's newest event; "
-            "it can no longer be told apart from a duplicate",
+            f"event time is more than {dedup_window_ms} ms before the user's newest event, or before "
+            "the oldest event id this user's dedup memory still holds; it can no longer be told "
+            "apart from a duplicate",
         )
+    if event.type not in rules.known_types:
+        _remember(state, digest, event.ts_ms, dedup_window_ms)
+        return _no_effects(state, event, rules, duplicate=False)
     horizon_days = math.ceil(max(dedup_window_ms, 0) / _MS_PER_DAY) + 2
     level_before = level_for_xp(state.xp, rules.levels).level
     streak_before = state.streak
     gains: list[tuple[str, int]] = []
 
-    _remember(state, event, dedup_window_ms)
+    _remember(state, digest, event.ts_ms, dedup_window_ms)
     state.updated_at_ms = max(state.updated_at_ms, event.ts_ms)
     rule = rules.actions.get(event.type)
     count_key = f"count:{event.type}"
@@ -238,26 +290,34 @@ def _gain(state: UserState, gains: list[tuple[str, int]], reason: str, xp: int) 
         state.xp += xp
 
 
-def _remember(state: UserState, event: BehaviorEvent, window_ms: int) -> None:
-    """Record the id and forget ids that fell out of the window.
+def _remember(state: UserState, digest: int, ts_ms: int, window_ms: int) -> None:
+    """Record the digest and forget those that fell out of the window, or the oldest ones when
+    the memory is full (moving the floor past them).
 
-    Ids are mostly inserted in time order, so expired ones are popped from the front (amortised
-    O(1)); a full sweep for out-of-order stragglers runs once per UTC day of watermark progress.
+    Digests are mostly inserted in time order, so expired ones are popped from the front
+    (amortised O(1)); a full sweep for out-of-order stragglers runs once per UTC day of
+    watermark progress.
     """
     old_watermark = state.watermark_ms
-    state.seen[event.event_id] = event.ts_ms
-    state.watermark_ms = max(old_watermark, event.ts_ms)
+    state.seen[digest] = ts_ms
+    state.watermark_ms = max(old_watermark, ts_ms)
     cutoff = state.watermark_ms - window_ms
     seen = state.seen
     expired = []
-    for event_id, ts in seen.items():
+    for key, ts in seen.items():
         if ts >= cutoff:
             break
-        expired.append(event_id)
-    for event_id in expired:
-        del seen[event_id]
+        expired.append(key)
+    for key in expired:
+        del seen[key]
     if state.watermark_ms // _MS_PER_DAY != old_watermark // _MS_PER_DAY:
-        state.seen = {k: ts for k, ts in seen.items() if ts >= cutoff}
+        state.seen = seen = {k: ts for k, ts in seen.items() if ts >= cutoff}
+    if len(seen) > MAX_SEEN:
+        oldest = sorted(seen.items(), key=lambda item: item[1])[:_SEEN_EVICT]
+        for key, _ in oldest:
+            del seen[key]
+        # Anything at or before the newest forgotten time may be one of the forgotten ids.
+        state.seen_floor_ms = max(state.seen_floor_ms, oldest[-1][1] + 1)
 
 
 def _action_xp(

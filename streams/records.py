@@ -7,6 +7,7 @@ production and on plain lists in unit tests (the arroyo pattern).
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,9 +31,31 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+#: A dead letter keeps this much of the refused value (and of its key): enough to see what it
+#: was, never enough to make the dead letter itself too large for the broker (a 200 KB value of
+#: control characters JSON-escapes to 1.2 MB). The size and SHA-256 identify the original.
+EXCERPT_BYTES = 1024
+KEY_EXCERPT_BYTES = 256
+MESSAGE_CHARS = 512
+
+
+def excerpt(data: bytes, limit: int) -> tuple[str | None, bool]:
+    """(text of the first ``limit`` bytes or None when they are not UTF-8, whether cut)."""
+    cut = len(data) > limit
+    head = data[:limit]
+    try:
+        return head.decode("utf-8"), cut
+    except UnicodeDecodeError as exc:
+        # A multi-byte character split by the cut is dropped, not a reason to give up on text.
+        if cut and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
+            return head[: exc.start].decode("utf-8"), cut
+        return None, cut
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message we refuse, with the reason, kept whole so an operator can replay it."""
+    """A message we refuse, with the reason: whole when small, else a bounded excerpt plus the
+    original's size and hash (fetch the original by topic, partition and offset to replay it)."""
 
     record: Record
     reason: str
@@ -45,16 +68,19 @@ class DeadLetter:
             "partition": self.record.partition,
             "offset": self.record.offset,
             "reason": self.reason,
-            "message": self.message,
+            "message": self.message[:MESSAGE_CHARS],
+            "raw_bytes": len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
         }
-        try:
-            out["raw"] = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            # Not text: keep every byte rather than a lossy decode.
-            out["raw"] = None
-            out["raw_b64"] = base64.b64encode(raw).decode("ascii")
+        text, cut = excerpt(raw, EXCERPT_BYTES)
+        out["raw"] = text
+        if text is None:
+            # Not text: keep the excerpt's bytes rather than a lossy decode.
+            out["raw_b64"] = base64.b64encode(raw[:EXCERPT_BYTES]).decode("ascii")
+        if cut:
+            out["raw_truncated"] = True
         if self.record.key is not None:
-            out["key"] = self.record.key.decode("utf-8", "replace")
+            out["key"] = self.record.key[:KEY_EXCERPT_BYTES].decode("utf-8", "replace")
         return out
 
 

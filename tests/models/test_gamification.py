@@ -8,7 +8,16 @@ import orjson
 import pytest
 
 from models.events import InvalidEvent, UserProfile
-from models.gamification import Effects, UserState, apply_event, apply_profile, metric_value, public_view
+from models.gamification import (
+    MAX_SEEN,
+    Effects,
+    UserState,
+    apply_event,
+    apply_profile,
+    metric_value,
+    public_view,
+    seen_digest,
+)
 from models.leaderboard import encode_score
 from models.rules import Rules
 from models.streaks import StreakState, local_day
@@ -116,14 +125,47 @@ def test_once_action_pays_once() -> None:
     assert s.counters["count:profile_complete"] == 2
 
 
-def test_unknown_type_is_a_no_op() -> None:
+def test_unknown_type_awards_nothing_but_is_deduplicated() -> None:
     s = new_state()
     apply(s, "lesson_complete", T)
-    before = orjson.dumps(s.to_dict())
-    fx = apply(s, "page_scrolled", T + 5)
+    before = s.to_dict()
+    unknown = event("page_scrolled", T + 5)
+    fx = apply_event(s, unknown, RULES, WINDOW)
     assert (fx.xp_gained, fx.changed, fx.duplicate, fx.touched_periods) == (0, False, False, ())
-    assert orjson.dumps(s.to_dict()) == before
+    after = s.to_dict()
+    assert {k: v for k, v in after.items() if k not in ("seen", "wm")} == {
+        k: v for k, v in before.items() if k not in ("seen", "wm")
+    }
     assert "count:page_scrolled" not in s.counters
+    # A redelivery is a duplicate: risk and challenges downstream must not count it twice.
+    assert apply_event(s, unknown, RULES, WINDOW).duplicate
+
+
+def test_the_dedup_memory_is_bounded_and_its_floor_refuses_what_it_forgot() -> None:
+    s = new_state()
+    first = event("page_view", T)
+    apply_event(s, first, RULES, WINDOW)
+    for i in range(1, MAX_SEEN + 1):
+        apply_event(s, event("page_view", T + i, event_id="x" * 120 + str(i)), RULES, WINDOW)
+    assert len(s.seen) <= MAX_SEEN
+    assert len(orjson.dumps(s.to_dict())) < 100_000
+    # The first id was forgotten; it cannot come back as new: it is older than the floor.
+    assert seen_digest(first.event_id) not in s.seen
+    with pytest.raises(InvalidEvent) as info:
+        apply_event(s, first, RULES, WINDOW)
+    assert info.value.reason == "too_late"
+    restored = UserState.from_dict(orjson.loads(orjson.dumps(s.to_dict())))
+    assert restored.seen == s.seen and restored.seen_floor_ms == s.seen_floor_ms
+
+
+def test_version_1_state_with_raw_ids_is_read_as_digests() -> None:
+    s = new_state()
+    ev = event("lesson_complete", T)
+    apply_event(s, ev, RULES, WINDOW)
+    v1 = {**s.to_dict(), "v": 1, "seen": {ev.event_id: ev.ts_ms}}
+    del v1["floor"]
+    restored = UserState.from_dict(v1)
+    assert apply_event(restored, ev, RULES, WINDOW).duplicate
 
 
 # --- daily cap -------------------------------------------------------------------------------
@@ -387,7 +429,7 @@ def test_seen_ids_are_pruned_and_then_too_late() -> None:
     apply_event(s, old, RULES, WINDOW)
     for i in range(1, 10):
         apply(s, "job_view", T + i * DAY)
-    assert old.event_id not in s.seen
+    assert seen_digest(old.event_id) not in s.seen
     assert all(ts >= s.watermark_ms - WINDOW for ts in s.seen.values())
     with pytest.raises(InvalidEvent, match="duplicate"):
         apply_event(s, old, RULES, WINDOW)
@@ -399,7 +441,7 @@ def test_out_of_order_stragglers_are_pruned_by_the_daily_sweep() -> None:
     straggler = event("job_view", T - 5 * DAY)
     apply_event(s, straggler, RULES, WINDOW)
     apply(s, "job_view", T + 3 * DAY)  # straggler expired, but not at the front of `seen`
-    assert straggler.event_id not in s.seen
+    assert seen_digest(straggler.event_id) not in s.seen
 
 
 def test_event_for_another_user_is_a_bug() -> None:
