@@ -5,12 +5,21 @@ and a pub/sub topic for live delivery. Publishing is one atomic Lua call, so ids
 increasing per channel and the log never has gaps except at its trimmed head. A dedup key
 makes a re-published message (redelivery after a worker crash) a no-op.
 
+The log is capped in messages and in bytes (``HISTORY_SIZE``, ``HISTORY_BYTES``): a count alone
+let one user's large pushes hold megabytes per channel. Its payload bytes are kept in a counter
+key beside it, updated in the same call that appends and trims, so the two never disagree. A
+message whose data is over ``MAX_MESSAGE_BYTES`` is replaced, before anything is written, by a
+small marker with the same type (``{"omitted": "too_large", "bytes": n, "limit": ...}``): it keeps
+its id, so live clients and replays see that something happened and re-read the resource over
+HTTP, where cutting it to fit would have sent them invalid or misleading data.
+
 Recovery is all or nothing: a client that says ``since=N`` either gets every message after N
 or ``recovered=False`` when some of them were trimmed away.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,32 +28,87 @@ from typing import Any, cast
 import orjson
 from redis.asyncio import Redis
 
-from infra import keys
+from infra import keys, redis_errors
+
+log = logging.getLogger(__name__)
 
 #: Messages kept per channel for replay on reconnect.
 HISTORY_SIZE = 500
+#: Payload bytes (type + data JSON + timestamp) kept per channel: 256 KiB.
+HISTORY_BYTES = 256 * 1024
+#: Largest data JSON one message may carry (32 KiB); larger data is replaced by a marker.
+MAX_MESSAGE_BYTES = 32 * 1024
 #: How long a dedup key lives: longer than any redelivery window.
 DEDUP_TTL_S = 24 * 3600
 #: Channel histories expire when idle for this long.
 HISTORY_TTL_S = 7 * 24 * 3600
 
-# A Lua function publishing any number of messages in one call, shared by this module's script
+# Lua functions publishing any number of messages in one call, shared by this module's script
 # and by the workers' batch-write script (streams/serving.py) so a batch is one round trip.
-# Each message is [seq-key, log-key, pubsub-key, dedup-key or "", channel, type, data-json, ts-ms],
-# all strings (Lua numbers would print a millisecond timestamp as 1.79e+12). Messages travel as
-# one JSON argument: redis-py encodes every argument in Python, which cost more than the work.
-# The keys are computed by infra/keys.py, so the layout stays defined once; they are not declared
-# in KEYS, which ties the script to a single Redis (not Cluster).
+# Each message is [seq-key, log-key, pubsub-key, dedup-key or "", channel, type, data-json, ts-ms,
+# bytes-key], all strings (Lua numbers would print a millisecond timestamp as 1.79e+12). Messages
+# travel as one JSON argument: redis-py encodes every argument in Python, which cost more than
+# the work. ARGV[1..4] are the limits (``ChannelLog.limits``); a script's own document comes
+# after them. The keys are computed by infra/keys.py, so the layout stays defined once; they are
+# not declared in KEYS, which ties the script to a single Redis (not Cluster).
+#
+# Writes go through ``try``: redis.pcall, so a key Redis refuses (WRONGTYPE, OOM) skips that
+# message and is reported in ``errors`` as {Redis's reason, "<command> <key>"} (kept apart: a key
+# holds client-chosen text, which must not pass for an error code; infra/redis_errors.py) instead
+# of aborting the call and every other user's writes after it.
 PUBLISH_ALL_LUA = """
-local function publish_all(msgs, maxlen, dedup_ttl, ttl)
+local errors = {}
+local function try(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    errors[#errors + 1] = {r.err, cmd .. ' ' .. key}
+    return nil, true
+  end
+  return r, false
+end
+-- The payload bytes of one log entry, as XRANGE returns its fields {'t', type, 'd', data, 'ts', ts}.
+local function entry_bytes(f)
+  return #f[2] + #f[4] + #f[6]
+end
+-- Drop the oldest entries until the log is within both caps; returns the bytes left.
+local function trim(logkey, bytes, maxlen, maxbytes)
+  while bytes > maxbytes or redis.call('XLEN', logkey) > maxlen do
+    local oldest = redis.call('XRANGE', logkey, '-', '+', 'COUNT', 1)[1]
+    if not oldest then return 0 end
+    bytes = bytes - entry_bytes(oldest[2])
+    redis.call('XDEL', logkey, oldest[1])
+  end
+  return bytes
+end
+local function append(m, n, maxlen, maxbytes, ttl)
+  local held, failed = try('GET', m[9])
+  if failed or redis.call('TYPE', m[2])['ok'] ~= (held and 'stream' or 'none') then
+    -- No byte count beside a log (one written before the count existed, or a count lost) or
+    -- a log key of another type: the size is unknown, so the history restarts rather than be
+    -- read whole to measure it; clients asking for it get recovered: false and resync.
+    if not try('DEL', m[2], m[9]) then return end
+    held = 0
+  end
+  held = tonumber(held) or 0
+  local size = #m[6] + #m[7] + #m[8]
+  local _, refused = try('XADD', m[2], n .. '-1', 't', m[6], 'd', m[7], 'ts', m[8])
+  if refused then return end
+  local bytes = trim(m[2], held + size, maxlen, maxbytes)
+  redis.call('SET', m[9], bytes, 'EX', ttl)
+  redis.call('EXPIRE', m[2], ttl)
+end
+local function publish_all(msgs)
+  local maxlen, maxbytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+  local dedup_ttl, ttl = ARGV[3], ARGV[4]
   local ids = {}
   for i, m in ipairs(msgs) do
     local n = 0
-    if m[4] == '' or redis.call('SET', m[4], '1', 'NX', 'EX', dedup_ttl) then
-      n = redis.call('INCR', m[1])
+    local fresh = m[4] == '' or try('SET', m[4], '1', 'NX', 'EX', dedup_ttl)
+    local seq = fresh and try('INCR', m[1])
+    if seq then
+      n = seq
       redis.call('EXPIRE', m[1], ttl)
-      redis.call('XADD', m[2], 'MAXLEN', maxlen, n .. '-1', 't', m[6], 'd', m[7], 'ts', m[8])
-      redis.call('EXPIRE', m[2], ttl)
+      append(m, n, maxlen, maxbytes, ttl)
       redis.call('PUBLISH', m[3], '{"channel":' .. cjson.encode(m[5]) .. ',"id":' .. n
         .. ',"type":' .. cjson.encode(m[6]) .. ',"data":' .. m[7] .. ',"ts":' .. m[8] .. '}')
     end
@@ -53,8 +117,11 @@ local function publish_all(msgs, maxlen, dedup_ttl, ttl)
   return ids
 end
 """
-# ARGV: maxlen, dedup-ttl, history-ttl, messages-json. Returns each message's id (0 = deduplicated).
-_PUBLISH_LUA = PUBLISH_ALL_LUA + "return publish_all(cjson.decode(ARGV[4]), ARGV[1], ARGV[2], ARGV[3])"
+#: How many ARGV entries ``ChannelLog.limits`` fills; a script's document follows them.
+LIMIT_ARGS = 4
+# ARGV: the limits, then the messages' JSON. Returns {each message's id (0 = deduplicated or
+# refused), the refusals}.
+_PUBLISH_LUA = PUBLISH_ALL_LUA + "local ids = publish_all(cjson.decode(ARGV[5]))\nreturn {ids, errors}"
 
 
 @dataclass(frozen=True)
@@ -85,21 +152,33 @@ class Message:
         return cls(d["channel"], int(d["id"]), d["type"], d["data"], int(d["ts"]))
 
 
+def omitted_marker(size: int, limit: int) -> dict[str, Any]:
+    """What a client receives instead of data over ``MAX_MESSAGE_BYTES``: re-read over HTTP."""
+    return {"omitted": "too_large", "bytes": size, "limit": limit}
+
+
 class ChannelLog:
     """Publish to and replay from channels. One instance per Redis connection pool."""
 
-    def __init__(self, redis: Redis, history_size: int = HISTORY_SIZE) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        history_size: int = HISTORY_SIZE,
+        history_bytes: int = HISTORY_BYTES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.redis = redis
         self.history_size = history_size
+        self.history_bytes = history_bytes
+        self.max_message_bytes = max_message_bytes
         self._script = redis.register_script(_PUBLISH_LUA)
 
     @property
-    def limits(self) -> tuple[int, int, int]:
-        """The publish function's (maxlen, dedup-ttl, history-ttl) arguments."""
-        return self.history_size, DEDUP_TTL_S, HISTORY_TTL_S
+    def limits(self) -> tuple[int, int, int, int]:
+        """The publish function's ARGV[1..4]: (maxlen, max-bytes, dedup-ttl, history-ttl)."""
+        return self.history_size, self.history_bytes, DEDUP_TTL_S, HISTORY_TTL_S
 
-    @staticmethod
-    def encode(messages: Sequence[Outgoing]) -> list[list[str]]:
+    def encode(self, messages: Sequence[Outgoing]) -> list[list[str]]:
         """Messages as the Lua ``publish_all`` takes them (see PUBLISH_ALL_LUA)."""
         now = str(int(time.time() * 1000))
         return [
@@ -110,18 +189,35 @@ class ChannelLog:
                 keys.channel_dedup(m.channel, m.dedup_key) if m.dedup_key else "",
                 m.channel,
                 m.type,
-                orjson.dumps(m.data).decode(),
+                self.bounded_data(m),
                 str(m.ts_ms) if m.ts_ms is not None else now,
+                keys.channel_bytes(m.channel),
             ]
             for m in messages
         ]
 
+    def bounded_data(self, m: Outgoing) -> str:
+        """The message's data as JSON, or the marker that replaces data over the limit."""
+        data = orjson.dumps(m.data)
+        if len(data) <= self.max_message_bytes:
+            return data.decode()
+        log.warning(
+            "%s push on %r is %d bytes (limit %d): sent as an omitted marker",
+            m.type,
+            m.channel[:200],
+            len(data),
+            self.max_message_bytes,
+        )
+        return orjson.dumps(omitted_marker(len(data), self.max_message_bytes)).decode()
+
     async def publish(
         self, channel: str, type_: str, data: Any, dedup_key: str | None = None, ts_ms: int | None = None
     ) -> int:
-        """Publish one message; returns its id, or 0 when ``dedup_key`` was seen before."""
+        """Publish one message; returns its id, or 0 when ``dedup_key`` was seen before. Raises
+        ``RefusedWrites`` (infra/redis_errors.py) when Redis refused to store it."""
         payload = orjson.dumps(self.encode([Outgoing(channel, type_, data, dedup_key, ts_ms)]))
-        ids = await self._script(keys=[], args=[*self.limits, payload])
+        ids, errors = await self._script(keys=[], args=[*self.limits, payload])
+        redis_errors.check(errors)
         return int(ids[0])
 
     async def ensure_loaded(self) -> None:

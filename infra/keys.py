@@ -1,74 +1,130 @@
 """The Redis key layout of the serving view. Writers (streams/) and readers (api/) both use
-these functions, so the layout is defined once."""
+these functions, so the layout is defined once.
+
+Two namespaces that cannot meet, whatever a client names itself:
+- user keys ``elimu:u:{<user_id>}:<kind>``: the kind is a fixed word without ``:``, so the key
+  reads back as exactly one (user, kind) pair (the kind is after the last ``:``, the id is what
+  lies between ``elimu:u:{`` and ``}:<kind>``). The braces are a Redis Cluster hash tag: one
+  user's keys share a slot (for an id without ``}``; a ``}`` only moves the tag's end, still the
+  same for all of that user's kinds).
+- shared keys: everything else under ``elimu:``, built by ``_shared``, which refuses a name in
+  the user namespace. Their variable parts follow a fixed word (``lb:``, ``ch:``, ``cmd:``...).
+Channel keys are shared keys ``elimu:ch:{<channel>}:<kind>``; a dedup key is a fixed-size digest,
+so no channel name or dedup key can make one channel's key another's.
+"""
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "elimu"
+#: Every per-user key, and nothing else, starts with this.
+USER_PREFIX = f"{PREFIX}:u:"
+#: The layout's version, part of the serving epoch's name: bumping it makes every worker
+#: re-project its state under the new names on upgrade (the old keys become garbage; see
+#: docs/operations.md for how to delete them).
+LAYOUT_VERSION = 2
+
+
+class KeyspaceError(ValueError):
+    """A shared key that would fall in the user namespace (a programming error)."""
+
+
+def _shared(name: str) -> str:
+    key = f"{PREFIX}:{name}"
+    if key.startswith(USER_PREFIX):
+        raise KeyspaceError(f"shared key {key!r} is in the user namespace {USER_PREFIX!r}")
+    return key
+
+
+#: The kinds of per-user key: words without ':' (see the module docstring).
+USER_KINDS = frozenset(
+    {"state", "risk", "matches", "apps", "rewards", "referrals", "growth", "notifications"}
+)
+
+
+def _user(user_id: str, kind: str) -> str:
+    return f"{USER_PREFIX}{{{user_id}}}:{kind}"
 
 
 def user_state(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}"
+    return _user(user_id, "state")
 
 
 def user_risk(user_id: str) -> str:
-    return f"{PREFIX}:risk:{user_id}"
+    return _user(user_id, "risk")
 
 
 def leaderboard(period: str, bucket: str) -> str:
     """``period`` is daily/weekly/all_time; ``bucket`` the UTC day, ISO week or ``all``."""
-    return f"{PREFIX}:lb:{period}:{bucket}"
+    return _shared(f"lb:{period}:{bucket}")
 
 
 def channel_seq(channel: str) -> str:
-    return f"{PREFIX}:ch:{{{channel}}}:seq"
+    return _shared(f"ch:{{{channel}}}:seq")
 
 
 def channel_log(channel: str) -> str:
-    return f"{PREFIX}:ch:{{{channel}}}:log"
+    return _shared(f"ch:{{{channel}}}:log")
+
+
+def channel_bytes(channel: str) -> str:
+    """The payload bytes held in ``channel_log`` (infra/channels.py keeps the two in step)."""
+    return _shared(f"ch:{{{channel}}}:bytes")
 
 
 def channel_dedup(channel: str, key: str) -> str:
-    return f"{PREFIX}:ch:{{{channel}}}:dedup:{key}"
+    """A digest of the dedup key: fixed size whatever the key (ids can be long) and free of the
+    separators that could make it read as another channel's key."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return _shared(f"ch:{{{channel}}}:dedup:{digest}")
 
 
 def channel_pubsub(channel: str) -> str:
+    """A pub/sub channel name (pub/sub names are not keys and cannot meet them)."""
     return f"{PREFIX}:pub:{channel}"
 
 
 PUBSUB_PATTERN = f"{PREFIX}:pub:*"
 
 #: Set by a worker after it has projected its tables into Redis; its absence means Redis
-#: was wiped (or never filled) and the serving view must be rebuilt from the tables.
-SERVING_EPOCH = f"{PREFIX}:serving:epoch"
+#: was wiped (or never filled), or the layout changed, and the serving view must be rebuilt
+#: from the tables.
+SERVING_EPOCH = _shared(f"serving:epoch:v{LAYOUT_VERSION}")
 
 #: Hash of worker heartbeats (worker id -> unix seconds), read by /readyz.
-WORKER_HEARTBEATS = f"{PREFIX}:workers"
+WORKER_HEARTBEATS = _shared("workers")
+
+#: Hash of stalled workers (worker id -> JSON {agent, seconds, reason}), read by /readyz: a
+#: worker with a batch in flight too long (streams/progress.py). Absent when all progress.
+WORKER_STALLS = f"{PREFIX}:worker-stalls"
 
 #: Hash of worker metric snapshots (worker id -> Prometheus text), so one scrape of the API's
 #: /metrics shows every live worker too.
-WORKER_METRICS = f"{PREFIX}:worker-metrics"
+WORKER_METRICS = _shared("worker-metrics")
 
 #: Consumer-lag sampler (infra/lag.py): a capped list of offset snapshots (newest first), the
 #: latest report built from them, and the lock that lets one API process sample at a time.
-LAG_SAMPLES = f"{PREFIX}:lag:samples"
-LAG_REPORT = f"{PREFIX}:lag:report"
-LAG_SAMPLER_LOCK = f"{PREFIX}:lag:lock"
+LAG_SAMPLES = _shared("lag:samples")
+LAG_REPORT = _shared("lag:report")
+LAG_SAMPLER_LOCK = _shared("lag:lock")
 
 
 #: A user's job matches (JSON object job_id -> match) and applications (JSON list), whole views.
 def user_matches(user_id: str) -> str:
-    return f"{PREFIX}:matches:{user_id}"
+    return _user(user_id, "matches")
 
 
 def user_applications(user_id: str) -> str:
-    return f"{PREFIX}:apps:{user_id}"
+    return _user(user_id, "apps")
 
 
 #: Hash application_id -> facts JSON (models.applications.ApplicationFacts), for analytics.
-APPLICATION_FACTS = f"{PREFIX}:apps:facts"
+# Renamed from "apps:facts" with layout 2: a user named "facts" may have made the old key a string.
+APPLICATION_FACTS = _shared("application-facts")
 
 #: Hash of market pulses by scope: field "<location>|<industry>" (casefolded, empty = any).
-MARKET_PULSE = f"{PREFIX}:market:pulse"
+MARKET_PULSE = _shared("market:pulse")
 
 
 def market_scope(location: str | None, industry: str | None) -> str:
@@ -77,48 +133,49 @@ def market_scope(location: str | None, industry: str | None) -> str:
 
 def command_result(command_id: str) -> str:
     """The worker's answer to an API command (infra/commands.py), kept a day for retries."""
-    return f"{PREFIX}:cmd:{command_id}"
+    return _shared(f"cmd:{command_id}")
 
 
 def user_rewards(user_id: str) -> str:
-    return f"{PREFIX}:rewards:{user_id}"
+    return _user(user_id, "rewards")
 
 
 def user_referrals(user_id: str) -> str:
-    return f"{PREFIX}:referrals:{user_id}"
+    return _user(user_id, "referrals")
 
 
 def user_growth(user_id: str) -> str:
     """Challenge progress and goals of a user (JSON)."""
-    return f"{PREFIX}:growth:{user_id}"
+    return _user(user_id, "growth")
 
 
 def referral_code(code: str) -> str:
-    return f"{PREFIX}:refcode:{code}"
+    return _shared(f"refcode:{code}")
 
 
 #: Hash referrer id -> referral book JSON, for growth analytics and the review queue.
-REFERRAL_BOOKS = f"{PREFIX}:referrals:books"
+# Renamed from "referrals:books" with layout 2, for the same reason (a user named "books").
+REFERRAL_BOOKS = _shared("referral-books")
 
 
 def referral_ip_claims(ip: str, day: str) -> str:
-    return f"{PREFIX}:refip:{ip}:{day}"
+    return _shared(f"refip:{ip}:{day}")
 
 
 #: Sorted set: every scored user's current drop-off risk (0-100), for the at-risk list and stats.
-RISK_SCORES = f"{PREFIX}:risk-board"  # not under "risk:", where user ids live
+RISK_SCORES = _shared("risk-board")
 #: The risk trainer's prequential evaluation (JSON), for operators.
-RISK_EVALUATION = f"{PREFIX}:risk-evaluation"
+RISK_EVALUATION = _shared("risk-evaluation")
 
 
 def user_notifications(user_id: str) -> str:
     """The user's in-app inbox (JSON: unread count and notifications, newest first)."""
-    return f"{PREFIX}:notifications:{user_id}"
+    return _user(user_id, "notifications")
 
 
 #: The interventions' funnel analytics (JSON, `InterventionStats.view`).
-INTERVENTION_ANALYTICS = f"{PREFIX}:interventions:analytics"
+INTERVENTION_ANALYTICS = _shared("interventions:analytics")
 #: Hash: campaign id -> its definition (JSON), mirrored from `elimu-broadcast`.
-CAMPAIGNS = f"{PREFIX}:campaigns"
+CAMPAIGNS = _shared("campaigns")
 #: Hash: campaign id -> its execution log (JSON, `CampaignRun.to_dict`).
-CAMPAIGN_RUNS = f"{PREFIX}:campaign-runs"
+CAMPAIGN_RUNS = _shared("campaign-runs")

@@ -40,7 +40,7 @@ from models.nudges import Celebration, celebrations_for
 from models.outcome_ledger import OutcomeLedger
 from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
-from streams import metrics
+from streams import metrics, redis_faults
 from streams.broadcast import Broadcasts
 from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
 from streams.career_pipeline import MATCH_ALERTS_TOPIC, CareerPipeline
@@ -135,13 +135,15 @@ async def _nothing() -> None:
 
 
 def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """The timer ``tick``, with a Redis failure reported by kind (streams/redis_faults.py) and
+    the tick skipped: the next tick tries again, whatever the kind, so none is retried here."""
+
     @functools.wraps(tick)
     async def guarded() -> None:
         try:
             await tick()
         except (RedisError, OSError) as exc:
-            metrics.SERVING_ERRORS.inc()
-            log.warning("%s skipped: Redis unavailable (%s)", tick.__name__, exc)
+            redis_faults.report(exc, f"timer {tick.__name__}")
 
     return guarded
 

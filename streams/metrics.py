@@ -58,7 +58,16 @@ SERVING_REBUILDS = Counter(
 )
 USERS_IN_STATE = Gauge("elimu_users_in_state", "Users held in this worker's state table", registry=REGISTRY)
 SERVING_ERRORS = Counter(
-    "elimu_serving_errors_total", "Failed Redis writes of the serving view (retried)", registry=REGISTRY
+    "elimu_serving_errors_total",
+    "Failed Redis writes of the serving view (every kind; see elimu_serving_failures_total)",
+    registry=REGISTRY,
+)
+SERVING_FAILURES = Counter(
+    "elimu_serving_failures_total",
+    "Failed Redis writes of the serving view by kind (connection, timeout, readonly, busy, "
+    "noscript, oom: retried; wrongtype, response, data: skipped, never retried) and action",
+    ["kind", "action"],
+    registry=REGISTRY,
 )
 INPUT_OFFSET_GAPS = Counter(
     "elimu_input_offset_gaps_total",

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 from redis.exceptions import RedisError
 
-from streams import metrics
+from streams import metrics, redis_faults
 from streams.engagement import BatchOutcome, EngagementProcessor, StateStore
 from streams.records import DeadLetter, Record
 from streams.serving import ServingWriter, engagement_message
@@ -62,11 +62,18 @@ async def await_delivery(sent: Sequence[Any]) -> None:
 
 
 async def write_until_redis_answers(write: Callable[[], Awaitable[Any]]) -> None:
-    """Run a Redis write of the serving view, retrying with backoff until Redis answers.
+    """Run a Redis write of the serving view, retrying with backoff while a retry can help.
 
-    Failing the batch would make the worker exit (``streams.app``) and, were it not to, Faust
-    would ack the batch anyway; blocking here holds the offsets back while Redis is away, and the
+    Redis away, slow, failing over or out of memory (infra/redis_errors.py): retried with
+    backoff (0.1 s doubling to 5 s) until it answers. Failing the batch would make the worker
+    exit (``streams.app``) and, were it not to, Faust would ack the batch anyway; blocking here
+    holds the offsets back while Redis cannot take writes (lag grows, /readyz says so), and the
     state is already safe in the changelog. Every write is idempotent, so a retry is harmless.
+
+    An error no retry can fix (WRONGTYPE, any other error reply) is reported (an error log with
+    what Redis said, ``elimu_serving_failures_total{action="skipped"}``) and the write skipped,
+    so the batch goes on: looping would stall every user for one bad key, and the view is
+    rebuildable from the tables.
     """
     delay = 0.1
     while True:
@@ -74,8 +81,8 @@ async def write_until_redis_answers(write: Callable[[], Awaitable[Any]]) -> None
             await write()
             return
         except (RedisError, OSError) as exc:
-            metrics.SERVING_ERRORS.inc()
-            log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+            if not redis_faults.report(exc, delay=delay):
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -16,11 +16,13 @@ import orjson
 from redis.asyncio import Redis
 
 from infra import keys
-from infra.channels import PUBLISH_ALL_LUA, ChannelLog, Outgoing
+from infra.channels import LIMIT_ARGS, PUBLISH_ALL_LUA, ChannelLog, Outgoing
+from infra.redis_errors import RETRIED, RefusedWrites
 from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
 from models.levels import level_progress
 from models.rules import Rules
+from streams import redis_faults
 from streams.engagement import Applied, BatchOutcome
 
 #: How long period leaderboards outlive their period, so "yesterday" can still be read.
@@ -33,21 +35,24 @@ PROJECT_CHUNK = 2000
 # One call per batch. ARGV: the publish limits (see infra/channels.py), then one JSON document:
 # {"set": [[key, view-json]], "zadd": [[key, ttl-s (0 = none), [score, member, ...]]],
 #  "hset": [[key, field, value]], "publish": [message, ...]}.
-# Scores are integer strings (exact; see models/leaderboard.py).
+# Scores are integer strings (exact; see models/leaderboard.py). Every write goes through the
+# channels' ``try`` (redis.pcall): a key Redis refuses is reported, the others are written.
+# Returns {each message's id, the refusals}.
 _BATCH_WRITE_LUA = (
     PUBLISH_ALL_LUA
+    + f"local doc = cjson.decode(ARGV[{LIMIT_ARGS + 1}])"
     + """
-local doc = cjson.decode(ARGV[4])
-for _, kv in ipairs(doc["set"]) do redis.call('SET', kv[1], kv[2]) end
-for _, h in ipairs(doc["hset"]) do redis.call('HSET', h[1], h[2], h[3]) end
+for _, kv in ipairs(doc["set"]) do try('SET', kv[1], kv[2]) end
+for _, h in ipairs(doc["hset"]) do try('HSET', h[1], h[2], h[3]) end
 for _, z in ipairs(doc["zadd"]) do
   local members = z[3]
   for i = 1, #members, 2000 do
-    redis.call('ZADD', z[1], unpack(members, i, math.min(i + 1999, #members)))
+    try('ZADD', z[1], unpack(members, i, math.min(i + 1999, #members)))
   end
   if z[2] > 0 then redis.call('EXPIRE', z[1], z[2]) end
 end
-return publish_all(doc["publish"], ARGV[1], ARGV[2], ARGV[3])
+local ids = publish_all(doc["publish"])
+return {ids, errors}
 """
 )
 
@@ -55,6 +60,10 @@ return publish_all(doc["publish"], ARGV[1], ARGV[2], ARGV[3])
 def _period_key(period_bucket: str) -> tuple[str, str]:
     period, _, bucket = period_bucket.partition(":")
     return period, bucket
+
+
+#: Event ids listed in one engagement push (the newest of the batch).
+MAX_PUSHED_IDS = 50
 
 
 def engagement_message(state: UserState, applied: list[Applied], rules: Rules) -> dict[str, Any]:
@@ -70,7 +79,10 @@ def engagement_message(state: UserState, applied: list[Applied], rules: Rules) -
     streak = last.streak_after
     return {
         "user_id": state.user_id,
-        "event_ids": [a.event.event_id for a in applied],
+        # The newest ids only: a batch of 1,000 events of 128-byte ids would make a 130 KB push
+        # into the user's channel history; the count says how many there were.
+        "event_ids": [a.event.event_id for a in applied[-MAX_PUSHED_IDS:]],
+        "events": len(applied),
         "xp_gained": sum(a.effects.xp_gained for a in applied),
         "breakdown": breakdown,
         "xp": state.xp,
@@ -181,7 +193,14 @@ class ServingWriter:
         payload = orjson.dumps(
             {"set": views, "zadd": zadds, "hset": hsets or [], "publish": self.channels.encode(messages)}
         )
-        await self._write_script(keys=[], args=[*self.channels.limits, payload])
+        _, errors = await self._write_script(keys=[], args=[*self.channels.limits, payload])
+        if errors:
+            refused = RefusedWrites.from_script(errors)
+            if refused.kind in RETRIED:
+                raise refused  # e.g. out of memory: nothing was written, the caller retries it all
+            # Only the refused keys were not written: report them, and the rest of the call
+            # stands (a live batch goes on; a re-projection does not loop on one bad key).
+            redis_faults.report(refused)
         for period, bucket in boards:
             self.dirty_buckets[period].add(bucket)
 

@@ -1,0 +1,133 @@
+"""`infra.keys`: user keys and shared keys live in namespaces no id can cross (property tests).
+
+The issue this guards: a user named ``books`` owned ``elimu:referrals:books``, the shared hash of
+every referral book, and the worker looped on WRONGTYPE. Every key function of the module is
+classified below, so a new one cannot slip in untested.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from infra import keys
+
+# Every per-user key function, by the kind it writes.
+USER_KEYS: dict[str, Callable[[str], str]] = {
+    "state": keys.user_state,
+    "risk": keys.user_risk,
+    "matches": keys.user_matches,
+    "apps": keys.user_applications,
+    "rewards": keys.user_rewards,
+    "referrals": keys.user_referrals,
+    "growth": keys.user_growth,
+    "notifications": keys.user_notifications,
+}
+# Shared key functions of one free argument (a channel, a command id, a referral code).
+SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
+    "channel_seq": keys.channel_seq,
+    "channel_log": keys.channel_log,
+    "channel_bytes": keys.channel_bytes,
+    "command_result": keys.command_result,
+    "referral_code": keys.referral_code,
+}
+# ... and of two.
+SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
+    "leaderboard": keys.leaderboard,
+    "channel_dedup": keys.channel_dedup,
+    "referral_ip_claims": keys.referral_ip_claims,
+}
+# Functions that do not name a Redis key.
+NOT_KEYS = {"channel_pubsub", "market_scope"}
+
+#: Every shared constant key of the module.
+SHARED_CONSTANTS = {
+    name: value
+    for name, value in vars(keys).items()
+    if name.isupper() and isinstance(value, str) and value.startswith(f"{keys.PREFIX}:")
+    and name not in {"USER_PREFIX", "PUBSUB_PATTERN"}
+}  # fmt: skip
+
+# Ids as hostile as they come: the separators and hash-tag braces of the layout, glob
+# characters, and the very words of shared keys.
+separators = st.sampled_from([":", "{", "}", "*", "books", "facts", "pulse", "at-risk", "u", "elimu"])
+ids = st.lists(st.one_of(separators, st.text(min_size=0, max_size=6)), max_size=8).map("".join)
+
+
+def test_every_key_function_is_classified() -> None:
+    functions = {name for name, f in vars(keys).items() if inspect.isfunction(f) and not name.startswith("_")}
+    classified = {f.__name__ for f in USER_KEYS.values()} | set(SHARED_KEYS_1) | set(SHARED_KEYS_2)
+    assert functions == classified | NOT_KEYS
+    assert set(USER_KEYS) == keys.USER_KINDS
+    assert all(":" not in kind and "}" not in kind for kind in keys.USER_KINDS)
+
+
+def test_shared_constants_are_outside_the_user_namespace() -> None:
+    assert {"REFERRAL_BOOKS", "APPLICATION_FACTS", "MARKET_PULSE", "RISK_SCORES"} <= set(SHARED_CONSTANTS)
+    for name, key in SHARED_CONSTANTS.items():
+        assert not key.startswith(keys.USER_PREFIX), name
+
+
+def test_a_shared_key_cannot_be_made_in_the_user_namespace() -> None:
+    with pytest.raises(keys.KeyspaceError):
+        keys._shared("u:{books}:referrals")
+
+
+def test_the_serving_epoch_names_the_layout_version() -> None:
+    # A layout change must re-project everything: the epoch key of the old layout is not read.
+    assert keys.SERVING_EPOCH.endswith(f":v{keys.LAYOUT_VERSION}") and keys.LAYOUT_VERSION >= 2
+
+
+@given(user_id=ids, a=ids, b=ids)
+def test_no_user_key_is_a_shared_key(user_id: str, a: str, b: str) -> None:
+    shared = set(SHARED_CONSTANTS.values())
+    shared |= {f(a) for f in SHARED_KEYS_1.values()}
+    shared |= {f(a, b) for f in SHARED_KEYS_2.values()}
+    for f in USER_KEYS.values():
+        key = f(user_id)
+        assert key.startswith(keys.USER_PREFIX)
+        assert key not in shared
+    for key in shared:
+        assert not key.startswith(keys.USER_PREFIX), key
+
+
+def parse_user_key(key: str) -> tuple[str, str]:
+    """The (user id, kind) a user key names: the inverse the layout promises."""
+    assert key.startswith(keys.USER_PREFIX + "{")
+    body, _, kind = key[len(keys.USER_PREFIX) + 1 :].rpartition(":")
+    assert body.endswith("}")
+    return body[:-1], kind
+
+
+@given(u1=ids, u2=ids, k1=st.sampled_from(sorted(USER_KEYS)), k2=st.sampled_from(sorted(USER_KEYS)))
+def test_distinct_users_and_kinds_give_distinct_keys(u1: str, u2: str, k1: str, k2: str) -> None:
+    key1, key2 = USER_KEYS[k1](u1), USER_KEYS[k2](u2)
+    assert parse_user_key(key1) == (u1, k1)
+    assert (key1 == key2) == ((u1, k1) == (u2, k2))
+
+
+@given(c1=ids, c2=ids, d1=ids, d2=ids)
+def test_channel_keys_differ_for_distinct_channels_and_kinds(c1: str, c2: str, d1: str, d2: str) -> None:
+    def all_keys(channel: str, dedup: str) -> dict[tuple[str, str], str]:
+        return {
+            (channel, "seq"): keys.channel_seq(channel),
+            (channel, "log"): keys.channel_log(channel),
+            (channel, "bytes"): keys.channel_bytes(channel),
+            (channel, "dedup:" + dedup): keys.channel_dedup(channel, dedup),
+        }
+
+    named = {**all_keys(c1, d1), **all_keys(c2, d2)}
+    # As many distinct keys as distinct (channel, kind) pairs: no two pairs share a key.
+    assert len(set(named.values())) == len(named)
+    # A user's channel is never a user key, nor another user's channel's key.
+    assert not any(k.startswith(keys.USER_PREFIX) for k in named.values())
+
+
+def test_a_dedup_key_is_a_fixed_size_digest_whatever_its_length() -> None:
+    long, short = keys.channel_dedup("user:u", "x" * 10_000), keys.channel_dedup("user:u", "x")
+    assert len(long) == len(short) < 100
+    assert long != short
