@@ -32,7 +32,7 @@ its snapshot was taken, and double-count users who are scored often). Why a sing
 and not an ensemble or trees: (1) `top_signals` must say *why*, and weight x standardized value is
 an exact additive decomposition of the logit; (2) log-loss SGD gives usable probabilities for
 the risk score and the weekly/monthly transform without a separate calibrator; (3) it is cheap
-to score on every event and pickles to a few kilobytes, which matters for a changelog. The
+to score on every event and encodes to about 2 kB, which matters for a broadcast. The
 non-linearities that matter (recency, counts) are handled by the log1p transforms of
 `models.risk_features`. Until a first label is learnt every prediction is 0.5 (an untrained
 scaler maps inputs to 0), which `confidence` reports as 0.
@@ -54,11 +54,19 @@ not River's `metrics.ROCAUC`, which approximates with a fixed number of threshol
 `calibration_bins` gives, per equal-width probability bin, the mean prediction and the observed
 drop rate; `brier_score` is the mean squared error of the probabilities.
 
-Persistence. `to_bytes()` = a one-line JSON header (format version, `river.__version__`) and a
-pickle of the whole state (River pipeline, pending labels, evaluation buffer). `from_bytes`
-refuses another format or another River major.minor with `IncompatibleModel`: River's pickles are
-not stable across minor versions. Pickle executes code on load: only load bytes this engine wrote
-(its own changelog), never user input.
+Persistence. `to_bytes()` = a one-line header (`elimu-risk {"format": 3, "river": ...}`) and a
+JSON document of plain numbers and strings (models/risk_codec.py): the pipeline's learnt numbers
+and hyperparameters, the pending book, the clock, the evidence count and the evaluation pairs.
+It never holds code: these bytes travel on a Kafka topic anyone with broker access could write,
+and unpickling them would run whatever a forged record said. `from_bytes` checks every value's
+type and bounds, refuses a forged or corrupt record with `IncompatibleModel` (a `ValueError`)
+and nothing else, and refuses inputs over 64 MiB (1 MiB with `scoring_only=True`), over 256
+features or over `max_eval_pairs` pairs. A restored model predicts and continues learning
+exactly as the original would (floats round-trip bit for bit). Format 2 (a pickle) is refused,
+never loaded: the trainer then relearns from the labels topic. The River version is written for
+operators but not checked: the numbers of a scaler and a logistic regression mean the same in
+any River release (a pickle, by contrast, is bound to River's private class layout), and the
+codec rebuilds the pipeline with the running release's classes.
 
 Consistency across workers (plan; only the pure parts live here). River's linear models cannot
 be merged in general (SGD state, per-feature scaler moments and optimizer state are not
@@ -82,8 +90,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import pickle
-from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +99,31 @@ import orjson
 from river import compose, linear_model, optim, preprocessing
 from river.__version__ import __version__ as RIVER_VERSION
 
-from models.events import format_ts
+from models.events import MAX_TS_MS, format_ts
+from models.risk_codec import (
+    MAX_MODEL_BYTES,
+    MAX_SCORER_BYTES,
+    FeatureNames,
+    check_features,
+    decode_pipeline,
+    decode_rows,
+    encode_pipeline,
+    encode_rows,
+    need,
+    pack_bytes,
+    pack_floats,
+    read_bool,
+    read_float,
+    read_int,
+    read_list,
+    read_object,
+    read_user,
+    unpack_bytes,
+    unpack_floats,
+)
+
+# `from_bytes` raises it: re-exported so callers import the model and its error from one place.
+from models.risk_codec import IncompatibleModel as IncompatibleModel
 
 DAY_MS = 86_400_000
 DEFAULT_HORIZON_MS = 7 * DAY_MS
@@ -101,7 +131,8 @@ DEFAULT_SNAPSHOT_GAP_MS = DAY_MS
 MAX_EVAL_PAIRS = 50_000
 CONFIDENCE_HALF = 500
 TOP_SIGNALS = 3
-FORMAT_VERSION = 2
+#: 3: plain data (models/risk_codec.py); 2 was a pickle and is refused unread.
+FORMAT_VERSION = 3
 _MAGIC = b"elimu-risk"
 #: Labels after which the model and the recency prior weigh the same (see `recency_prior`).
 PRIOR_LABELS = 200
@@ -144,10 +175,6 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-class IncompatibleModel(ValueError):
-    """Serialized model written by another format or River major.minor."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Records
 
@@ -169,11 +196,15 @@ class PendingLabel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingLabel:
+        """Checked like the model's own book: pending labels arrive from Kafka too (the risk
+        labels topic, the per-user changelog). Raises `IncompatibleModel` (a ValueError)."""
+        features = read_object(need(data, "features"), "features")
+        check_features(features, "features")
         return cls(
-            user_id=str(data["user_id"]),
-            scored_at_ms=int(data["scored_at_ms"]),
-            features={str(k): float(v) for k, v in data["features"].items()},
-            probability=float(data["probability"]),
+            user_id=read_user(need(data, "user_id"), "user_id"),
+            scored_at_ms=read_int(need(data, "scored_at_ms"), "scored_at_ms", 0, MAX_TS_MS),
+            features={k: float(v) for k, v in features.items()},
+            probability=read_float(need(data, "probability"), "probability", 0.0, 1.0),
         )
 
 
@@ -552,77 +583,176 @@ class RiskModel:
 
     def to_bytes(self, *, scoring_only: bool = False) -> bytes:
         """The whole state, or with `scoring_only` just what predicting needs (the pipeline and
-        the evidence count): a few kilobytes, what the engine broadcasts to every worker."""
-        header = orjson.dumps({"format": FORMAT_VERSION, "river": RIVER_VERSION})
+        the evidence count): about 2 kB, what the engine broadcasts to every worker.
+
+        Raises ValueError for a state no reader would accept (a non-finite number, over
+        MAX_FEATURES feature names, a pipeline other than `default_pipeline`'s shape)."""
+        names = FeatureNames()
         book = _Book() if scoring_only else self._book
-        state = {
-            "horizon_ms": self.horizon_ms,
-            "grace_ms": self.grace_ms,
-            "snapshot_gap_ms": self.snapshot_gap_ms,
-            "learn_on_resolve": self.learn_on_resolve,
-            "defer_negatives": self.defer_negatives,
-            "max_eval_pairs": self.pairs.maxlen,
-            "model": self.model,
+        pending = [p for queue in book.pending.values() for p in queue]
+        deferred = list(book.deferred.items())
+        pairs = () if scoring_only else self.pairs
+        baseline = () if scoring_only else self.baseline_pairs
+        body = {
+            "config": {
+                "horizon_ms": self.horizon_ms,
+                "grace_ms": self.grace_ms,
+                "snapshot_gap_ms": self.snapshot_gap_ms,
+                "max_eval_pairs": self.pairs.maxlen,
+                "learn_on_resolve": self.learn_on_resolve,
+                "defer_negatives": self.defer_negatives,
+            },
+            "pipeline": encode_pipeline(self.model, names),
             "n_learned": self.n_learned,
             "clock_ms": self.clock_ms,
-            "pairs": _pack_pairs(() if scoring_only else self.pairs),
-            "baseline_pairs": _pack_pairs(() if scoring_only else self.baseline_pairs),
-            "pending": book.pending,
-            "deadlines": book.deadlines,
-            "deferred": book.deferred,
+            "pending": {
+                "user": [p.user_id for p in pending],
+                "scored_at": [p.scored_at_ms for p in pending],
+                "probability": pack_floats(p.probability for p in pending),
+                "x": encode_rows([p.features for p in pending], names),
+            },
+            "deferred": {
+                "user": [user for (user, _), _ in deferred],
+                "scored_at": [scored_at for (_, scored_at), _ in deferred],
+                "x": encode_rows([features for _, features in deferred], names),
+            },
+            # The heap as a list, in heap order: restored as is, it is the same heap.
+            "deadlines": {
+                "deadline": [d for d, _, _ in book.deadlines],
+                "scored_at": [s for _, s, _ in book.deadlines],
+                "user": [u for _, _, u in book.deadlines],
+            },
+            "pairs": _pack_pairs(pairs),
+            "baseline_pairs": _pack_pairs(baseline),
         }
-        return _MAGIC + b" " + header + b"\n" + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        body["features"] = names.names  # last: the rows above added theirs
+        header = orjson.dumps({"format": FORMAT_VERSION, "river": RIVER_VERSION})
+        return _MAGIC + b" " + header + b"\n" + orjson.dumps(body)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> RiskModel:
-        head, sep, body = data.partition(b"\n")
-        if not sep or not head.startswith(_MAGIC + b" "):
+    def from_bytes(cls, data: bytes, *, scoring_only: bool = False) -> RiskModel:
+        """The model `to_bytes` wrote, or `IncompatibleModel` (and no other exception) for
+        anything else. `scoring_only=True` is for the broadcast scorer: 1 MiB at most, and a
+        record that carries a book or evaluation pairs is refused."""
+        limit = MAX_SCORER_BYTES if scoring_only else MAX_MODEL_BYTES
+        if not isinstance(data, bytes):
+            raise IncompatibleModel("a serialized RiskModel is bytes")
+        if len(data) > limit:
+            raise IncompatibleModel(f"serialized RiskModel is {len(data)} bytes; the limit is {limit}")
+        end = data.find(b"\n", 0, _MAX_HEADER)
+        if end < 0 or not data.startswith(_MAGIC + b" "):
             raise IncompatibleModel("not a serialized RiskModel (missing header)")
         try:
-            header = orjson.loads(head[len(_MAGIC) + 1 :])
+            header = orjson.loads(data[len(_MAGIC) + 1 : end])
         except orjson.JSONDecodeError as exc:
             raise IncompatibleModel(f"unreadable RiskModel header: {exc}") from exc
-        if header.get("format") != FORMAT_VERSION:
+        written = header.get("format") if isinstance(header, dict) else None
+        if type(written) is not int or written != FORMAT_VERSION:
             raise IncompatibleModel(
-                f"RiskModel format {header.get('format')!r} cannot be read by format {FORMAT_VERSION}"
+                f"RiskModel format {written!r} cannot be read by format {FORMAT_VERSION}"
+                + (" (format 2 is a pickle: never loaded)" if written == 2 else "")
             )
-        written = str(header.get("river", ""))
-        if _major_minor(written) != _major_minor(RIVER_VERSION):
-            raise IncompatibleModel(
-                f"RiskModel was written with river {written}, this process has river {RIVER_VERSION}:"
-                " River pickles are not portable across minor versions; retrain or load it with"
-                f" river {'.'.join(written.split('.')[:2])}.x"
-            )
-        state = pickle.loads(body)  # our own changelog only (see the module docstring)
+        try:
+            body = orjson.loads(data[end + 1 :])
+            return cls._from_document(read_object(body, "RiskModel"), scoring_only)
+        except orjson.JSONDecodeError as exc:
+            raise IncompatibleModel(f"unreadable RiskModel: {exc}") from exc
+        except IncompatibleModel:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            # Every value is checked above; this net keeps a reader's own bug from becoming a
+            # crash of the caller (the broadcast feed, the trainer's restore).
+            raise IncompatibleModel(f"RiskModel refused: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _from_document(cls, body: dict[str, Any], scoring_only: bool) -> RiskModel:
+        config = read_object(need(body, "config"), "config")
+        max_eval_pairs = read_int(need(config, "max_eval_pairs"), "max_eval_pairs", 0, MAX_EVAL_PAIRS)
+        names = FeatureNames.read(need(body, "features"))
         model = cls(
-            state["horizon_ms"],
-            grace_ms=state["grace_ms"],
-            snapshot_gap_ms=state["snapshot_gap_ms"],
-            max_eval_pairs=state["max_eval_pairs"],
-            learn_on_resolve=state["learn_on_resolve"],
-            defer_negatives=state["defer_negatives"],
-            pipeline=state["model"],
+            read_int(need(config, "horizon_ms"), "horizon_ms", 1),
+            grace_ms=read_int(need(config, "grace_ms"), "grace_ms"),
+            snapshot_gap_ms=read_int(need(config, "snapshot_gap_ms"), "snapshot_gap_ms"),
+            max_eval_pairs=max_eval_pairs,
+            learn_on_resolve=read_bool(need(config, "learn_on_resolve"), "learn_on_resolve"),
+            defer_negatives=read_bool(need(config, "defer_negatives"), "defer_negatives"),
+            pipeline=decode_pipeline(need(body, "pipeline"), names),
         )
-        model.n_learned = state["n_learned"]
-        model.clock_ms = state["clock_ms"]
-        model.pairs.extend(_unpack_pairs(state["pairs"]))
-        model.baseline_pairs.extend(_unpack_pairs(state["baseline_pairs"]))
-        model._book = _Book(state["pending"], state["deadlines"], state["deferred"])
+        model.n_learned = read_int(need(body, "n_learned"), "n_learned")
+        clock = need(body, "clock_ms")
+        model.clock_ms = None if clock is None else read_int(clock, "clock_ms")
+        model.pairs.extend(_unpack_pairs(need(body, "pairs"), max_eval_pairs, "pairs", 0.0, 1.0))
+        model.baseline_pairs.extend(
+            _unpack_pairs(need(body, "baseline_pairs"), max_eval_pairs, "baseline_pairs", -math.inf, math.inf)
+        )
+        model._book = _read_book(body, names)
+        if scoring_only and (model.pairs or model.baseline_pairs or model._book != _Book()):
+            raise IncompatibleModel("a scoring-only model carries no pending labels or evaluation")
         return model
 
 
-def _pack_pairs(pairs: Iterable[tuple[float, int]]) -> tuple[bytes, bytes]:
-    """(float64 probabilities, one byte per label): 9 bytes a pair instead of ~40 as pickled
-    tuples, which matters for a checkpoint of 50 000 pairs written every few seconds."""
+#: A header is `elimu-risk {"format": 3, "river": "x.y.z"}`: far shorter than this.
+_MAX_HEADER = 256
+
+
+def _columns(value: Any, what: str, names: Sequence[str]) -> tuple[dict[str, Any], list[list[Any]], int]:
+    """A table of parallel columns: the object, each named column, and their common length."""
+    table = read_object(value, what)
+    columns = [read_list(need(table, name), f"{what}.{name}") for name in names]
+    count = len(columns[0])
+    if any(len(c) != count for c in columns):
+        raise IncompatibleModel(f"{what}: columns of different lengths")
+    return table, columns, count
+
+
+def _read_book(body: dict[str, Any], names: FeatureNames) -> _Book:
+    book = _Book()
+    table, (users, scored), count = _columns(need(body, "pending"), "pending", ("user", "scored_at"))
+    probabilities = unpack_floats(need(table, "probability"), "pending.probability", count)
+    rows = decode_rows(need(table, "x"), names, count, "pending.x")
+    for user, at, p, x in zip(users, scored, probabilities, rows, strict=True):
+        user_id = read_user(user, "pending user")
+        if not 0.0 <= p <= 1.0:
+            raise IncompatibleModel("pending probability must lie in [0, 1]")
+        book.pending.setdefault(user_id, []).append(PendingLabel(user_id, read_int(at, "scored_at"), x, p))
+
+    table, (users, scored), count = _columns(need(body, "deferred"), "deferred", ("user", "scored_at"))
+    rows = decode_rows(need(table, "x"), names, count, "deferred.x")
+    for user, at, x in zip(users, scored, rows, strict=True):
+        book.deferred[(read_user(user, "deferred user"), read_int(at, "scored_at"))] = x
+    if len(book.deferred) != count:
+        raise IncompatibleModel("deferred labels repeat")
+
+    columns = ("deadline", "scored_at", "user")
+    _, (deadlines, scored, users), _ = _columns(need(body, "deadlines"), "deadlines", columns)
+    book.deadlines = [
+        (read_int(d, "deadline"), read_int(at, "scored_at"), read_user(u, "deadline user"))
+        for d, at, u in zip(deadlines, scored, users, strict=True)
+    ]
+    # A no-op on the heap `to_bytes` wrote (heapify moves nothing in a valid heap); a forged
+    # order is made a heap again instead of resolving labels out of time order.
+    heapq.heapify(book.deadlines)
+    return book
+
+
+def _pack_pairs(pairs: Iterable[tuple[float, int]]) -> dict[str, Any]:
+    """(float64 values, one byte per label) in base64: 12 bytes a pair instead of ~25 as JSON,
+    which matters for a checkpoint of 20 000 pairs written every 30 s."""
     items = list(pairs)
-    return array("d", (p for p, _ in items)).tobytes(), bytes(int(y) for _, y in items)
+    return {
+        "n": len(items),
+        "p": pack_floats(p for p, _ in items),
+        "y": pack_bytes(bytes(1 if y else 0 for _, y in items)),
+    }
 
 
-def _unpack_pairs(packed: tuple[bytes, bytes]) -> list[tuple[float, int]]:
-    probabilities = array("d")
-    probabilities.frombytes(packed[0])
-    return list(zip(probabilities, packed[1], strict=True))
-
-
-def _major_minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split(".")[:2])
+def _unpack_pairs(value: Any, limit: int, what: str, lo: float, hi: float) -> list[tuple[float, int]]:
+    packed = read_object(value, what)
+    count = read_int(need(packed, "n"), f"{what}.n", 0, limit)
+    values = unpack_floats(need(packed, "p"), f"{what}.p", count)
+    labels = unpack_bytes(need(packed, "y"), f"{what}.y", count)
+    if labels.translate(None, b"\x00\x01"):
+        raise IncompatibleModel(f"{what}: every label is 0 or 1")
+    if count and not lo <= min(values) <= max(values) <= hi:
+        raise IncompatibleModel(f"{what}: a value outside [{lo}, {hi}]")
+    return list(zip(values, labels, strict=True))

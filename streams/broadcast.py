@@ -12,7 +12,6 @@ Records are applied in topic order; a bad one is logged and skipped, never fatal
 from __future__ import annotations
 
 import logging
-import pickle
 from typing import Any
 
 import orjson
@@ -74,8 +73,9 @@ class Broadcasts:
             self.stats = InterventionStats.from_dict(orjson.loads(value))
         elif key == SCORER_KEY:
             try:
-                model = RiskModel.from_bytes(value)
-            except (IncompatibleModel, pickle.UnpicklingError, KeyError, EOFError) as exc:
+                # Plain data, checked and bounded (1 MiB, no book): never code (models/risk_codec.py).
+                model = RiskModel.from_bytes(value, scoring_only=True)
+            except IncompatibleModel as exc:
                 log.error("risk model not adopted: %s", exc)
                 return
             self.processor.adopt_model(model)

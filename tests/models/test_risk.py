@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
+from pathlib import Path
 
+import orjson
 import pytest
 from river.__version__ import __version__ as RIVER_VERSION
 
+import models.risk as risk_module
 from models.risk import (
     DAY_MS,
+    FORMAT_VERSION,
     PRIOR_LABELS,
     IncompatibleModel,
     PendingLabel,
@@ -26,6 +31,7 @@ from models.risk import (
     roc_auc,
     wants_snapshot,
 )
+from models.risk_codec import MAX_FEATURE_NAME_LEN, MAX_FEATURES
 
 T0 = 1_790_000_000_000
 H = 7 * DAY_MS
@@ -320,44 +326,170 @@ def test_eval_buffer_is_bounded() -> None:
 # --- persistence ----------------------------------------------------------------------------
 
 
-def test_persistence_round_trip() -> None:
+def book_model() -> RiskModel:
+    """A trained model with every part of its state in use: pending labels (two for one user),
+    a deferred 0, stale heap entries, a clock and evaluation pairs."""
     m = trained()
     m.score("p", QUIET, T0 + 200 * DAY_MS)
+    m.score("p", QUIET, T0 + 201 * DAY_MS)
     m.score("d", ACTIVE, T0 + 200 * DAY_MS)
     m.on_activity("d", T0 + 200 * DAY_MS + 1)  # a deferred 0
+    m.score("n", {**ACTIVE, "applications_28d": 1.0}, T0 + 200 * DAY_MS)  # a feature never learnt
+    return m
+
+
+def test_persistence_round_trip() -> None:
+    m = book_model()
     back = RiskModel.from_bytes(m.to_bytes())
-    assert back.predict(QUIET)[0] == m.predict(QUIET)[0]
-    assert (back.n_learned, back.pending_count, back.deferred_count) == (m.n_learned, 1, 1)
+    assert back.predict(QUIET) == m.predict(QUIET)
+    assert (back.n_learned, back.pending_count, back.deferred_count) == (m.n_learned, 3, 1)
+    assert back._book == m._book and back.clock_ms == m.clock_ms
     assert list(back.pairs) == list(m.pairs) and back.pending("p") == m.pending("p")
-    assert list(back.baseline_pairs) == list(m.baseline_pairs)
-    scorer = RiskModel.from_bytes(m.to_bytes(scoring_only=True))
-    assert scorer.predict(QUIET)[0] == m.predict(QUIET)[0] and scorer.n_learned == m.n_learned
-    assert (len(scorer.pairs), scorer.pending_count) == (0, 0)
-    assert len(m.to_bytes(scoring_only=True)) < len(m.to_bytes()) / 2
+    assert list(back.baseline_pairs) == list(m.baseline_pairs) and back.pairs.maxlen == m.pairs.maxlen
+    config = ("horizon_ms", "grace_ms", "snapshot_gap_ms", "learn_on_resolve", "defer_negatives")
+    assert [getattr(back, k) for k in config] == [getattr(m, k) for k in config]
     assert back.pending("p")[0] == PendingLabel.from_dict(m.pending("p")[0].to_dict())
+    assert back.to_bytes() == m.to_bytes()  # the same state, byte for byte
     # The restored book keeps working in event time.
-    [r] = back.advance(T0 + 200 * DAY_MS + H + 1)
-    assert (r.label, r.pending.user_id) == (1, "p") and back.n_learned == m.n_learned + 2
+    [r1, r2, r3] = back.advance(T0 + 202 * DAY_MS + H + 1)
+    assert sorted((r.label, r.pending.user_id) for r in (r1, r2, r3)) == [(1, "n"), (1, "p"), (1, "p")]
+    assert back.n_learned == m.n_learned + 4  # three drops and the deferred 0
 
 
-def test_refuses_another_river_minor_or_format() -> None:
+def test_scoring_only_round_trip_is_small_and_predicts_the_same() -> None:
+    m = book_model()
+    data = m.to_bytes(scoring_only=True)
+    scorer = RiskModel.from_bytes(data, scoring_only=True)
+    for x in (QUIET, ACTIVE, {"recency_d": 2.0}, {"unseen": 1.0}):
+        assert scorer.predict(x) == m.predict(x)
+        assert scorer.assess("u", x, T0) == m.assess("u", x, T0)
+    assert scorer.n_learned == m.n_learned and scorer._book == type(m._book)()
+    assert (len(scorer.pairs), scorer.pending_count) == (0, 0)
+    # Three features learnt and one only predicted on: well under a kilobyte.
+    assert len(data) < 1_000 < len(m.to_bytes())
+    assert RiskModel.from_bytes(data).n_learned == m.n_learned  # a full reader takes it too
+    with pytest.raises(IncompatibleModel, match="scoring-only"):
+        RiskModel.from_bytes(m.to_bytes(), scoring_only=True)
+
+
+def further_stream(model: RiskModel, seed: int) -> list[object]:
+    """Drive a model through more of everything (scores, activity, drops, deferred 0s learnt,
+    labels made elsewhere, a feature it never saw) and return every observable outcome."""
+    rng = random.Random(seed)
+    seen: list[object] = []
+    now = T0 + 300 * DAY_MS
+    for i in range(400):
+        user = f"w{rng.randrange(60)}"
+        x = {
+            "recency_d": rng.uniform(0, 8),
+            "events_7d": rng.uniform(0, 4),
+            "score_mean": rng.uniform(0.4, 1.0),
+        }
+        if i > 200:
+            x["late_feature"] = rng.uniform(-1, 1)
+        s = model.score(user, x, now)
+        seen.append((s.probability, s.score, s.top_signals, s.confidence))
+        if rng.random() < 0.5:
+            seen.append(model.on_activity(user, now + rng.randrange(1, 3 * DAY_MS)))
+        if rng.random() < 0.1:
+            pending = PendingLabel(f"elsewhere{i}", now - DAY_MS, x, 0.3)
+            model.ingest(Resolution(pending, rng.randrange(2), now))
+        now += rng.randrange(1, 6 * 3_600_000)
+        seen.append(model.advance(now))
+        seen.append(model.predict(QUIET))
+    seen.append(model.advance(now + 3 * H))
+    seen.append((model.n_learned, model.evaluation()))
+    return seen
+
+
+def test_a_restored_model_continues_learning_exactly_like_the_original() -> None:
+    a = book_model()
+    b = RiskModel.from_bytes(a.to_bytes())
+    learnt = a.n_learned
+    assert further_stream(b, seed=9) == further_stream(a, seed=9)  # == on floats: bit for bit
+    assert b.n_learned == a.n_learned > learnt + 300  # it did learn on the way
+    assert b.to_bytes() == a.to_bytes()
+    # A scorer restored from the broadcast learns like the trainer's pipeline too.
+    c = book_model()
+    scorer = RiskModel.from_bytes(c.to_bytes(scoring_only=True))
+    for x, y in ((QUIET, 1), (ACTIVE, 0), ({"recency_d": 9.0, "new": 2.0}, 1)):
+        c.learn(x, y)
+        scorer.learn(x, y)
+        assert scorer.predict(x) == c.predict(x)
+
+
+def test_refuses_another_format_but_not_another_river_release() -> None:
     data = RiskModel().to_bytes()
     head, _, body = data.partition(b"\n")
     magic, _, header = head.partition(b" ")
-    assert json.loads(header) == {"format": 2, "river": RIVER_VERSION}
+    assert json.loads(header) == {"format": FORMAT_VERSION, "river": RIVER_VERSION}
 
     def with_header(**fields: object) -> bytes:
-        return (
-            magic + b" " + json.dumps({"format": 2, "river": RIVER_VERSION, **fields}).encode() + b"\n" + body
-        )
+        header = {"format": FORMAT_VERSION, "river": RIVER_VERSION, **fields}
+        return magic + b" " + json.dumps(header).encode() + b"\n" + body
 
-    major, minor, *_ = RIVER_VERSION.split(".")
-    other_minor = f"{major}.{int(minor) + 1}.0"
-    with pytest.raises(IncompatibleModel, match=rf"river {other_minor}.*river {RIVER_VERSION}"):
-        RiskModel.from_bytes(with_header(river=other_minor))
-    with pytest.raises(IncompatibleModel, match="format"):
-        RiskModel.from_bytes(with_header(format=1))
+    # Plain numbers mean the same in any River release: the version is informative only.
+    assert RiskModel.from_bytes(with_header(river="0.99.0")).n_learned == 0
+    for other in (2, 4, "3", True, None):
+        with pytest.raises(IncompatibleModel, match="format"):
+            RiskModel.from_bytes(with_header(format=other))
     with pytest.raises(IncompatibleModel, match="header"):
         RiskModel.from_bytes(b"\x80\x04junk")
-    # Another patch release of the same minor loads.
-    assert RiskModel.from_bytes(with_header(river=f"{major}.{minor}.99")).n_learned == 0
+
+
+class _Touch:
+    """A pickle that creates a file when it is loaded: what an attacker writes to the topic."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+def test_a_forged_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
+    # The payload has teeth: loading it the old way creates its file.
+    canary = tmp_path / "canary"
+    pickle.loads(pickle.dumps(_Touch(canary))).close()
+    assert canary.exists()
+
+    target = tmp_path / "pwned"
+    payload = pickle.dumps({"model": _Touch(target)})
+    old_header = orjson.dumps({"format": 2, "river": RIVER_VERSION})
+    new_header = orjson.dumps({"format": FORMAT_VERSION, "river": RIVER_VERSION})
+    forged = [
+        b"elimu-risk " + old_header + b"\n" + payload,  # what format 2 looked like
+        b"elimu-risk " + new_header + b"\n" + payload,  # a pickle under today's header
+        payload,
+    ]
+    for data in forged:
+        for scoring_only in (False, True):
+            with pytest.raises(IncompatibleModel):
+                RiskModel.from_bytes(data, scoring_only=scoring_only)
+    assert not target.exists()
+    assert not hasattr(risk_module, "pickle")  # nothing in the module could unpickle
+
+
+def test_pending_label_from_dict_checks_what_kafka_sent() -> None:
+    good = PendingLabel("u", T0, {"recency_d": 1.0}, 0.5).to_dict()
+    assert PendingLabel.from_dict(good).features == {"recency_d": 1.0}
+    assert PendingLabel.from_dict({**good, "features": {"n": 3}}).features == {"n": 3.0}
+    bad = [
+        {**good, "user_id": "u\x00"},
+        {**good, "user_id": "x" * 129},
+        {**good, "user_id": 7},
+        {**good, "scored_at_ms": "1"},
+        {**good, "scored_at_ms": 1.5},
+        {**good, "scored_at_ms": True},
+        {**good, "probability": 1.5},
+        {**good, "probability": "0.5"},
+        {**good, "features": {"x": "1"}},
+        {**good, "features": {"x": float("nan")}},
+        {**good, "features": {f"f{i}": 0.0 for i in range(MAX_FEATURES + 1)}},
+        {**good, "features": {"n" * (MAX_FEATURE_NAME_LEN + 1): 0.0}},
+        {**good, "features": []},
+        {k: v for k, v in good.items() if k != "probability"},
+    ]
+    for data in bad:
+        with pytest.raises(ValueError):
+            PendingLabel.from_dict(data)

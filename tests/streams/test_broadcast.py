@@ -4,7 +4,10 @@ funnel counts, the trainer's checkpoint and the risk scorer; bad records skipped
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import tempfile
+import uuid
 
 import orjson
 import pytest
@@ -273,12 +276,29 @@ def test_a_newer_scorer_replaces_the_older_one() -> None:
 
 
 def framed(header: dict[str, object], body: bytes) -> bytes:
-    """A scorer record as `RiskModel.to_bytes` frames it: magic, JSON header, newline, pickle."""
+    """A scorer record as `RiskModel.to_bytes` frames it: magic, JSON header, newline, JSON body."""
     return b"elimu-risk " + orjson.dumps(header) + b"\n" + body
+
+
+class _Touch:
+    """A pickle that creates a file when loaded: what a Kafka writer would try first."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
 
 
 GOOD_HEADER = {"format": FORMAT_VERSION, "river": RIVER_VERSION}
 GOOD_BODY = trained_model(2).to_bytes(scoring_only=True).partition(b"\n")[2]
+PWNED = os.path.join(tempfile.gettempdir(), f"elimu-broadcast-pwned-{uuid.uuid4().hex}")
+
+
+def _with_a_book() -> bytes:
+    model = trained_model(2)
+    model.score("u-1", {"recency_d": 1.0}, AT)  # a pending label: trainer state, not a scorer's
+    return model.to_bytes().partition(b"\n")[2]
 
 
 CORRUPT_SCORERS = {
@@ -286,10 +306,13 @@ CORRUPT_SCORERS = {
     "empty": b"",
     "bad-header-json": b"elimu-risk {nope\nbody",
     "other-format": framed({**GOOD_HEADER, "format": FORMAT_VERSION + 1}, GOOD_BODY),
-    "other-river": framed({**GOOD_HEADER, "river": "0.0.1"}, GOOD_BODY),
-    "bad-pickle": framed(GOOD_HEADER, b"nope"),
-    "pickle-missing-keys": framed(GOOD_HEADER, pickle.dumps({"horizon_ms": 1})),
+    "bad-body": framed(GOOD_HEADER, b"nope"),
+    "missing-keys": framed(GOOD_HEADER, orjson.dumps({"config": {"horizon_ms": 1}})),
     "truncated": framed(GOOD_HEADER, GOOD_BODY[:-40]),
+    "pickle-format-2": framed({**GOOD_HEADER, "format": 2}, pickle.dumps(_Touch(PWNED))),
+    "pickle-format-3": framed(GOOD_HEADER, pickle.dumps(_Touch(PWNED))),
+    "with-a-book": framed(GOOD_HEADER, _with_a_book()),  # a scorer carries no pending labels
+    "oversized": framed(GOOD_HEADER, GOOD_BODY + b" " * (1024 * 1024)),
 }
 
 
@@ -305,6 +328,14 @@ def test_a_corrupt_scorer_is_ignored(value: bytes) -> None:
 
     assert p.model is adopted
     assert p.model_version == 4
+    assert not os.path.exists(PWNED)  # nothing in a record ever runs
+
+
+def test_a_scorer_from_another_river_release_is_adopted() -> None:
+    # Plain numbers mean the same in any River release: only the format is checked.
+    p = processor()
+    Broadcasts(p).on_record(SCORER_KEY, framed({**GOOD_HEADER, "river": "0.0.1"}, GOOD_BODY), 0)
+    assert p.model_version == 2
 
 
 def test_a_scorer_tombstone_is_ignored() -> None:
