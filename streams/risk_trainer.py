@@ -7,6 +7,8 @@ It publishes to the compacted `elimu-broadcast` topic (streams/broadcast.py):
   `BROADCAST_S`; every worker follows the topic (`infra.feed.TopicFeed`) and swaps it in;
 - key `risk-checkpoint`: the whole trainer (model, evaluation, the next label offset, the ids of
   recent labels), at most every `CHECKPOINT_S`.
+Both are plain data read with type and bounds checks (`decode_checkpoint`, models/risk_codec.py),
+never pickles: a record on Kafka must not be able to run code in the worker that reads it.
 
 Restore. A worker that gains the labels partition reads the latest checkpoint, then replays the
 labels from the checkpoint's offset up to the first one Faust hands it (`infra.feed.read_range`):
@@ -18,10 +20,9 @@ crash is learnt once. Checkpoints are therefore independent of Faust's commits, 
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -33,7 +34,18 @@ from infra import keys
 from infra.feed import read_range
 from infra.kafka import BROADCAST_TOPIC
 from infra.signing import RecordSigner
-from models.risk import IncompatibleModel, RiskModel
+from models.events import MAX_ID_LEN
+from models.risk import RiskModel
+from models.risk_codec import (
+    MAX_INT,
+    MAX_MODEL_BYTES,
+    IncompatibleModel,
+    need,
+    read_int,
+    read_list,
+    read_object,
+    read_user,
+)
 from models.risk_state import RiskSettings
 from streams import metrics
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
@@ -49,6 +61,45 @@ CHECKPOINT_S = 30.0
 EVAL_PAIRS = 20_000
 #: Label ids remembered to drop re-sent labels; re-sends come within a crash's replay.
 SEEN_LABELS = 200_000
+
+#: A `risk-checkpoint` record is a header line, `elimu-risk-checkpoint {"format": 1,
+#: "next_offset": N, "seen": [[user_id, scored_at_ms], ...]}`, then `RiskModel.to_bytes()`.
+CHECKPOINT_FORMAT = 1
+_CHECKPOINT_MAGIC = b"elimu-risk-checkpoint "
+#: The header's worst case: SEEN_LABELS ids of MAX_ID_LEN bytes whose every character JSON
+#: escapes in two bytes (`"`, `\\`), plus brackets, comma and a timestamp each.
+MAX_CHECKPOINT_HEADER = SEEN_LABELS * (2 * MAX_ID_LEN + 32) + 1024
+
+
+def encode_checkpoint(model: RiskModel, next_offset: int, seen: Iterable[tuple[str, int]]) -> bytes:
+    """Raises ValueError for a model no reader would accept (see `RiskModel.to_bytes`)."""
+    header = {"format": CHECKPOINT_FORMAT, "next_offset": next_offset, "seen": list(seen)}
+    return _CHECKPOINT_MAGIC + orjson.dumps(header) + b"\n" + model.to_bytes()
+
+
+def decode_checkpoint(raw: bytes) -> tuple[RiskModel, int, OrderedDict[tuple[str, int], None]]:
+    """(model, next offset, seen label ids), or IncompatibleModel and nothing else: all or
+    nothing, since a model without its offset would learn every label again."""
+    if len(raw) > MAX_CHECKPOINT_HEADER + MAX_MODEL_BYTES:
+        raise IncompatibleModel(f"risk checkpoint is {len(raw)} bytes; too large")
+    end = raw.find(b"\n", 0, MAX_CHECKPOINT_HEADER)
+    if end < 0 or not raw.startswith(_CHECKPOINT_MAGIC):
+        raise IncompatibleModel("not a risk checkpoint (missing header)")
+    try:
+        header = read_object(orjson.loads(raw[len(_CHECKPOINT_MAGIC) : end]), "checkpoint header")
+    except orjson.JSONDecodeError as exc:
+        raise IncompatibleModel(f"unreadable risk checkpoint header: {exc}") from exc
+    written = header.get("format")
+    if type(written) is not int or written != CHECKPOINT_FORMAT:
+        raise IncompatibleModel(f"risk checkpoint format {written!r} is not {CHECKPOINT_FORMAT}")
+    next_offset = read_int(need(header, "next_offset"), "next_offset", 0, MAX_INT)
+    seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+    for item in read_list(need(header, "seen"), "seen", SEEN_LABELS):
+        pair = read_list(item, "seen label", 2)
+        if len(pair) != 2:
+            raise IncompatibleModel("a seen label is [user_id, scored_at_ms]")
+        seen[(read_user(pair[0], "seen user"), read_int(pair[1], "seen scored_at"))] = None
+    return RiskModel.from_bytes(raw[end + 1 :]), next_offset, seen
 
 
 class RiskTrainer:
@@ -125,22 +176,8 @@ class RiskTrainer:
         raw = self.broadcast.checkpoint
         if raw is not None:
             try:
-                state = pickle.loads(raw)  # our own topic only, like the model (models/risk.py)
-                # All or nothing: a model without its offset would learn every label again.
-                model = RiskModel.from_bytes(state["model"])
-                next_offset = int(state["next_offset"])
-                seen: OrderedDict[tuple[str, int], None] = OrderedDict(
-                    (tuple(k), None) for k in state["seen"]
-                )
-                self.model, self.next_offset, self.seen = model, next_offset, seen
-            except (
-                IncompatibleModel,
-                pickle.UnpicklingError,
-                EOFError,
-                KeyError,
-                TypeError,
-                ValueError,
-            ) as exc:
+                self.model, self.next_offset, self.seen = decode_checkpoint(raw)
+            except IncompatibleModel as exc:
                 log.error("risk checkpoint unusable (%s); training from the start of the labels", exc)
         self.checkpointed_offset = self.next_offset
         tail = await read_range(
@@ -166,13 +203,22 @@ class RiskTrainer:
         if self.dirty and now - self.broadcast_at >= BROADCAST_S:
             self.dirty = False
             self.broadcast_at = now
-            await self.send(BROADCAST_TOPIC, SCORER_KEY, model.to_bytes(scoring_only=True), 0)
+            try:
+                scorer = model.to_bytes(scoring_only=True)
+            except ValueError as exc:  # no reader would take it: keep the last good one out there
+                log.error("risk scorer not published: %s", exc)
+            else:
+                await self.send(BROADCAST_TOPIC, SCORER_KEY, scorer, 0)
             await self._report(model)
         if self.next_offset > self.checkpointed_offset and now - self.checkpoint_at >= CHECKPOINT_S:
             self.checkpoint_at = now
             self.checkpointed_offset = self.next_offset
-            state = {"model": model.to_bytes(), "next_offset": self.next_offset, "seen": list(self.seen)}
-            await self.send(BROADCAST_TOPIC, CHECKPOINT_KEY, pickle.dumps(state, protocol=5), 0)
+            try:
+                checkpoint = encode_checkpoint(model, self.next_offset, self.seen)
+            except ValueError as exc:  # a restore then replays from the last good checkpoint
+                log.error("risk checkpoint not written: %s", exc)
+                return
+            await self.send(BROADCAST_TOPIC, CHECKPOINT_KEY, checkpoint, 0)
 
     async def _report(self, model: RiskModel) -> None:
         evaluation = model.evaluation()

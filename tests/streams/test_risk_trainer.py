@@ -6,7 +6,11 @@ cadence, and restore from a checkpoint plus the tail after it."""
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import tempfile
+import uuid
+from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,13 +24,20 @@ from infra.kafka import BROADCAST_TOPIC
 from infra.signing import RecordSigner
 from models.campaigns import UserFacts
 from models.interventions import UserContext
-from models.risk import DAY_MS, PendingLabel, Resolution, RiskModel
+from models.risk import DAY_MS, IncompatibleModel, PendingLabel, Resolution, RiskModel
 from models.risk_state import RiskSettings, RiskState
 from streams import risk_trainer
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
 from streams.records import Record
 from streams.risk import RISK_LABELS_TOPIC, RiskProcessor, resolution_message
-from streams.risk_trainer import BROADCAST_S, CHECKPOINT_S, EVAL_PAIRS, RiskTrainer
+from streams.risk_trainer import (
+    BROADCAST_S,
+    CHECKPOINT_S,
+    EVAL_PAIRS,
+    RiskTrainer,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 
 T0 = 1_790_000_000_000
 SETTINGS = RiskSettings()
@@ -310,8 +321,8 @@ async def test_the_checkpoint_is_sent_at_most_every_checkpoint_s(clock: Clock) -
     t._learn(0, label("a", T0, 1))
     await t.publish_due()
     assert len(sent.keyed(CHECKPOINT_KEY)) == 1
-    state = pickle.loads(sent.keyed(CHECKPOINT_KEY)[0])
-    assert state["next_offset"] == 1 and [tuple(k) for k in state["seen"]] == [("a", T0)]
+    model, next_offset, seen = decode_checkpoint(sent.keyed(CHECKPOINT_KEY)[0])
+    assert next_offset == 1 and list(seen) == [("a", T0)] and model.n_learned == 1
 
     t._learn(1, label("b", T0, 1))
     clock.now += CHECKPOINT_S - 1
@@ -321,11 +332,26 @@ async def test_the_checkpoint_is_sent_at_most_every_checkpoint_s(clock: Clock) -
     clock.now += 1
     await t.publish_due()
     [_, second] = sent.keyed(CHECKPOINT_KEY)
-    assert pickle.loads(second)["next_offset"] == 2
+    assert decode_checkpoint(second)[1] == 2
 
     clock.now += 5 * CHECKPOINT_S
     await t.publish_due()
     assert len(sent.keyed(CHECKPOINT_KEY)) == 2  # no new offset: no new checkpoint
+
+
+async def test_a_model_no_reader_would_take_is_not_published_and_not_fatal(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    t, sent = ready_trainer()
+    t._learn(0, label("a", T0, 1))
+    assert t.model is not None
+    t.model.learn({f"f{i}": 1.0 for i in range(300)}, 1)  # past the format's 256 features
+    with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
+        await t.publish_due()  # must not raise
+    assert sent.calls == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("scorer not published" in m for m in messages)
+    assert any("checkpoint not written" in m for m in messages)
 
 
 async def test_a_redis_outage_does_not_stop_the_broadcast(clock: Clock) -> None:
@@ -405,9 +431,57 @@ async def test_restore_without_a_checkpoint_learns_the_labels_from_the_start(
     assert t.model.horizon_ms == SETTINGS.horizon_ms and t.model.grace_ms == SETTINGS.grace_ms
 
 
-@pytest.mark.parametrize(
-    "raw", [b"garbage", b"", pickle.dumps({"no": "model"})], ids=["bad", "empty", "keys"]
-)
+class _Touch:
+    """A pickle that creates a file when loaded: what a Kafka writer would try first."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+PWNED = os.path.join(tempfile.gettempdir(), f"elimu-checkpoint-pwned-{uuid.uuid4().hex}")
+_MODEL = fresh_model().to_bytes()
+
+
+def _header(**fields: object) -> bytes:
+    return b"elimu-risk-checkpoint " + orjson.dumps({"format": 1, "next_offset": 0, "seen": [], **fields})
+
+
+UNUSABLE_CHECKPOINTS = {
+    "bad": b"garbage",
+    "empty": b"",
+    "keys": pickle.dumps({"no": "model"}),
+    "old-pickle": pickle.dumps({"model": _MODEL, "next_offset": 3, "seen": []}),
+    "forged-pickle": pickle.dumps({"model": _Touch(PWNED), "next_offset": 0, "seen": []}),
+    "pickle-after-header": _header() + b"\n" + pickle.dumps(_Touch(PWNED)),
+    "other-format": _header(format=2) + b"\n" + _MODEL,
+    "no-offset": b"elimu-risk-checkpoint " + orjson.dumps({"format": 1, "seen": []}) + b"\n" + _MODEL,
+    "negative-offset": _header(next_offset=-1) + b"\n" + _MODEL,
+    "bad-seen-id": _header(seen=[["u\x00", T0]]) + b"\n" + _MODEL,
+    "bad-seen-pair": _header(seen=[["u", T0, 1]]) + b"\n" + _MODEL,
+    "bad-seen-time": _header(seen=[["u", "T0"]]) + b"\n" + _MODEL,
+    "too-many-seen": _header(seen=[["u", i] for i in range(risk_trainer.SEEN_LABELS + 1)]) + b"\n" + _MODEL,
+    "truncated-model": _header() + b"\n" + _MODEL[:-10],
+    "no-newline": _header(),
+}
+
+
+def test_the_checkpoint_codec_round_trips() -> None:
+    model = fresh_model()
+    model.ingest(Resolution(PendingLabel("u", T0, {"recency_d": 2.0}, 0.4), 1, T0 + H + G + 1))
+    seen = OrderedDict([(("u", T0), None), (("v", T0 + 1), None)])
+    back, next_offset, back_seen = decode_checkpoint(encode_checkpoint(model, 42, seen))
+    assert (next_offset, list(back_seen)) == (42, list(seen))
+    assert back.to_bytes() == model.to_bytes()
+    for name, raw in UNUSABLE_CHECKPOINTS.items():
+        with pytest.raises(IncompatibleModel):
+            decode_checkpoint(raw)
+        assert not os.path.exists(PWNED), name
+
+
+@pytest.mark.parametrize("raw", list(UNUSABLE_CHECKPOINTS.values()), ids=list(UNUSABLE_CHECKPOINTS))
 async def test_an_unusable_checkpoint_restores_from_the_start(
     raw: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -419,7 +493,9 @@ async def test_an_unusable_checkpoint_restores_from_the_start(
         await t._restore(2)
     assert tail.calls[0][2:] == (0, 2)
     assert t.model is not None and t.model.n_learned == 2
+    assert t.seen == OrderedDict([(("u0", T0), None), (("u1", T0 + 60_000), None)])
     assert any("checkpoint unusable" in r.getMessage() for r in caplog.records)
+    assert not os.path.exists(PWNED)
 
 
 async def test_a_checkpoint_missing_its_offset_does_not_leave_a_half_restored_model(
@@ -429,7 +505,9 @@ async def test_a_checkpoint_missing_its_offset_does_not_leave_a_half_restored_mo
     before, _ = await checkpointed(clock, topic, 4)
     assert before.model is not None
     broadcast = Broadcasts(processor())
-    broadcast.checkpoint = pickle.dumps({"model": before.model.to_bytes(), "seen": list(before.seen)})
+    # A header without its offset: the model it carries must not be adopted alone.
+    header = orjson.dumps({"format": 1, "seen": list(before.seen)})
+    broadcast.checkpoint = b"elimu-risk-checkpoint " + header + b"\n" + before.model.to_bytes()
     patch_tail(monkeypatch, topic)
     t, _ = trainer(broadcast)
     await t._restore(4)
@@ -472,7 +550,7 @@ async def test_handle_restores_then_learns_the_batch_then_publishes(
     [scorer] = sent.keyed(SCORER_KEY)
     [new_checkpoint] = sent.keyed(CHECKPOINT_KEY)
     assert RiskModel.from_bytes(scorer).n_learned == 8
-    assert pickle.loads(new_checkpoint)["next_offset"] == 8
+    assert decode_checkpoint(new_checkpoint)[1] == 8
 
     # The next batch does not restore again; a redelivered record is skipped by offset.
     clock.now += BROADCAST_S
