@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
 from api import redact, ws
@@ -21,12 +21,14 @@ from api.config import ApiConfig
 from api.errors import install_error_handlers
 from api.http_metrics import HttpMetricsMiddleware
 from api.hub import Hub
+from api.ids import check_path_params
 from api.producer import EventProducer
 from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.routes import ROUTERS
 from api.routes.ops import export_lag_gauges
 from api.state import AppState
+from api.ws_limits import ConnectionBudget
 from infra.channels import ChannelLog
 from infra.lag import LagConfig, LagSampler
 from infra.settings import Settings
@@ -60,6 +62,15 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
                 producer=producer,
                 hub=hub,
                 events_rate=RateLimiter(redis, "events", config.rate_per_s, config.rate_burst),
+                # Its own scope: an admin and a user may share a ``sub`` but not a bucket.
+                admin_events_rate=RateLimiter(
+                    redis, "events-admin", config.admin_rate_per_s, config.admin_rate_burst
+                ),
+                ws_budget=ConnectionBudget(
+                    max_connections=config.ws_max_connections,
+                    max_per_user=config.ws_max_connections_per_user,
+                    max_unauthenticated=config.ws_max_unauthenticated,
+                ),
             )
             # One process at a time samples consumer lag (a Redis lock); all export its gauges.
             lag_sampler = LagSampler(
@@ -86,6 +97,8 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
         description="Real-time engagement engine: ingest, serving reads and live channels.",
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        # Every path parameter of every route is an id with a byte budget (api/ids.py).
+        dependencies=[Depends(check_path_params)],
     )
     install_error_handlers(app)
     for router in ROUTERS:

@@ -8,9 +8,9 @@ from __future__ import annotations
 from enum import Enum
 
 from api.auth import Principal
+from models.events import is_valid_id
 from models.leaderboard import PERIODS
 
-MAX_USER_ID_LEN = 128
 ADMIN_CHANNELS = frozenset({"admin:at-risk", "ops:lag"})
 PUBLIC_CHANNELS = frozenset({"market", *(f"leaderboard:{p}" for p in PERIODS)})
 
@@ -28,6 +28,7 @@ def check(principal: Principal, channel: str) -> Access:
     if channel in ADMIN_CHANNELS:
         return Access.ALLOWED if principal.is_admin else Access.FORBIDDEN
     prefix, sep, user_id = channel.partition(":")
-    if prefix == "user" and sep and user_id and len(user_id) <= MAX_USER_ID_LEN:
+    # A user id that no token could carry (too long, control characters) names no channel.
+    if prefix == "user" and sep and is_valid_id(user_id):
         return Access.ALLOWED if principal.may_read_user(user_id) else Access.FORBIDDEN
     return Access.UNKNOWN

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Query
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from api.auth import Principal
 from api.deps import require_user_access
 from api.errors import ApiError
+from api.ids import OptionalIdQuery
 from api.producer import ProducerUnavailable
 from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.commands import COMMANDS_TOPIC, await_result
-from models.events import MAX_ID_LEN
 
 Answer = dict[str, Any]
 
@@ -40,7 +39,8 @@ RATE_SCOPE = "growth"
 RATE_PER_S = 5.0
 RATE_BURST = 20
 
-UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LEN)]
+#: ``?user_id=`` on the growth reads: an id like any other (``api.ids``).
+UserIdQuery = OptionalIdQuery
 
 
 class StrictBody(BaseModel):

@@ -167,7 +167,7 @@ class Hub:
         try:
             await pubsub.subscribe(self._control_key)
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             raise
         session = _Session(pubsub)
         assert pubsub.connection is not None
@@ -252,4 +252,4 @@ class Hub:
             # The connection goes back to the pool; it must not keep reporting to this session.
             session.pubsub.connection.deregister_connect_callback(session.on_reconnect)
         with contextlib.suppress(RedisError, OSError):
-            await session.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await session.pubsub.aclose()

@@ -48,6 +48,12 @@ WS_DISCONNECTS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+WS_REFUSED = Counter(
+    "elimu_api_ws_refused_total",
+    "Websocket connections refused at the handshake or at first-message auth, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
 EVENTS_ACCEPTED = Counter(
     "elimu_api_events_accepted_total", "Behavior events accepted and produced to Kafka", registry=REGISTRY
 )

@@ -1,5 +1,8 @@
 """Per-principal token bucket, kept in Redis.
 
+A call takes ``cost`` tokens at once, so the unit is the caller's: a request, or each event of an
+ingest batch (a 1,000-event batch costs 1,000 tokens, one event costs one).
+
 The bucket lives in Redis (one small hash per principal, refilled lazily inside one Lua call) so
 the limit holds across every API process behind a load balancer, and uses Redis' clock so the
 processes need not agree on time. Buckets of idle principals expire on their own.
@@ -69,12 +72,20 @@ class RateLimiter:
         return self.rate_per_s > 0
 
     async def take(self, principal: str, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens (all or none). ``cost`` above the burst could never be allowed:
+        callers cap what one call may cost (see ``max_cost``), so that is a bug, not a refusal."""
         if not self.enabled:
             return Decision(True, 0.0)
+        if not 1 <= cost <= self.burst:
+            raise ValueError(f"cost {cost} is outside 1..{self.burst} (the burst)")
         allowed, wait = await self._script(
             keys=[bucket_key(self.scope, principal)], args=[self.rate_per_s, self.burst, cost]
         )
         return Decision(bool(int(allowed)), float(wait))
+
+    def max_cost(self, limit: int) -> int:
+        """The most one call may cost: ``limit``, or the burst when that is smaller."""
+        return min(limit, self.burst) if self.enabled else limit
 
     @staticmethod
     def retry_after_header(decision: Decision) -> str:

@@ -11,6 +11,7 @@ from api.config import ApiConfig
 from api.hub import Hub
 from api.producer import EventProducer
 from api.rate_limit import RateLimiter
+from api.ws_limits import ConnectionBudget
 from infra.channels import ChannelLog
 from infra.settings import Settings
 
@@ -24,7 +25,11 @@ class AppState:
     channels: ChannelLog
     producer: EventProducer
     hub: Hub
+    #: ``POST /v1/events`` buckets, counted in events: per user, and per admin principal.
     events_rate: RateLimiter
+    admin_events_rate: RateLimiter
+    #: Websocket connections this process holds (limits per process and per user).
+    ws_budget: ConnectionBudget
 
 
 def app_state(conn: HTTPConnection) -> AppState:

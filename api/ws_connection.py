@@ -9,11 +9,18 @@ message can reach us both through replay and through pub/sub.
 
 ``deliver`` is called by the hub's reader and must never block: when the queue (or a setup
 buffer) is full the client is too slow and is disconnected instead.
+
+The connection also holds the principal it was authenticated as, and ``watch_expiry`` kills it
+when that token's ``exp`` passes: a token checked only at connect would be checked never. A
+fresh token for the same user and role (``renew``) moves the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +54,17 @@ class Connection:
         #: Set when the server decided to drop this client; ``close_reason`` says why.
         self.killed = asyncio.Event()
         self.close_reason: tuple[str, str] | None = None
+        self._renewed = asyncio.Event()
 
     # -- called by the hub (synchronous, never blocks) ------------------------------------------
 
     def deliver(self, channel: str, msg_id: int, text: str) -> None:
         cursor = self._cursors.get(channel)
         if cursor is None or self.killed.is_set():
+            return
+        if time.time() >= self.principal.expires_at:
+            # The watcher's timer may not have fired yet; nothing goes out on an expired token.
+            self.kill("token_expired", "token expired")
             return
         if not cursor.live:
             if len(cursor.pending) >= self._queue_size:
@@ -77,6 +89,27 @@ class Connection:
             self.kill("slow_consumer", "client is not reading fast enough")
             return
         cursor.last_id = msg_id
+
+    # -- authentication lifetime ------------------------------------------------------------------
+
+    def renew(self, principal: Principal) -> None:
+        """Adopt a fresh token of the same user and role: the later expiry wins."""
+        assert (principal.sub, principal.role) == (self.principal.sub, self.principal.role)
+        if principal.expires_at > self.principal.expires_at:
+            self.principal = principal
+            self._renewed.set()
+
+    async def watch_expiry(self) -> None:
+        """Return after killing the connection with ``token_expired`` once its token expires."""
+        while True:
+            remaining = self.principal.expires_at - time.time()
+            if remaining <= 0:
+                self.kill("token_expired", "token expired")
+                return
+            self._renewed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if math.isinf(remaining) else remaining):
+                    await self._renewed.wait()
 
     # -- subscription lifecycle (called by the protocol handler) --------------------------------
 

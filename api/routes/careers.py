@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
+from api.ids import OptionalNameQuery
 from api.responses import OrjsonResponse
 from infra import keys
 from models.applications import ApplicationFacts, application_analytics
@@ -19,7 +20,8 @@ from models.events import parse_ts
 
 router = APIRouter(tags=["careers"])
 
-Name = Annotated[str | None, Query(max_length=128)]
+#: A location or industry: part of a Redis field name, so bounded and printable like an id.
+Name = OptionalNameQuery
 
 
 @router.get("/v1/market/pulse", responses={404: {"description": "no pulse yet for that scope"}})

@@ -4,6 +4,13 @@ The batch is all or nothing: every item is validated with the same rules the wor
 (``models.events.validate_behavior``) before anything is produced, so a client never has to work
 out which half of a batch went through. Items are produced as the client sent them (the workers
 re-validate and normalise), keyed by ``user_id`` so one user's events stay ordered.
+
+A user posts only for themselves, only the event types ``models.ingest_policy`` lists, and only
+within its time window (a day back, five minutes ahead); an admin token is a trusted producer and
+may post any type for anyone, at any past time. The rate limit counts events, not requests: a
+batch of n costs n tokens of the principal's bucket (users and admins have buckets of their own
+sizes), and the largest batch a principal may post is its burst. Tokens are taken before the
+items are validated, so a refused batch costs what it asked for: validating is the expensive part.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from api.errors import ApiError
 from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
 from models.events import InvalidEvent, validate_behavior
+from models.ingest_policy import check_user_event
 
 router = APIRouter(tags=["ingest"])
 
@@ -46,22 +54,30 @@ _EXAMPLE = {
         202: {"description": "all events accepted: {'accepted': n}"},
         403: {"description": "an event names another user"},
         413: {"description": "body or batch too large"},
-        422: {"description": "per-item errors; nothing was produced"},
-        429: {"description": "rate limited"},
+        422: {
+            "description": "per-item errors (`items`: index, reason, message); nothing was produced. "
+            "Users: `type_not_allowed` for a type only trusted producers post, `ts_too_old` for an "
+            "event more than 24 hours old"
+        },
+        429: {"description": "rate limited: the principal's events per second; see Retry-After"},
     },
 )
 async def post_events(request: Request, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
-    decision = await state.events_rate.take(principal.sub)
+    limiter = state.admin_events_rate if principal.is_admin else state.events_rate
+    items = _parse_body(await request.body(), limiter.max_cost(state.config.max_batch))
+    # An empty batch still costs one token: requests are not free either.
+    decision = await limiter.take(principal.sub, max(1, len(items)))
     if not decision.allowed:
+        metrics.EVENTS_REJECTED.labels("rate_limited").inc(len(items))
         raise ApiError(
             429,
             "rate_limited",
-            "too many requests; slow down",
-            headers={"Retry-After": state.events_rate.retry_after_header(decision)},
+            f"too many events: at most {limiter.rate_per_s:g} per second (burst {limiter.burst}) "
+            "for you; slow down",
+            headers={"Retry-After": limiter.retry_after_header(decision)},
         )
-    items = _parse_body(await request.body(), state.config.max_batch)
     _check_ownership(principal, items)
-    _validate(items)
+    _validate(items, trusted=principal.is_admin)
     records = [(item["user_id"], item) for item in items]
     try:
         await state.producer.send_all(state.config.events_topic, records, state.config.produce_timeout_s)
@@ -100,12 +116,15 @@ def _check_ownership(principal: Principal, items: list[Any]) -> None:
             raise ApiError(403, "forbidden", f"event {index} is for another user; you may only post your own")
 
 
-def _validate(items: list[Any]) -> None:
+def _validate(items: list[Any], *, trusted: bool) -> None:
+    """Per-item checks; ``trusted`` (an admin) skips what only binds users (models.ingest_policy)."""
     now_ms = int(time.time() * 1000)
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            validate_behavior(item, now_ms)
+            event = validate_behavior(item, now_ms)
+            if not trusted:
+                check_user_event(event.type, event.ts_ms, now_ms)
         except InvalidEvent as exc:
             errors.append({"index": index, "reason": exc.reason, "message": str(exc)})
             metrics.EVENTS_REJECTED.labels(exc.reason).inc()

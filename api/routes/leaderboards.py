@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import PrincipalDep, StateDep
 from api.errors import ApiError
+from api.ids import OptionalIdQuery
 from api.responses import OrjsonResponse
 from infra import keys
 from models.leaderboard import PERIODS, bucket, decode_score
@@ -31,7 +32,7 @@ async def get_leaderboard(
     state: StateDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-    around: Annotated[str | None, Query(max_length=128)] = None,
+    around: OptionalIdQuery = None,
 ) -> OrjsonResponse:
     del principal  # any signed-in user may read every board
     if period not in PERIODS:

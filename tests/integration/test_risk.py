@@ -183,7 +183,9 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
                 "ts": int(time.time() * 1000),
                 "props": {"notification_id": note["id"]},
             }
-            assert (await http.post("/v1/events", json=click, headers=mine_h)).status_code == 202
+            # Clicks steer the A/B choice: only trusted producers post them (models/ingest_policy.py).
+            assert (await http.post("/v1/events", json=click, headers=mine_h)).status_code == 422
+            assert (await http.post("/v1/events", json=click, headers=admin)).status_code == 202
 
             async def clicked() -> Any:
                 r = await http.get("/v1/analytics/interventions", headers=admin)
