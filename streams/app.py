@@ -558,6 +558,11 @@ class Worker:
         if epoch != self.serving_epoch:
             self.serving_epoch, self.projected = epoch, set()
             self.market.processor.dirty = True  # the pulse views are gone too
+        # What the admin routes read: campaigns (every worker), analytics and run logs (the owner).
+        owns_ledger = any(
+            tp.topic == INTERVENTION_OUTCOMES_TOPIC for tp in self.app.assignor.assigned_actives()
+        )
+        await self.analytics.reproject(epoch, owns_ledger, self.broadcasts)
         todo = active - self.projected
         if not todo:
             self.projected &= active

@@ -42,6 +42,9 @@ class Broadcasts:
         self.campaigns: dict[str, Campaign] = {}
         #: Set when a campaign changed: every user's next look must be recomputed.
         self.campaigns_changed = False
+        #: Campaign records applied so far: the Redis mirror of the definitions catches up when
+        #: it moves (streams/interventions.py); the flag above is the risk sweep's to clear.
+        self.campaigns_version = 0
         processor.campaigns = self.active_campaigns
         processor.variant_counts = self.stats_for
 
@@ -65,6 +68,7 @@ class Broadcasts:
             else:
                 self.campaigns[campaign_id] = Campaign.from_dict(orjson.loads(value))
             self.campaigns_changed = True
+            self.campaigns_version += 1
         elif value is None:
             return
         elif key == CHECKPOINT_KEY:

@@ -5,19 +5,25 @@ campaign outcomes) into the `OutcomeLedger` (models/outcome_ledger.py), in a cha
 After each batch it publishes the funnel counts to `elimu-broadcast` (`intervention-stats`),
 where every worker's bandit reads the clicks and conversions of each variant, and the analytics
 and campaign logs to Redis for `GET /v1/analytics/interventions` and the campaign routes.
+
+Everything those routes read comes back after Redis is wiped (``reproject``, called by the
+worker's serving check): the analytics and run logs from the ledger table, by the worker that
+owns it; the campaign definitions from `elimu-broadcast`, which every worker holds whole.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
+from redis.asyncio import Redis
 
 from infra import keys
 from infra.kafka import BROADCAST_TOPIC
+from models.campaigns import Campaign
 from models.outcome_ledger import OutcomeLedger
-from streams.broadcast import STATS_KEY
+from streams.broadcast import STATS_KEY, Broadcasts
 from streams.pipeline import Send, write_until_redis_answers
 from streams.records import Record
 from streams.serving import ServingWriter
@@ -27,12 +33,40 @@ log = logging.getLogger(__name__)
 
 LEDGER_KEY = "all"
 
+# Mirror campaign definitions into the campaigns hash, each unless the hash holds one updated
+# later: a worker whose broadcast feed lags, or racing the API's mirror of an edit it has just
+# made, must not put an older definition back. KEYS[1]: the hash. ARGV: (id, JSON, updated_ms)...
+_MIRROR_CAMPAIGNS_LUA = """
+for i = 1, #ARGV, 3 do
+  local held = redis.call('HGET', KEYS[1], ARGV[i])
+  local ok, doc = pcall(cjson.decode, held or 'null')
+  local held_ms = ok and type(doc) == 'table' and tonumber(doc['updated_ms']) or -1
+  if held_ms < tonumber(ARGV[i + 2]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+
+async def mirror_campaigns(redis: Redis, campaigns: Iterable[Campaign]) -> None:
+    """Write ``campaigns`` into ``keys.CAMPAIGNS`` where Redis has none or an older one."""
+    args: list[str | int] = []
+    for c in campaigns:
+        args += [c.id, orjson.dumps(c.to_dict()).decode(), c.updated_ms]
+    if args:
+        await redis.eval(_MIRROR_CAMPAIGNS_LUA, 1, keys.CAMPAIGNS, *args)
+
 
 class InterventionsAnalytics:
     def __init__(self, store: TableStore[OutcomeLedger], serving: ServingWriter, send: Send) -> None:
         self.store = store
         self.serving = serving
         self.send = send
+        #: (serving epoch, campaigns version) last mirrored, and the epoch the ledger's views
+        #: were last re-projected in by this worker.
+        self._campaigns_mirrored: tuple[bytes | str | None, int] | None = None
+        self._ledger_epoch: bytes | str | None = None
 
     async def handle(self, records: Sequence[Record]) -> None:
         ledger = self.store.get(LEDGER_KEY) or OutcomeLedger()
@@ -57,3 +91,23 @@ class InterventionsAnalytics:
         ]
         sets = [(keys.INTERVENTION_ANALYTICS, orjson.dumps(ledger.stats.view()).decode())]
         await self.serving.write_documents(sets, hsets, [])
+
+    async def reproject(self, epoch: bytes | str | None, owns_ledger: bool, broadcasts: Broadcasts) -> None:
+        """Bring back what the admin routes read, from Kafka, when Redis lost it.
+
+        ``epoch`` is the serving epoch (infra/keys.py): a new one means Redis was wiped (or its
+        layout changed). Every worker mirrors the campaign definitions then, and whenever its
+        broadcast feed applies campaign records (so a definition that arrives after the wipe
+        is mirrored too); the ledger's owner writes the analytics and every run log. Each step
+        is marked done only once written, so a failed write is tried again at the next check.
+        """
+        mirrored = (epoch, broadcasts.campaigns_version)
+        if mirrored != self._campaigns_mirrored:
+            await mirror_campaigns(self.serving.redis, list(broadcasts.campaigns.values()))
+            self._campaigns_mirrored = mirrored
+        if owns_ledger and epoch != self._ledger_epoch:
+            ledger = self.store.get(LEDGER_KEY)
+            if ledger is not None:
+                await self.write_views(ledger)
+                log.info("re-projected intervention analytics and %d campaign run logs", len(ledger.runs))
+            self._ledger_epoch = epoch

@@ -3,8 +3,11 @@
 Campaign definitions live in the compacted `elimu-broadcast` topic under `campaign:<id>`: every
 worker reads them all and evaluates them for the users it owns, in stream time
 (streams/broadcast.py, models/nudges.py). The API writes a definition there, then mirrors it into
-Redis for these reads; concurrent edits of one campaign by two admins: the last write wins.
-Execution logs (counts per outcome) and analytics are the analytics agent's Redis views.
+Redis for these reads (so an admin reads their own write at once); concurrent edits of one
+campaign by two admins: the last write wins. Workers mirror the definitions too, never over a
+later one, which is what brings them back after Redis is wiped (streams/interventions.py).
+Execution logs (counts per outcome) and analytics are the analytics agent's Redis views,
+re-projected from its ledger table after a wipe.
 """
 
 from __future__ import annotations
