@@ -118,6 +118,7 @@ from models.risk_codec import (
     read_list,
     read_object,
     read_user,
+    read_users,
     unpack_bytes,
     unpack_floats,
 )
@@ -709,25 +710,24 @@ def _read_book(body: dict[str, Any], names: FeatureNames) -> _Book:
     book = _Book()
     table, (users, scored), count = _columns(need(body, "pending"), "pending", ("user", "scored_at"))
     probabilities = unpack_floats(need(table, "probability"), "pending.probability", count)
+    if count and not 0.0 <= min(probabilities) <= max(probabilities) <= 1.0:
+        raise IncompatibleModel("pending probability must lie in [0, 1]")
     rows = decode_rows(need(table, "x"), names, count, "pending.x")
-    for user, at, p, x in zip(users, scored, probabilities, rows, strict=True):
-        user_id = read_user(user, "pending user")
-        if not 0.0 <= p <= 1.0:
-            raise IncompatibleModel("pending probability must lie in [0, 1]")
-        book.pending.setdefault(user_id, []).append(PendingLabel(user_id, read_int(at, "scored_at"), x, p))
+    for user, at, p, x in zip(read_users(users, "pending user"), scored, probabilities, rows, strict=True):
+        book.pending.setdefault(user, []).append(PendingLabel(user, read_int(at, "scored_at"), x, p))
 
     table, (users, scored), count = _columns(need(body, "deferred"), "deferred", ("user", "scored_at"))
     rows = decode_rows(need(table, "x"), names, count, "deferred.x")
-    for user, at, x in zip(users, scored, rows, strict=True):
-        book.deferred[(read_user(user, "deferred user"), read_int(at, "scored_at"))] = x
+    for user, at, x in zip(read_users(users, "deferred user"), scored, rows, strict=True):
+        book.deferred[(user, read_int(at, "scored_at"))] = x
     if len(book.deferred) != count:
         raise IncompatibleModel("deferred labels repeat")
 
     columns = ("deadline", "scored_at", "user")
     _, (deadlines, scored, users), _ = _columns(need(body, "deadlines"), "deadlines", columns)
     book.deadlines = [
-        (read_int(d, "deadline"), read_int(at, "scored_at"), read_user(u, "deadline user"))
-        for d, at, u in zip(deadlines, scored, users, strict=True)
+        (read_int(d, "deadline"), read_int(at, "scored_at"), u)
+        for d, at, u in zip(deadlines, scored, read_users(users, "deadline user"), strict=True)
     ]
     # A no-op on the heap `to_bytes` wrote (heapify moves nothing in a valid heap); a forged
     # order is made a heap again instead of resolving labels out of time order.

@@ -44,7 +44,7 @@ from models.risk_codec import (
     read_int,
     read_list,
     read_object,
-    read_user,
+    read_users,
 )
 from models.risk_state import RiskSettings
 from streams import metrics
@@ -63,17 +63,20 @@ EVAL_PAIRS = 20_000
 SEEN_LABELS = 200_000
 
 #: A `risk-checkpoint` record is a header line, `elimu-risk-checkpoint {"format": 1,
-#: "next_offset": N, "seen": [[user_id, scored_at_ms], ...]}`, then `RiskModel.to_bytes()`.
+#: "next_offset": N, "seen": {"user": [...], "scored_at": [...]}}` (the ids of recent labels, as
+#: two columns), then `RiskModel.to_bytes()`.
 CHECKPOINT_FORMAT = 1
 _CHECKPOINT_MAGIC = b"elimu-risk-checkpoint "
 #: The header's worst case: SEEN_LABELS ids of MAX_ID_LEN bytes whose every character JSON
-#: escapes in two bytes (`"`, `\\`), plus brackets, comma and a timestamp each.
+#: escapes in two bytes (`"`, `\\`), plus quotes, commas and a timestamp each.
 MAX_CHECKPOINT_HEADER = SEEN_LABELS * (2 * MAX_ID_LEN + 32) + 1024
 
 
 def encode_checkpoint(model: RiskModel, next_offset: int, seen: Iterable[tuple[str, int]]) -> bytes:
     """Raises ValueError for a model no reader would accept (see `RiskModel.to_bytes`)."""
-    header = {"format": CHECKPOINT_FORMAT, "next_offset": next_offset, "seen": list(seen)}
+    ids = list(seen)
+    columns = {"user": [user for user, _ in ids], "scored_at": [at for _, at in ids]}
+    header = {"format": CHECKPOINT_FORMAT, "next_offset": next_offset, "seen": columns}
     return _CHECKPOINT_MAGIC + orjson.dumps(header) + b"\n" + model.to_bytes()
 
 
@@ -93,12 +96,12 @@ def decode_checkpoint(raw: bytes) -> tuple[RiskModel, int, OrderedDict[tuple[str
     if type(written) is not int or written != CHECKPOINT_FORMAT:
         raise IncompatibleModel(f"risk checkpoint format {written!r} is not {CHECKPOINT_FORMAT}")
     next_offset = read_int(need(header, "next_offset"), "next_offset", 0, MAX_INT)
-    seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-    for item in read_list(need(header, "seen"), "seen", SEEN_LABELS):
-        pair = read_list(item, "seen label", 2)
-        if len(pair) != 2:
-            raise IncompatibleModel("a seen label is [user_id, scored_at_ms]")
-        seen[(read_user(pair[0], "seen user"), read_int(pair[1], "seen scored_at"))] = None
+    columns = read_object(need(header, "seen"), "seen")
+    users = read_users(read_list(need(columns, "user"), "seen.user", SEEN_LABELS), "seen user")
+    times = read_list(need(columns, "scored_at"), "seen.scored_at", SEEN_LABELS)
+    if len(times) != len(users) or not all(type(t) is int and 0 <= t <= MAX_INT for t in times):
+        raise IncompatibleModel(f"seen.scored_at must be {len(users)} integers in [0, {MAX_INT}]")
+    seen = OrderedDict.fromkeys(zip(users, times, strict=True))
     return RiskModel.from_bytes(raw[end + 1 :]), next_offset, seen
 
 

@@ -446,7 +446,12 @@ _MODEL = fresh_model().to_bytes()
 
 
 def _header(**fields: object) -> bytes:
-    return b"elimu-risk-checkpoint " + orjson.dumps({"format": 1, "next_offset": 0, "seen": [], **fields})
+    header = {"format": 1, "next_offset": 0, "seen": {"user": [], "scored_at": []}, **fields}
+    return b"elimu-risk-checkpoint " + orjson.dumps(header)
+
+
+def _seen(users: list[object], times: list[object]) -> dict[str, list[object]]:
+    return {"user": users, "scored_at": times}
 
 
 UNUSABLE_CHECKPOINTS = {
@@ -457,12 +462,21 @@ UNUSABLE_CHECKPOINTS = {
     "forged-pickle": pickle.dumps({"model": _Touch(PWNED), "next_offset": 0, "seen": []}),
     "pickle-after-header": _header() + b"\n" + pickle.dumps(_Touch(PWNED)),
     "other-format": _header(format=2) + b"\n" + _MODEL,
-    "no-offset": b"elimu-risk-checkpoint " + orjson.dumps({"format": 1, "seen": []}) + b"\n" + _MODEL,
+    "no-offset": b"elimu-risk-checkpoint "
+    + orjson.dumps({"format": 1, "seen": _seen([], [])})
+    + b"\n"
+    + _MODEL,
     "negative-offset": _header(next_offset=-1) + b"\n" + _MODEL,
-    "bad-seen-id": _header(seen=[["u\x00", T0]]) + b"\n" + _MODEL,
-    "bad-seen-pair": _header(seen=[["u", T0, 1]]) + b"\n" + _MODEL,
-    "bad-seen-time": _header(seen=[["u", "T0"]]) + b"\n" + _MODEL,
-    "too-many-seen": _header(seen=[["u", i] for i in range(risk_trainer.SEEN_LABELS + 1)]) + b"\n" + _MODEL,
+    "bad-seen-id": _header(seen=_seen(["u\x00"], [T0])) + b"\n" + _MODEL,
+    "unhashable-seen-id": _header(seen=_seen([["u"]], [T0])) + b"\n" + _MODEL,
+    "bad-seen-columns": _header(seen=_seen(["u", "v"], [T0])) + b"\n" + _MODEL,
+    "bad-seen-time": _header(seen=_seen(["u"], ["T0"])) + b"\n" + _MODEL,
+    "seen-as-pairs": _header(seen=[["u", T0]]) + b"\n" + _MODEL,
+    "too-many-seen": _header(
+        seen=_seen(["u"] * (risk_trainer.SEEN_LABELS + 1), [T0] * (risk_trainer.SEEN_LABELS + 1))
+    )
+    + b"\n"
+    + _MODEL,
     "truncated-model": _header() + b"\n" + _MODEL[:-10],
     "no-newline": _header(),
 }
@@ -506,7 +520,9 @@ async def test_a_checkpoint_missing_its_offset_does_not_leave_a_half_restored_mo
     assert before.model is not None
     broadcast = Broadcasts(processor())
     # A header without its offset: the model it carries must not be adopted alone.
-    header = orjson.dumps({"format": 1, "seen": list(before.seen)})
+    header = orjson.dumps(
+        {"format": 1, "seen": _seen([u for u, _ in before.seen], [t for _, t in before.seen])}
+    )
     broadcast.checkpoint = b"elimu-risk-checkpoint " + header + b"\n" + before.model.to_bytes()
     patch_tail(monkeypatch, topic)
     t, _ = trainer(broadcast)
