@@ -110,8 +110,9 @@ async def _run_once(
     rate: float,
     compress: bool,
 ) -> dict[str, Any]:
-    token = issue_token(SECRET, "bench-fanout", "user", 3600)
-    url = api_url.replace("http", "ws") + f"/v1/ws?token={token}"
+    # One user per connection, as in production: a user may hold only a few sockets per process.
+    base = api_url.replace("http", "ws") + "/v1/ws?token="
+    urls = [base + issue_token(SECRET, f"bench-fanout-{i}", "user", 3600) for i in range(connections)]
     rss_idle = api.memory_info().rss
     clients = [_Client() for _ in range(connections)]
     ready: asyncio.Queue[Any] = asyncio.Queue()
@@ -119,14 +120,14 @@ async def _run_once(
     t_connect = time.perf_counter()
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def start_one(c: _Client) -> None:
+    async def start_one(c: _Client, url: str) -> None:
         async with sem:
             tasks.append(asyncio.create_task(_connect(url, c, ready, compress)))
             got = await ready.get()
             if isinstance(got, BaseException):
                 raise RuntimeError(f"a client could not connect: {got!r}")
 
-    await asyncio.gather(*(start_one(c) for c in clients))
+    await asyncio.gather(*(start_one(c, url) for c, url in zip(clients, urls, strict=True)))
     connect_s = time.perf_counter() - t_connect
     await asyncio.sleep(1.0)
     rss_connected = api.memory_info().rss
