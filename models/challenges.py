@@ -21,9 +21,11 @@ Shared rules
   * "Practice" means the rules' streak-qualifying actions minus the reward events this module
     causes (daily_challenge_complete, goal_achieved): counting those would let completing a
     challenge advance the next one.
-  * Idempotency: each progress record keeps the ids of the events it counted, bounded FIFO (the
-    last 64 / 100 ids) to keep the changelog small. Redelivery arrives close together, and the
-    engine's own dedup window covers older repeats.
+  * Idempotency: each progress record keeps digests of the ids of the events it counted
+    (models.digests: 22 characters whatever the id), bounded FIFO (the last 64 / 16) to keep
+    the changelog small, and forgets them once the challenge or goal is completed, since nothing
+    counts after that. The engine's own dedup drops repeats before they get here; these
+    memories cover a batch replayed after a crash, whose events arrive close together.
   * Completion happens once, stamped with the time of the event that completed it (never the
     wall clock, so replays give the same state).
   * Scores are percentages: a score outside [0, 100] is ignored rather than clamped, so a bogus
@@ -40,7 +42,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-from models.events import MAX_ID_LEN, BehaviorEvent, format_ts
+from models.digests import id_digest
+from models.events import BehaviorEvent, format_ts
 from models.rules import Rules
 from models.streaks import local_day
 
@@ -67,9 +70,19 @@ def _score(event: BehaviorEvent) -> float | None:
     return score if score is not None and 0 <= score <= MAX_SCORE else None
 
 
-def _remember(ids: list[str], event_id: str, limit: int) -> None:
-    ids.append(event_id)
+def _remember(ids: list[str], key: str, limit: int) -> None:
+    ids.append(key)
     del ids[:-limit]
+
+
+def _text_within(value: object, max_bytes: int) -> bool:
+    """A non-empty printable string of at most ``max_bytes`` UTF-8 bytes (what state may keep)."""
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and value.isprintable()
+        and len(value.encode("utf-8", "surrogatepass")) <= max_bytes
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,18 +247,20 @@ def apply_to_challenge(
         progress = ChallengeProgress(challenge.id, _measured_target(challenge))
     elif progress.challenge_id != challenge.id:
         raise ValueError(f"progress of challenge {progress.challenge_id!r} applied to {challenge.id!r}")
-    if progress.completed or event.event_id in progress.event_ids:
+    key = id_digest(event.event_id)
+    if progress.completed or key in progress.event_ids:
         return progress, NO_CHANGE
     if local_day(event.ts_ms, tz) != challenge.day.toordinal():
         return progress, NO_CHANGE
     amount = _challenge_amount(challenge, event, rules)
     if amount <= 0:
         return progress, NO_CHANGE
-    _remember(progress.event_ids, event.event_id, MAX_CHALLENGE_EVENT_IDS)
+    _remember(progress.event_ids, key, MAX_CHALLENGE_EVENT_IDS)
     # Capped at the target: surplus would change nothing and only look odd in the API.
     progress.progress = min(progress.target, progress.progress + amount)
     if progress.progress >= progress.target:
         progress.completed_at_ms = event.ts_ms
+        progress.event_ids.clear()  # nothing counts after completion
     return progress, ProgressChange(advanced=True, completed_now=progress.completed)
 
 
@@ -293,9 +308,13 @@ GOAL_KINDS: tuple[GoalKind, ...] = (
     "streak_maintenance",
 )
 MAX_ACTIVE_GOALS = 10
+#: Finished (completed or expired) goals kept for the API's list; older ones are dropped.
+MAX_FINISHED_GOALS = 20
 MAX_GOAL_DAYS = 90
 MAX_GOAL_COUNT = 1000  # upper bound on targets counted in sessions or days
-MAX_GOAL_EVENT_IDS = 100
+MAX_GOAL_EVENT_IDS = 16
+#: A goal id, in UTF-8 bytes: a client's request id (the API allows 64) or a server uuid.
+MAX_GOAL_ID_BYTES = 64
 # One lucky session should not complete a score goal: the average needs a few samples.
 MIN_SCORE_SESSIONS = 3
 
@@ -361,8 +380,8 @@ def new_goal(
     params: Mapping[str, Any] | None = None,
 ) -> Goal:
     """A validated new goal starting at `now_ms`; ValueError says what is wrong with the input."""
-    if not isinstance(goal_id, str) or not goal_id or len(goal_id) > MAX_ID_LEN:
-        raise ValueError(f"goal_id must be a non-empty string of at most {MAX_ID_LEN} characters")
+    if not _text_within(goal_id, MAX_GOAL_ID_BYTES):
+        raise ValueError(f"goal_id must be printable text of 1..{MAX_GOAL_ID_BYTES} bytes")
     if kind not in GOAL_KINDS:
         raise ValueError(f"unknown goal kind {kind!r}; expected one of {', '.join(GOAL_KINDS)}")
     if _number(target) is None or target <= 0:
@@ -389,10 +408,8 @@ def _check_goal_params(kind: GoalKind, target: float, params: dict[str, Any]) ->
         return params
     if isinstance(target, float) or target > MAX_GOAL_COUNT:
         raise ValueError(f"{kind}: target must be a whole number up to {MAX_GOAL_COUNT}")
-    if kind == "category_mastery":
-        category = params.get("category")
-        if not isinstance(category, str) or not category or len(category) > MAX_CATEGORY_LEN:
-            raise ValueError(f"category_mastery: category must be a non-empty string (<= {MAX_CATEGORY_LEN})")
+    if kind == "category_mastery" and not _text_within(params.get("category"), MAX_CATEGORY_LEN):
+        raise ValueError(f"category_mastery: category must be printable text of 1..{MAX_CATEGORY_LEN} bytes")
     return params
 
 
@@ -444,13 +461,15 @@ def apply_to_goal(goal: Goal, event: BehaviorEvent, rules: Rules, streak_current
         # A level, not a sum: a repeated event reports the same streak, so no ids are needed.
         goal.progress = streak_current
     else:
-        if event.event_id in goal.event_ids or not _count_goal_event(goal, event, rules):
+        key = id_digest(event.event_id)
+        if key in goal.event_ids or not _count_goal_event(goal, event, rules):
             return NO_CHANGE
-        _remember(goal.event_ids, event.event_id, MAX_GOAL_EVENT_IDS)
+        _remember(goal.event_ids, key, MAX_GOAL_EVENT_IDS)
     completed_now = _reached(goal)
     if completed_now:
         goal.status = "completed"
         goal.completed_at_ms = event.ts_ms
+        goal.event_ids.clear()  # a completed goal counts nothing more
     return ProgressChange(advanced=goal.progress > before, completed_now=completed_now)
 
 
@@ -460,6 +479,36 @@ def expire_goals(goals: Iterable[Goal], now_ms: int) -> list[Goal]:
     for goal in expired:
         goal.status = "expired"
     return expired
+
+
+def _finished_at(goal: Goal) -> int:
+    return goal.completed_at_ms if goal.completed_at_ms is not None else goal.deadline_ms
+
+
+def settle_goals(goals: dict[str, Goal], now_ms: int) -> bool:
+    """What the owner of the goals does on every command or event of the user: expire goals past
+    their deadline (so they stop counting toward MAX_ACTIVE_GOALS), forget their event ids, and
+    keep only the newest MAX_FINISHED_GOALS finished ones (completed or expired). True when
+    anything changed.
+
+    Dropping the oldest finished goals bounds the state; an expired goal kept here can still be
+    completed by a late event from inside its period (see the module docstring).
+    """
+    expired = expire_goals(goals.values(), now_ms)
+    for goal in expired:
+        goal.event_ids.clear()
+    return bool(prune_finished_goals(goals, MAX_FINISHED_GOALS) or expired)
+
+
+def prune_finished_goals(goals: dict[str, Goal], keep: int) -> int:
+    """Drop all but the ``keep`` newest finished goals (by when they finished); how many went."""
+    finished = sorted(
+        (g for g in goals.values() if g.status != "active"), key=lambda g: (_finished_at(g), g.goal_id)
+    )
+    dropped = finished[: max(0, len(finished) - keep)]
+    for goal in dropped:
+        del goals[goal.goal_id]
+    return len(dropped)
 
 
 def public_goal(goal: Goal) -> dict[str, Any]:

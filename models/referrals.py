@@ -18,13 +18,22 @@ is one referrer's Faust table value.
   `hold` moves it to review before any credit is paid. Held referrals do not expire: the
   decision belongs to the reviewer. A lesson finished while held is remembered, so an approval
   completes the referral if the user did their part in time.
+* A book is bounded whatever claims arrive (docs/growth.md, "State budget"): at most
+  `MAX_OPEN_REFERRALS` open (pending or held) referrals; a claim beyond that is recorded as
+  rejected with the flag `referrer_backlog` (held ones free their place when reviewed). Only the
+  newest `MAX_FINISHED_REFERRALS` finished ones (completed, rejected, expired) are kept whole;
+  older ones are folded into per-status counts (`archived`), so the stats and the funnel stay
+  exact while the list, the time-to-complete figures and the by-day chart cover the kept ones.
+  Signals kept for review are bounded in bytes; a longer or unprintable one is not kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
@@ -42,7 +51,18 @@ VELOCITY_WINDOW_MS = DAY_MS
 REFERRER_VELOCITY_MAX = 10
 IP_VELOCITY_MAX = 5
 # The referrer's own recent devices and IPs; older ones stop counting as "shared".
-MAX_KNOWN_SIGNALS = 20
+MAX_KNOWN_SIGNALS = 10
+MAX_OPEN_REFERRALS = 12
+# One more than REFERRER_VELOCITY_MAX, so "more than that many completed in 24 h" stays exact.
+MAX_FINISHED_REFERRALS = REFERRER_VELOCITY_MAX + 1
+# Signals kept in a book: a device id is an id (UTF-8 bytes); an IP address is kept in its
+# canonical text (at most 45 characters) and a domain only as plain ASCII hostname characters.
+MAX_DEVICE_BYTES = 128
+MAX_IP_BYTES = 45
+MAX_DOMAIN_BYTES = 64
+_DOMAIN = re.compile(r"[a-z0-9.-]+", re.ASCII)
+# An email address (RFC 5321's limit); only its domain is kept.
+MAX_EMAIL_BYTES = 254
 REFERRAL_CREDITS = 200
 ANALYTICS_DAYS = 30
 
@@ -52,6 +72,7 @@ HELD = "held"
 REJECTED = "rejected"
 EXPIRED = "expired"
 STATUSES = (PENDING, COMPLETED, HELD, REJECTED, EXPIRED)
+OPEN_STATUSES = (PENDING, HELD)
 
 SELF_REFERRAL = "self_referral"
 SHARED_DEVICE = "shared_device"
@@ -60,6 +81,7 @@ REFERRER_VELOCITY = "referrer_velocity"
 IP_VELOCITY = "ip_velocity"
 REFERRAL_LOOP = "referral_loop"
 DISPOSABLE_EMAIL = "disposable_email"
+REFERRER_BACKLOG = "referrer_backlog"
 
 DISPOSABLE_EMAIL_DOMAINS = frozenset(
     {
@@ -227,22 +249,37 @@ class Referral:
             return EXPIRED
         return self.status
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def finished_at_ms(self) -> int:
+        """When a finished referral finished, for keeping the newest (see ReferrerBook)."""
+        if self.status == EXPIRED:
+            return self.deadline_ms
+        return self.completed_at_ms if self.completed_at_ms is not None else self.claimed_at_ms
+
+    def to_dict(self, with_referrer: bool = True) -> dict[str, Any]:
+        """``with_referrer=False`` inside a book, which names the referrer once."""
         s = self.signals
-        return {
-            "referrer": self.referrer_id,
-            "referred": self.referred_id,
-            "claimed": self.claimed_at_ms,
-            "status": self.status,
-            "completed": self.completed_at_ms,
-            "flags": self.flags,
-            "signals": [s.device_id, s.ip, s.email_domain],
-        }
+        data: dict[str, Any] = {"referrer": self.referrer_id} if with_referrer else {}
+        data.update(
+            {
+                "referred": self.referred_id,
+                "claimed": self.claimed_at_ms,
+                "status": self.status,
+                "completed": self.completed_at_ms,
+                "flags": self.flags,
+                "signals": [s.device_id, s.ip, s.email_domain],
+            }
+        )
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Referral:
+    def from_dict(cls, data: dict[str, Any], referrer_id: str | None = None) -> Referral:
+        """``referrer_id``: the book's, for a referral stored in it without its own."""
+        referrer = data.get("referrer", referrer_id)
+        if not isinstance(referrer, str):
+            raise ValueError("a referral needs its referrer")
         return cls(
-            referrer_id=data["referrer"],
+            referrer_id=referrer,
             referred_id=data["referred"],
             claimed_at_ms=data["claimed"],
             status=data["status"],
@@ -256,22 +293,50 @@ def new_referral(claim: ClaimSignals, referrer: ReferrerFacts, now_ms: int) -> R
     """The referral a claim creates: rejected for self-referral, held when flagged, else pending."""
     flags = fraud_flags(claim, referrer, now_ms)
     status = REJECTED if SELF_REFERRAL in flags else HELD if flags else PENDING
+    domain = email_domain(claim.email)
+    signals = Signals(
+        bounded_text(claim.device_id, MAX_DEVICE_BYTES),
+        normalize_ip(claim.ip),
+        domain if domain and len(domain) <= MAX_DOMAIN_BYTES and _DOMAIN.fullmatch(domain) else None,
+    )
     return Referral(
         referrer_id=claim.referrer_id,
         referred_id=claim.referred_id,
         claimed_at_ms=now_ms,
         status=status,
         flags=flags,
-        signals=Signals(claim.device_id, claim.ip, email_domain(claim.email)),
+        signals=signals,
     )
+
+
+def bounded_text(value: object, max_bytes: int) -> str | None:
+    """``value`` if it is printable text of 1..max_bytes UTF-8 bytes, else None: what a book
+    (or a referral message) may carry of a client-supplied signal."""
+    if not isinstance(value, str) or not value or not value.isprintable():
+        return None
+    return value if len(value.encode("utf-8", "surrogatepass")) <= max_bytes else None
+
+
+def normalize_ip(value: object) -> str | None:
+    """An IP address in canonical text (as ``ipaddress`` prints it: lower case, zeros
+    compressed), or None for anything that is not one: what a book keeps of an IP."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        text = str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+    return text if len(text) <= MAX_IP_BYTES else None
 
 
 @dataclass
 class ReferrerBook:
     """One referrer's code, own recent devices/IPs (oldest first, bounded) and referrals.
 
-    Referrals are not bounded: each is a distinct real user, and dropping any would falsify the
-    stats and the credits owed.
+    Referrals are bounded (see the module docstring): open ones by refusing claims past
+    MAX_OPEN_REFERRALS, finished ones by folding the oldest into ``archived`` (status -> count),
+    which the stats and analytics add back, so no count is falsified. Credits owed are in the
+    ledger by then: a referral is finished only after it paid, was refused or lapsed.
     """
 
     referrer_id: str
@@ -279,10 +344,14 @@ class ReferrerBook:
     known_devices: list[str] = field(default_factory=list)
     known_ips: list[str] = field(default_factory=list)
     referrals: dict[str, Referral] = field(default_factory=dict)
+    archived: dict[str, int] = field(default_factory=dict)
 
     def observe(self, device_id: str | None, ip: str | None) -> None:
         """Remember a device/IP the referrer themself used (e.g. at sign-in)."""
-        for value, known in ((device_id, self.known_devices), (ip, self.known_ips)):
+        for value, known in (
+            (bounded_text(device_id, MAX_DEVICE_BYTES), self.known_devices),
+            (normalize_ip(ip), self.known_ips),
+        ):
             if value:
                 if value in known:
                     known.remove(value)  # move to the newest end
@@ -311,15 +380,42 @@ class ReferrerBook:
         )
 
     def record_claim(self, referral: Referral) -> bool:
-        """Add a claim; False (no change) if this referred user already has one here."""
+        """Add a claim; False (no change) if this referred user already has one here.
+
+        With MAX_OPEN_REFERRALS open already (after expiring those past their window), an open
+        claim is recorded as rejected, flagged ``referrer_backlog``.
+        """
         if referral.referrer_id != self.referrer_id:
             raise ValueError(
                 f"referral by {referral.referrer_id!r} recorded in the book of {self.referrer_id!r}"
             )
         if referral.referred_id in self.referrals:
             return False
+        self.expire(referral.claimed_at_ms)
+        if referral.status in OPEN_STATUSES and self.open_count() >= MAX_OPEN_REFERRALS:
+            referral.status = REJECTED
+            referral.flags.append(REFERRER_BACKLOG)
         self.referrals[referral.referred_id] = referral
+        self._prune()
         return True
+
+    def open_count(self) -> int:
+        return sum(r.status in OPEN_STATUSES for r in self.referrals.values())
+
+    def _prune(self) -> None:
+        self.archive_finished(MAX_FINISHED_REFERRALS)
+
+    def archive_finished(self, keep: int) -> int:
+        """Fold all but the ``keep`` newest finished referrals into ``archived``; how many went."""
+        finished = [r for r in self.referrals.values() if r.status not in OPEN_STATUSES]
+        if len(finished) <= keep:
+            return 0
+        finished.sort(key=lambda r: (r.finished_at_ms, r.referred_id))
+        gone = finished[: len(finished) - keep]
+        for ref in gone:
+            self.archived[ref.status] = self.archived.get(ref.status, 0) + 1
+            del self.referrals[ref.referred_id]
+        return len(gone)
 
     def complete(self, referred_id: str, now_ms: int) -> Referral | None:
         """The referred user finished a lesson at `now_ms`.
@@ -337,6 +433,7 @@ class ReferrerBook:
             return None
         ref.status = COMPLETED
         ref.completed_at_ms = now_ms
+        self._prune()
         return ref
 
     def hold(self, referred_id: str, flags: Iterable[str]) -> Referral:
@@ -361,6 +458,7 @@ class ReferrerBook:
             ref.status = COMPLETED
         else:
             ref.status = EXPIRED if now_ms > ref.deadline_ms else PENDING
+        self._prune()
         return ref
 
     def expire(self, now_ms: int) -> list[Referral]:
@@ -368,13 +466,16 @@ class ReferrerBook:
         changed = [r for r in self.referrals.values() if r.status_at(now_ms) != r.status]
         for ref in changed:
             ref.status = EXPIRED
+        if changed:
+            self._prune()
         return changed
 
     def stats(self, now_ms: int) -> dict[str, Any]:
         """The referrer's dashboard. Every recorded claim counts as claimed (we cannot see
         invitations that were never claimed), so conversion is completed / claimed."""
         counts = Counter(r.status_at(now_ms) for r in self.referrals.values())
-        claimed = len(self.referrals)
+        counts.update(self.archived)
+        claimed = counts.total()
         return {
             "code": self.code,
             "claimed": claimed,
@@ -390,21 +491,25 @@ class ReferrerBook:
             "code": self.code,
             "devices": self.known_devices,
             "ips": self.known_ips,
-            "referrals": [r.to_dict() for r in self.referrals.values()],
+            "referrals": [r.to_dict(with_referrer=False) for r in self.referrals.values()],
+            "archived": self.archived,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferrerBook:
         if data.get("v") != BOOK_VERSION:
             raise ValueError(f"unsupported referrer book version {data.get('v')!r}")
-        referrals = [Referral.from_dict(r) for r in data["referrals"]]
-        return cls(
+        referrals = [Referral.from_dict(r, data["referrer_id"]) for r in data["referrals"]]
+        book = cls(
             referrer_id=data["referrer_id"],
             code=data["code"],
             known_devices=list(data["devices"]),
             known_ips=list(data["ips"]),
             referrals={r.referred_id: r for r in referrals},
+            archived=dict(data.get("archived") or {}),
         )
+        book._prune()  # a book written before the bound had none
+        return book
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,6 +533,7 @@ def growth_analytics(books: Iterable[ReferrerBook], total_users: int, now_ms: in
     completed_on: Counter[int] = Counter()
     for book in books:
         codes += 1
+        funnel.update(book.archived)
         for ref in book.referrals.values():
             status = ref.status_at(now_ms)
             funnel[status] += 1

@@ -8,8 +8,9 @@ Rules, and why:
 * Idempotent. Commands arrive at least once, so every grant and redemption carries an id. A
   repeated grant id is a no-op (`grant` returns False); a repeated redemption `request_id`
   returns the stored original result, success or failure, and spends nothing more. The ids are
-  remembered in `seen`, the newest `SEEN_CAP` of them (plus the ids of lots still holding
-  credit): retries come within minutes, and an unbounded set would grow the changelog forever.
+  remembered in `seen` as fixed-size digests (models.digests), the newest `SEEN_CAP` of them (plus
+  the ids of lots still holding credit): retries come within minutes, and an unbounded set, or
+  one of raw 128-byte ids, would grow the changelog past any budget.
 * Lots, not a running total. Each grant is a lot with an optional expiry. Spending takes from
   the soonest-expiring lot first and never-expiring lots last (ties: oldest grant first), which
   is the order that wastes least of the user's credit. Credit is spendable strictly before its
@@ -24,9 +25,16 @@ Rules, and why:
   these are ordinary outcomes the UI shows. Malformed commands raise `InvalidEvent` so the
   stream can dead-letter them. Failures are remembered for idempotency but are not history,
   since they move no credit.
-* Bounded history. `history` keeps the newest `HISTORY_CAP` entries. Balances stay exact
+* Bounded history. `history` keeps the newest `HISTORY_CAP` entries, fewer if they would encode
+  to more than `HISTORY_BYTES`. Balances stay exact
   because they come from the lots and the lifetime totals (granted, spent, expired), never
   from the history; limits count from `redeemed`, kept per perk for the same reason.
+* Bounded lots and balance. At most `MAX_LOTS` lots are kept: past that, the two lots (adjacent
+  in spending order) whose expiries are nearest merge into one that expires at the later of the
+  two, so no credit expires sooner than promised and the ledger's size has a ceiling whatever
+  the number of grants. A grant is at most `MAX_GRANT` and may not lift the spendable balance
+  above `MAX_BALANCE` (`GrantRefused`, code `balance_cap`): a forged or mistaken grant is
+  bounded even before anyone checks who sent it.
 """
 
 from __future__ import annotations
@@ -37,13 +45,25 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from models.events import MAX_ID_LEN, InvalidEvent, format_ts
+import orjson
 
-LEDGER_VERSION = 1
-HISTORY_CAP = 500
-SEEN_CAP = 2_000
-# A single grant above this is a bug or an attack, not a reward.
-MAX_GRANT = 1_000_000
+from models.digests import id_digest
+from models.events import MAX_TS_MS, InvalidEvent, check_id, format_ts
+
+#: 2: `seen` is keyed by id digests (version 1 kept raw ids; read and converted).
+LEDGER_VERSION = 2
+HISTORY_CAP = 50
+#: The history's encoded bytes: its ids and reasons are client text, so a count alone would let
+#: 50 entries of 128-byte ids weigh 16 KiB.
+HISTORY_BYTES = 8 * 1024
+SEEN_CAP = 64
+MAX_LOTS = 16
+# A single grant above this is a bug or an attack, not a reward (the dearest perk costs 500).
+MAX_GRANT = 10_000
+#: The spendable balance a grant may not lift a user above: 200 of the dearest perk.
+MAX_BALANCE = 100_000
+#: A grant's reason, in UTF-8 bytes (it is kept in the history).
+MAX_REASON_BYTES = 64
 EXPIRING_SOON_MS = 7 * 86_400_000
 
 GRANT = "grant"
@@ -57,6 +77,17 @@ OK = "ok"
 INSUFFICIENT_BALANCE = "insufficient_balance"
 UNKNOWN_PERK = "unknown_perk"
 LIMIT_REACHED = "limit_reached"
+# Refused grants (GrantRefused.code).
+GRANT_TOO_LARGE = "grant_too_large"
+BALANCE_CAP = "balance_cap"
+
+
+class GrantRefused(ValueError):
+    """A well-formed grant the ledger will not take; `code` says why. Raised before any change."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -132,7 +163,7 @@ class Ledger:
     user_id: str
     lots: list[Lot] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
-    # id -> None for a grant, or the compact RedeemResult [code, perk, cost, balance, at].
+    # id digest -> None for a grant, or the compact RedeemResult [code, perk, cost, balance, at].
     seen: dict[str, list[Any] | None] = field(default_factory=dict)
     redeemed: dict[str, int] = field(default_factory=dict)
     granted: int = 0
@@ -154,19 +185,26 @@ class Ledger:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ledger:
-        if data.get("v") != LEDGER_VERSION:
-            raise ValueError(f"unsupported ledger version {data.get('v')!r}")
+        version = data.get("v")
+        if version not in (1, LEDGER_VERSION):
+            raise ValueError(f"unsupported ledger version {version!r}")
         granted, spent, expired = data["totals"]
-        return cls(
+        # Version 1 remembered raw ids: digest them, so a retry after the upgrade is still known.
+        seen_key = id_digest if version == 1 else str
+        seen = list(data["seen"].items())[-SEEN_CAP:]
+        ledger = cls(
             user_id=data["user_id"],
             lots=[Lot(*lot) for lot in data["lots"]],
-            entries=[Entry(*entry) for entry in data["hist"]],
-            seen={k: (None if v is None else list(v)) for k, v in data["seen"].items()},
+            entries=[Entry(*entry) for entry in data["hist"][-HISTORY_CAP:]],
+            seen={seen_key(k): (None if v is None else list(v)) for k, v in seen},
             redeemed=dict(data["redeemed"]),
             granted=granted,
             spent=spent,
             expired=expired,
         )
+        while len(ledger.lots) > MAX_LOTS:  # a version 1 ledger had no bound
+            _merge_nearest_lots(ledger)
+        return ledger
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,23 +217,37 @@ def grant(
     """Add a lot of `amount` credits; False (and no change) if `entry_id` was already applied.
 
     A grant that is already past its expiry is still recorded, then expires at once: the
-    history should show both rather than silently dropping a late-delivered grant.
+    history should show both rather than silently dropping a late-delivered grant. Raises
+    `GrantRefused` (nothing changed) when the grant would lift the balance over `MAX_BALANCE`.
     """
     _check_id(entry_id)
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_GRANT:
         raise InvalidEvent("bad_type", f"grant amount must be an integer in 1..{MAX_GRANT}")
-    if entry_id in ledger.seen:
-        if ledger.seen[entry_id] is not None:
-            raise InvalidEvent("bad_type", f"id {entry_id!r} already names a redemption")
+    _check_reason(reason)
+    if expires_at_ms is not None and (
+        isinstance(expires_at_ms, bool)
+        or not isinstance(expires_at_ms, int)
+        or not 0 <= expires_at_ms <= MAX_TS_MS
+    ):
+        raise InvalidEvent("bad_type", "expires_at_ms must be epoch milliseconds or null")
+    key = id_digest(entry_id)
+    if key in ledger.seen:
+        if ledger.seen[key] is not None:
+            raise InvalidEvent("bad_type", f"id {entry_id[:64]!r} already names a redemption")
         return False
     if any(lot.entry_id == entry_id for lot in ledger.lots):  # seen may have forgotten a live lot
         return False
+    live = expires_at_ms is None or expires_at_ms > now_ms
+    if live and balance(ledger, now_ms) + amount > MAX_BALANCE:
+        raise GrantRefused(BALANCE_CAP, f"a balance is at most {MAX_BALANCE} credits")
     expire(ledger, now_ms)
     lot = Lot(entry_id, amount, expires_at_ms, now_ms)
     # insort keeps equal keys in grant order: older grants are spent first on a tie.
     bisect.insort(ledger.lots, lot, key=Lot.spend_key)
+    while len(ledger.lots) > MAX_LOTS:
+        _merge_nearest_lots(ledger)
     ledger.granted += amount
-    _remember(ledger, entry_id, None)
+    _remember(ledger, key, None)
     _append(ledger, Entry(entry_id, GRANT, amount, reason, now_ms))
     expire(ledger, now_ms)
     return True
@@ -206,10 +258,11 @@ def redeem(
 ) -> RedeemResult:
     """Spend a perk's cost, soonest-expiring credit first. Idempotent by `request_id`."""
     _check_id(request_id)
-    if request_id in ledger.seen:
-        stored = ledger.seen[request_id]
+    key = id_digest(request_id)
+    if key in ledger.seen:
+        stored = ledger.seen[key]
         if stored is None:
-            raise InvalidEvent("bad_type", f"id {request_id!r} already names a grant")
+            raise InvalidEvent("bad_type", f"id {request_id[:64]!r} already names a grant")
         code, stored_perk, cost, balance_after, at_ms = stored
         return RedeemResult(request_id, code, stored_perk, cost, balance_after, at_ms, duplicate=True)
     expire(ledger, now_ms)
@@ -231,7 +284,7 @@ def redeem(
         ledger.redeemed[perk_id] = ledger.redeemed.get(perk_id, 0) + 1
         _append(ledger, Entry(request_id, REDEEM, -cost, perk_id, now_ms))
     result = RedeemResult(request_id, code, perk_id, cost, available_now - cost, now_ms)
-    _remember(ledger, request_id, [code, perk_id, cost, result.balance, now_ms])
+    _remember(ledger, key, [code, perk_id, cost, result.balance, now_ms])
     return result
 
 
@@ -321,10 +374,36 @@ def expiring_soon(ledger: Ledger, now_ms: int, within_ms: int = EXPIRING_SOON_MS
 def _check_id(entry_id: str) -> None:
     if not isinstance(entry_id, str) or entry_id == "":
         raise InvalidEvent("missing_field", "an entry id is required")
-    if len(entry_id) > MAX_ID_LEN:
-        raise InvalidEvent("id_too_long", f"entry ids are at most {MAX_ID_LEN} characters")
+    check_id(entry_id, "entry id")  # bytes and printable: ids are kept in the history
     if entry_id.startswith(EXPIRY_ID_PREFIX):
         raise InvalidEvent("bad_type", f"ids starting with {EXPIRY_ID_PREFIX!r} are reserved")
+
+
+def _check_reason(reason: str) -> None:
+    if (
+        not isinstance(reason, str)
+        or not reason
+        or len(reason.encode("utf-8", "surrogatepass")) > MAX_REASON_BYTES
+        or not reason.isprintable()
+    ):
+        raise InvalidEvent("bad_type", f"a grant reason is 1..{MAX_REASON_BYTES} bytes of printable text")
+
+
+def _merge_nearest_lots(ledger: Ledger) -> None:
+    """Merge the two lots, adjacent in spending order, whose expiries are nearest; the merged lot
+    keeps the first one's id and the later expiry (no credit expires sooner than promised)."""
+    lots = ledger.lots
+
+    def gap(i: int) -> float:
+        a, b = lots[i].expires_at_ms, lots[i + 1].expires_at_ms
+        if a is None or b is None:
+            return 0 if a is b else float("inf")
+        return b - a
+
+    i = min(range(len(lots) - 1), key=gap)  # the first (oldest) pair on a tie
+    first, second = lots[i], lots.pop(i + 1)
+    first.remaining += second.remaining
+    first.expires_at_ms = second.expires_at_ms  # spending order is unchanged: it was sorted
 
 
 def _spendable(lot: Lot, now_ms: int) -> bool:
@@ -343,8 +422,8 @@ def _spend(ledger: Ledger, amount: int) -> None:
             ledger.lots.pop(0)
 
 
-def _remember(ledger: Ledger, entry_id: str, value: list[Any] | None) -> None:
-    ledger.seen[entry_id] = value
+def _remember(ledger: Ledger, key: str, value: list[Any] | None) -> None:
+    ledger.seen[key] = value
     while len(ledger.seen) > SEEN_CAP:
         del ledger.seen[next(iter(ledger.seen))]  # dicts keep insertion order: oldest first
 
@@ -353,3 +432,16 @@ def _append(ledger: Ledger, entry: Entry) -> None:
     ledger.entries.append(entry)
     if len(ledger.entries) > HISTORY_CAP:
         del ledger.entries[: len(ledger.entries) - HISTORY_CAP]
+    size = sum(map(_entry_bytes, ledger.entries))
+    while size > HISTORY_BYTES and len(ledger.entries) > 1:
+        size -= _entry_bytes(ledger.entries.pop(0))
+
+
+def trim_history(ledger: Ledger, keep: int) -> None:
+    """Keep only the newest ``keep`` history entries (balances never read the history)."""
+    del ledger.entries[: max(0, len(ledger.entries) - keep)]
+
+
+def _entry_bytes(e: Entry) -> int:
+    """The entry's size in ``to_dict``'s JSON (the form the changelog carries)."""
+    return len(orjson.dumps([e.entry_id, e.kind, e.amount, e.ref, e.at_ms]))

@@ -11,6 +11,11 @@ Pure orchestration over ``models/`` (no I/O), like ``streams.engagement``. Input
 XP for growth milestones is not added here: a completed challenge, goal or referral becomes a
 behaviour event with a derived id (``challenge:{date}``, ``goal:{id}``, ``referral:{user}``) for the
 gamification fold, whose dedup makes it count once however often this is replayed.
+
+Everything read from a command or a referral message is bounded before it can reach state or an
+outgoing record (ids by ``check_id``, signals by ``bounded_text``), and every command or event of
+a user first settles their goals (expiry, pruning): the worker owns that state, so a lapsed goal
+stops counting toward the cap on active goals without waiting for a reader.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from models.challenges import (
+    MAX_ACTIVE_GOALS,
     apply_to_challenge,
     apply_to_goal,
     can_add_goal,
@@ -31,19 +37,24 @@ from models.challenges import (
     new_goal,
     public_challenge,
     public_goal,
+    settle_goals,
 )
-from models.events import BehaviorEvent, InvalidEvent
+from models.events import FUTURE_TOLERANCE_MS, MAX_ID_LEN, BehaviorEvent, InvalidEvent, check_id
 from models.gamification import UserState
 from models.growth import GrowthState, ReferredBy
 from models.referrals import (
+    MAX_DEVICE_BYTES,
+    MAX_EMAIL_BYTES,
+    MAX_IP_BYTES,
     REFERRAL_CREDITS,
     REFERRER_VELOCITY_MAX,
     ClaimSignals,
     Referral,
     ReferrerBook,
+    bounded_text,
     new_referral,
 )
-from models.rewards import balance, grant, redeem
+from models.rewards import GRANT_TOO_LARGE, MAX_GRANT, GrantRefused, balance, grant, redeem
 from models.rules import Rules
 from models.streaks import local_day
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
@@ -53,6 +64,9 @@ REFERRALS_TOPIC = "elimu-referrals"
 DAY_MS = 86_400_000
 #: Referral credits expire this long after they are granted.
 CREDIT_TTL_MS = 90 * DAY_MS
+#: A command id is "{user_id}:…" (a goal's is "{user_id}:goal:{request_id}"), so it may be longer
+#: than one id; it is only ever remembered as a digest.
+MAX_COMMAND_ID_BYTES = 2 * MAX_ID_LEN
 
 
 class GrowthStore(Protocol):
@@ -78,7 +92,8 @@ class GrowthOutcome:
     #: Behaviour events for the gamification fold (XP for milestones).
     actions: list[dict[str, Any]] = field(default_factory=list)
     pushes: list[Push] = field(default_factory=list)
-    #: Redeemed perks, for ``notifications`` (the platform fulfils them).
+    #: Redeemed perks, for ``notifications`` (the platform fulfils them, once per
+    #: ``redemption_id``): sent durably before the state that records the redemption.
     redemptions: list[dict[str, Any]] = field(default_factory=list)
     changed_books: set[str] = field(default_factory=set)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -94,12 +109,22 @@ def _action(user_id: str, event_id: str, type_: str, ts_ms: int, **props: Any) -
 
 
 class GrowthProcessor:
+    """``code_of`` derives a user's referral code (``models.referrals.referral_code`` with the
+    deployment's secret): the worker then records the code itself rather than trusting the one a
+    command carries, which is what lets the serving view's code -> user map be rebuilt from the
+    table (``streams.growth_pipeline``). Without it (unit tests) the command's code is taken."""
+
     def __init__(
-        self, rules: Rules, partitions_for: Callable[[str], int], clock_ms: Callable[[], int] = _now_ms
+        self,
+        rules: Rules,
+        partitions_for: Callable[[str], int],
+        clock_ms: Callable[[], int] = _now_ms,
+        code_of: Callable[[str], str] | None = None,
     ):
         self.rules = rules
         self.partitions_for = partitions_for
         self.clock_ms = clock_ms
+        self.code_of = code_of
 
     def process(
         self,
@@ -115,7 +140,9 @@ class GrowthProcessor:
         for event, user_state in applied:
             self._event(event, user_state, store, out, dirty)
         for user_id in dirty:
-            store.put(user_id, out.touched[user_id])
+            state = out.touched[user_id]
+            state.fit_budget()  # the backstop: the caps keep states under budget on their own
+            store.put(user_id, state)
         return out
 
     def _state(self, user_id: str, store: GrowthStore, out: GrowthOutcome) -> GrowthState:
@@ -135,6 +162,8 @@ class GrowthProcessor:
         if not practice and (existing is None or not (existing.goals or existing.referred_by)):
             return  # nothing this event could advance: skip the state write
         state = self._state(event.user_id, store, out)
+        if state.goals and settle_goals(state.goals, event.ts_ms):
+            dirty.add(state.user_id)
         if practice:
             self._advance_challenge(state, event, user, out, dirty)
         for goal in state.goals.values():
@@ -214,16 +243,23 @@ class GrowthProcessor:
 
     def _command(self, rec: Record, store: GrowthStore, out: GrowthOutcome, dirty: set[str]) -> None:
         cmd = _decode(rec)
-        user_id, command_id, kind = (_str(cmd, k) for k in ("user_id", "command_id", "type"))
+        user_id, kind = _str(cmd, "user_id"), _str(cmd, "type")
+        command_id = _str(cmd, "command_id", MAX_COMMAND_ID_BYTES)
         owner = misrouted_owner(rec, user_id, self.partitions_for(rec.topic))
         if owner is not None:
             out.misrouted.append((rec, user_id.encode(), owner))
             return
         ts = cmd.get("ts")
-        if not isinstance(ts, int):
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
             raise InvalidEvent("bad_type", "command ts must be epoch milliseconds")
+        if ts > self.clock_ms() + FUTURE_TOLERANCE_MS:
+            # The API stamps commands when it accepts them; a time ahead of ours would expire
+            # goals and credit early.
+            raise InvalidEvent("ts_in_future", "command ts is in the future")
         state = self._state(user_id, store, out)
-        previous = state.answers.get(command_id)
+        if settle_goals(state.goals, ts):
+            dirty.add(user_id)
+        previous = state.answer_to(command_id)
         if previous is not None:
             out.answers.append((command_id, {**previous, "duplicate": True}))
             return
@@ -246,23 +282,46 @@ class GrowthProcessor:
             "duplicate": result.duplicate,
         }
         if result.ok and not result.duplicate:
-            data = {"user_id": state.user_id, "perk_id": result.perk_id, "cost": result.cost, "at_ms": ts}
+            # redemption_id is the command id: the same on every replay of this command, so the
+            # fulfilment's consumer can apply each redemption once (docs/growth.md).
+            data = {
+                "redemption_id": result.request_id,
+                "user_id": state.user_id,
+                "perk_id": result.perk_id,
+                "cost": result.cost,
+                "at_ms": ts,
+            }
             out.redemptions.append(data)
             out.pushes.append(Push(state.user_id, "reward_redeemed", data, f"redeem:{result.request_id}"))
         return answer
 
     def _grant(self, state: GrowthState, cmd: dict[str, Any], ts: int, out: GrowthOutcome) -> dict[str, Any]:
+        """An admin's grant (the API route checks the role; the topic's signature, that the API
+        sent it). Bounded anyway: at most MAX_GRANT per grant and MAX_BALANCE in all."""
         amount = cmd.get("amount")
-        if not isinstance(amount, int):
+        if isinstance(amount, bool) or not isinstance(amount, int):
             raise InvalidEvent("bad_type", "amount must be an integer")
+        if amount > MAX_GRANT:
+            return {
+                "ok": False,
+                "code": GRANT_TOO_LARGE,
+                "message": f"a grant is at most {MAX_GRANT} credits",
+            }
         expires = cmd.get("expires_at_ms")
-        applied = grant(state.ledger, _str(cmd, "grant_id"), amount, _str(cmd, "reason"), ts, expires)
+        try:
+            applied = grant(state.ledger, _str(cmd, "grant_id"), amount, _text(cmd, "reason"), ts, expires)
+        except GrantRefused as exc:
+            return {"ok": False, "code": exc.code, "message": str(exc)}
         return {"ok": True, "balance": balance(state.ledger, ts), "duplicate": not applied}
 
     def _generate(
         self, state: GrowthState, cmd: dict[str, Any], ts: int, out: GrowthOutcome
     ) -> dict[str, Any]:
         code = _str(cmd, "code")
+        if self.code_of is not None and code != self.code_of(state.user_id):
+            # Not this user's code: recording it would map someone else's code to this user
+            # when the serving view is rebuilt.
+            return {"ok": False, "code": "bad_code", "message": "not this user's referral code"}
         if state.book is None:
             state.book = ReferrerBook(state.user_id, code)
         state.book.code = code
@@ -282,10 +341,11 @@ class GrowthProcessor:
             "referrer_id": referrer,
             "referred_id": state.user_id,
             "at_ms": ts,
-            "device_id": cmd.get("device_id"),
-            "ip": cmd.get("ip"),
-            "email": cmd.get("email"),
-            "ip_claims_24h": int(cmd.get("ip_claims_24h") or 0),
+            # Bounded here too: the message is a record of its own, and forwards what it carries.
+            "device_id": bounded_text(cmd.get("device_id"), MAX_DEVICE_BYTES),
+            "ip": bounded_text(cmd.get("ip"), MAX_IP_BYTES),
+            "email": bounded_text(cmd.get("email"), MAX_EMAIL_BYTES),
+            "ip_claims_24h": _count(cmd.get("ip_claims_24h")),
             # A direct loop: this user already referred the one now referring them.
             "loop": state.book is not None and referrer in state.book.referrals,
         }
@@ -306,11 +366,22 @@ class GrowthProcessor:
         return {"ok": True, "status": ref.status}
 
     def _goal(self, state: GrowthState, cmd: dict[str, Any], ts: int, out: GrowthOutcome) -> dict[str, Any]:
+        goal_id = _str(cmd, "command_id", MAX_COMMAND_ID_BYTES).rsplit(":", 1)[-1]
+        existing = state.goals.get(goal_id)
+        if existing is not None:
+            # A retry whose answer was forgotten (answers are a short memory): the goal it made,
+            # not a second one over it that would reset its progress.
+            return {"ok": True, "goal": public_goal(existing)}
+        # _command settled the goals at ``ts`` first: lapsed ones are expired and do not count.
         if not can_add_goal(state.goals.values()):
-            return {"ok": False, "code": "too_many_goals", "message": "at most 10 active goals"}
+            return {
+                "ok": False,
+                "code": "too_many_goals",
+                "message": f"at most {MAX_ACTIVE_GOALS} active goals",
+            }
         try:
             goal = new_goal(
-                _str(cmd, "command_id").rsplit(":", 1)[-1],
+                goal_id,
                 _str(cmd, "kind"),
                 cmd.get("target"),  # type: ignore[arg-type]  # validated by new_goal
                 cmd.get("deadline_ms"),  # type: ignore[arg-type]
@@ -339,16 +410,16 @@ class GrowthProcessor:
             raise InvalidEvent("bad_type", "at_ms must be epoch milliseconds")
         state = self._state(referrer, store, out)
         if state.book is None:
-            state.book = ReferrerBook(referrer, "")
+            state.book = ReferrerBook(referrer, self.code_of(referrer) if self.code_of else "")
         book = state.book
         if msg.get("type") == "claim":
             claim = ClaimSignals(
                 referrer,
                 referred,
-                msg.get("device_id"),
-                msg.get("ip"),
-                msg.get("email"),
-                msg.get("ip_claims_24h") or 0,
+                bounded_text(msg.get("device_id"), MAX_DEVICE_BYTES),
+                bounded_text(msg.get("ip"), MAX_IP_BYTES),
+                bounded_text(msg.get("email"), MAX_EMAIL_BYTES),
+                _count(msg.get("ip_claims_24h")),
             )
             facts = book.facts(
                 at,
@@ -371,10 +442,22 @@ class GrowthProcessor:
         dirty.add(referrer)
 
     def _credit(self, state: GrowthState, ref: Referral, at: int, out: GrowthOutcome) -> None:
-        """Pay the referrer for a completed referral, once (ids derived from the referred user)."""
-        if grant(
-            state.ledger, f"referral:{ref.referred_id}", REFERRAL_CREDITS, "referral", at, at + CREDIT_TTL_MS
-        ):
+        """Pay the referrer for a completed referral, once (ids derived from the referred user).
+
+        A referrer at the balance cap is not paid (the referral still completes and earns its XP).
+        """
+        try:
+            paid = grant(
+                state.ledger,
+                f"referral:{ref.referred_id}",
+                REFERRAL_CREDITS,
+                "referral",
+                at,
+                at + CREDIT_TTL_MS,
+            )
+        except GrantRefused:
+            paid = False
+        if paid:
             out.pushes.append(
                 Push(
                     state.user_id,
@@ -416,10 +499,28 @@ def _decode(rec: Record) -> dict[str, Any]:
     return obj
 
 
-def _str(obj: dict[str, Any], name: str) -> str:
+def _str(obj: dict[str, Any], name: str, max_bytes: int = MAX_ID_LEN) -> str:
+    """A required id: printable, at most ``max_bytes`` of UTF-8 (``models.events.check_id``)."""
     value = obj.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidEvent("missing_field", f"{name} is required")
-    if len(value) > 256:
-        raise InvalidEvent("id_too_long", f"{name} is too long")
+    if max_bytes > MAX_ID_LEN:
+        if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+            raise InvalidEvent("id_too_long", f"{name} is longer than {max_bytes} bytes")
+        if not value.isprintable():
+            raise InvalidEvent("bad_id", f"{name} holds control or non-printable characters")
+        return value
+    return check_id(value, name)
+
+
+def _text(obj: dict[str, Any], name: str) -> str:
+    """A required string, left for the model to bound (e.g. a grant's reason)."""
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent("missing_field", f"{name} is required")
     return value
+
+
+def _count(value: object) -> int:
+    """A non-negative count from a message, 0 when absent or not an integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -1,6 +1,13 @@
-"""Growth records end to end, in the at-least-once order of ``streams.pipeline``: state to the
-changelog, then messages to Kafka, then the Redis views and pushes, and the command answers
-last, so an API that sees an answer also sees the views it implies."""
+"""Growth records end to end, in the at-least-once order of ``streams.pipeline``: every record the
+state marks as done (referral messages, milestone actions, redeemed perks for fulfilment) acked by
+Kafka first, then the state's changelog, then the Redis views and pushes, and the command answers
+last, so an API that sees an answer also sees the views it implies.
+
+A crash between the acks and the changelog re-runs the batch on the old state, which sends the
+same records again with the same ids; their consumers apply each once (event ids, the referral
+book, ``redemption_id``). The other order would lose them: the state would say done, and a
+replay would skip them.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +64,8 @@ class GrowthPipeline:
             [(a.event, engagement.touched[a.event.user_id]) for a in engagement.applied] if engagement else []
         )
         outcome = self.processor.process(records, applied, self.store)
-        # Referral messages and milestone actions are recorded as done in the state: in Kafka first.
+        # Referral messages, milestone actions and redeemed perks are recorded as done in the
+        # state: in Kafka first.
         durable: list[Outbound] = []
         for referrer, message in outcome.referral_messages:
             key = referrer.encode()
@@ -67,6 +75,15 @@ class GrowthPipeline:
         for action in outcome.actions:
             key = action["user_id"].encode()
             durable.append((BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions)))
+        for redemption in outcome.redemptions:
+            durable.append(
+                (
+                    NOTIFICATIONS_TOPIC,
+                    redemption["user_id"].encode(),
+                    orjson.dumps(fulfilment(redemption)),
+                    None,
+                )
+            )
         await send_durably(self.send, durable)
         # Durably too: the engagement changelog written after this marks these events as seen, and
         # a replay would no longer bring them here (streams.app runs growth before it).
@@ -76,9 +93,6 @@ class GrowthPipeline:
     async def publish(self, records: Sequence[Record], outcome: GrowthOutcome) -> None:
         """Everything else: refusals, notifications, Redis views and pushes, command answers."""
         await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
-        for redemption in outcome.redemptions:
-            note = {"type": "reward_redeemed", **redemption}
-            await self.send(NOTIFICATIONS_TOPIC, redemption["user_id"].encode(), orjson.dumps(note), None)
         await write_until_redis_answers(lambda: self.write_views(outcome.touched.values(), outcome))
         if outcome.answers:
             await write_until_redis_answers(lambda: self._write_answers(outcome.answers))
@@ -102,9 +116,11 @@ class GrowthPipeline:
         await self.write_views(chunk, None)
 
     async def write_views(self, states: Iterable[GrowthState], outcome: GrowthOutcome | None) -> None:
-        """The rewards, referral and growth views of ``states``, in one call with the pushes."""
+        """The rewards, referral and growth views of ``states``, in one call with the pushes, and
+        the code -> user map of their referral books (so a wiped Redis gets its codes back)."""
         sets: list[tuple[str, str]] = []
         hsets: list[tuple[str, str, str]] = []
+        codes: list[tuple[str, str]] = []
         for state in states:
             uid = state.user_id
             sets.append((keys.user_rewards(uid), orjson.dumps(state.ledger.to_dict()).decode()))
@@ -112,8 +128,31 @@ class GrowthPipeline:
             sets.append((keys.user_growth(uid), orjson.dumps(state.growth_view()).decode()))
             if state.book is not None and (outcome is None or uid in outcome.changed_books):
                 hsets.append((keys.REFERRAL_BOOKS, uid, orjson.dumps(state.book.to_dict()).decode()))
+                if state.book.code:
+                    codes.append((state.book.code, uid))
         messages = [
             Outgoing(f"user:{p.user_id}", p.type, p.data, p.dedup_key)
             for p in (outcome.pushes if outcome else [])
         ]
         await self.serving.write_documents(sets, hsets, messages)
+        if codes:
+            await self._map_codes(codes)
+
+    async def _map_codes(self, codes: list[tuple[str, str]]) -> None:
+        """``referral_code(code) -> user``, as the API's generate route writes it: NX, so the
+        first owner of a code keeps it (40-bit codes can collide; the API refuses the second
+        user, who then never has a book with that code)."""
+        async with self.serving.redis.pipeline(transaction=False) as pipe:
+            for code, user_id in codes:
+                pipe.set(keys.referral_code(code), user_id, nx=True)
+            await pipe.execute()
+
+
+def fulfilment(redemption: dict[str, Any]) -> dict[str, Any]:
+    """The ``notifications`` record asking the platform to fulfil a redeemed perk. At least once:
+    the consumer applies it once per ``redemption_id`` (also its ``idempotency_key``)."""
+    return {
+        "type": "reward_redeemed",
+        **redemption,
+        "idempotency_key": f"redeem:{redemption['redemption_id']}",
+    }

@@ -42,7 +42,8 @@ class RedeemBody(StrictBody):
 class GrantBody(StrictBody):
     user_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
     amount: Annotated[StrictInt, Field(ge=1, le=rewards.MAX_GRANT)]
-    reason: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    # Characters here; the ledger's bound is in UTF-8 bytes, checked in the route.
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=rewards.MAX_REASON_BYTES)]
     grant_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
     expires_in_days: Annotated[StrictInt | None, Field(ge=1, le=MAX_GRANT_EXPIRY_DAYS)] = None
 
@@ -104,7 +105,7 @@ async def rewards_available(
         202: {"description": "no answer yet: retry with the same request_id"},
         404: {"description": "unknown perk"},
         409: {"description": "insufficient balance or the perk's limit reached"},
-        422: {"description": "invalid body (request_id is required, at most 128 characters)"},
+        422: {"description": "invalid body (request_id is required; user id + request_id at most 128 bytes)"},
         429: {"description": "rate limited"},
     },
 )
@@ -113,11 +114,11 @@ async def redeem(body: RedeemBody, state: StateDep, principal: PrincipalDep) -> 
     user_id = principal.sub
     # Scoped by the user: two users picking the same request_id must not share an answer.
     command_id = f"{user_id}:{body.request_id}"
-    if len(command_id) > MAX_ID_LEN:
+    if len(command_id.encode()) > MAX_ID_LEN:
         # The worker keeps the scoped id in the ledger, whose ids are bounded; a longer one would
         # be dead-lettered and the client would only ever see 202.
         raise ApiError(
-            422, "validation_error", f"user id + ':' + request_id must be at most {MAX_ID_LEN} characters"
+            422, "validation_error", f"user id + ':' + request_id must be at most {MAX_ID_LEN} bytes"
         )
     fields = {"request_id": body.request_id, "perk_id": body.perk_id}
     answer = await submit(state, command_id, "redeem", user_id, fields, reuse_answer=True)
@@ -133,12 +134,19 @@ async def redeem(body: RedeemBody, state: StateDep, principal: PrincipalDep) -> 
     responses={
         202: {"description": "no answer yet: retry with the same grant_id"},
         403: {"description": "not an admin"},
-        409: {"description": "the worker refused the grant"},
+        409: {"description": "the worker refused the grant: balance_cap (the balance would pass its cap)"},
+        422: {"description": "invalid body: amount over the per-grant maximum, reason too long"},
     },
 )
 async def admin_grant(body: GrantBody, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
+    """Admins only: a grant mints credit. The worker bounds it again (rewards.MAX_GRANT per grant,
+    rewards.MAX_BALANCE in all) whoever sent the command."""
     require_admin(principal)
     await rate_limit(state, principal)
+    if len(body.reason.encode()) > rewards.MAX_REASON_BYTES or not body.reason.isprintable():
+        raise ApiError(
+            422, "validation_error", f"reason must be printable, at most {rewards.MAX_REASON_BYTES} bytes"
+        )
     now = now_ms()
     # "grant:" keeps grant ids and redemption request ids of one user from sharing answers.
     command_id = f"{body.user_id}:grant:{body.grant_id}"
@@ -147,10 +155,12 @@ async def admin_grant(body: GrantBody, state: StateDep, principal: PrincipalDep)
         "amount": body.amount,
         "reason": body.reason,
         "expires_at_ms": None if body.expires_in_days is None else now + body.expires_in_days * _DAY_MS,
+        # Who granted it, for the audit trail on the topic (the signature says the API sent it).
+        "issued_by": principal.sub,
     }
     answer = await submit(state, command_id, "grant", body.user_id, fields, reuse_answer=True)
     if answer is None:
         return pending(command_id)
     if not answer.get("ok"):
-        raise refused(answer, {})
+        raise refused(answer, {rewards.GRANT_TOO_LARGE: 422, rewards.BALANCE_CAP: 409})
     return OrjsonResponse(answer)

@@ -11,6 +11,7 @@ import pytest
 from models.challenges import (
     CATEGORIES,
     MAX_ACTIVE_GOALS,
+    MAX_FINISHED_GOALS,
     MAX_GOAL_COUNT,
     NO_CHANGE,
     QUICK_PRACTICE_SESSIONS,
@@ -28,7 +29,9 @@ from models.challenges import (
     new_goal,
     public_challenge,
     public_goal,
+    settle_goals,
 )
+from models.digests import id_digest
 from tests.models.factories import default_rules, event, ms
 
 RULES = default_rules()
@@ -149,7 +152,8 @@ def test_same_event_id_counts_once() -> None:
     progress, first = feed(challenge, None, "lesson_complete", at(challenge, "10:00"), event_id="dup")
     progress, again = feed(challenge, progress, "lesson_complete", at(challenge, "10:00"), event_id="dup")
     assert first.advanced and again == NO_CHANGE
-    assert progress.progress == 1 and progress.event_ids == ["dup"]
+    # Remembered as a fixed-size digest, whatever the id's length (models.digests).
+    assert progress.progress == 1 and progress.event_ids == [id_digest("dup")]
 
 
 def test_category_focus_counts_only_its_category() -> None:
@@ -462,3 +466,50 @@ def test_goal_round_trips_through_json(kind: str, params: dict[str, Any], events
     assert restored == g
     if events:
         assert apply_g(restored, events[0][0], T, event_id="e0", **events[0][1]) == NO_CHANGE
+
+
+# --- settling: expiry and a bounded history of finished goals -----------------------------------
+
+
+def test_lapsed_goals_stop_counting_toward_the_cap_once_settled() -> None:
+    goals = {
+        f"g-{i}": new_goal(f"g-{i}", "practice_frequency", 3, T + DAY, T) for i in range(MAX_ACTIVE_GOALS)
+    }
+    assert not can_add_goal(goals.values())
+    apply_to_goal(goals["g-0"], event("lesson_complete", T + 1, event_id="e-1"), RULES, 0)
+    assert settle_goals(goals, T + DAY) is False  # the deadline itself is inside the period
+    assert settle_goals(goals, T + DAY + 1) is True
+    assert can_add_goal(goals.values())
+    assert {g.status for g in goals.values()} == {"expired"}
+    assert goals["g-0"].event_ids == []  # finished: its id memory is forgotten
+    assert settle_goals(goals, T + 2 * DAY) is False
+
+
+def test_only_the_newest_finished_goals_are_kept() -> None:
+    goals: dict[str, Goal] = {}
+    for i in range(3 * MAX_FINISHED_GOALS):
+        goals[f"old-{i}"] = new_goal(f"old-{i}", "practice_frequency", 3, T + (i + 1) * 3_600_000, T)
+    live = new_goal("live", "practice_frequency", 3, T + 60 * DAY, T)
+    done = new_goal("done", "practice_frequency", 1, T + 60 * DAY, T)
+    apply_to_goal(done, event("lesson_complete", T + 50 * DAY), RULES, 0)
+    goals |= {"live": live, "done": done}
+    assert settle_goals(goals, T + 59 * DAY)
+    finished = [g for g in goals.values() if g.status != "active"]
+    assert len(finished) == MAX_FINISHED_GOALS and done in finished
+    assert goals["live"] is live  # an active goal is never dropped
+    newest = {
+        f"old-{i}" for i in range(3 * MAX_FINISHED_GOALS - MAX_FINISHED_GOALS + 1, 3 * MAX_FINISHED_GOALS)
+    }
+    assert newest <= set(goals)
+
+
+def test_goal_ids_and_categories_are_bounded_in_bytes() -> None:
+    with pytest.raises(ValueError, match="goal_id"):
+        new_goal("é" * 33, "practice_frequency", 3, T + DAY, T)  # 66 bytes
+    with pytest.raises(ValueError, match="goal_id"):
+        new_goal("a\tb", "practice_frequency", 3, T + DAY, T)
+    with pytest.raises(ValueError, match="category"):
+        new_goal("g", "category_mastery", 3, T + DAY, T, {"category": "é" * 33})
+    g = goal()
+    apply_g(g, "lesson_complete", T + 1, event_id="x" * 128)
+    assert g.event_ids == [id_digest("x" * 128)]

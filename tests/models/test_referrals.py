@@ -14,8 +14,11 @@ from models.referrals import (
     EXPIRED,
     HELD,
     IP_VELOCITY_MAX,
+    MAX_FINISHED_REFERRALS,
     MAX_KNOWN_SIGNALS,
+    MAX_OPEN_REFERRALS,
     PENDING,
+    REFERRER_BACKLOG,
     REFERRER_VELOCITY_MAX,
     REJECTED,
     ClaimSignals,
@@ -29,6 +32,7 @@ from models.referrals import (
     is_disposable,
     new_referral,
     normalize_code,
+    normalize_ip,
     referral_code,
 )
 from tests.models.factories import ms
@@ -379,3 +383,60 @@ def test_book_round_trips_through_json() -> None:
         ReferrerBook.from_dict({**book.to_dict(), "v": 2})
     with pytest.raises(ValueError):
         Referral("a", "b", NOW, "lost")
+
+
+# --- bounds (docs/growth.md, "State budget") ----------------------------------------------------
+
+
+def test_open_referrals_are_capped_and_the_rest_refused_as_backlog() -> None:
+    book = ReferrerBook("alice", "CODE0000")
+    for i in range(MAX_OPEN_REFERRALS + 5):
+        assert book.record_claim(
+            new_referral(claim(referred=f"u{i}", ip=None, device=None), facts(), NOW + i)
+        )
+    statuses = [book.referrals[f"u{i}"].status for i in range(MAX_OPEN_REFERRALS + 5)]
+    assert statuses == [PENDING] * MAX_OPEN_REFERRALS + [REJECTED] * 5
+    assert book.referrals[f"u{MAX_OPEN_REFERRALS}"].flags == [REFERRER_BACKLOG]
+    # A referral that lapsed frees its place for the next claim.
+    late = NOW + COMPLETION_WINDOW_MS + DAY
+    assert book.record_claim(new_referral(claim(referred="fresh"), facts(), late))
+    assert book.referrals["fresh"].status == PENDING
+
+
+def test_finished_referrals_fold_into_counts_and_stats_stay_exact() -> None:
+    book = ReferrerBook("alice", "CODE0000")
+    n = 3 * MAX_FINISHED_REFERRALS
+    for i in range(n):
+        book.record_claim(
+            new_referral(claim(referred=f"u{i}", ip=None, device=None), facts(), NOW + i * HOUR)
+        )
+        assert book.complete(f"u{i}", NOW + i * HOUR + 1) is not None
+    assert len(book.referrals) == MAX_FINISHED_REFERRALS
+    assert set(book.referrals) == {f"u{i}" for i in range(n - MAX_FINISHED_REFERRALS, n)}  # the newest
+    assert book.archived == {COMPLETED: n - MAX_FINISHED_REFERRALS}
+    stats = book.stats(NOW + n * HOUR)
+    assert (stats["claimed"], stats["completed"], stats["credits_earned"]) == (n, n, n * 200)
+    assert growth_analytics([book], 10, NOW + n * HOUR)["funnel"]["completed"] == n
+    # Velocity still counts every completion of the last 24 h (more than the threshold).
+    assert book.facts(NOW + n * HOUR).completed_last_24h > REFERRER_VELOCITY_MAX
+    assert ReferrerBook.from_dict(orjson.loads(orjson.dumps(book.to_dict()))) == book
+
+
+def test_a_book_names_its_referrer_once_and_reads_older_books() -> None:
+    book = sample_books()[0]
+    stored = book.to_dict()
+    assert all("referrer" not in r for r in stored["referrals"])
+    older = {**stored, "referrals": [r.to_dict() for r in book.referrals.values()]}
+    del older["archived"]
+    assert ReferrerBook.from_dict(older) == book
+
+
+def test_signals_are_kept_only_when_bounded() -> None:
+    ref = new_referral(claim(device="d" * 129, ip="not-an-ip", email="x@" + "a" * 70 + ".com"), facts(), NOW)
+    assert ref.signals == Signals(None, None, None)
+    ref = new_referral(claim(device="d" * 128, ip="::FFFF:10.0.0.2", email="x@Sub.Example.COM"), facts(), NOW)
+    assert ref.signals == Signals("d" * 128, "::ffff:a00:2", "sub.example.com")
+    assert normalize_ip("10.0.0.1") == "10.0.0.1" and normalize_ip("10.0.0.1\n") is None
+    book = ReferrerBook("alice", "CODE0000")
+    book.observe("dev\x00", "300.1.1.1")
+    assert (book.known_devices, book.known_ips) == ([], [])

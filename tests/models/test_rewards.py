@@ -7,14 +7,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.digests import id_digest
 from models.events import InvalidEvent
 from models.rewards import (
+    BALANCE_CAP,
     CATALOGUE,
+    HISTORY_BYTES,
     HISTORY_CAP,
     INSUFFICIENT_BALANCE,
     LIMIT_REACHED,
+    MAX_BALANCE,
+    MAX_GRANT,
+    MAX_LOTS,
+    MAX_REASON_BYTES,
     OK,
+    SEEN_CAP,
     UNKNOWN_PERK,
+    GrantRefused,
     Ledger,
     Perk,
     available,
@@ -379,3 +388,88 @@ def test_any_interleaving_keeps_balance_exact_and_never_negative(ops: list[tuple
         assert sum(lot.remaining for lot in ledger.lots) == ledger.granted - ledger.spent - ledger.expired
         assert ledger.spent == spent
     assert roundtrip(ledger) == ledger
+
+
+# --- bounds (docs/growth.md, "State budget") ----------------------------------------------------
+
+
+def test_ids_are_remembered_as_fixed_size_digests() -> None:
+    ledger = new_ledger()
+    long_id = "g" * 128
+    grant(ledger, long_id, 10, "bonus", T)
+    redeem(ledger, "r" * 128, "nope", T)
+    assert set(ledger.seen) == {id_digest(long_id), id_digest("r" * 128)}
+    assert all(len(key) == 22 for key in ledger.seen)
+    assert grant(ledger, long_id, 10, "bonus", T + 1) is False
+    assert redeem(ledger, "r" * 128, "nope", T + 1).duplicate
+    # The memory is a window: the oldest of many ids is forgotten, its live lot still known.
+    for i in range(SEEN_CAP + 10):
+        redeem(ledger, f"r-{i}", "nope", T)
+    assert len(ledger.seen) == SEEN_CAP and id_digest(long_id) not in ledger.seen
+    assert grant(ledger, long_id, 10, "bonus", T + 2) is False
+
+
+def test_lots_merge_past_the_cap_keeping_balance_and_promised_expiry() -> None:
+    ledger = new_ledger()
+    for i in range(3 * MAX_LOTS):
+        grant(ledger, f"g-{i}", 10, "bonus", T, expires_at_ms=T + (i + 1) * DAY)
+    assert len(ledger.lots) == MAX_LOTS
+    assert balance(ledger, T) == 30 * MAX_LOTS == ledger.granted
+    # Credit granted to expire on day i+1 is still spendable until then: a merge only extends.
+    for day in range(1, 3 * MAX_LOTS + 1):
+        assert balance(ledger, T + day * DAY - 1) >= 10 * (3 * MAX_LOTS - day + 1)
+    assert balance(ledger, T + 3 * MAX_LOTS * DAY) == 0
+    assert balance(roundtrip(ledger), T) == balance(ledger, T)
+
+
+def test_a_grant_above_the_balance_cap_is_refused_and_changes_nothing() -> None:
+    ledger = new_ledger()
+    for i in range(MAX_BALANCE // MAX_GRANT):
+        grant(ledger, f"g-{i}", MAX_GRANT, "bonus", T)
+    before = roundtrip(ledger)
+    with pytest.raises(GrantRefused) as err:
+        grant(ledger, "one-more", 1, "bonus", T)
+    assert err.value.code == BALANCE_CAP
+    assert ledger == before
+    assert grant(ledger, "g-0", MAX_GRANT, "bonus", T) is False  # a retry is still a retry
+    grant(ledger, "already-expired", 5, "late", T, expires_at_ms=T - 1)  # adds nothing spendable
+    redeem(ledger, "r-1", "streak_freeze", T)
+    assert grant(ledger, "top-up", 150, "bonus", T) is True  # room again after spending
+    assert balance(ledger, T) == MAX_BALANCE
+
+
+@pytest.mark.parametrize(
+    ("reason", "expires"),
+    [
+        ("x" * (MAX_REASON_BYTES + 1), None),
+        ("é" * (MAX_REASON_BYTES // 2 + 1), None),
+        ("a\x00b", None),
+        ("ok", "soon"),
+        ("ok", True),
+        ("ok", -1),
+    ],
+)
+def test_a_grant_reason_and_expiry_are_bounded(reason: str, expires: Any) -> None:
+    ledger = new_ledger()
+    with pytest.raises(InvalidEvent):
+        grant(ledger, "g-1", 10, reason, T, expires_at_ms=expires)
+    assert ledger == new_ledger()
+
+
+def test_history_is_bounded_in_bytes_as_well_as_count() -> None:
+    ledger = new_ledger()
+    for i in range(HISTORY_CAP):
+        grant(ledger, f"{i}-" + '"' * 120, 1, '"' * MAX_REASON_BYTES, T + i)
+    assert sum(len(orjson.dumps(e)) for e in ledger.to_dict()["hist"]) <= HISTORY_BYTES
+    assert 0 < len(ledger.entries) < HISTORY_CAP
+    assert balance(ledger, T + DAY) == HISTORY_CAP  # balances never read the history
+
+
+def test_a_version_1_ledger_is_read_with_its_ids_digested() -> None:
+    ledger = new_ledger()
+    grant(ledger, "g-1", 300, "bonus", T)
+    redeem(ledger, "r-1", "streak_freeze", T)
+    old = ledger.to_dict() | {"v": 1, "seen": {"g-1": None, "r-1": ["ok", "streak_freeze", 150, 150, T]}}
+    upgraded = Ledger.from_dict(old)
+    assert upgraded == ledger
+    assert redeem(upgraded, "r-1", "streak_freeze", T + 1).duplicate

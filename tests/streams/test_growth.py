@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from infra.settings import DEFAULT_RULES
-from models.challenges import challenge_for
+from models.challenges import MAX_CATEGORY_LEN, challenge_for
 from models.events import BehaviorEvent
 from models.gamification import UserState
-from models.growth import GrowthState
-from models.rewards import balance
+from models.growth import STATE_BUDGET_BYTES, GrowthState
+from models.rewards import MAX_LOTS, MAX_REASON_BYTES, balance
 from models.rules import Rules
 from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
 from streams.records import Record, owner_partition
@@ -223,3 +223,146 @@ def test_events_that_advance_nothing_write_no_state(rules: Rules) -> None:
     proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
     proc.process([], [event("vic", "job_view", NOW)], store)
     assert "vic" not in store
+
+
+# -- bounded state ------------------------------------------------------------------------------
+
+
+def _fat(tag: str, n: int, size: int = 128) -> str:
+    """A distinct printable id of ``size`` UTF-8 bytes that doubles in JSON: ``"`` escapes to two
+    bytes, the worst a printable id can do (control characters are refused at the door)."""
+    head = f"{tag}{n}"
+    return head + '"' * (size - len(head))
+
+
+def _ipv6(n: int) -> str:
+    return f"fd00:{n % 65536:x}:ffff:ffff:ffff:ffff:ffff:ffff"  # the longest canonical form
+
+
+def _referral(victim: str, message: dict[str, Any]) -> Record:
+    key = victim.encode()
+    return Record(
+        REFERRALS_TOPIC,
+        owner_partition(key, PARTS),
+        next(_offsets),
+        key,
+        orjson.dumps(message),
+        message["at_ms"],
+    )
+
+
+def test_growth_state_stays_under_its_byte_budget_under_adversarial_input(
+    rules: Rules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of commands with 128-byte ids, thousands of referrals, hundreds of goals and
+    events, every string at its longest and JSON-escaping: the JSON the table stores stays under
+    STATE_BUDGET_BYTES (docs/growth.md), and the state still does its job."""
+    before_guard: list[int] = []
+    fit = GrowthState.fit_budget
+
+    def recording_fit(self: GrowthState, budget: int = STATE_BUDGET_BYTES) -> int:
+        before_guard.append(self.encoded_size())
+        return fit(self, budget)
+
+    monkeypatch.setattr(GrowthState, "fit_budget", recording_fit)
+    proc = GrowthProcessor(rules, lambda t: PARTS, clock_ms=lambda: NOW + 400 * DAY)
+    store = Store()
+    victim = _fat("u", 0)
+    sizes: list[int] = []
+
+    def run(records: list[Record], events: list[tuple[BehaviorEvent, UserState]] | None = None) -> None:
+        out = proc.process(records, events or [], store)
+        assert out.dead_letters == [], out.dead_letters[:1]
+        if victim in store:
+            sizes.append(store[victim].encoded_size())
+
+    for i in range(40):  # the referrer's own devices and IPs, more than are remembered
+        device = _fat("d", i)
+        run(
+            [
+                command(
+                    victim,
+                    "referral_generate",
+                    _fat("cg", i, 250),
+                    code="ABCD2345",
+                    device_id=device,
+                    ip=_ipv6(i),
+                )
+            ]
+        )
+    # Grants (expiring far apart, so lots must merge) and redemptions, longest ids and reasons.
+    for i in range(1500):
+        ts = NOW + i * 60_000
+        grant_cmd = command(
+            victim,
+            "grant",
+            _fat("cmd-g", i, 250),
+            ts,
+            grant_id=_fat("g", i),
+            amount=500,
+            reason='"' * MAX_REASON_BYTES,
+            expires_at_ms=ts + (10 + i % 80) * DAY,
+        )
+        perk = "discount_10" if i % 2 else "nope"
+        run([grant_cmd, command(victim, "redeem", _fat("r", i), ts, perk_id=perk)])
+    # Claims from thousands of referred users with every signal at its longest; a third complete.
+    for i in range(3000):
+        referred, at = _fat("ref", i), NOW + i * 1000
+        claim = {
+            "type": "claim",
+            "referrer_id": victim,
+            "referred_id": referred,
+            "at_ms": at,
+            "device_id": _fat("dev", i),
+            "ip": _ipv6(i),
+            "email": "x@" + "a" * 48 + ".mailinator.com",
+            "ip_claims_24h": i,
+            "loop": True,
+        }
+        done = {"type": "complete", "referrer_id": victim, "referred_id": referred, "at_ms": at + 1}
+        run([_referral(victim, claim), *([_referral(victim, done)] if i % 3 == 0 else [])])
+    run([command(victim, "referral_claim", _fat("cc", 0, 250), referrer_id=_fat("boss", 0), ip=_ipv6(1))])
+    # Hundreds of goals with the longest ids and categories, many lapsing, some completing.
+    category = "\\" * MAX_CATEGORY_LEN
+    for i in range(600):
+        ts = NOW + i * DAY // 4
+        mastery = command(
+            victim,
+            "goal_create",
+            f"{victim}:goal:{_fat('G', i, 64)}",
+            ts,
+            kind="category_mastery",
+            target=1000,
+            deadline_ms=ts + (1 + i % 5) * DAY,
+            params={"category": category},
+        )
+        practice = command(
+            victim,
+            "goal_create",
+            f"{victim}:goal:{_fat('P', i, 64)}",
+            ts,
+            kind="practice_frequency",
+            target=2 + i % 3,
+            deadline_ms=ts + 30 * DAY,
+        )
+        scored = [
+            event(
+                victim, "interview_session_complete", ts + j, _fat(f"e{i}-", j), category=category, score=95
+            )
+            for j in range(3)
+        ]
+        run([mastery, practice], scored)
+    # Time challenges over many days, one second each, with the longest event ids.
+    for i in range(2000):
+        ts = NOW + 200 * DAY + (i % 9) * DAY + i * 1000
+        run([], [event(victim, "lesson_complete", ts, _fat("t", i), duration_s=1)])
+
+    state = store[victim]
+    assert max(sizes) <= STATE_BUDGET_BYTES
+    assert state.encoded_size() == len(orjson.dumps(state.to_dict()))
+    # It stayed bounded because every part is capped, not because anything broke: the state still
+    # works (the book counts every claim, credits were paid, goals were created and expired).
+    assert state.book is not None and state.book.stats(NOW + 400 * DAY)["claimed"] == 3000
+    assert state.ledger.granted > 0 and len(state.ledger.lots) <= MAX_LOTS
+    assert sum(g.status == "expired" for g in state.goals.values()) > 0
+    print(f"growth state: peak {max(sizes)} bytes, {max(before_guard)} before the guard")
