@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from infra.kafka_auth import client_security
 from infra.signing import RecordSigner
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class EventProducer:
                 acks="all",
                 linger_ms=self._linger_ms,
                 request_timeout_ms=self._request_timeout_ms,
+                **client_security(),
             )
             try:
                 await producer.start()

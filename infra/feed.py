@@ -16,6 +16,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from infra.kafka_auth import client_security
 from infra.signing import RecordSigner
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class TopicFeed:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **client_security(),
         )
         await consumer.start()
         consumer.assign([self.tp])
@@ -120,7 +122,9 @@ async def read_range(
     (a forged one is left out): a tail to replay on restore."""
     if start >= end:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client_security()
+    )
     await consumer.start()
     try:
         consumer.assign([tp])

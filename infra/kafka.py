@@ -8,6 +8,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from infra.kafka_auth import client_security
 from infra.topics import BROADCAST as BROADCAST_TOPIC
 from infra.topics import DEAD_LETTER, INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS
 
@@ -30,7 +31,9 @@ KEY_FIELD = {
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, timeout: float = 30.0) -> None:
     """Create every engine topic that is missing (idempotent, safe to race)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **client_security()
+    )
     await asyncio.wait_for(admin.start(), timeout)
     try:
         existing = set(await admin.list_topics())

@@ -107,17 +107,9 @@ class KafkaSecurity:
         return kwargs
 
     def kafka_python_kwargs(self) -> dict[str, Any]:
-        """For kafka-python's ``KafkaAdminClient`` and ``KafkaConsumer`` (infra/lag.py)."""
-        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
-        if self.sasl:
-            kwargs.update(
-                sasl_mechanism=self.mechanism,
-                sasl_plain_username=self.username,
-                sasl_plain_password=self.password,
-            )
-        if self.tls:
-            kwargs["ssl_context"] = self.ssl_context()
-        return kwargs
+        """For kafka-python's ``KafkaAdminClient`` and ``KafkaConsumer`` (infra/lag.py): the same
+        keyword names as aiokafka's today, kept apart so either client can diverge."""
+        return self.aiokafka_kwargs()
 
     def faust_credentials(self) -> Any:
         """For ``faust.App(broker_credentials=...)``: None for PLAINTEXT."""

@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 
 from infra import keys
 from infra.channels import ChannelLog
+from infra.kafka_auth import admin_security
 from models.lag import DEFAULT_WINDOW_S, GroupPartition, LagReport, Snapshot, TopicPartition, build_report
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class OffsetReader:
                 client_id="elimu-lag",
                 request_timeout_ms=self.timeout_ms,
                 bootstrap_timeout_ms=self.timeout_ms,
+                **admin_security(),
             )
         return self._admin
 
@@ -208,6 +210,7 @@ class OffsetReader:
             fetch_max_wait_ms=10,
             max_partition_fetch_bytes=1024,
             request_timeout_ms=max(self.timeout_ms, 1000),
+            **admin_security(),
         )
         try:
             consumer.assign(tps)

@@ -60,9 +60,10 @@ async def _produce(bootstrap: str, topic: str, lines: TextIO) -> tuple[int, int]
     from aiokafka import AIOKafkaProducer
 
     from infra.kafka import KEY_FIELD
+    from infra.kafka_auth import client_security
 
     key_field = KEY_FIELD.get(topic)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **client_security())
     await producer.start()
     sent = unkeyed = 0
     try:

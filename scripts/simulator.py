@@ -208,8 +208,10 @@ async def run(bootstrap: str, users: int, rate: float, duration: float | None, s
     """Publish profiles, then paced traffic until ``duration`` passes (forever if None)."""
     from aiokafka import AIOKafkaProducer
 
+    from infra.kafka_auth import client_security
+
     model = TrafficModel(users, seed)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **client_security())
     await producer.start()
     sent = 0
     try:

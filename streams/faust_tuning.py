@@ -29,6 +29,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
+from infra.kafka_auth import client_security
 from streams.metrics import INPUT_OFFSET_GAPS
 
 #: How long a fetch may wait on the broker for data. Faust hard-codes 1500 ms. Apache Kafka
@@ -93,6 +94,7 @@ class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             fetch_max_wait_ms=10,
             max_partition_fetch_bytes=1024,
             client_id="elimu-highwater",
+            **client_security(),
         )
         await probe.start()
         try:
