@@ -6,8 +6,8 @@ increasing per channel and the log never has gaps except at its trimmed head. A 
 makes a re-published message (redelivery after a worker crash) a no-op.
 
 The log is capped in messages and in bytes (``HISTORY_SIZE``, ``HISTORY_BYTES``): a count alone
-let one user's large pushes hold megabytes per channel. Its payload bytes are kept in a counter
-key beside it, updated in the same call that appends and trims, so the two never disagree. A
+let one user's large pushes hold megabytes per channel. Its payload bytes and entry count are
+kept in a key beside it, updated in the same call that appends and trims, so they never disagree. A
 message whose data is over ``MAX_MESSAGE_BYTES`` is replaced, before anything is written, by a
 small marker with the same type (``{"omitted": "too_large", "bytes": n, "limit": ...}``): it keeps
 its id, so live clients and replays see that something happened and re-read the resource over
@@ -70,31 +70,36 @@ end
 local function entry_bytes(f)
   return #f[2] + #f[4] + #f[6]
 end
--- Drop the oldest entries until the log is within both caps; returns the bytes left.
-local function trim(logkey, bytes, maxlen, maxbytes)
-  while bytes > maxbytes or redis.call('XLEN', logkey) > maxlen do
-    local oldest = redis.call('XRANGE', logkey, '-', '+', 'COUNT', 1)[1]
-    if not oldest then return 0 end
-    bytes = bytes - entry_bytes(oldest[2])
-    redis.call('XDEL', logkey, oldest[1])
-  end
-  return bytes
-end
+-- Append message m (its id n) to its channel's log and trim the log's head to both caps. The
+-- log's payload bytes and entry count live in one string "<bytes>:<count>" beside it, read and
+-- written here only, so no XLEN or measuring read is needed on the common path.
 local function append(m, n, maxlen, maxbytes, ttl)
-  local held, failed = try('GET', m[9])
-  if failed or redis.call('TYPE', m[2])['ok'] ~= (held and 'stream' or 'none') then
-    -- No byte count beside a log (one written before the count existed, or a count lost) or
-    -- a log key of another type: the size is unknown, so the history restarts rather than be
-    -- read whole to measure it; clients asking for it get recovered: false and resync.
-    if not try('DEL', m[2], m[9]) then return end
-    held = 0
+  local meta = try('GET', m[9])
+  local bytes, count
+  if meta then
+    bytes, count = string.match(meta, '^(%d+):(%d+)$')
+    bytes, count = tonumber(bytes), tonumber(count)
   end
-  held = tonumber(held) or 0
-  local size = #m[6] + #m[7] + #m[8]
+  if not bytes then
+    -- A new channel, or a log without its count (written before the count existed, the count
+    -- lost or unreadable): its size is unknown, so the history restarts rather than be read
+    -- whole to measure it; clients asking for what it held get recovered: false and resync.
+    if not try('DEL', m[2], m[9]) then return end
+    bytes, count = 0, 0
+  end
   local _, refused = try('XADD', m[2], n .. '-1', 't', m[6], 'd', m[7], 'ts', m[8])
   if refused then return end
-  local bytes = trim(m[2], held + size, maxlen, maxbytes)
-  redis.call('SET', m[9], bytes, 'EX', ttl)
+  bytes, count = bytes + #m[6] + #m[7] + #m[8], count + 1
+  while bytes > maxbytes or count > maxlen do
+    local oldest = redis.call('XRANGE', m[2], '-', '+', 'COUNT', 1)[1]
+    if not oldest then
+      bytes, count = 0, 0
+      break
+    end
+    bytes, count = bytes - entry_bytes(oldest[2]), count - 1
+    redis.call('XDEL', m[2], oldest[1])
+  end
+  redis.call('SET', m[9], bytes .. ':' .. count, 'EX', ttl)
   redis.call('EXPIRE', m[2], ttl)
 end
 local function publish_all(msgs)

@@ -69,7 +69,7 @@ def channel_log(channel: str) -> str:
 
 
 def channel_bytes(channel: str) -> str:
-    """The payload bytes held in ``channel_log`` (infra/channels.py keeps the two in step)."""
+    """``"<bytes>:<count>"`` held in ``channel_log`` (infra/channels.py keeps the two in step)."""
     return _shared(f"ch:{{{channel}}}:bytes")
 
 

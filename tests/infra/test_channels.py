@@ -33,8 +33,8 @@ async def test_a_thousand_large_messages_keep_the_history_under_its_byte_cap(red
     rows = await history(redis, channel)
     held = sum(payload_bytes(f) for _, f in rows)
     assert held <= HISTORY_BYTES
-    # The counter beside the log agrees with what the log holds.
-    assert int(await redis.get(keys.channel_bytes(channel)) or 0) == held
+    # The count beside the log agrees with what the log holds.
+    assert await redis.get(keys.channel_bytes(channel)) == f"{held}:{len(rows)}".encode()
     # The cap binds here, not the count: 8 messages of ~30 KB fit in 256 KiB, not 500.
     assert 0 < len(rows) < HISTORY_SIZE and len(rows) == HISTORY_BYTES // (len(filler) + 40)
     # Redis's own accounting of the log stays near the cap (stream nodes, not a leak).
@@ -59,7 +59,8 @@ async def test_the_count_cap_still_holds_for_small_messages(redis: Redis) -> Non
         await log.publish("market", "pulse", {"n": i})
     rows = await history(redis, "market")
     assert [n for n, _ in rows] == [36, 37, 38, 39, 40]
-    assert int(await redis.get(keys.channel_bytes("market")) or 0) == sum(payload_bytes(f) for _, f in rows)
+    held = sum(payload_bytes(f) for _, f in rows)
+    assert await redis.get(keys.channel_bytes("market")) == f"{held}:5".encode()
 
 
 async def test_a_message_over_the_limit_is_replaced_by_a_marker_with_its_id(redis: Redis) -> None:
