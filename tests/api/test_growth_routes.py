@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -24,7 +24,9 @@ from redis.asyncio import Redis
 from api import commands
 from api.routes import goals, referrals
 from infra import keys
+from infra.channels import ChannelLog
 from infra.commands import COMMANDS_TOPIC
+from infra.settings import DEFAULT_RULES
 from models import rewards
 from models.challenges import (
     ChallengeProgress,
@@ -35,6 +37,7 @@ from models.challenges import (
     public_goal,
 )
 from models.events import format_ts, parse_ts
+from models.growth import GrowthState
 from models.referrals import (
     COMPLETED,
     HELD,
@@ -43,7 +46,13 @@ from models.referrals import (
     Signals,
     referral_code,
 )
+from models.rules import Rules
 from models.streaks import local_day
+from streams.growth import GrowthProcessor
+from streams.growth_pipeline import GrowthPipeline
+from streams.records import Record
+from streams.serving import ServingWriter
+from streams.tables import TableStore
 from tests.api.conftest import SECRET, bearer, end_offset
 from tests.api.test_errors_and_auth import assert_error
 from tests.conftest import create_topic, wait_until
@@ -106,6 +115,48 @@ class FakeWorker:
 
         await wait_until(enough, timeout=10, what=f"{n} commands on {self.topic}")
         return self.commands
+
+
+class RealGrowth:
+    """The worker's own growth code as a ``FakeWorker.reply``: each command the API produced is
+    applied by ``GrowthProcessor`` to an in-memory table, so a test sees what the real worker
+    would answer (and can project the table into Redis as the worker does)."""
+
+    def __init__(self) -> None:
+        rules = Rules.from_toml(DEFAULT_RULES.read_text())
+        self.processor = GrowthProcessor(
+            rules, lambda topic: 1, code_of=lambda uid: referral_code(SECRET.encode(), uid)
+        )
+        self.table: dict[str, GrowthState] = {}
+        self.rules = rules
+
+    def get(self, key: str) -> GrowthState | None:
+        return self.table.get(key)
+
+    def put(self, key: str, state: GrowthState) -> None:
+        self.table[key] = state
+
+    def reply(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        key = command["user_id"].encode()
+        record = Record(COMMANDS_TOPIC, 0, 0, key, orjson.dumps(command), command["ts"])
+        out = self.processor.process([record], [], self)
+        assert out.dead_letters == [], out.dead_letters
+        return out.answers[0][1] if out.answers else None
+
+    async def project(self, redis: Redis) -> None:
+        """What a worker's ``_check_serving`` does after a wipe, for this table."""
+
+        class Store:
+            def states_of(_self, partitions: Any) -> list[GrowthState]:
+                return list(self.table.values())
+
+        serving = ServingWriter(redis, ChannelLog(redis), self.rules)
+        store = cast(TableStore[GrowthState], Store())
+        await GrowthPipeline(self.processor, store, serving, no_send, 1).project(self.table.values())
+
+
+async def no_send(topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:
+    raise AssertionError("projection sends nothing")
 
 
 @pytest.fixture
@@ -845,3 +896,90 @@ async def test_a_goal_retried_with_its_request_id_is_created_once(
     assert first.json() == again.json() and first.json()["goal_id"] == "g-7"
     (command,) = await worker.received(1)
     assert command["command_id"] == "u-g:goal:g-7"  # one command: the retry reused the answer
+
+
+# ---------------------------------------------------------------------------------------------
+# Trust: lapsed goals, a wiped Redis, bounded grants (the worker's own code behind the API)
+
+
+async def test_lapsed_goals_do_not_lock_a_user_out(
+    client: httpx.AsyncClient, worker: FakeWorker, redis: Redis
+) -> None:
+    """Ten goals whose deadline passed used to count as active forever: every new goal was 409."""
+    growth = RealGrowth()
+    past = now_ms() - 10 * DAY_MS
+    for i in range(10):
+        answer = growth.reply(
+            {"command_id": f"u-late:goal:old-{i}", "type": "goal_create", "user_id": "u-late", "ts": past,
+             "kind": "practice_frequency", "target": 3, "deadline_ms": past + DAY_MS, "params": {}}
+        )  # fmt: skip
+        assert answer is not None and answer["ok"] is True
+    worker.reply = growth.reply
+    body = {
+        "kind": "practice_frequency",
+        "target": 3,
+        "deadline": now_ms() + 7 * DAY_MS,
+        "request_id": "new-1",
+    }
+    response = await client.post("/v1/users/u-late/goals", json=body, headers=bearer("u-late"))
+    assert response.status_code == 201, response.text
+    assert response.json()["goal_id"] == "new-1" and response.json()["status"] == "active"
+
+    await redis.set(keys.user_growth("u-late"), orjson.dumps(growth.table["u-late"].growth_view()))
+    listed = (await client.get("/v1/users/u-late/goals", headers=bearer("u-late"))).json()
+    assert sorted(g["status"] for g in listed) == ["active"] + ["expired"] * 10
+    # The cap still holds for live goals: nine more fit, the eleventh live one does not.
+    for i in range(9):
+        more = {**body, "request_id": f"more-{i}"}
+        assert (
+            await client.post("/v1/users/u-late/goals", json=more, headers=bearer("u-late"))
+        ).status_code == 201
+    over = await client.post(
+        "/v1/users/u-late/goals", json={**body, "request_id": "over"}, headers=bearer("u-late")
+    )
+    assert_error(over, 409, "too_many_goals")
+
+
+async def test_a_wiped_redis_still_resolves_referral_codes(
+    client: httpx.AsyncClient, worker: FakeWorker, redis: Redis
+) -> None:
+    growth = RealGrowth()
+    worker.reply = growth.reply
+    generated = await client.post("/v1/referrals/generate", json={}, headers=bearer("u-ref"))
+    assert generated.status_code == 200, generated.text
+    code = generated.json()["code"]
+
+    await redis.flushall()
+    missing = await client.post("/v1/referrals/claim", json={"code": code}, headers=bearer("u-new"))
+    assert_error(missing, 404, "unknown_code")  # what a wipe did before the projection knew codes
+    await growth.project(redis)
+    claim = await client.post("/v1/referrals/claim", json={"code": code}, headers=bearer("u-new"))
+    assert claim.status_code == 202, claim.text
+    assert claim.json() == {"status": "claimed", "referrer_id": "u-ref"}
+    history = await client.get("/v1/referrals/history", headers=bearer("u-ref"))
+    assert history.json()["code"] == code  # the referral views came back too
+
+
+async def test_grants_are_bounded_at_the_api_and_by_the_worker(
+    client: httpx.AsyncClient, worker: FakeWorker
+) -> None:
+    growth = RealGrowth()
+    worker.reply = growth.reply
+    admin = bearer("ops", "admin")
+    base = {"user_id": "u-rich", "amount": rewards.MAX_GRANT, "reason": "contest", "grant_id": "g-0"}
+    too_big = await client.post(
+        "/v1/admin/rewards/grant", json={**base, "amount": rewards.MAX_GRANT + 1}, headers=admin
+    )
+    assert_error(too_big, 422, "validation_error")
+    long_reason = await client.post(
+        "/v1/admin/rewards/grant", json={**base, "reason": "é" * 40}, headers=admin
+    )
+    assert_error(long_reason, 422, "validation_error")  # 40 characters, 80 bytes
+    for i in range(rewards.MAX_BALANCE // rewards.MAX_GRANT):
+        ok = await client.post("/v1/admin/rewards/grant", json={**base, "grant_id": f"g-{i}"}, headers=admin)
+        assert ok.status_code == 200, ok.text
+    capped = await client.post("/v1/admin/rewards/grant", json={**base, "grant_id": "g-last"}, headers=admin)
+    assert_error(capped, 409, "balance_cap")
+    commands_seen = await worker.received(rewards.MAX_BALANCE // rewards.MAX_GRANT + 1)
+    assert {c["issued_by"] for c in commands_seen} == {"ops"}
+    assert rewards.balance(growth.table["u-rich"].ledger, now_ms()) == rewards.MAX_BALANCE

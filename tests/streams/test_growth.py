@@ -15,7 +15,7 @@ from models.challenges import MAX_CATEGORY_LEN, challenge_for
 from models.events import BehaviorEvent
 from models.gamification import UserState
 from models.growth import STATE_BUDGET_BYTES, GrowthState
-from models.rewards import MAX_LOTS, MAX_REASON_BYTES, balance
+from models.rewards import MAX_BALANCE, MAX_GRANT, MAX_LOTS, MAX_REASON_BYTES, balance
 from models.rules import Rules
 from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
 from streams.records import Record, owner_partition
@@ -223,6 +223,155 @@ def test_events_that_advance_nothing_write_no_state(rules: Rules) -> None:
     proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
     proc.process([], [event("vic", "job_view", NOW)], store)
     assert "vic" not in store
+
+
+def test_lapsed_goals_expire_in_the_worker_and_free_their_place(rules: Rules) -> None:
+    """Ten goals whose deadline passed used to count as active forever (the eleventh answered
+    too_many_goals for good); the owner of the state expires them on the user's next command."""
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    for i in range(10):
+        made = proc.process(
+            [
+                command(
+                    "gia",
+                    "goal_create",
+                    f"gia:goal:g{i}",
+                    NOW,
+                    kind="practice_frequency",
+                    target=5,
+                    deadline_ms=NOW + DAY,
+                )
+            ],
+            [],
+            store,
+        )
+        assert made.answers[0][1]["ok"] is True
+    full = proc.process(
+        [
+            command(
+                "gia",
+                "goal_create",
+                "gia:goal:g10",
+                NOW + 1,
+                kind="practice_frequency",
+                target=5,
+                deadline_ms=NOW + DAY,
+            )
+        ],
+        [],
+        store,
+    )
+    assert full.answers[0][1]["code"] == "too_many_goals"  # ten live goals: the cap is right
+    later = NOW + 2 * DAY
+    again = proc.process(
+        [
+            command(
+                "gia",
+                "goal_create",
+                "gia:goal:g11",
+                later,
+                kind="practice_frequency",
+                target=5,
+                deadline_ms=later + DAY,
+            )
+        ],
+        [],
+        store,
+    )
+    assert again.answers[0][1]["ok"] is True
+    statuses = sorted(g.status for g in store["gia"].goals.values())
+    assert statuses == ["active"] + ["expired"] * 10
+    # An event settles goals too, and the state it writes says so.
+    proc.process([], [event("gia", "job_view", later + 2 * DAY)], store)
+    assert all(g.status == "expired" for g in store["gia"].goals.values())
+
+
+def test_a_retried_goal_request_answers_the_goal_it_made(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    create = command(
+        "kai", "goal_create", "kai:goal:g-7", NOW, kind="practice_frequency", target=3, deadline_ms=NOW + DAY
+    )
+    first = proc.process([create], [], store).answers[0][1]
+    proc.process([], [event("kai", "lesson_complete", NOW + 1000)], store)
+    store["kai"].answers.clear()  # the answer is forgotten (a short memory), the goal is not
+    retry = proc.process([create], [], store).answers[0][1]
+    assert retry["goal"]["goal_id"] == first["goal"]["goal_id"] == "g-7"
+    assert retry["goal"]["progress"] == 1  # the same goal, its progress kept
+
+
+def test_a_forged_grant_is_bounded_whoever_sent_it(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    out = proc.process(
+        [command("max", "grant", "max:grant:g1", grant_id="g1", amount=1_000_000, reason="forged")], [], store
+    )
+    assert out.dead_letters == []
+    assert out.answers[0][1] == {
+        "ok": False,
+        "code": "grant_too_large",
+        "message": "a grant is at most 10000 credits",
+    }
+    assert balance(store["max"].ledger, NOW) == 0
+    grants = [
+        command("max", "grant", f"max:grant:g{i}", grant_id=f"g{i}", amount=MAX_GRANT, reason="bonus")
+        for i in range(2, 2 + MAX_BALANCE // MAX_GRANT + 1)
+    ]
+    answers = [a for _, a in proc.process(grants, [], store).answers]
+    assert [a["ok"] for a in answers] == [True] * (MAX_BALANCE // MAX_GRANT) + [False]
+    assert answers[-1]["code"] == "balance_cap"
+    assert balance(store["max"].ledger, NOW) == MAX_BALANCE
+
+
+def test_commands_and_messages_with_unbounded_fields_are_refused_or_trimmed(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS, clock_ms=lambda: NOW), Store()
+    out = proc.process(
+        [
+            command("ned", "redeem", "ned:\x01" * 3, perk_id="streak_freeze"),
+            command("ned", "redeem", "ned:r1", NOW + 10 * DAY, perk_id="streak_freeze"),  # the future
+        ],
+        [],
+        store,
+    )
+    assert [d.reason for d in out.dead_letters] == ["bad_id", "ts_in_future"]
+    claim = proc.process(
+        [
+            command(
+                "ned",
+                "referral_claim",
+                "ned:c",
+                referrer_id="rita",
+                device_id="d" * 500,
+                ip="x" * 500,
+                email=7,
+            )
+        ],
+        [],
+        store,
+    )
+    (_, message) = claim.referral_messages[0]
+    assert (message["device_id"], message["ip"], message["email"]) == (None, None, None)
+
+
+def test_the_worker_records_the_referral_code_it_derives_not_the_one_it_is_told(rules: Rules) -> None:
+    code_of = {"rita": "RITA2345", "sam": "SAM23456"}.__getitem__
+    proc, store = GrowthProcessor(rules, lambda t: PARTS, code_of=code_of), Store()
+    forged = proc.process([command("sam", "referral_generate", "sam:c1", code="RITA2345")], [], store)
+    assert forged.answers[0][1]["code"] == "bad_code" and "sam" not in forged.changed_books
+    assert store["sam"].book is None
+    proc.process([command("rita", "referral_generate", "rita:c1", code="RITA2345")], [], store)
+    assert store["rita"].book is not None and store["rita"].book.code == "RITA2345"
+    # A referrer's book made by an incoming claim knows the code too, for the serving view.
+    claim = proc.process([command("uma", "referral_claim", "uma:c1", referrer_id="sam")], [], store)
+    proc.process(relay(claim), [], store)
+    assert store["sam"].book is not None and store["sam"].book.code == "SAM23456"
+
+
+def test_a_redemption_names_itself_for_its_fulfilment(rules: Rules) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS), Store()
+    proc.process([command("ann", "grant", "g1", grant_id="g1", amount=400, reason="welcome")], [], store)
+    out = proc.process([command("ann", "redeem", "ann:r1", perk_id="discount_10")], [], store)
+    assert out.redemptions == [
+        {"redemption_id": "ann:r1", "user_id": "ann", "perk_id": "discount_10", "cost": 300, "at_ms": NOW}
+    ]
 
 
 # -- bounded state ------------------------------------------------------------------------------
