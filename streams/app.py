@@ -38,6 +38,7 @@ from models.growth import GrowthState
 from models.leaderboard import PERIODS, bucket
 from models.nudges import Celebration, celebrations_for
 from models.outcome_ledger import OutcomeLedger
+from models.referrals import referral_code
 from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
 from streams import metrics, redis_faults
@@ -321,7 +322,13 @@ class Worker:
             n,
         )
         self.growth = GrowthPipeline(
-            GrowthProcessor(self.rules, self._partitions_for),
+            # The worker derives each user's referral code itself (the API's function and secret), so
+            # a forged code is refused and the code -> user map is rebuilt from the table after a wipe.
+            GrowthProcessor(
+                self.rules,
+                self._partitions_for,
+                code_of=functools.partial(referral_code, self.settings.secret().encode()),
+            ),
             TableStore(growth_table, self._send, n, GROWTH_CODEC),
             self.serving,
             self._send,
