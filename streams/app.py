@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
+import orjson
+from aiokafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from faust.exceptions import ProducerSendError
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
@@ -27,6 +28,7 @@ from infra import keys
 from infra.channels import ChannelLog
 from infra.feed import TopicFeed
 from infra.kafka import BROADCAST_TOPIC
+from infra.kafka_auth import faust_credentials
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
@@ -59,7 +61,8 @@ from streams.pipeline import (
     EngagementPipeline,
     deliver_refusals,
 )
-from streams.records import Record, owner_partition, split_forged
+from streams.progress import Progress
+from streams.records import DeadLetter, Record, owner_partition, split_forged
 from streams.risk import (
     INTERVENTION_OUTCOMES_TOPIC,
     RISK_LABELS_TOPIC,
@@ -90,6 +93,12 @@ ENGAGEMENT_TOPICS = frozenset({BEHAVIOR_TOPIC, PROFILES_TOPIC})
 CAREER_TOPICS = frozenset({PROFILES_TOPIC, APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC})
 GROWTH_TOPICS = frozenset({COMMANDS_TOPIC, REFERRALS_TOPIC})
 SERVING_CHECK_S = 5.0
+#: The largest record this worker produces (key + value), far below the broker's 1 MiB
+#: ``message.max.bytes``: per-user state and outputs are bounded well under it by design, and
+#: anything over it is a bug or an attack to dead-letter, not a send to retry forever.
+MAX_RECORD_BYTES = 256 * 1024
+#: Kafka refusals that no retry can fix.
+PERMANENT_SEND_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, InvalidTopicError)
 RISK_SWEEP_S = 1.0
 RISK_PUBLISH_S = 5.0
 
@@ -157,8 +166,11 @@ def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(name), bytes(value or b"")) for name, value in items)
 
 
-def _batch_agent(handle: Callable[[list[Record]], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
-    """An agent body: take batches, turn Faust events into ``Record``s, hand them to ``handle``."""
+def _batch_agent(
+    name: str, handle: Callable[[list[Record]], Awaitable[Any]], progress: Progress
+) -> Callable[[Any], Awaitable[None]]:
+    """An agent body: take batches, turn Faust events into ``Record``s, hand them to ``handle``
+    (each batch's time in flight watched by ``progress``)."""
 
     async def agent(stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):  # type: ignore[attr-defined]
@@ -174,8 +186,10 @@ def _batch_agent(handle: Callable[[list[Record]], Awaitable[Any]]) -> Callable[[
                 )
                 for e in events
             ]
+            token = progress.begin(name)
             try:
                 await handle(records)
+                progress.end(token)
             except Exception:
                 # Faust would ack this batch on the way out and restart the agent, committing
                 # records whose effects may not have reached the changelog. Dying unacked makes
@@ -193,6 +207,7 @@ class Worker:
         self.settings = settings
         self.rules = rules
         self.signer = RecordSigner(settings.secret())
+        self.progress = Progress()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.web_port = int(os.environ.get("ELIMU_WORKER_PORT") or free_port())
         self.datadir = settings.data_dir / "faust" / str(self.web_port)
@@ -241,6 +256,7 @@ class Worker:
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
+            broker_credentials=faust_credentials(),
         )
 
     def _wire(self) -> None:
@@ -396,14 +412,15 @@ class Worker:
             if risked is not None:
                 await self.risk.publish(risked)
 
-        trusted = self._trusted
-        app.agent(per_user, name="engagement")(_batch_agent(trusted(per_user_batch)))
-        app.agent(raw(POSTINGS_TOPIC), name="postings")(_batch_agent(trusted(postings.handle)))
-        app.agent(raw(MARKET_TOPIC), name="market")(_batch_agent(trusted(self.market.handle)))
-        app.agent(raw(RISK_LABELS_TOPIC), name="risk-trainer")(_batch_agent(trusted(self.trainer.handle)))
-        app.agent(raw(INTERVENTION_OUTCOMES_TOPIC), name="interventions")(
-            _batch_agent(trusted(self.analytics.handle))
-        )
+        agents: list[tuple[Any, str, Callable[[list[Record]], Awaitable[Any]]]] = [
+            (per_user, "engagement", per_user_batch),
+            (raw(POSTINGS_TOPIC), "postings", postings.handle),
+            (raw(MARKET_TOPIC), "market", self.market.handle),
+            (raw(RISK_LABELS_TOPIC), "risk-trainer", self.trainer.handle),
+            (raw(INTERVENTION_OUTCOMES_TOPIC), "interventions", self.analytics.handle),
+        ]
+        for channel, name, handle in agents:
+            app.agent(channel, name=name)(_batch_agent(name, self._trusted(handle), self.progress))
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
@@ -510,21 +527,51 @@ class Worker:
         return self.app.consumer.topic_partitions(topic) or self.settings.partitions
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> Any:
-        """Hand a record to the producer, retrying while Kafka refuses it.
+        """Hand a record to the producer, retrying while Kafka refuses it for a passing reason.
 
         Raising here would end the batch early, and Faust acks a ``take_events`` batch however
         its body exits: records whose state or output never reached the producer would be
-        committed. Waiting holds the offsets back until Kafka takes the record.
+        committed. Waiting holds the offsets back until Kafka takes the record. A record that can
+        never be sent (over the byte budget, or refused by Kafka for good) is dead-lettered
+        instead, so one record cannot stall every user of the worker.
         """
+        size = len(key or b"") + len(value or b"")
+        if size > MAX_RECORD_BYTES:
+            await self._refuse_output(
+                topic, key, value, partition, "too_large", f"{size} bytes > {MAX_RECORD_BYTES}"
+            )
+            return None
+        headers = self.signer.headers(topic, key, value) or None
         delay = 0.1
         while True:
             try:
-                headers = self.signer.headers(topic, key, value)
-                return await self.app.producer.send(topic, key, value, partition, None, headers or None)
+                return await self.app.producer.send(topic, key, value, partition, None, headers)
             except (ProducerSendError, KafkaError) as exc:
+                cause = exc.__cause__ if isinstance(exc, ProducerSendError) else exc
+                if isinstance(cause, PERMANENT_SEND_ERRORS):
+                    await self._refuse_output(topic, key, value, partition, "send_refused", repr(cause))
+                    return None
+                self.progress.note(f"send to {topic} failed: {exc!r}")
                 log.warning("send to %s failed (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _refuse_output(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, reason: str, why: str
+    ) -> None:
+        """Dead-letter a record this worker produced but cannot send (bounded like any dead
+        letter), loudly: for a changelog topic it means that user's latest state change lives
+        only in this worker's memory."""
+        log.error(
+            "record for %s (key %r) not sent: %s (%s); dead-lettered", topic, (key or b"")[:64], reason, why
+        )
+        if topic == DEAD_LETTER_TOPIC:
+            metrics.DEAD_LETTERS.labels(topic, reason).inc()
+            return  # a dead letter is bounded by construction; never loop on one
+        letter = DeadLetter(
+            Record(topic, -1 if partition is None else partition, -1, key, value, 0), reason, why
+        )
+        await deliver_refusals(self._send, [letter])
 
     async def _on_start(self) -> None:
         for topic in (BEHAVIOR_TOPIC, PROFILES_TOPIC, APPLICATIONS_TOPIC, COMMANDS_TOPIC):
@@ -542,7 +589,20 @@ class Worker:
     async def _heartbeat(self) -> None:
         metrics.USERS_IN_STATE.set(len(self.table))
         await self.redis.hset(keys.WORKER_HEARTBEATS, self.worker_id, int(time.time()))
+        await self._report_stall()
         await publish_snapshot(self.redis, self.worker_id, metrics.REGISTRY)
+
+    async def _report_stall(self) -> None:
+        """A batch in flight too long turns /readyz red (``keys.WORKER_STALLS``), sets
+        ``elimu_worker_stalled_seconds`` and logs why. The heartbeat is a timer, not the agent,
+        so it keeps beating while the agent is stuck."""
+        stall = self.progress.stall()
+        metrics.WORKER_STALLED.set(0 if stall is None else stall.seconds)
+        if stall is None:
+            await self.redis.hdel(keys.WORKER_STALLS, self.worker_id)
+            return
+        log.error("no progress for %.0fs in agent %s: %s", stall.seconds, stall.agent, stall.reason)
+        await self.redis.hset(keys.WORKER_STALLS, self.worker_id, orjson.dumps(stall.to_dict()))
 
     async def _push_leaderboards(self) -> None:
         now = int(time.time() * 1000)

@@ -56,6 +56,11 @@ BATCH_SIZE = Histogram(
 SERVING_REBUILDS = Counter(
     "elimu_serving_rebuilds_total", "Times this worker re-projected its state into Redis", registry=REGISTRY
 )
+WORKER_STALLED = Gauge(
+    "elimu_worker_stalled_seconds",
+    "How long this worker's oldest batch has been in flight past the stall threshold (0 = progressing)",
+    registry=REGISTRY,
+)
 USERS_IN_STATE = Gauge("elimu_users_in_state", "Users held in this worker's state table", registry=REGISTRY)
 SERVING_ERRORS = Counter(
     "elimu_serving_errors_total",

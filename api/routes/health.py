@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -77,13 +78,24 @@ async def _redis_check(state: AppState) -> dict[str, Any]:
 
 
 async def _workers_check(state: AppState) -> dict[str, Any]:
+    """At least one live worker, and no live worker stalled (a batch it cannot finish: the
+    users of its partitions get nothing applied, however healthy the rest looks)."""
     beats = await state.redis.hgetall(keys.WORKER_HEARTBEATS)
+    stalls = await state.redis.hgetall(keys.WORKER_STALLS)
     now = time.time()
-    live = 0
-    for value in beats.values():
+    live: set[Any] = set()
+    for worker, value in beats.items():
         try:
             if now - float(value) < state.config.heartbeat_max_age_s:
-                live += 1
+                live.add(worker)
         except ValueError:
             continue
-    return {"ok": live > 0, "live": live, "known": len(beats)}
+    stalled = {_text(w): orjson.loads(v) for w, v in stalls.items() if w in live}
+    check: dict[str, Any] = {"ok": bool(live) and not stalled, "live": len(live), "known": len(beats)}
+    if stalled:
+        check["stalled"] = stalled
+    return check
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import orjson
 from redis.asyncio import Redis
 
 from api import metrics
@@ -33,6 +34,22 @@ async def test_not_ready_without_a_live_worker(
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "ready"
     assert response.json()["checks"]["workers"] == {"ok": True, "live": 1, "known": 2}
+
+
+async def test_not_ready_while_a_live_worker_reports_a_stall(
+    client: httpx.AsyncClient, created_topic: str, redis: Redis
+) -> None:
+    await redis.hset(keys.WORKER_HEARTBEATS, mapping={"w-1": int(time.time()), "w-2": int(time.time())})
+    stall = {"agent": "engagement", "seconds": 42.0, "reason": "send to x failed"}
+    await redis.hset(keys.WORKER_STALLS, "w-2", orjson.dumps(stall))
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    workers = response.json()["error"]["checks"]["workers"]
+    assert workers["ok"] is False and workers["stalled"] == {"w-2": stall}
+    # A stall left behind by a worker that is gone does not count: its heartbeat is stale.
+    await redis.hset(keys.WORKER_HEARTBEATS, "w-2", int(time.time()) - 60)
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
 
 
 async def test_not_ready_when_the_events_topic_is_missing(client: httpx.AsyncClient, redis: Redis) -> None:
