@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from api.auth import issue_token
 from tests.conftest import wait_until
@@ -138,4 +139,38 @@ async def test_referral_credits_the_referrer_and_racing_redeems_spend_once(
             assert [h["kind"] for h in history].count("redeem") == 1
     finally:
         for proc in (api_a, api_b, worker):
+            proc.stop()
+
+
+async def test_referral_codes_survive_a_redis_wipe(fresh_kafka: str, redis_url: str, tmp_path: Path) -> None:
+    """Codes used to live only in Redis: after FLUSHALL every claim answered 404. The worker now
+    re-projects each book's code (derived from the user id and the secret) with the serving view."""
+    env = stack_env(fresh_kafka, redis_url, tmp_path)
+    worker = start_worker(env, tmp_path / "worker.log")
+    api, url = start_api(env, tmp_path / "api.log")
+    redis = Redis.from_url(redis_url)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=15) as http:
+
+            async def ready() -> bool:
+                assert worker.alive(), worker.tail()
+                return (await http.get("/readyz")).status_code == 200
+
+            await wait_until(ready, timeout=60, what="/readyz")
+            generated = await http.post("/v1/referrals/generate", headers=auth("wanda"), json={})
+            assert generated.status_code == 200, generated.text
+            code = generated.json()["code"]
+
+            await redis.flushall()
+
+            async def claimed() -> Any:
+                assert worker.alive(), worker.tail()
+                r = await http.post("/v1/referrals/claim", headers=auth("walt"), json={"code": code})
+                return r if r.status_code != 404 else None  # 404 until the worker re-projects
+
+            response = await wait_until(claimed, timeout=60, interval=0.5, what="the code re-projected")
+            assert response.status_code == 202 and response.json()["referrer_id"] == "wanda", response.text
+    finally:
+        await redis.aclose()
+        for proc in (api, worker):
             proc.stop()
