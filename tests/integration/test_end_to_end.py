@@ -121,7 +121,9 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 replayed = [await recv_json(ws)]
                 while replayed[-1].get("type") != "engagement":
                     replayed.append(await recv_json(ws))
-                assert [m["id"] for m in replayed] == list(range(last_seen + 1, last_seen + 1 + len(replayed)))
+                assert [m["id"] for m in replayed] == list(
+                    range(last_seen + 1, last_seen + 1 + len(replayed))
+                )
                 missed = replayed[-1]
                 assert missed["data"]["event_ids"] == ["w-2"]  # the duplicate produced nothing
                 assert {b["id"] for b in missed["data"]["new_badges"]} == {"first_assessment"}

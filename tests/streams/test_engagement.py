@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from models.gamification import UserState
 
 from infra.settings import DEFAULT_RULES
+from models.gamification import UserState
 from models.rules import Rules
 from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
 from streams.records import Record, owner_partition
