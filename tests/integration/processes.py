@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from infra.net import free_port, wait_for_port
+from tests.conftest import wait_until
 
 TEST_SECRET = "integration-test-secret-0123456789abcdef"
 
@@ -87,3 +90,14 @@ def wait_exit(p: Proc, timeout: float = 30) -> int | None:
     while time.monotonic() < deadline and p.alive():
         time.sleep(0.05)
     return None if p.proc is None else p.proc.poll()
+
+
+async def wait_ready(http: httpx.AsyncClient, worker: Proc, timeout: float = 60) -> None:
+    """Until the API answers /readyz 200 (broker, Redis and a live worker); fails at once with
+    the worker's log tail if the worker died meanwhile."""
+
+    async def ready() -> bool:
+        assert worker.alive(), worker.tail()
+        return (await http.get("/readyz")).status_code == 200
+
+    await wait_until(ready, timeout=timeout, what="/readyz")

@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 
 from api.auth import issue_token
 from tests.conftest import wait_until
-from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_end_to_end import recv_json, recv_until
 
 pytestmark = pytest.mark.integration
@@ -83,12 +83,7 @@ async def test_posting_to_match_alert_pulse_and_application_status_pushes(
     headers = {"Authorization": f"Bearer {token}"}
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-
-            async def ready() -> bool:
-                assert worker.alive(), worker.tail()
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, worker)
             profiles: list[dict[str, Any]] = [
                 {
                     "user_id": user,

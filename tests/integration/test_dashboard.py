@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from api.auth import issue_token
 from tests.conftest import wait_until
-from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import posting
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -137,12 +137,7 @@ async def test_dashboard_follows_the_stack_live(
     admin = issue_token(TEST_SECRET, "ops", "admin")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-
-            async def ready() -> bool:
-                assert worker.alive(), worker.tail()
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, worker)
 
             page = await browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 
 from api.auth import issue_token
 from tests.conftest import wait_until
-from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +53,7 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
     now = int(time.time() * 1000)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-
-            async def ready() -> bool:
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, worker)
             ws_url = url.replace("http", "ws") + f"/v1/ws?token={token}"
             async with websockets.connect(ws_url) as ws:
                 await ws.send(orjson.dumps({"op": "subscribe", "channel": "user:u-42"}).decode())

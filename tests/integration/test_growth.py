@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from api.auth import issue_token
 from tests.conftest import wait_until
-from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -151,12 +151,7 @@ async def test_referral_codes_survive_a_redis_wipe(fresh_kafka: str, redis_url: 
     redis = Redis.from_url(redis_url)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=15) as http:
-
-            async def ready() -> bool:
-                assert worker.alive(), worker.tail()
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, worker)
             generated = await http.post("/v1/referrals/generate", headers=auth("wanda"), json={})
             assert generated.status_code == 200, generated.text
             code = generated.json()["code"]

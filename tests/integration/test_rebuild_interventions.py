@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from api.auth import issue_token
 from infra import keys
 from tests.conftest import wait_until
-from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import send
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,7 @@ async def test_a_campaign_its_run_log_and_the_analytics_come_back_after_flushall
     redis = Redis.from_url(redis_url)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-
-            async def ready() -> bool:
-                assert worker.alive(), worker.tail()
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, worker)
             now = int(time.time() * 1000)
             send(
                 fresh_kafka,

@@ -16,7 +16,7 @@ import websockets
 from api.auth import issue_token
 from models.events import format_ts
 from tests.conftest import wait_until
-from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
+from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import read_topic, send
 from tests.integration.test_end_to_end import recv_json, recv_until
 
@@ -80,12 +80,7 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
     admin = {"Authorization": f"Bearer {admin_token}"}
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-
-            async def ready() -> bool:
-                assert worker.alive(), worker.tail()
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, worker)
             ws_url = url.replace("http", "ws") + f"/v1/ws?token={admin_token}"
             async with websockets.connect(ws_url) as ws:
                 await ws.send(orjson.dumps({"op": "subscribe", "channel": "admin:at-risk"}).decode())
@@ -284,11 +279,7 @@ async def test_risk_state_and_the_trained_model_survive_a_worker_killed_with_sig
                 body = (await http.get("/v1/ops/risk-model", headers=admin)).json()
                 return body if body.get("n", 0) >= evaluated and body.get("positives", 0) > 0 else None
 
-            async def ready() -> bool:
-                assert first.alive(), first.tail()
-                return (await http.get("/readyz")).status_code == 200
-
-            await wait_until(ready, timeout=60, what="/readyz")
+            await wait_ready(http, first)
             send(fresh_kafka, "behavior-events", events, "user_id")
             await wait_until(lambda: evaluation(1), timeout=90, what="trainer learnt labels")
             scored = (
