@@ -14,8 +14,8 @@ with `rejected` and `withdrawn` possible from any open state. The rules, and why
   its submission time is then the time of its first event.
 * Delivery is at-least-once and out of order, so the current status is not "the last event
   received" but a fold of the legality rules over the history ordered by event time (ties by
-  pipeline rank, then event_id). The same set of events therefore gives the same application
-  whatever the arrival order, and a redelivered event_id changes nothing.
+  pipeline rank, then a digest of event_id). The same set of events therefore gives the same
+  application whatever the arrival order, and a redelivered event_id changes nothing.
 * An event that is illegal in that fold is kept in the history with `legal: false` rather than
   dropped: it is a fact about the employer's data worth showing, it just never moves the status.
   A late event can also make an earlier-received one illegal (a late `rejected` before an
@@ -27,6 +27,12 @@ transition (an illegal event or a no-op repeat) is dropped. A transition can nev
 never becomes one when more events arrive (the fold's state only advances), so dropping such
 entries never changes status, times or facts. The price: a dropped event_id is forgotten, so its
 redelivery is re-recorded (and dropped again) instead of being reported as a duplicate.
+
+Size: an application lives in its user's career state (models.career), which has a byte budget.
+So an entry keeps a fixed-size digest of its event id (models.digests) rather than the id (up to
+128 bytes, 256 of JSON), and its note cut to NOTE_BYTES of JSON; with HISTORY_CAP entries an
+application is at most ~11 KB encoded whatever its producer sends. Digests order ties (same time
+and status) as ids did: by a value fixed by the event, so the fold stays order-independent.
 """
 
 from __future__ import annotations
@@ -37,10 +43,19 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
+from models.digests import id_digest
 from models.events import APPLICATION_STATUSES, ApplicationStatusEvent, format_ts
+from models.state_budget import clip_optional
 
-STATE_VERSION = 1
-HISTORY_CAP = 100
+#: Version 1 kept raw event ids and whole notes; it is read and converted (see `from_dict`).
+STATE_VERSION = 2
+_V1 = 1
+#: Entries kept per application: the seven transitions a pipeline can have, plus room for the
+#: repeats and illegal events worth showing (employers' systems re-send; a flood is not history).
+HISTORY_CAP = 32
+#: A note's budget in bytes of JSON (about 250 characters of Latin text): notes are free text of
+#: up to 512 characters, which as control characters is 3 KB per entry.
+NOTE_BYTES = 256
 
 TERMINAL = frozenset({"hired", "rejected", "withdrawn"})
 EXITS = frozenset({"rejected", "withdrawn"})
@@ -73,12 +88,13 @@ def is_legal_transition(current: str | None, new: str) -> bool:
 class HistoryEntry:
     ts_ms: int
     status: str
-    event_id: str
+    #: `models.digests.id_digest` of the event's id: what deduplicates a redelivery.
+    event_digest: str
     note: str | None
     legal: bool
 
     def sort_key(self) -> tuple[int, int, str]:
-        return (self.ts_ms, _RANK[self.status], self.event_id)
+        return (self.ts_ms, _RANK[self.status], self.event_digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +145,24 @@ class Application:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and compact (it is written to a changelog on every update): only the ids
-        and the history as [ts_ms, status, event_id, note] rows; from_dict re-derives the rest."""
+        and the history as [ts_ms, status, event digest, note] rows; from_dict re-derives the rest."""
         return {
             "v": STATE_VERSION,
             "id": self.application_id,
             "user": self.user_id,
             "job": self.job_id,
-            "h": [[e.ts_ms, e.status, e.event_id, e.note] for e in self.history],
+            "h": [[e.ts_ms, e.status, e.event_digest, e.note] for e in self.history],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Application:
-        if data.get("v") != STATE_VERSION:
-            raise ValueError(f"unsupported application state version {data.get('v')!r}")
-        entries = [HistoryEntry(ts, status, event_id, note, True) for ts, status, event_id, note in data["h"]]
+        version = data.get("v")
+        if version not in (STATE_VERSION, _V1):
+            raise ValueError(f"unsupported application state version {version!r}")
+        rows = data["h"]
+        if version == _V1:  # raw ids and whole notes: digest and cut them as new entries are
+            rows = [[ts, status, id_digest(event_id), _note(note)] for ts, status, event_id, note in rows]
+        entries = [HistoryEntry(ts, status, digest, note, True) for ts, status, digest, note in rows]
         return _build(data["id"], data["user"], data["job"], _judge(entries))
 
     def public_view(self) -> dict[str, Any]:
@@ -187,19 +207,24 @@ def apply_status(app: Application | None, event: ApplicationStatusEvent) -> tupl
     if event.status not in _RANK:
         raise ValueError(f"unknown application status {event.status!r}")
     previous = None
-    entries = [HistoryEntry(event.ts_ms, event.status, event.event_id, event.note, True)]
+    digest = id_digest(event.event_id)
+    entries = [HistoryEntry(event.ts_ms, event.status, digest, _note(event.note), True)]
     if app is not None:
         _check_same_application(app, event)
         for entry in app.history:
-            if entry.event_id == event.event_id:
+            if entry.event_digest == digest:
                 return app, StatusChange(app.status, app.status, False, True, entry.legal)
         previous = app.status
         entries += app.history
     judged = _judge(entries)
     # Looked up before the cap, which may drop this very event (if it is not a transition).
-    legal = next(entry.legal for entry, _ in judged if entry.event_id == event.event_id)
+    legal = next(entry.legal for entry, _ in judged if entry.event_digest == digest)
     new = _build(event.application_id, event.user_id, event.job_id, judged)
     return new, StatusChange(previous, new.status, new.status != previous, False, legal)
+
+
+def _note(note: str | None) -> str | None:
+    return clip_optional(note, NOTE_BYTES)
 
 
 def _check_same_application(app: Application, event: ApplicationStatusEvent) -> None:

@@ -4,22 +4,141 @@ Kept apart from ``UserState`` (gamification) because it changes for other reason
 inputs (profiles, postings, application statuses); both are keyed by user and live on the same
 partition, so one worker owns everything about a user. ``matches`` doubles as the record of
 alerts already sent: a job is alerted once per user, whatever redelivers or re-scores it.
+
+Size. The state is one changelog record, rewritten on every change, and must stay far below the
+record limit whatever producers send (``models.state_budget.STATE_BUDGET_BYTES``, 128 KiB). What
+comes from a profile is kept only as far as it is used, each part within a byte budget (the
+preferences to their known fields, skills and interests to whole entries that fit, the name and
+places cut); matches and applications are capped in count AND in encoded bytes, evicting the
+least useful first (the lowest matches; closed, then oldest, applications). The budgets add up to
+~113 KB in the worst case (tests/models/test_state_budgets.py drives the state there); an honest
+user's state is a few kilobytes and never meets them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
-from models.applications import Application
+import orjson
+
+from models.applications import TERMINAL, Application
 from models.events import UserProfile
-from models.matching import Candidate, Match
+from models.matching import (
+    MATCH_COMPANY_BYTES,
+    MATCH_MISSING_SKILLS_BYTES,
+    MATCH_TITLE_BYTES,
+    Candidate,
+    Match,
+)
+from models.state_budget import clip_optional, clip_text, fit_texts
 
-CAREER_STATE_VERSION = 1
+V = TypeVar("V")
+
+CAREER_STATE_VERSION = 2
+#: Version 1 stored matches and applications as objects keyed by id (every id twice); it is read.
+_V1 = 1
 #: Matches kept per user (best first); a user with more has seen the top ones already.
 MAX_MATCHES = 200
+#: ...and the bytes they may take: a match is at most ~1.4 KB (models.matching's MATCH_* budgets
+#: plus a 128-byte job id), so 200 worst-case ones would be 280 KB. Honest matches are ~300 bytes:
+#: 160 of them fit; fewer, only when their postings are stuffed.
+MATCHES_BUDGET_BYTES = 48 * 1024
+#: Applications kept per user; beyond it (or the byte budget) closed ones go first, oldest first.
+MAX_APPLICATIONS = 200
+#: An application is at most ~11 KB (models.applications), an honest one a few hundred bytes.
+APPLICATIONS_BUDGET_BYTES = 56 * 1024
+#: The profile's skills and interests, as whole entries (a cut skill would be another skill).
+SKILLS_BYTES = 4096
+INTERESTS_BYTES = 2048
+#: Location and education (free text up to 512 characters): compared whole, so a longer one
+#: matches nothing real anyway.
+PLACE_BYTES = 256
+#: The display name: it is repeated in the text of every notification the user is kept.
+NAME_BYTES = 128
 #: Default channels when a profile states no notification preferences.
 DEFAULT_CHANNELS = ("IN_APP",)
+#: The digest settings a user may choose (CONTRACT §7, notification-settings).
+DIGESTS = ("off", "daily", "weekly")
+
+
+def checked_prefs(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The known fields of a profile's ``notification_prefs``, checked and normalised; anything
+    else is dropped. Readers (``alert_channels``, ``models.interventions``) read only these, and
+    a profile may carry 64 KiB of anything here, which state must not keep.
+
+    ``channels``: among EMAIL/PUSH/IN_APP/SMS, upper-cased, first occurrence kept (none left: the
+    field is left out, so the default applies); ``quiet_hours``: two "HH:MM" that make a window;
+    ``job_alerts``: a boolean; ``opt_out``: known intervention types; ``digest``: one of DIGESTS.
+    """
+    # Imported here: models.interventions.policy imports this module (DEFAULT_CHANNELS).
+    from models.interventions.policy import CHANNELS, INTERVENTION_TYPES
+    from models.interventions.quiet_hours import parse_quiet_hours
+
+    prefs: dict[str, Any] = {}
+    channels = _known(raw.get("channels"), CHANNELS, str.upper)
+    if channels:
+        prefs["channels"] = channels
+    window = parse_quiet_hours(raw.get("quiet_hours"))
+    if window is not None:
+        prefs["quiet_hours"] = [moment.strftime("%H:%M") for moment in window]
+    if isinstance(raw.get("job_alerts"), bool):
+        prefs["job_alerts"] = raw["job_alerts"]
+    if "opt_out" in raw:
+        prefs["opt_out"] = _known(raw.get("opt_out"), INTERVENTION_TYPES, str.lower)
+    digest = raw.get("digest")
+    if isinstance(digest, str) and digest.strip().lower() in DIGESTS:
+        prefs["digest"] = digest.strip().lower()
+    return prefs
+
+
+def _known(value: object, vocabulary: tuple[str, ...], case: Any) -> list[str]:
+    """The entries of a list that name a member of ``vocabulary`` (in ``case``), once each."""
+    if not isinstance(value, list | tuple):
+        return []
+    kept: list[str] = []
+    for item in value:
+        if isinstance(item, str):
+            name = case(item.strip())
+            if name in vocabulary and name not in kept:
+                kept.append(name)
+    return kept
+
+
+def _bounded_candidate(candidate: Candidate) -> Candidate:
+    return replace(
+        candidate,
+        skills=fit_texts(candidate.skills, SKILLS_BYTES),
+        location=clip_optional(candidate.location, PLACE_BYTES),
+        education=clip_optional(candidate.education, PLACE_BYTES),
+    )
+
+
+def _bounded_match_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored match cut like ``Match.to_dict`` cuts a new one (for entries of version 1)."""
+    return {
+        **entry,
+        "title": clip_text(str(entry.get("title") or ""), MATCH_TITLE_BYTES),
+        "company": clip_optional(entry.get("company"), MATCH_COMPANY_BYTES),
+        "missing_skills": list(fit_texts(entry.get("missing_skills") or (), MATCH_MISSING_SKILLS_BYTES)),
+    }
+
+
+def _encoded_size(value: Any) -> int:
+    """Bytes ``value`` adds to a JSON list: its encoding and the comma before it."""
+    return len(orjson.dumps(value)) + 1
+
+
+def _sized(cache: dict[str, int], items: Mapping[str, V], encode: Callable[[V], Any]) -> dict[str, int]:
+    """``cache`` (key -> encoded size) made to hold exactly the keys of ``items``: the sizes it
+    misses are computed, those of keys gone are dropped."""
+    for key, item in items.items():
+        if key not in cache:
+            cache[key] = _encoded_size(encode(item))
+    for key in [key for key in cache if key not in items]:
+        del cache[key]
+    return cache
 
 
 @dataclass
@@ -35,13 +154,17 @@ class CareerState:
     #: job_id -> the match as shown to the user (``Match.to_dict``) plus ``alerted_at_ms``.
     matches: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
+    # Encoded size of each match / application, so that keeping the byte budgets costs one
+    # encoding per change, not one per kept entry. Derived: not stored, not compared.
+    _match_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _application_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def adopt_profile(self, profile: UserProfile) -> Candidate:
-        self.candidate = Candidate.from_profile(profile)
-        self.notification_prefs = dict(profile.notification_prefs)
+        self.candidate = _bounded_candidate(Candidate.from_profile(profile))
+        self.notification_prefs = checked_prefs(profile.notification_prefs)
         self.timezone = profile.timezone
-        self.display_name = profile.display_name
-        self.interests = profile.interests
+        self.display_name = clip_optional(profile.display_name, NAME_BYTES)
+        self.interests = fit_texts(profile.interests, INTERESTS_BYTES)
         return self.candidate
 
     def alert_channels(self) -> list[str]:
@@ -60,12 +183,53 @@ class CareerState:
         entry = match.to_dict()
         entry["alerted_at_ms"] = previous["alerted_at_ms"] if previous else now_ms
         self.matches[match.job_id] = entry
-        if len(self.matches) > MAX_MATCHES:
-            keep = sorted(self.matches.items(), key=lambda kv: (-kv[1]["match_score"], kv[0]))[:MAX_MATCHES]
-            self.matches = dict(keep)
+        self._match_bytes[match.job_id] = _encoded_size(entry)
+        self._fit_matches()
         return previous is None
 
+    def record_application(self, application: Application) -> None:
+        """Keep ``application`` (new or updated), within MAX_APPLICATIONS and the byte budget:
+        beyond them closed applications are forgotten first, then open ones, the least recently
+        updated first (never the one just recorded). A forgotten application that hears again
+        starts afresh."""
+        app_id = application.application_id
+        self.applications[app_id] = application
+        self._application_bytes[app_id] = _encoded_size(application.to_dict())
+        self._fit_applications(keep=app_id)
+
+    def _fit_matches(self) -> None:
+        sizes = _sized(self._match_bytes, self.matches, lambda entry: entry)
+        if len(self.matches) <= MAX_MATCHES and sum(sizes.values()) <= MATCHES_BUDGET_BYTES:
+            return
+        best = sorted(self.matches.items(), key=lambda kv: (-kv[1]["match_score"], kv[0]))
+        kept: dict[str, dict[str, Any]] = {}
+        used = 0
+        for job_id, entry in best:
+            if len(kept) == MAX_MATCHES or used + sizes[job_id] > MATCHES_BUDGET_BYTES:
+                break
+            kept[job_id] = entry
+            used += sizes[job_id]
+        self.matches = kept
+        self._match_bytes = {job_id: sizes[job_id] for job_id in kept}
+
+    def _fit_applications(self, keep: str | None = None) -> None:
+        sizes = _sized(self._application_bytes, self.applications, Application.to_dict)
+        total = sum(sizes.values())
+        if len(self.applications) <= MAX_APPLICATIONS and total <= APPLICATIONS_BUDGET_BYTES:
+            return
+        # Closed ones first (their story is over), then the least recently updated.
+        victims = sorted(
+            (app for app_id, app in self.applications.items() if app_id != keep),
+            key=lambda a: (a.status not in TERMINAL, a.updated_at_ms, a.application_id),
+        )
+        for app in victims:
+            if len(self.applications) <= MAX_APPLICATIONS and total <= APPLICATIONS_BUDGET_BYTES:
+                break
+            del self.applications[app.application_id]
+            total -= sizes.pop(app.application_id)
+
     def to_dict(self) -> dict[str, Any]:
+        # Matches and applications as lists: each carries its own id, which a map would repeat.
         return {
             "v": CAREER_STATE_VERSION,
             "user_id": self.user_id,
@@ -74,22 +238,32 @@ class CareerState:
             "tz": self.timezone,
             "name": self.display_name,
             "interests": list(self.interests),
-            "matches": self.matches,
-            "applications": {k: a.to_dict() for k, a in self.applications.items()},
+            "matches": list(self.matches.values()),
+            "applications": [a.to_dict() for a in self.applications.values()],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CareerState:
-        if data.get("v") != CAREER_STATE_VERSION:
-            raise ValueError(f"unsupported career state version {data.get('v')!r}")
+        version = data.get("v")
+        if version not in (CAREER_STATE_VERSION, _V1):
+            raise ValueError(f"unsupported career state version {version!r}")
+        matches = data.get("matches") or []
+        applications = data.get("applications") or []
+        if version == _V1:
+            matches = [_bounded_match_entry(entry) for entry in dict(matches).values()]
+            applications = list(dict(applications).values())
         candidate = data.get("candidate")
-        return cls(
+        state = cls(
             user_id=data["user_id"],
-            candidate=Candidate.from_dict(candidate) if candidate else None,
-            notification_prefs=dict(data.get("prefs") or {}),
+            candidate=_bounded_candidate(Candidate.from_dict(candidate)) if candidate else None,
+            # Checked again on the way in: a version 1 state kept whatever the profile said.
+            notification_prefs=checked_prefs(data.get("prefs") or {}),
             timezone=data.get("tz") or "UTC",
-            display_name=data.get("name"),
-            interests=tuple(data.get("interests") or ()),
-            matches=dict(data.get("matches") or {}),
-            applications={k: Application.from_dict(v) for k, v in (data.get("applications") or {}).items()},
+            display_name=clip_optional(data.get("name"), NAME_BYTES),
+            interests=fit_texts(data.get("interests") or (), INTERESTS_BYTES),
+            matches={entry["job_id"]: entry for entry in matches},
+            applications={a.application_id: a for a in map(Application.from_dict, applications)},
         )
+        state._fit_matches()
+        state._fit_applications()
+        return state

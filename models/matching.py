@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from models.events import JobPosting, UserProfile, format_ts, normalize_skills
+from models.state_budget import clip_optional, clip_text, fit_texts
 
 SalaryFit = Literal["within", "above_expectation", "below_expectation", "unknown"]
 
@@ -64,6 +65,15 @@ REMOTE = "remote"  # a posting location (casefolded) that every user is in
 # Years are often fractional, and 3.3 - 1.3 is 2.0000000000000004 in floats: without a tolerance
 # a user exactly two years short could be filtered out by rounding noise.
 _EPS = 1e-9
+
+# Byte budgets of a match as shown and stored (`Match.to_dict`): each user keeps up to
+# models.career.MAX_MATCHES of them in their state, and a posting's title, company and skills are
+# free text of up to 512 characters (100 skills), so one unbounded match could be ~60 KB of JSON.
+# Cut this way, a match is at most ~1.4 KB whatever the posting says; honest ones are unchanged.
+MATCH_TITLE_BYTES = 256
+MATCH_COMPANY_BYTES = 128
+#: Missing skills shown: whole skills, in the posting's order, as many as fit.
+MATCH_MISSING_SKILLS_BYTES = 512
 
 _EDUCATION_LADDER = ("none", "certificate", "diploma", "bachelor", "master", "phd")
 _EDUCATION_RANK = {name: rank for rank, name in enumerate(_EDUCATION_LADDER)} | {"doctorate": 5}
@@ -141,13 +151,16 @@ class Match:
     deadline_ms: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        """The match-alert contract's shape (the user is the record's key, so not repeated here)."""
+        """The match-alert contract's shape (the user is the record's key, so not repeated here).
+
+        Text is cut to the MATCH_* byte budgets: this is both the `match-alerts` record and the
+        entry kept in the user's state, so neither grows with what a posting's producer wrote."""
         return {
             "job_id": self.job_id,
-            "title": self.title,
-            "company": self.company,
+            "title": clip_text(self.title, MATCH_TITLE_BYTES),
+            "company": clip_optional(self.company, MATCH_COMPANY_BYTES),
             "match_score": self.match_score,
-            "missing_skills": list(self.missing_skills),
+            "missing_skills": list(fit_texts(self.missing_skills, MATCH_MISSING_SKILLS_BYTES)),
             "salary_fit": self.salary_fit,
             "is_urgent": self.is_urgent,
             "is_perfect": self.is_perfect,

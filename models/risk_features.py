@@ -67,6 +67,12 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 WINDOW_DAYS = 56
 HOUR_CAP = 512
+#: A session's `props.duration_s` counts for at most a day: longer is not a session, and a
+#: producer's 1e308 would overflow a day's sum to infinity, which JSON cannot carry (orjson
+#: writes null), so the user's state could no longer be read back from its changelog.
+MAX_DURATION_S = 86_400.0
+#: XP counted per event, for the same reason (the engine's awards are far below it).
+MAX_XP = 1_000_000.0
 MIN_HOUR_EVENTS = 4
 NEUTRAL_SCORE = 0.75
 FORMAT = 1
@@ -186,7 +192,7 @@ def observe(profile: ActivityProfile, event: BehaviorEvent, xp: float | None = N
     props = event.props
     duration = _number(props.get("duration_s"))
     if duration is not None and duration >= 0:
-        row[_DUR_SUM] += duration
+        row[_DUR_SUM] += min(duration, MAX_DURATION_S)
         row[_DUR_N] += 1
     score = _number(props.get("score"))
     if score is not None:
@@ -198,7 +204,7 @@ def observe(profile: ActivityProfile, event: BehaviorEvent, xp: float | None = N
         row[_OPENS] += 1
     elif event.type == NOTIFICATION_CLICKED:
         row[_CLICKS] += 1
-    row[_XP] += XP_APPROX.get(event.type, 0.0) if xp is None else max(xp, 0.0)
+    row[_XP] += XP_APPROX.get(event.type, 0.0) if xp is None else min(max(xp, 0.0), MAX_XP)
     return profile
 
 

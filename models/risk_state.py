@@ -49,6 +49,13 @@ PUBLISH_DELTA = 1.0
 REPUBLISH_MS = 6 * HOUR_MS
 #: Scores from here up (medium, CONTRACT §6) count as at risk.
 AT_RISK_FROM = 40.0
+#: Pending labels kept per user. With the default settings a user has at most 8 at once (one
+#: snapshot a day, each resolved within the 7-day horizon plus grace), but the event path only
+#: resolves labels the user's activity proves retained; expiry waits for the sweep. A producer
+#: sending back-dated events 8 days apart (each past the last label's horizon) snapshots one
+#: label per event until then: 1,000 such events made 800 KB of state. Beyond the cap the oldest
+#: label is dropped unresolved (one training example lost, never a wrong one).
+MAX_PENDING_LABELS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +110,7 @@ class RiskState:
         return cls(
             user_id=data["user_id"],
             activity=ActivityProfile.from_dict(data["activity"]),
-            pending=[PendingLabel.from_dict(p) for p in data.get("pending") or ()],
+            pending=[PendingLabel.from_dict(p) for p in data.get("pending") or ()][-MAX_PENDING_LABELS:],
             scored_at_ms=data.get("scored_at"),
             snapshot_at_ms=data.get("snapshot_at"),
             last=data.get("last"),
@@ -143,6 +150,7 @@ def rescore(
     result = model.assess(state.user_id, x, now_ms)
     if is_live(state, now_ms, settings) and snapshot_due(state, now_ms, settings):
         state.pending.append(PendingLabel(state.user_id, now_ms, x, result.probability))
+        del state.pending[:-MAX_PENDING_LABELS]
         state.snapshot_at_ms = now_ms
     state.scored_at_ms = now_ms
     return result

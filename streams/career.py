@@ -204,7 +204,7 @@ class CareerProcessor:
             raise InvalidEvent("key_mismatch", str(exc)) from exc
         if change.duplicate:
             return
-        state.applications[event.application_id] = application
+        state.record_application(application)
         dirty.add(event.user_id)
         out.status_updates.append(StatusUpdate(application, change, event))
         if previous is None:

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from models.events import format_ts
 from models.interventions.bandit import VariantStats, choose_variant
 from models.interventions.policy import (
@@ -25,6 +27,7 @@ from models.interventions.policy import (
 )
 from models.interventions.quiet_hours import quiet_until
 from models.interventions.templates import render, template_for
+from models.state_budget import json_size
 
 # --- throttling and state bounds ----------------------------------------------------------------
 
@@ -45,6 +48,15 @@ MAX_KEYS = 512
 MAX_INBOX = 50
 MAX_PENDING = 20
 MAX_DELIVERED = 50
+# Byte budgets: the book lives in the user's risk state, one changelog record that must stay far
+# below the record limit (models.state_budget). A notification is ~600 bytes, but ~1.5 KB with a
+# 128-byte user id (in its user_id, key and staff text) and a long display name, so the counts
+# alone would let the notifications reach ~180 KB and the keys (most hold the user id) ~150 KB.
+#: Inbox, delivered and pending notifications together; beyond it the oldest sent ones go.
+NOTIFICATIONS_BUDGET_BYTES = 72 * 1024
+#: Remembered idempotency keys; beyond it the oldest are forgotten, as beyond MAX_KEYS (the
+#: per-type gaps and the daily cap still stop a repeat). Honest keys (~40 bytes) never reach it.
+KEYS_BUDGET_BYTES = 24 * 1024
 BOOK_VERSION = 1
 #: Stages a tracking event can record; each implies the ones before it.
 TRACK_STAGES: tuple[str, ...] = ("opened", "clicked", "converted")
@@ -223,12 +235,38 @@ class NotificationBook:
         return [n.public() for n in reversed(self.inbox)]
 
     def prune(self, now_ms: int) -> None:
-        """Forget sends older than THROTTLE_WINDOW_MS and keys older than KEY_TTL_MS."""
+        """Forget sends older than THROTTLE_WINDOW_MS and keys older than KEY_TTL_MS, and the
+        oldest keys beyond MAX_KEYS or KEYS_BUDGET_BYTES."""
         self.sent_log = [(ts, t) for ts, t in self.sent_log if ts > now_ms - THROTTLE_WINDOW_MS]
         self.keys = {k: ts for k, ts in self.keys.items() if ts > now_ms - KEY_TTL_MS}
-        if len(self.keys) > MAX_KEYS:
-            newest = sorted(self.keys.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_KEYS]
-            self.keys = dict(newest)
+        self.fit_keys()
+
+    def fit_keys(self) -> None:
+        """Forget the oldest keys beyond MAX_KEYS or KEYS_BUDGET_BYTES."""
+        # A key costs its JSON string, a colon, its time (at most 15 digits) and a comma.
+        sizes = {k: json_size(k) + 17 for k in self.keys}
+        if len(self.keys) > MAX_KEYS or sum(sizes.values()) > KEYS_BUDGET_BYTES:
+            kept: dict[str, int] = {}
+            used = 0
+            for k, ts in sorted(self.keys.items(), key=lambda kv: (-kv[1], kv[0])):
+                if len(kept) == MAX_KEYS or used + sizes[k] > KEYS_BUDGET_BYTES:
+                    break
+                kept[k] = ts
+                used += sizes[k]
+            self.keys = kept
+
+    def fit(self) -> None:
+        """Drop the oldest sent notifications (inbox or delivered) until the kept ones fit
+        NOTIFICATIONS_BUDGET_BYTES. Pending ones are never dropped: MAX_PENDING of them take at
+        most ~30 KB. Tracking a kept one later adds at most its three instants (~40 bytes)."""
+        sizes = {
+            id(n): len(orjson.dumps(n.to_dict())) + 1 for n in (*self.inbox, *self.delivered, *self.pending)
+        }
+        total = sum(sizes.values())
+        while total > NOTIFICATIONS_BUDGET_BYTES and (self.delivered or self.inbox):
+            groups = [group for group in (self.inbox, self.delivered) if group]
+            oldest = min(groups, key=lambda group: (group[0].sent_ms or 0, group[0].created_ms))
+            total -= sizes[id(oldest.pop(0))]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -363,9 +401,11 @@ def decide(
         urgency=urgency,
     )
     book.keys[key] = now_ms
+    book.fit_keys()
     book.sent_log.append((deliver_at, type))
     if deliver_at > now_ms:
         book.pending.append(n)
+        book.fit()
         return Decision(n, DEFERRED)
     return Decision(n, QUEUED)
 
@@ -425,3 +465,4 @@ def deliver(book: NotificationBook, n: Notification, now_ms: int) -> None:
     if all(existing.id != n.id for existing in group):
         group.append(n)
         del group[:-bound]
+        book.fit()

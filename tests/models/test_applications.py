@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 
 from models.applications import (
     HISTORY_CAP,
+    NOTE_BYTES,
     Application,
     ApplicationFacts,
     application_analytics,
     apply_status,
     is_legal_transition,
 )
+from models.digests import id_digest
 from models.events import APPLICATION_STATUSES, ApplicationStatusEvent
 from tests.models.factories import ms
 
@@ -321,9 +323,9 @@ def test_the_history_cap_drops_the_oldest_non_transitions() -> None:
 
     assert len(app.history) == HISTORY_CAP
     assert statuses(app)[:2] == [("submitted", True), ("offer", True)]
-    # 122 entries, 100 kept: the 22 oldest illegal `viewed` went.
-    assert app.history[2].event_id == "v022"
-    assert app.history[-1].event_id == f"v{HISTORY_CAP + 19:03}"
+    # HISTORY_CAP + 22 entries, HISTORY_CAP kept: the 22 oldest illegal `viewed` went.
+    assert app.history[2].event_digest == id_digest("v022")
+    assert app.history[-1].event_digest == id_digest(f"v{HISTORY_CAP + 19:03}")
 
     # A late exit still lands where it belongs and wins.
     app, change = apply_status(app, ev("rejected", T0 + 30 * 60_000))
@@ -378,10 +380,41 @@ def test_to_dict_from_dict_round_trip_through_json() -> None:
     restored = Application.from_dict(data)
 
     assert restored == app
-    assert data["h"][0] == [T0, "submitted", "e1", "via app"]
+    # The event id is kept as its fixed-size digest (an id may be 128 bytes).
+    assert data["h"][0] == [T0, "submitted", id_digest("e1"), "via app"]
     # Derived fields are not stored: the changelog carries only ids and history rows.
     assert set(data) == {"v", "id", "user", "job", "h"}
     assert apply_status(restored, ev("offer", T0 + 4 * DAY))[0].status == "offer"
+    # A redelivery is still told apart after the round trip.
+    assert apply_status(restored, ev("offer", T0 + 4 * DAY, event_id="e3"))[1].duplicate
+
+
+def test_a_version_1_state_is_read_with_its_ids_digested_and_notes_cut() -> None:
+    v1 = {
+        "v": 1,
+        "id": "a-1",
+        "user": "u-1",
+        "job": "j-1",
+        "h": [[T0, "submitted", "e1", "x" * 2000], [T0 + HOUR, "viewed", "e2", None]],
+    }
+
+    app = Application.from_dict(v1)
+
+    assert [e.event_digest for e in app.history] == [id_digest("e1"), id_digest("e2")]
+    assert app.history[0].note == "x" * (NOTE_BYTES - 2)
+    assert app.status == "viewed"
+    # The ids it had are still recognised as redeliveries.
+    assert apply_status(app, ev("offer", T0 + DAY, event_id="e1"))[1].duplicate
+
+
+def test_a_note_is_cut_to_its_byte_budget_at_a_character_boundary() -> None:
+    app, _ = apply_status(None, ev("submitted", T0, note="\x01" * 512))
+    emoji, _ = apply_status(None, ev("submitted", T0, note="🙂" * 512))
+
+    assert len(orjson.dumps(app.history[0].note)) <= NOTE_BYTES
+    assert app.history[0].note == "\x01" * ((NOTE_BYTES - 2) // 6)
+    assert emoji.history[0].note == "🙂" * ((NOTE_BYTES - 2) // 4)
+    assert app.public_view()["history"][0]["note"] == app.history[0].note
 
 
 def test_from_dict_refuses_an_unknown_version_and_an_empty_history() -> None:
