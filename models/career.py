@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -130,15 +130,31 @@ def _encoded_size(value: Any) -> int:
     return len(orjson.dumps(value)) + 1
 
 
-def _sized(cache: dict[str, int], items: Mapping[str, V], encode: Callable[[V], Any]) -> dict[str, int]:
-    """``cache`` (key -> encoded size) made to hold exactly the keys of ``items``: the sizes it
-    misses are computed, those of keys gone are dropped."""
-    for key, item in items.items():
-        if key not in cache:
-            cache[key] = _encoded_size(encode(item))
-    for key in [key for key in cache if key not in items]:
-        del cache[key]
-    return cache
+class _Sizes(Generic[V]):
+    """The encoded size of each entry of a map and their total, kept in step with the map, so
+    that keeping a byte budget costs one encoding per change rather than one per kept entry."""
+
+    def __init__(self, encode: Callable[[V], Any]) -> None:
+        self.encode = encode
+        self.of: dict[str, int] = {}
+        self.total = 0
+
+    def sync(self, items: Mapping[str, V]) -> None:
+        """Measure ``items`` again if they are not the ones measured (a state just read, or a
+        map changed behind our back); a C-level key comparison otherwise."""
+        if self.of.keys() != items.keys():
+            self.of = {
+                key: self.of.get(key) or _encoded_size(self.encode(item)) for key, item in items.items()
+            }
+            self.total = sum(self.of.values())
+
+    def put(self, key: str, item: V) -> None:
+        size = _encoded_size(self.encode(item))
+        self.total += size - self.of.get(key, 0)
+        self.of[key] = size
+
+    def drop(self, key: str) -> None:
+        self.total -= self.of.pop(key)
 
 
 @dataclass
@@ -154,10 +170,13 @@ class CareerState:
     #: job_id -> the match as shown to the user (``Match.to_dict``) plus ``alerted_at_ms``.
     matches: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
-    # Encoded size of each match / application, so that keeping the byte budgets costs one
-    # encoding per change, not one per kept entry. Derived: not stored, not compared.
-    _match_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
-    _application_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # Encoded sizes of the matches and applications (derived: not stored, not compared).
+    _match_sizes: _Sizes[dict[str, Any]] = field(
+        default_factory=lambda: _Sizes(lambda entry: entry), repr=False, compare=False
+    )
+    _application_sizes: _Sizes[Application] = field(
+        default_factory=lambda: _Sizes(Application.to_dict), repr=False, compare=False
+    )
 
     def adopt_profile(self, profile: UserProfile) -> Candidate:
         self.candidate = _bounded_candidate(Candidate.from_profile(profile))
@@ -182,8 +201,9 @@ class CareerState:
         previous = self.matches.get(match.job_id)
         entry = match.to_dict()
         entry["alerted_at_ms"] = previous["alerted_at_ms"] if previous else now_ms
+        self._match_sizes.sync(self.matches)
         self.matches[match.job_id] = entry
-        self._match_bytes[match.job_id] = _encoded_size(entry)
+        self._match_sizes.put(match.job_id, entry)
         self._fit_matches()
         return previous is None
 
@@ -193,40 +213,35 @@ class CareerState:
         updated first (never the one just recorded). A forgotten application that hears again
         starts afresh."""
         app_id = application.application_id
+        self._application_sizes.sync(self.applications)
         self.applications[app_id] = application
-        self._application_bytes[app_id] = _encoded_size(application.to_dict())
+        self._application_sizes.put(app_id, application)
         self._fit_applications(keep=app_id)
 
     def _fit_matches(self) -> None:
-        sizes = _sized(self._match_bytes, self.matches, lambda entry: entry)
-        if len(self.matches) <= MAX_MATCHES and sum(sizes.values()) <= MATCHES_BUDGET_BYTES:
-            return
-        best = sorted(self.matches.items(), key=lambda kv: (-kv[1]["match_score"], kv[0]))
-        kept: dict[str, dict[str, Any]] = {}
-        used = 0
-        for job_id, entry in best:
-            if len(kept) == MAX_MATCHES or used + sizes[job_id] > MATCHES_BUDGET_BYTES:
-                break
-            kept[job_id] = entry
-            used += sizes[job_id]
-        self.matches = kept
-        self._match_bytes = {job_id: sizes[job_id] for job_id in kept}
+        """Forget the lowest matches (ties: the greatest job id) beyond MAX_MATCHES or the budget."""
+        matches, sizes = self.matches, self._match_sizes
+        sizes.sync(matches)
+        while len(matches) > MAX_MATCHES or sizes.total > MATCHES_BUDGET_BYTES:
+            _, worst = max((-entry["match_score"], job_id) for job_id, entry in matches.items())
+            del matches[worst]
+            sizes.drop(worst)
 
     def _fit_applications(self, keep: str | None = None) -> None:
-        sizes = _sized(self._application_bytes, self.applications, Application.to_dict)
-        total = sum(sizes.values())
-        if len(self.applications) <= MAX_APPLICATIONS and total <= APPLICATIONS_BUDGET_BYTES:
+        apps, sizes = self.applications, self._application_sizes
+        sizes.sync(apps)
+        if len(apps) <= MAX_APPLICATIONS and sizes.total <= APPLICATIONS_BUDGET_BYTES:
             return
         # Closed ones first (their story is over), then the least recently updated.
         victims = sorted(
-            (app for app_id, app in self.applications.items() if app_id != keep),
+            (app for app_id, app in apps.items() if app_id != keep),
             key=lambda a: (a.status not in TERMINAL, a.updated_at_ms, a.application_id),
         )
         for app in victims:
-            if len(self.applications) <= MAX_APPLICATIONS and total <= APPLICATIONS_BUDGET_BYTES:
+            if len(apps) <= MAX_APPLICATIONS and sizes.total <= APPLICATIONS_BUDGET_BYTES:
                 break
-            del self.applications[app.application_id]
-            total -= sizes.pop(app.application_id)
+            del apps[app.application_id]
+            sizes.drop(app.application_id)
 
     def to_dict(self) -> dict[str, Any]:
         # Matches and applications as lists: each carries its own id, which a map would repeat.
@@ -264,6 +279,7 @@ class CareerState:
             matches={entry["job_id"]: entry for entry in matches},
             applications={a.application_id: a for a in map(Application.from_dict, applications)},
         )
-        state._fit_matches()
-        state._fit_applications()
+        if version == _V1:  # stored before the budgets; later versions were kept within them
+            state._fit_matches()
+            state._fit_applications()
         return state
