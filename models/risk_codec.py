@@ -237,10 +237,16 @@ def encode_rows(rows: Sequence[Mapping[str, float]], names: FeatureNames) -> dic
     """Feature mappings as {"n": size of each row, "i": name indices (one byte each), "v": values}."""
     indices = bytearray()
     values: list[float] = []
+    # Rows share their names, in the same order (the engine's fixed feature vector): each
+    # distinct sequence of names is looked up once (14k rows of a checkpoint: half the time).
+    known: dict[tuple[str, ...], bytes] = {}
     for row in rows:
-        for name, value in row.items():
-            indices.append(names.add(name))  # < MAX_FEATURES = 256: one byte
-            values.append(float(value))
+        key = tuple(row)
+        packed = known.get(key)
+        if packed is None:
+            packed = known[key] = bytes(names.add(name) for name in key)  # < MAX_FEATURES: a byte each
+        indices += packed
+        values.extend(row.values())
     return {"n": [len(row) for row in rows], "i": pack_bytes(bytes(indices)), "v": pack_floats(values)}
 
 

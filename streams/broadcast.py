@@ -2,7 +2,8 @@
 
 Keys and their writers:
 - `risk-scorer`: the risk model to score with (the risk trainer, streams/risk_trainer.py);
-- `risk-checkpoint`: the trainer's whole state, read only by a worker that becomes the trainer;
+- `risk-checkpoint` and `risk-checkpoint/<i>`: the trainer's whole state as a manifest and its
+  chunks (streams/chunks.py), buffered here and joined only by a worker that becomes the trainer;
 - `intervention-stats`: the interventions' funnel counts, whose per-variant clicks and
   conversions drive the A/B bandit (the analytics agent, streams/interventions.py);
 - `campaign:<id>`: a campaign's definition (the API's admin routes; a tombstone deletes it).
@@ -20,6 +21,7 @@ from models.campaigns import Campaign
 from models.interventions import InterventionStats
 from models.risk import IncompatibleModel, RiskModel
 from streams import metrics
+from streams.chunks import ChunkBuffer
 from streams.risk import RiskProcessor
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,9 @@ def campaign_key(campaign_id: str) -> bytes:
 class Broadcasts:
     def __init__(self, processor: RiskProcessor) -> None:
         self.processor = processor
-        self.checkpoint: bytes | None = None
+        #: The trainer's checkpoint: its latest manifest and chunk records (bounded by
+        #: streams/chunks.py), joined and verified only when a restore asks for it.
+        self.checkpoint = ChunkBuffer(CHECKPOINT_KEY)
         self.stats = InterventionStats()
         self.campaigns: dict[str, Campaign] = {}
         #: Set when a campaign changed: every user's next look must be recomputed.
@@ -61,7 +65,9 @@ class Broadcasts:
             log.error("broadcast record %r at offset %d skipped: %s", key, offset, exc)
 
     def _apply(self, key: bytes, value: bytes | None) -> None:
-        if key.startswith(CAMPAIGN_PREFIX):
+        if self.checkpoint.owns(key):
+            self.checkpoint.on_record(key, value)  # a tombstone counts: it deletes a stale chunk
+        elif key.startswith(CAMPAIGN_PREFIX):
             campaign_id = key[len(CAMPAIGN_PREFIX) :].decode()
             if value is None:
                 self.campaigns.pop(campaign_id, None)
@@ -71,8 +77,6 @@ class Broadcasts:
             self.campaigns_version += 1
         elif value is None:
             return
-        elif key == CHECKPOINT_KEY:
-            self.checkpoint = value
         elif key == STATS_KEY:
             self.stats = InterventionStats.from_dict(orjson.loads(value))
         elif key == SCORER_KEY:

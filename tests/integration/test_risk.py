@@ -1,9 +1,11 @@
 """Drop-off risk through the real broker, worker, Redis and API: a generated month of history is
-replayed, and the users who went quiet must top ``/v1/at-risk`` before their horizon ends."""
+replayed, and the users who went quiet must top ``/v1/at-risk`` before their horizon ends; the
+trainer's model survives a SIGKILL, from a checkpoint of one chunk and of many."""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,16 @@ import httpx
 import orjson
 import pytest
 import websockets
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 
 from api.auth import issue_token
+from infra import keys
+from infra.signing import RecordSigner
 from models.events import format_ts
+from models.risk import PendingLabel, Resolution
+from models.risk_features import FEATURE_NAMES
+from streams.risk import RISK_LABELS_TOPIC, resolution_message
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import read_topic, send
@@ -317,6 +326,100 @@ async def test_risk_state_and_the_trained_model_survive_a_worker_killed_with_sig
         assert after["n"] <= len(set(ids))
     finally:
         api.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+#: Labels for the chunked-checkpoint test: the first half dropped (learnt at once), the second
+#: half retained and scored after the first half resolved, so that they wait in the trainer's
+#: book, features and all, for their deadline a week of stream time away. The checkpoint then
+#: spans several 192 KiB chunks.
+CHUNKED_LABELS = 6000
+_CHECKPOINT_WRITTEN = re.compile(
+    r"risk checkpoint generation \d+ written: (\d+) bytes in (\d+) chunks, next offset (\d+)"
+)
+
+
+def _labels(start_ms: int, count: int, offset: int = 0) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """Signed labels as the user partitions send them (streams/risk_pipeline.py)."""
+    rng = random.Random(11 + offset)
+    signer = RecordSigner(TEST_SECRET)
+    out = []
+    for i in range(offset, offset + count):
+        dropped = i < CHUNKED_LABELS // 2
+        scored = start_ms + i * 1000 + (0 if dropped else 9 * DAY)
+        resolved = scored + (8 * DAY if dropped else HOUR)
+        features = {name: round(rng.uniform(0.0, 5.0), rng.randint(1, 6)) for name in FEATURE_NAMES}
+        pending = PendingLabel(f"learner-{i:05d}", scored, features, rng.random())
+        value = orjson.dumps(resolution_message(Resolution(pending, int(dropped), resolved)))
+        key = pending.user_id.encode()
+        out.append((key, value, signer.headers(RISK_LABELS_TOPIC, key, value)))
+    return out
+
+
+async def _produce(kafka: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(RISK_LABELS_TOPIC, v, key=k, partition=0, headers=h) for k, v, h in records
+        ]
+        for future in sent:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
+    fresh_kafka: str, redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """At a size one record could not carry (over the worker's 256 KiB budget), the checkpoint
+    goes out as chunks and a manifest through the real broker, and the worker that takes over
+    after a SIGKILL restores from it: it replays only the labels after the checkpoint."""
+    env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6")
+    first = start_worker(env, tmp_path / "worker-1.log")
+    second = None
+    start = int(time.time() * 1000) - 30 * DAY
+    try:
+        await _produce(fresh_kafka, _labels(start, CHUNKED_LABELS))
+
+        async def checkpoint_at_the_end() -> tuple[int, int] | None:
+            assert first.alive(), first.tail()
+            for size, count, offset in _CHECKPOINT_WRITTEN.findall(first.tail(400)):
+                if int(offset) == CHUNKED_LABELS:
+                    return int(size), int(count)
+            return None
+
+        # The first checkpoint follows the trainer's first batch, the next one CHECKPOINT_S later.
+        size, count = await wait_until(checkpoint_at_the_end, timeout=90, what="a checkpoint of every label")
+        assert count >= 2 and size > 256 * 1024, (size, count)
+        assert "too_large" not in first.tail(400)
+        first.kill()  # SIGKILL: the checkpoint on the broadcast topic is all that is left of it
+
+        second = start_worker(env, tmp_path / "worker-2.log")
+        await _produce(fresh_kafka, _labels(start, 1, offset=CHUNKED_LABELS))  # a batch: restore
+
+        async def restored() -> str | None:
+            assert second is not None and second.alive(), second.tail()
+            lines = [line for line in second.tail(400).splitlines() if "risk trainer restored" in line]
+            return lines[-1] if lines else None
+
+        line = await wait_until(restored, timeout=90, what="the trainer restored on the second worker")
+        # From the checkpoint, not from offset 0 (CHUNKED_LABELS + 1 replayed).
+        assert f"replayed from offset {CHUNKED_LABELS}" in line and "checkpoint unusable" not in second.tail(
+            400
+        )
+
+        async def evaluated_everything() -> Any:
+            raw = await redis.get(keys.RISK_EVALUATION)
+            report = orjson.loads(raw) if raw else {}
+            return report if report.get("n") == CHUNKED_LABELS + 1 else None
+
+        report = await wait_until(evaluated_everything, timeout=60, what="the restored trainer's report")
+        assert report["labels_learnt"] == CHUNKED_LABELS // 2  # the dropped ones; the new one is retained
+        assert report["pending_deferred"] == CHUNKED_LABELS // 2 + 1
+    finally:
         first.stop()
         if second is not None:
             second.stop()

@@ -1,15 +1,22 @@
 """The single risk trainer (streams/risk_trainer.py) and the broadcast of its model, without Kafka
 or Redis: a recording `send`, a fake Redis, a fake `read_range` for the labels tail and a fake
 monotonic clock. Label order and offsets, dedup of re-sent labels, the scorer and checkpoint
-cadence, and restore from a checkpoint plus the tail after it."""
+cadence, the checkpoint's chunks (realistic size, torn writes, shrinking) and restore from a
+checkpoint plus the tail after it."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
+import math
 import os
 import pickle
+import random
 import tempfile
+import tracemalloc
 import uuid
+import zlib
 from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
@@ -25,18 +32,24 @@ from infra.signing import RecordSigner
 from models.campaigns import UserFacts
 from models.interventions import UserContext
 from models.risk import DAY_MS, IncompatibleModel, PendingLabel, Resolution, RiskModel
+from models.risk_features import FEATURE_NAMES
 from models.risk_state import RiskSettings, RiskState
-from streams import risk_trainer
+from streams import chunks, risk_trainer
+from streams.app import MAX_RECORD_BYTES
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
+from streams.chunks import CHUNK_BYTES, ChunkBuffer, chunk_key
 from streams.records import Record
 from streams.risk import RISK_LABELS_TOPIC, RiskProcessor, resolution_message
 from streams.risk_trainer import (
     BROADCAST_S,
     CHECKPOINT_S,
     EVAL_PAIRS,
+    SEEN_LABELS,
     RiskTrainer,
+    checkpoint_payload,
     decode_checkpoint,
     encode_checkpoint,
+    label_digest,
 )
 
 T0 = 1_790_000_000_000
@@ -64,6 +77,20 @@ class Sent:
 
     def keyed(self, key: bytes) -> list[bytes]:
         return [value for _, k, value, _ in self.calls if k == key and value is not None]
+
+    def checkpoint_records(self) -> list[tuple[bytes, bytes | None]]:
+        return [(k, value) for _, k, value, _ in self.calls if k is not None and k.startswith(CHECKPOINT_KEY)]
+
+    def checkpoints(self) -> list[bytes]:
+        """Each checkpoint written, as a reader joins it when its manifest arrives."""
+        buffer, out = ChunkBuffer(CHECKPOINT_KEY), []
+        for key, value in self.checkpoint_records():
+            buffer.on_record(key, value)
+            if key == CHECKPOINT_KEY:
+                joined = buffer.join()
+                assert joined is not None
+                out.append(joined[1])
+        return out
 
 
 class FakeRedis:
@@ -157,6 +184,16 @@ def record(offset: int, value: bytes | None) -> Record:
     return Record(RISK_LABELS_TOPIC, 0, offset, None, value, T0)
 
 
+def seen_ids(*ids: tuple[str, int]) -> list[bytes]:
+    return [label_digest(user, at) for user, at in ids]
+
+
+def deliver(broadcast: Broadcasts, records: list[tuple[bytes, bytes | None]]) -> None:
+    """What every worker's feed does with the broadcast topic: each record, in write order."""
+    for offset, (key, value) in enumerate(records):
+        broadcast.on_record(key, value, offset)
+
+
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
@@ -181,7 +218,7 @@ def test_learn_ingests_a_label_and_moves_the_offset() -> None:
     assert t.next_offset == 1
     assert t.model.n_learned == 1 and list(t.model.pairs) == [(0.4, 1)]
     assert t.dirty is True
-    assert list(t.seen) == [("a", T0)]
+    assert list(t.seen) == seen_ids(("a", T0))
 
 
 def test_learn_skips_offsets_below_the_next_offset() -> None:
@@ -195,7 +232,7 @@ def test_learn_skips_offsets_below_the_next_offset() -> None:
 
     t._learn(5, label("c", T0, 1))
     assert t.model.n_learned == 1 and t.next_offset == 6
-    assert list(t.seen) == [("c", T0)]
+    assert list(t.seen) == seen_ids(("c", T0))
 
 
 def test_a_label_sent_twice_is_learnt_once() -> None:
@@ -320,23 +357,28 @@ async def test_the_checkpoint_is_sent_at_most_every_checkpoint_s(clock: Clock) -
     t, sent = ready_trainer()
     t._learn(0, label("a", T0, 1))
     await t.publish_due()
-    assert len(sent.keyed(CHECKPOINT_KEY)) == 1
-    model, next_offset, seen = decode_checkpoint(sent.keyed(CHECKPOINT_KEY)[0])
-    assert next_offset == 1 and list(seen) == [("a", T0)] and model.n_learned == 1
+    assert len(sent.checkpoints()) == 1
+    model, next_offset, seen = decode_checkpoint(sent.checkpoints()[0])
+    assert next_offset == 1 and list(seen) == seen_ids(("a", T0)) and model.n_learned == 1
+    # A small checkpoint is one chunk, then the manifest, on the partition of the broadcast.
+    assert [(c[0], c[1], c[3]) for c in sent.calls[-2:]] == [
+        (BROADCAST_TOPIC, chunk_key(CHECKPOINT_KEY, 0), 0),
+        (BROADCAST_TOPIC, CHECKPOINT_KEY, 0),
+    ]
 
     t._learn(1, label("b", T0, 1))
     clock.now += CHECKPOINT_S - 1
     await t.publish_due()
-    assert len(sent.keyed(CHECKPOINT_KEY)) == 1
+    assert len(sent.checkpoints()) == 1
 
     clock.now += 1
     await t.publish_due()
-    [_, second] = sent.keyed(CHECKPOINT_KEY)
+    [_, second] = sent.checkpoints()
     assert decode_checkpoint(second)[1] == 2
 
     clock.now += 5 * CHECKPOINT_S
     await t.publish_due()
-    assert len(sent.keyed(CHECKPOINT_KEY)) == 2  # no new offset: no new checkpoint
+    assert len(sent.checkpoints()) == 2  # no new offset: no new checkpoint
 
 
 async def test_a_model_no_reader_would_take_is_not_published_and_not_fatal(
@@ -359,21 +401,23 @@ async def test_a_redis_outage_does_not_stop_the_broadcast(clock: Clock) -> None:
     t._learn(0, label("a", T0, 1))
     await t.publish_due()  # must not raise
     assert len(sent.keyed(SCORER_KEY)) == 1
-    assert len(sent.keyed(CHECKPOINT_KEY)) == 1
+    assert len(sent.checkpoints()) == 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Restore: the checkpoint, then the labels after it
 
 
-async def checkpointed(clock: Clock, topic: dict[int, bytes | None], upto: int) -> tuple[RiskTrainer, bytes]:
-    """A trainer that learnt topic[0:upto] and checkpointed, and its checkpoint record."""
+async def checkpointed(
+    clock: Clock, topic: dict[int, bytes | None], upto: int
+) -> tuple[RiskTrainer, list[tuple[bytes, bytes | None]]]:
+    """A trainer that learnt topic[0:upto] and checkpointed, and its checkpoint's records."""
     t, sent = ready_trainer()
     for offset in range(upto):
         t._learn(offset, topic[offset])
     await t.publish_due()
-    [checkpoint] = sent.keyed(CHECKPOINT_KEY)
-    return t, checkpoint
+    assert len(sent.checkpoints()) == 1
+    return t, sent.checkpoint_records()
 
 
 async def test_a_checkpoint_restores_the_same_trainer(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -382,7 +426,7 @@ async def test_a_checkpoint_restores_the_same_trainer(clock: Clock, monkeypatch:
     assert before.model is not None
 
     broadcast = Broadcasts(processor())
-    broadcast.on_record(CHECKPOINT_KEY, checkpoint, 41)
+    deliver(broadcast, checkpoint)
     tail = patch_tail(monkeypatch, topic)
     t, _ = trainer(broadcast)
     await t._restore(6)
@@ -406,7 +450,7 @@ async def test_restore_replays_the_tail_from_the_checkpoints_offset(
     _, checkpoint = await checkpointed(clock, topic, 4)
 
     broadcast = Broadcasts(processor())
-    broadcast.on_record(CHECKPOINT_KEY, checkpoint, 0)
+    deliver(broadcast, checkpoint)
     tail = patch_tail(monkeypatch, topic)
     t, _ = trainer(broadcast)
     await t._restore(11)  # Faust hands over offset 11 first: it committed past the checkpoint
@@ -443,56 +487,86 @@ class _Touch:
 
 PWNED = os.path.join(tempfile.gettempdir(), f"elimu-checkpoint-pwned-{uuid.uuid4().hex}")
 _MODEL = fresh_model().to_bytes()
+_DIGEST = label_digest("u", T0)
 
 
 def _header(**fields: object) -> bytes:
-    header = {"format": 1, "next_offset": 0, "seen": {"user": [], "scored_at": []}, **fields}
+    header = {"format": 2, "next_offset": 0, "seen": {"n": 0, "ids": ""}, **fields}
     return b"elimu-risk-checkpoint " + orjson.dumps(header)
 
 
-def _seen(users: list[object], times: list[object]) -> dict[str, list[object]]:
-    return {"user": users, "scored_at": times}
+def _ids(*digests: bytes) -> dict[str, object]:
+    return {"n": len(digests), "ids": base64.b64encode(b"".join(digests)).decode()}
 
 
-UNUSABLE_CHECKPOINTS = {
-    "bad": b"garbage",
+#: Checkpoints as a writer would compress them, whose content is refused.
+_UNUSABLE_PAYLOADS = {
     "empty": b"",
     "keys": pickle.dumps({"no": "model"}),
     "old-pickle": pickle.dumps({"model": _MODEL, "next_offset": 3, "seen": []}),
     "forged-pickle": pickle.dumps({"model": _Touch(PWNED), "next_offset": 0, "seen": []}),
     "pickle-after-header": _header() + b"\n" + pickle.dumps(_Touch(PWNED)),
-    "other-format": _header(format=2) + b"\n" + _MODEL,
-    "no-offset": b"elimu-risk-checkpoint "
-    + orjson.dumps({"format": 1, "seen": _seen([], [])})
+    "format-1": b"elimu-risk-checkpoint "
+    + orjson.dumps({"format": 1, "next_offset": 0, "seen": {"user": ["u"], "scored_at": [T0]}})
     + b"\n"
     + _MODEL,
+    "other-format": _header(format=3) + b"\n" + _MODEL,
+    "no-offset": b"elimu-risk-checkpoint " + orjson.dumps({"format": 2, "seen": _ids()}) + b"\n" + _MODEL,
     "negative-offset": _header(next_offset=-1) + b"\n" + _MODEL,
-    "bad-seen-id": _header(seen=_seen(["u\x00"], [T0])) + b"\n" + _MODEL,
-    "unhashable-seen-id": _header(seen=_seen([["u"]], [T0])) + b"\n" + _MODEL,
-    "bad-seen-columns": _header(seen=_seen(["u", "v"], [T0])) + b"\n" + _MODEL,
-    "bad-seen-time": _header(seen=_seen(["u"], ["T0"])) + b"\n" + _MODEL,
-    "seen-as-pairs": _header(seen=[["u", T0]]) + b"\n" + _MODEL,
-    "too-many-seen": _header(
-        seen=_seen(["u"] * (risk_trainer.SEEN_LABELS + 1), [T0] * (risk_trainer.SEEN_LABELS + 1))
-    )
+    "seen-count-short": _header(seen={**_ids(_DIGEST), "n": 2}) + b"\n" + _MODEL,
+    "seen-count-long": _header(seen={**_ids(_DIGEST, label_digest("v", T0)), "n": 1}) + b"\n" + _MODEL,
+    "seen-not-base64": _header(seen={"n": 1, "ids": "!!!!!!!!!!!="}) + b"\n" + _MODEL,
+    "seen-count-not-int": _header(seen={"n": True, "ids": _ids(_DIGEST)["ids"]}) + b"\n" + _MODEL,
+    "seen-repeats": _header(seen=_ids(_DIGEST, _DIGEST)) + b"\n" + _MODEL,
+    "seen-as-columns": _header(seen={"user": ["u"], "scored_at": [T0]}) + b"\n" + _MODEL,
+    "too-many-seen": _header(seen=_ids(*(i.to_bytes(8, "big") for i in range(SEEN_LABELS + 1))))
     + b"\n"
     + _MODEL,
     "truncated-model": _header() + b"\n" + _MODEL[:-10],
     "no-newline": _header(),
+}
+_WHOLE = zlib.compress(_header() + b"\n" + _MODEL)
+UNUSABLE_CHECKPOINTS = {
+    "not-zlib": b"garbage",
+    "raw-pickle": pickle.dumps(_Touch(PWNED)),
+    "truncated-zlib": _WHOLE[:-5],
+    "padded-zlib": _WHOLE + b"more",
+    **{name: zlib.compress(payload) for name, payload in _UNUSABLE_PAYLOADS.items()},
 }
 
 
 def test_the_checkpoint_codec_round_trips() -> None:
     model = fresh_model()
     model.ingest(Resolution(PendingLabel("u", T0, {"recency_d": 2.0}, 0.4), 1, T0 + H + G + 1))
-    seen = OrderedDict([(("u", T0), None), (("v", T0 + 1), None)])
+    seen = OrderedDict.fromkeys(seen_ids(("u", T0), ("v", T0 + 1)))
     back, next_offset, back_seen = decode_checkpoint(encode_checkpoint(model, 42, seen))
-    assert (next_offset, list(back_seen)) == (42, list(seen))
+    assert (next_offset, back_seen) == (42, seen)
     assert back.to_bytes() == model.to_bytes()
+    assert decode_checkpoint(_WHOLE)[1] == 0  # the framing the refused ones are built from is valid
     for name, raw in UNUSABLE_CHECKPOINTS.items():
         with pytest.raises(IncompatibleModel):
             decode_checkpoint(raw)
         assert not os.path.exists(PWNED), name
+
+
+def test_label_digests_are_eight_bytes_and_tell_ids_apart() -> None:
+    ids = [("u", T0), ("u", T0 + 1), ("v", T0), ("u1", 0), ("u", 10)]
+    digests = seen_ids(*ids)
+    assert all(len(d) == 8 for d in digests) and len(set(digests)) == len(ids)
+    assert label_digest("u", T0) == label_digest("u", T0)  # stable: a restored trainer matches
+
+
+def test_a_checkpoint_that_inflates_past_the_limit_is_refused() -> None:
+    """A zlib bomb: a few hundred kB that would inflate past the checkpoint's bound."""
+    deflate = zlib.compressobj(9)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(
+        deflate.compress(zeros) for _ in range(risk_trainer.MAX_CHECKPOINT_BYTES // len(zeros) + 2)
+    )
+    bomb += deflate.flush()
+    assert len(bomb) < CHUNK_BYTES * 2
+    with pytest.raises(IncompatibleModel, match="inflates past"):
+        decode_checkpoint(bomb)
 
 
 @pytest.mark.parametrize("raw", list(UNUSABLE_CHECKPOINTS.values()), ids=list(UNUSABLE_CHECKPOINTS))
@@ -500,14 +574,14 @@ async def test_an_unusable_checkpoint_restores_from_the_start(
     raw: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     broadcast = Broadcasts(processor())
-    broadcast.checkpoint = raw
+    deliver(broadcast, chunks.split(CHECKPOINT_KEY, raw, 1, 0))  # whole and verified: refused inside
     tail = patch_tail(monkeypatch, labels(2))
     t, _ = trainer(broadcast)
     with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
         await t._restore(2)
     assert tail.calls[0][2:] == (0, 2)
     assert t.model is not None and t.model.n_learned == 2
-    assert t.seen == OrderedDict([(("u0", T0), None), (("u1", T0 + 60_000), None)])
+    assert t.seen == OrderedDict.fromkeys(seen_ids(("u0", T0), ("u1", T0 + 60_000)))
     assert any("checkpoint unusable" in r.getMessage() for r in caplog.records)
     assert not os.path.exists(PWNED)
 
@@ -520,15 +594,253 @@ async def test_a_checkpoint_missing_its_offset_does_not_leave_a_half_restored_mo
     assert before.model is not None
     broadcast = Broadcasts(processor())
     # A header without its offset: the model it carries must not be adopted alone.
-    header = orjson.dumps(
-        {"format": 1, "seen": _seen([u for u, _ in before.seen], [t for _, t in before.seen])}
-    )
-    broadcast.checkpoint = b"elimu-risk-checkpoint " + header + b"\n" + before.model.to_bytes()
+    header = orjson.dumps({"format": 2, "seen": _ids(*before.seen)})
+    payload = b"elimu-risk-checkpoint " + header + b"\n" + before.model.to_bytes()
+    deliver(broadcast, chunks.split(CHECKPOINT_KEY, zlib.compress(payload), 1, 4))
     patch_tail(monkeypatch, topic)
     t, _ = trainer(broadcast)
     await t._restore(4)
     assert t.model is not None
     assert t.model.n_learned == 4  # each label once (today: 8, the 4 learnt twice)
+
+
+async def test_a_checkpoint_whose_manifest_names_another_offset_is_refused(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = labels(4)
+    before, _ = await checkpointed(clock, topic, 4)
+    assert before.model is not None
+    broadcast = Broadcasts(processor())
+    raw = encode_checkpoint(before.model, 4, before.seen)
+    deliver(broadcast, chunks.split(CHECKPOINT_KEY, raw, 1, 2))  # the manifest says offset 2
+    tail = patch_tail(monkeypatch, topic)
+    t, _ = trainer(broadcast)
+    with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
+        await t._restore(4)
+    assert tail.calls[0][2:] == (0, 4)
+    assert any("not its manifest's 2" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint's chunks: at scale, torn, shrinking, forged
+
+
+def at_scale(t: RiskTrainer, rng: random.Random) -> None:
+    """A trainer's state at scale: SEEN_LABELS label ids, EVAL_PAIRS evaluation pairs, 60k labels
+    learnt and 14k retained labels waiting for their deadline, each with the engine's features
+    (what the labels of 7 500 simulated users over 60 days leave, scripts/bench_risk.py)."""
+    assert t.model is not None
+    users = [f"user-{i:05d}" for i in range(20_000)]
+
+    def features() -> dict[str, float]:
+        # Log counts, day fractions, small integers and ratios, as models/risk_features.py makes.
+        return {
+            name: rng.choice(
+                (
+                    math.log1p(rng.randint(0, 40)),
+                    rng.randint(0, 7) / 7.0,
+                    float(rng.randint(0, 3)),
+                    rng.random(),
+                )
+            )
+            for name in FEATURE_NAMES
+        }
+
+    for i in range(200):
+        t.model.learn(features(), i % 2)
+    t.model.n_learned = 60_000
+    for i in range(14_000):
+        scored = T0 + i * 40_000
+        pending = PendingLabel(users[i % len(users)], scored, features(), rng.random())
+        t.model.ingest(Resolution(pending, 0, scored + DAY_MS))  # deferred to its deadline
+    t.model.pairs.extend((rng.random(), rng.randint(0, 1)) for _ in range(EVAL_PAIRS))
+    t.model.baseline_pairs.extend((rng.random() * 7, rng.randint(0, 1)) for _ in range(EVAL_PAIRS))
+    t.seen = OrderedDict.fromkeys(label_digest(users[i % len(users)], T0 + i) for i in range(SEEN_LABELS))
+    t.next_offset = 250_000
+    t.dirty = True
+
+
+async def test_a_checkpoint_at_scale_is_chunked_below_the_record_budget_and_restores(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t, sent = ready_trainer()
+    at_scale(t, random.Random(5))
+    await t.publish_due()
+
+    records = sent.checkpoint_records()
+    *chunked, (last_key, manifest_raw) = records
+    assert last_key == CHECKPOINT_KEY and manifest_raw is not None  # the manifest, written last
+    assert [key for key, _ in chunked] == [chunk_key(CHECKPOINT_KEY, i) for i in range(len(chunked))]
+    sizes = [len(key) + len(value or b"") for key, value in records]
+    assert max(sizes) < MAX_RECORD_BYTES  # the worker sends each one (over it: dead-lettered)
+    manifest = chunks.Manifest.parse(manifest_raw)
+    assert (manifest.chunks, manifest.offset, manifest.generation) == (len(chunked), 250_000, 1)
+    # As one record (format 1, the ids as JSON strings, uncompressed) this state was ~9 MB.
+    assert 5 <= len(chunked) <= 24 and manifest.size <= 24 * CHUNK_BYTES
+    assert t.model is not None
+    payload = checkpoint_payload(t.model, t.next_offset, t.seen)
+    assert len(payload) < 7 * 1024 * 1024 and manifest.size < len(payload) * 0.6
+
+    broadcast = Broadcasts(processor())
+    deliver(broadcast, records)
+    tail = patch_tail(monkeypatch, {})
+    restored, _ = trainer(broadcast)
+    await restored._restore(250_000)
+    assert tail.calls[0][2:] == (250_000, 250_000)  # nothing replayed: the checkpoint is whole
+    assert restored.model is not None and restored.model.to_bytes() == t.model.to_bytes()
+    assert restored.seen == t.seen and restored.next_offset == 250_000
+
+
+async def two_generations(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, topic: dict[int, bytes | None], first: int
+) -> tuple[list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes | None]]]:
+    """The records of a trainer's checkpoint after topic[:first] and its next after the rest,
+    with small chunks so that each checkpoint takes several."""
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 256)
+    t, sent = ready_trainer()
+    for offset in range(first):
+        t._learn(offset, topic[offset])
+    await t.publish_due()
+    one = sent.checkpoint_records()
+    for offset in range(first, len(topic)):
+        t._learn(offset, topic[offset])
+    clock.now += CHECKPOINT_S
+    await t.publish_due()
+    return one, sent.checkpoint_records()[len(one) :]
+
+
+@pytest.mark.parametrize("written", ["one-chunk", "every-chunk"])
+async def test_a_checkpoint_torn_between_its_chunks_and_its_manifest_is_refused_and_the_labels_replayed(
+    written: str, clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = labels(8)
+    one, two = await two_generations(clock, monkeypatch, topic, 3)
+    *chunks_two, (manifest_key, _) = two
+    assert manifest_key == CHECKPOINT_KEY and len(chunks_two) >= 3
+    # The trainer died after writing generation 2's chunks (some or all), before its manifest:
+    # the latest manifest is generation 1's, some chunks under it are generation 2's.
+    torn = chunks_two[:1] if written == "one-chunk" else chunks_two
+    broadcast = Broadcasts(processor())
+    deliver(broadcast, one + torn)
+    tail = patch_tail(monkeypatch, topic)
+    t, _ = trainer(broadcast)
+    with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
+        await t._restore(8)
+    assert tail.calls[0][2:] == (0, 8)  # from the start of the labels
+    assert t.model is not None and t.model.n_learned == 8 and t.next_offset == 8
+    [message] = [r.getMessage() for r in caplog.records if "checkpoint unusable" in r.getMessage()]
+    assert "generation 2, the manifest of 1" in message and "torn" in message
+
+    # Delivered whole, the same records restore generation 2.
+    whole = Broadcasts(processor())
+    deliver(whole, one + two)
+    restored, _ = trainer(whole)
+    await restored._restore(8)
+    assert restored.checkpointed_offset == 8 and tail.calls[-1][2:] == (8, 8)
+
+
+async def test_a_smaller_checkpoint_tombstones_the_chunks_the_larger_one_left(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40 retained labels wait for their deadline in the first checkpoint; a dropped label
+    # resolved a horizon later learns them all, and the book the second one carries is empty.
+    topic: dict[int, bytes | None] = {
+        i: label(f"r{i}", T0 + i, 0, resolved_at=T0 + i + DAY_MS, recency_d=i / 7) for i in range(40)
+    }
+    topic[40] = label("z", T0, 1, resolved_at=T0 + 2 * (H + G))
+    one, two = await two_generations(clock, monkeypatch, topic, 40)
+    count_one = chunks.Manifest.parse(one[-1][1] or b"").chunks
+    [manifest_two] = [value for key, value in two if key == CHECKPOINT_KEY]
+    count_two = chunks.Manifest.parse(manifest_two or b"").chunks
+    assert count_two < count_one
+    # Tombstones for the keys beyond the new count, after the manifest.
+    tombstones = [key for key, value in two if value is None]
+    assert tombstones == [chunk_key(CHECKPOINT_KEY, i) for i in range(count_two, count_one)]
+    assert two[-len(tombstones) - 1][0] == CHECKPOINT_KEY
+
+    broadcast = Broadcasts(processor())
+    deliver(broadcast, one + two)
+    assert broadcast.checkpoint.span() == count_two  # what compaction keeps: one generation
+    patch_tail(monkeypatch, topic)
+    t, _ = trainer(broadcast)
+    await t._restore(41)
+    assert t.model is not None and t.model.n_learned == 41 and t.model.deferred_count == 0
+
+
+async def test_a_new_trainer_writes_above_the_topics_generation_and_tombstones_what_it_saw(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that becomes the trainer over a checkpoint it cannot use (here: 6 chunks of
+    random bytes under a generation-7 manifest) continues the generations and clears the keys."""
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 256)
+    broadcast = Broadcasts(processor())
+    deliver(broadcast, chunks.split(CHECKPOINT_KEY, random.Random(1).randbytes(6 * 256), 7, 0))
+    assert broadcast.checkpoint.span() == 6
+    patch_tail(monkeypatch, labels(1))
+    t, sent = trainer(broadcast)
+    await t.handle([record(1, label("b", T0, 1))])
+    records = sent.checkpoint_records()
+    manifest = chunks.Manifest.parse(next(v for k, v in records if k == CHECKPOINT_KEY) or b"")
+    assert manifest.generation == 8 and manifest.chunks < 6
+    assert [k for k, v in records if v is None] == [
+        chunk_key(CHECKPOINT_KEY, i) for i in range(manifest.chunks, 6)
+    ]
+    deliver(broadcast, records)
+    joined = broadcast.checkpoint.join()
+    assert joined is not None and decode_checkpoint(joined[1])[0].n_learned == 2
+
+
+async def test_a_forged_manifest_is_refused_unallocated_and_the_labels_replayed(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, records = await checkpointed(clock, labels(3), 3)
+    forged = orjson.dumps(
+        {"generation": 1, "chunks": 10**9, "bytes": 10**12, "sha256": "0" * 64, "offset": 3}
+    )
+    broadcast = Broadcasts(processor())
+    tracemalloc.start()
+    try:
+        deliver(broadcast, [*records, (CHECKPOINT_KEY, forged)])  # shadows the honest manifest
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024  # nothing sized by the manifest's claims
+    tail = patch_tail(monkeypatch, labels(3))
+    t, _ = trainer(broadcast)
+    with caplog.at_level(logging.ERROR, logger="streams.risk_trainer"):
+        await t._restore(3)
+    assert tail.calls[0][2:] == (0, 3)
+    assert t.model is not None and t.model.n_learned == 3
+    assert any("checkpoint unusable" in r.getMessage() and "chunks" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_checkpoint_write_in_flight_is_not_interleaved_with_the_next(clock: Clock) -> None:
+    """Sends that wait on Kafka for longer than CHECKPOINT_S must not let a second write's
+    chunks land between the first one's."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    t, sent = ready_trainer()
+    inner = sent.__call__
+
+    async def slow(topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:
+        await inner(topic, key, value, partition)
+        if key == chunk_key(CHECKPOINT_KEY, 0) and not reached.is_set():  # the first one only
+            reached.set()
+            await release.wait()
+
+    t.send = slow
+    t._learn(0, label("a", T0, 1))
+    first = asyncio.create_task(t.publish_due())
+    await reached.wait()
+    clock.now += 2 * CHECKPOINT_S
+    t._learn(1, label("b", T0, 1))
+    await t.publish_due()  # due, but the first write is still in flight
+    assert [k for k, _ in sent.checkpoint_records()] == [chunk_key(CHECKPOINT_KEY, 0)]
+    release.set()
+    await first
+    assert [decode_checkpoint(c)[1] for c in sent.checkpoints()] == [1]
+    clock.now += CHECKPOINT_S
+    await t.publish_due()  # the next one once the first is done
+    assert [decode_checkpoint(c)[1] for c in sent.checkpoints()] == [1, 2]
 
 
 async def test_restore_goes_on_when_the_broadcast_topic_is_not_caught_up(
@@ -555,7 +867,7 @@ async def test_handle_restores_then_learns_the_batch_then_publishes(
     topic = labels(8)
     _, checkpoint = await checkpointed(clock, topic, 3)
     broadcast = Broadcasts(processor())
-    broadcast.on_record(CHECKPOINT_KEY, checkpoint, 0)
+    deliver(broadcast, checkpoint)
     tail = patch_tail(monkeypatch, topic)
     t, sent = trainer(broadcast)
 
@@ -564,7 +876,7 @@ async def test_handle_restores_then_learns_the_batch_then_publishes(
     assert tail.calls[0][2:] == (3, 5)
     assert t.model is not None and t.model.n_learned == 8 and t.next_offset == 8
     [scorer] = sent.keyed(SCORER_KEY)
-    [new_checkpoint] = sent.keyed(CHECKPOINT_KEY)
+    [new_checkpoint] = sent.checkpoints()
     assert RiskModel.from_bytes(scorer).n_learned == 8
     assert decode_checkpoint(new_checkpoint)[1] == 8
 
@@ -615,7 +927,8 @@ async def test_the_trainers_scorer_is_adopted_by_every_workers_processor(clock: 
     assert worker.model_version == 5 and worker.model.n_learned == 5
     x = {"recency_d": 2.0, "events_7d": 1.0}
     assert worker.model.predict(x)[0] == pytest.approx(t.model.predict(x)[0])
-    assert broadcast.checkpoint == sent.keyed(CHECKPOINT_KEY)[0]  # kept as bytes, for a new trainer
+    joined = broadcast.checkpoint.join()  # kept as chunks, joined for a new trainer
+    assert joined is not None and joined[1] == sent.checkpoints()[0]
 
 
 async def test_a_corrupt_scorer_is_logged_and_ignored(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
