@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StrictStr
 from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
@@ -28,6 +28,8 @@ def _valid_id(value: str) -> str:
 
 #: A body field or parameter that is an id.
 Id = Annotated[str, AfterValidator(_valid_id)]
+#: An id in a strict request body (a JSON string, never coerced from another type).
+StrictId = Annotated[StrictStr, AfterValidator(_valid_id)]
 
 
 def _valid_name(value: str) -> str:

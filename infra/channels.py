@@ -3,7 +3,8 @@
 Each channel has an integer sequence (message ``id``), a capped log of its last messages,
 and a pub/sub topic for live delivery. Publishing is one atomic Lua call, so ids are strictly
 increasing per channel and the log never has gaps except at its trimmed head. A dedup key
-makes a re-published message (redelivery after a worker crash) a no-op.
+makes a re-published message (redelivery after a worker crash) a no-op; each channel remembers
+its newest ``DEDUP_KEEP`` dedup keys, so the memory is bounded per channel.
 
 The log is capped in messages and in bytes (``HISTORY_SIZE``, ``HISTORY_BYTES``): a count alone
 let one user's large pushes hold megabytes per channel. Its payload bytes and entry count are
@@ -19,6 +20,7 @@ or ``recovered=False`` when some of them were trimmed away.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -38,19 +40,22 @@ HISTORY_SIZE = 500
 HISTORY_BYTES = 256 * 1024
 #: Largest data JSON one message may carry (32 KiB); larger data is replaced by a marker.
 MAX_MESSAGE_BYTES = 32 * 1024
-#: How long a dedup key lives: longer than any redelivery window.
-DEDUP_TTL_S = 24 * 3600
+#: Dedup keys remembered per channel (the newest, as 16-byte digests in one sorted set). A
+#: re-publish comes from a batch redelivered after a crash, seconds or minutes later: far fewer
+#: pushes than this on one channel. One key per message with a day's TTL, as before, held
+#: ~10 GB of Redis at 1,000 pushes/s; this holds at most DEDUP_KEEP entries a channel.
+DEDUP_KEEP = 256
 #: Channel histories expire when idle for this long.
 HISTORY_TTL_S = 7 * 24 * 3600
 
-# Lua functions publishing any number of messages in one call, shared by this module's script
-# and by the workers' batch-write script (streams/serving.py) so a batch is one round trip.
-# Each message is [seq-key, log-key, pubsub-key, dedup-key or "", channel, type, data-json, ts-ms,
-# bytes-key], all strings (Lua numbers would print a millisecond timestamp as 1.79e+12). Messages
-# travel as one JSON argument: redis-py encodes every argument in Python, which cost more than
-# the work. ARGV[1..4] are the limits (``ChannelLog.limits``); a script's own document comes
-# after them. The keys are computed by infra/keys.py, so the layout stays defined once; they are
-# not declared in KEYS, which ties the script to a single Redis (not Cluster).
+# Lua functions publishing any number of messages in one call, shared by this module's script and by
+# the workers' batch-write script (streams/serving.py) so a batch is one round trip. Each message is
+# [seq-key, log-key, pubsub-key, dedup-set-key, channel, type, data-json, ts-ms, bytes-key, dedup-
+# digest or ""], all strings (Lua numbers would print a millisecond timestamp as 1.79e+12). Messages
+# travel as one JSON argument: redis-py encodes every argument in Python, which cost more than the
+# work. ARGV[1..4] are the limits (``ChannelLog.limits``); a script's own document comes after them.
+# The keys are computed by infra/keys.py, so the layout stays defined once; they are not declared in
+# KEYS, which ties the script to a single Redis (not Cluster).
 #
 # Writes go through ``try``: redis.pcall, so a key Redis refuses (WRONGTYPE, OOM) skips that
 # message and is reported in ``errors`` as {Redis's reason, "<command> <key>"} (kept apart: a key
@@ -104,15 +109,23 @@ local function append(m, n, maxlen, maxbytes, ttl)
 end
 local function publish_all(msgs)
   local maxlen, maxbytes = tonumber(ARGV[1]), tonumber(ARGV[2])
-  local dedup_ttl, ttl = ARGV[3], ARGV[4]
+  local keep, ttl = tonumber(ARGV[3]), ARGV[4]
   local ids = {}
   for i, m in ipairs(msgs) do
     local n = 0
-    local fresh = m[4] == '' or try('SET', m[4], '1', 'NX', 'EX', dedup_ttl)
+    local fresh = true
+    if m[10] ~= '' then
+      local seen, refused = try('ZSCORE', m[4], m[10])
+      fresh = not refused and not seen
+    end
     local seq = fresh and try('INCR', m[1])
     if seq then
       n = seq
       redis.call('EXPIRE', m[1], ttl)
+      if m[10] ~= '' and try('ZADD', m[4], n, m[10]) then
+        redis.call('ZREMRANGEBYRANK', m[4], 0, -(keep + 1))
+        redis.call('EXPIRE', m[4], ttl)
+      end
       append(m, n, maxlen, maxbytes, ttl)
       redis.call('PUBLISH', m[3], '{"channel":' .. cjson.encode(m[5]) .. ',"id":' .. n
         .. ',"type":' .. cjson.encode(m[6]) .. ',"data":' .. m[7] .. ',"ts":' .. m[8] .. '}')
@@ -157,6 +170,11 @@ class Message:
         return cls(d["channel"], int(d["id"]), d["type"], d["data"], int(d["ts"]))
 
 
+def dedup_digest(key: str) -> str:
+    """A dedup key as the channel remembers it: 16 bytes whatever the key (ids can be long)."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def omitted_marker(size: int, limit: int) -> dict[str, Any]:
     """What a client receives instead of data over ``MAX_MESSAGE_BYTES``: re-read over HTTP."""
     return {"omitted": "too_large", "bytes": size, "limit": limit}
@@ -180,8 +198,8 @@ class ChannelLog:
 
     @property
     def limits(self) -> tuple[int, int, int, int]:
-        """The publish function's ARGV[1..4]: (maxlen, max-bytes, dedup-ttl, history-ttl)."""
-        return self.history_size, self.history_bytes, DEDUP_TTL_S, HISTORY_TTL_S
+        """The publish function's ARGV[1..4]: (maxlen, max-bytes, dedup-keep, history-ttl)."""
+        return self.history_size, self.history_bytes, DEDUP_KEEP, HISTORY_TTL_S
 
     def encode(self, messages: Sequence[Outgoing]) -> list[list[str]]:
         """Messages as the Lua ``publish_all`` takes them (see PUBLISH_ALL_LUA)."""
@@ -191,12 +209,13 @@ class ChannelLog:
                 keys.channel_seq(m.channel),
                 keys.channel_log(m.channel),
                 keys.channel_pubsub(m.channel),
-                keys.channel_dedup(m.channel, m.dedup_key) if m.dedup_key else "",
+                keys.channel_dedup(m.channel),
                 m.channel,
                 m.type,
                 self.bounded_data(m),
                 str(m.ts_ms) if m.ts_ms is not None else now,
                 keys.channel_bytes(m.channel),
+                dedup_digest(m.dedup_key) if m.dedup_key else "",
             ]
             for m in messages
         ]

@@ -15,8 +15,6 @@ so no channel name or dedup key can make one channel's key another's.
 
 from __future__ import annotations
 
-import hashlib
-
 PREFIX = "elimu"
 #: Every per-user key, and nothing else, starts with this.
 USER_PREFIX = f"{PREFIX}:u:"
@@ -73,11 +71,10 @@ def channel_bytes(channel: str) -> str:
     return _shared(f"ch:{{{channel}}}:bytes")
 
 
-def channel_dedup(channel: str, key: str) -> str:
-    """A digest of the dedup key: fixed size whatever the key (ids can be long) and free of the
-    separators that could make it read as another channel's key."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    return _shared(f"ch:{{{channel}}}:dedup:{digest}")
+def channel_dedup(channel: str) -> str:
+    """The channel's recent dedup keys (a sorted set of fixed-size digests, capped in count:
+    infra/channels.py), so a channel's dedup memory is bounded however much it publishes."""
+    return _shared(f"ch:{{{channel}}}:dedup")
 
 
 def channel_pubsub(channel: str) -> str:

@@ -93,7 +93,8 @@ async def deliver_refusals(
     """Dead letters to ``dead-letter`` (counted by topic and reason), and records found on a
     partition their owner does not live on back to the owner's partition (counted by topic)."""
     for dl in dead_letters:
-        await send(DEAD_LETTER_TOPIC, dl.record.key, orjson.dumps(dl.as_dict()), None)
+        # The Kafka key is bounded like the excerpt: a refused record's key may be the attack.
+        await send(DEAD_LETTER_TOPIC, dl.kafka_key(), orjson.dumps(dl.as_dict()), None)
         metrics.DEAD_LETTERS.labels(dl.record.topic, dl.reason).inc()
     for rec, key, owner in misrouted:
         await send(rec.topic, key, rec.value or b"", owner)

@@ -61,6 +61,11 @@ class DeadLetter:
     reason: str
     message: str
 
+    def kafka_key(self) -> bytes | None:
+        """The dead letter's own Kafka key: the refused record's, cut to KEY_EXCERPT_BYTES."""
+        key = self.record.key
+        return None if key is None else key[:KEY_EXCERPT_BYTES]
+
     def as_dict(self) -> dict[str, Any]:
         raw = self.record.value or b""
         out: dict[str, Any] = {

@@ -25,9 +25,10 @@ from api.commands import (
 )
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.errors import ApiError
+from api.ids import StrictId
 from api.responses import OrjsonResponse
 from infra import keys
-from models.events import MAX_ID_LEN, format_ts
+from models.events import format_ts
 from models.referrals import HELD, ReferrerBook, growth_analytics, normalize_code, referral_code
 
 router = APIRouter(tags=["referrals"])
@@ -50,12 +51,12 @@ def _client_ip(request: Request) -> str | None:
 
 
 class GenerateBody(StrictBody):
-    device_id: Annotated[StrictStr | None, Field(max_length=MAX_ID_LEN)] = None
+    device_id: StrictId | None = None
 
 
 class ClaimBody(StrictBody):
     code: Annotated[StrictStr, Field(max_length=64)]
-    device_id: Annotated[StrictStr | None, Field(max_length=MAX_ID_LEN)] = None
+    device_id: StrictId | None = None
     email: Annotated[StrictStr | None, Field(max_length=254)] = None
 
 

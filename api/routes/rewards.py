@@ -22,6 +22,7 @@ from api.commands import (
 )
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.errors import ApiError
+from api.ids import StrictId
 from api.responses import OrjsonResponse
 from infra import keys
 from models import rewards
@@ -35,16 +36,16 @@ _DAY_MS = 86_400_000
 
 
 class RedeemBody(StrictBody):
-    perk_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
-    request_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+    perk_id: StrictId
+    request_id: StrictId
 
 
 class GrantBody(StrictBody):
-    user_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+    user_id: StrictId
     amount: Annotated[StrictInt, Field(ge=1, le=rewards.MAX_GRANT)]
     # Characters here; the ledger's bound is in UTF-8 bytes, checked in the route.
     reason: Annotated[StrictStr, Field(min_length=1, max_length=rewards.MAX_REASON_BYTES)]
-    grant_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LEN)]
+    grant_id: StrictId
     expires_in_days: Annotated[StrictInt | None, Field(ge=1, le=MAX_GRANT_EXPIRY_DAYS)] = None
 
 

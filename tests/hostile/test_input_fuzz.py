@@ -36,7 +36,6 @@ from tests.hostile.kit import (
     now_ms,
     produce_all,
 )
-from tests.hostile.test_oversized import KEY_BUG
 
 pytestmark = pytest.mark.integration
 
@@ -75,15 +74,13 @@ async def test_every_bad_record_is_dead_lettered_small_and_an_honest_event_still
         stack.assert_alive()
 
     problems: list[str] = []
-    key_only: list[str] = []  # dead letters too large only because of the refused record's key
     for origin, bad in origins.items():
         for letter in letters.by_origin[origin]:
             what = f"{bad.defect} at {origin} (value {len(bad.value)} B, key {len(bad.key or b'')} B)"
             if letter.reason not in INPUT_REASONS:
                 problems.append(f"{what}: reason {letter.reason!r}: {letter.body.get('message')}")
             if letter.size >= MAX_DEAD_LETTER_BYTES:
-                small_value = letter.size - len(bad.key or b"") < MAX_DEAD_LETTER_BYTES
-                (key_only if small_value else problems).append(f"{what}: dead letter of {letter.size} bytes")
+                problems.append(f"{what}: dead letter of {letter.size} bytes")
             if letter.body.get("raw_bytes") != len(bad.value):
                 problems.append(f"{what}: raw_bytes {letter.body.get('raw_bytes')} != {len(bad.value)}")
     defects = Counter(bad.defect.split(":")[0] for bad in bads)
@@ -94,9 +91,6 @@ async def test_every_bad_record_is_dead_lettered_small_and_an_honest_event_still
         # One input record, one refusal; a profile goes to two processors (engagement, career).
         twice = [o for o in origins if len(letters.by_origin[o]) > 1]
         assert not twice, f"records dead-lettered more than once: {twice[:5]}"
-    if key_only:
-        # Everything else held; only the known bug remains (tests/hostile/test_oversized.py).
-        pytest.xfail(f"{KEY_BUG}: seed {seed}, " + "; ".join(key_only[:3]))
 
 
 async def honest_posting_forwarded(stack: Stack) -> None:

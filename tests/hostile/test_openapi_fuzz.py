@@ -38,11 +38,6 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("ELIMU_OPENAPI_EXAMPLES", "25"))
 FUZZ_USER = "openapi-fuzz"
-#: Open bug (found by this suite): api/routes/rewards.py types ``perk_id``, ``request_id``,
-#: ``grant_id`` and the grant's ``user_id`` as plain bounded strings, not ``api.ids.Id``; the worker
-#: refuses such a command (dead letter) and the client gets 202 "pending" after 5 s, for good.
-BODY_ID_BUG = "command body ids are not checked printable at the API (api/routes/rewards.py)"
-KNOWN = pytest.mark.xfail(strict=True, reason=BODY_ID_BUG)
 #: Slow answers after which an operation's remaining cases are skipped (each costs 5 s).
 SLOW_ENOUGH = 2
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
@@ -124,37 +119,27 @@ async def test_no_operation_answers_5xx_or_off_schema(stack: Stack) -> None:
     stack.assert_alive()
     assert operations >= 30, f"only {operations} operations in the OpenAPI document"
     unique = sorted(set(failures))
-    known = [f for f in unique if "(no worker answer)" in f and "/v1/rewards/redeem" in f]
-    unique = [f for f in unique if f not in known]
     assert not unique, f"seed {run_seed}, {len(unique)} distinct failures:\n" + "\n".join(unique[:30])
     assert not [s for s in statuses if s >= 500], statuses
     print(f"{operations} operations, seed {run_seed}, statuses {dict(sorted(statuses.items()))}")
     async with httpx.AsyncClient(base_url=stack.url, timeout=15) as http:
         await honest_event_applied(stack, http)
-    if known:
-        pytest.xfail(f"{BODY_ID_BUG}: " + "; ".join(known[:2]))
 
 
 BAD_BODY_IDS = [
-    pytest.param(
-        "/v1/rewards/redeem", False, {"perk_id": "streak_freeze", "request_id": "r\u0000"}, marks=KNOWN
-    ),
-    pytest.param(
-        "/v1/rewards/redeem", False, {"perk_id": "streak_freeze\u200b", "request_id": "r-1"}, marks=KNOWN
-    ),
+    ("/v1/rewards/redeem", False, {"perk_id": "streak_freeze", "request_id": "r\u0000"}),
+    ("/v1/rewards/redeem", False, {"perk_id": "streak_freeze\u200b", "request_id": "r-1"}),
     # 40 characters, 160 bytes of UTF-8: within a character limit, over the byte budget.
     ("/v1/rewards/redeem", False, {"perk_id": "streak_freeze", "request_id": "\U0001d49c" * 40}),
     pytest.param(
         "/v1/admin/rewards/grant",
         True,
         {"user_id": "u-1", "amount": 10, "reason": "thanks", "grant_id": "g\u0007"},
-        marks=KNOWN,
     ),
     pytest.param(
         "/v1/admin/rewards/grant",
         True,
         {"user_id": "u\u2028x", "amount": 10, "reason": "thanks", "grant_id": "g-1"},
-        marks=KNOWN,
     ),
 ]
 

@@ -34,13 +34,6 @@ from tests.hostile.kit import (
 
 pytestmark = pytest.mark.integration
 
-#: Open bug (found by this suite): streams/pipeline.py ``deliver_refusals`` sends the refused
-#: record's whole Kafka key as the dead letter's key. A 200 KB key makes a 200 KB dead letter; one
-#: over the worker's 256 KiB record limit makes none at all (counted, never written). Bounding the
-#: key (e.g. ``dl.record.key[:KEY_EXCERPT_BYTES]``, the excerpt ``as_dict`` already keeps) fixes
-#: both; then drop this marker.
-KEY_BUG = "dead letters carry the refused record's whole Kafka key (streams/pipeline.py)"
-
 
 async def test_a_200_kb_value_of_control_bytes_is_one_small_dead_letter(stack: Stack) -> None:
     value = b"\x01" * 200_000
@@ -59,7 +52,6 @@ async def test_a_200_kb_value_of_control_bytes_is_one_small_dead_letter(stack: S
     stack.assert_alive()
 
 
-@pytest.mark.xfail(strict=True, reason=KEY_BUG)
 @pytest.mark.parametrize("key_bytes", [200_000, 300_000])
 async def test_a_huge_key_is_one_small_dead_letter(stack: Stack, key_bytes: int) -> None:
     """A keyed record whose id is too long: the contract's key (the id) is as long as the id.

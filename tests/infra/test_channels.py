@@ -10,7 +10,14 @@ import pytest
 from redis.asyncio import Redis
 
 from infra import keys
-from infra.channels import HISTORY_BYTES, HISTORY_SIZE, MAX_MESSAGE_BYTES, ChannelLog, omitted_marker
+from infra.channels import (
+    DEDUP_KEEP,
+    HISTORY_BYTES,
+    HISTORY_SIZE,
+    MAX_MESSAGE_BYTES,
+    ChannelLog,
+    omitted_marker,
+)
 from infra.redis_errors import RefusedWrites
 
 
@@ -137,3 +144,17 @@ async def test_out_of_memory_refuses_the_message_and_says_so(redis: Redis) -> No
     assert info.value.kind == "oom"
     # Nothing was written, so the same publish goes through once memory is back.
     assert await log.publish("user:oom", "x", {"a": 1}, dedup_key="once") == 1
+
+
+async def test_the_dedup_memory_is_bounded_per_channel_and_dedups_recent_repeats(redis: Redis) -> None:
+    log = ChannelLog(redis)
+    for i in range(1000):
+        assert await log.publish("user:flood", "engagement", {"i": i}, dedup_key=f"batch-{i}") == i + 1
+    assert await redis.zcard(keys.channel_dedup("user:flood")) == DEDUP_KEEP
+    # A redelivered batch re-publishes recent messages: they are no-ops.
+    assert await log.publish("user:flood", "engagement", {"i": 999}, dedup_key="batch-999") == 0
+    assert await log.publish("user:flood", "engagement", {"i": 800}, dedup_key="batch-800") == 0
+    assert await log.last_id("user:flood") == 1000
+    # No per-message keys are left behind: the channel holds a fixed number of keys.
+    channel_keys = [k async for k in redis.scan_iter(match="elimu:ch:{user:flood}*")]
+    assert len(channel_keys) == 4  # seq, log, bytes, dedup

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra import keys
+from infra.channels import dedup_digest
 
 # Every per-user key function, by the kind it writes.
 USER_KEYS: dict[str, Callable[[str], str]] = {
@@ -32,13 +33,13 @@ SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
     "channel_seq": keys.channel_seq,
     "channel_log": keys.channel_log,
     "channel_bytes": keys.channel_bytes,
+    "channel_dedup": keys.channel_dedup,
     "command_result": keys.command_result,
     "referral_code": keys.referral_code,
 }
 # ... and of two.
 SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
     "leaderboard": keys.leaderboard,
-    "channel_dedup": keys.channel_dedup,
     "referral_ip_claims": keys.referral_ip_claims,
 }
 # Functions that do not name a Redis key.
@@ -110,17 +111,17 @@ def test_distinct_users_and_kinds_give_distinct_keys(u1: str, u2: str, k1: str, 
     assert (key1 == key2) == ((u1, k1) == (u2, k2))
 
 
-@given(c1=ids, c2=ids, d1=ids, d2=ids)
-def test_channel_keys_differ_for_distinct_channels_and_kinds(c1: str, c2: str, d1: str, d2: str) -> None:
-    def all_keys(channel: str, dedup: str) -> dict[tuple[str, str], str]:
+@given(c1=ids, c2=ids)
+def test_channel_keys_differ_for_distinct_channels_and_kinds(c1: str, c2: str) -> None:
+    def all_keys(channel: str) -> dict[tuple[str, str], str]:
         return {
             (channel, "seq"): keys.channel_seq(channel),
             (channel, "log"): keys.channel_log(channel),
             (channel, "bytes"): keys.channel_bytes(channel),
-            (channel, "dedup:" + dedup): keys.channel_dedup(channel, dedup),
+            (channel, "dedup"): keys.channel_dedup(channel),
         }
 
-    named = {**all_keys(c1, d1), **all_keys(c2, d2)}
+    named = {**all_keys(c1), **all_keys(c2)}
     # As many distinct keys as distinct (channel, kind) pairs: no two pairs share a key.
     assert len(set(named.values())) == len(named)
     # A user's channel is never a user key, nor another user's channel's key.
@@ -128,6 +129,6 @@ def test_channel_keys_differ_for_distinct_channels_and_kinds(c1: str, c2: str, d
 
 
 def test_a_dedup_key_is_a_fixed_size_digest_whatever_its_length() -> None:
-    long, short = keys.channel_dedup("user:u", "x" * 10_000), keys.channel_dedup("user:u", "x")
-    assert len(long) == len(short) < 100
+    long, short = dedup_digest("x" * 10_000), dedup_digest("x")
+    assert len(long) == len(short) == 32
     assert long != short
