@@ -118,7 +118,10 @@ class CareerProcessor:
         }
         for rec in records:
             apply = handlers[rec.topic]
-            apply_guarded(rec, lambda r: apply(r, now, store, out, dirty), out.dead_letters)  # noqa: B023
+            # A profile is read by the engagement processor too, from the same batch: refusing or
+            # re-routing it is that processor's to report, or each would be reported twice.
+            refusals = [] if rec.topic == PROFILES_TOPIC else out.dead_letters
+            apply_guarded(rec, lambda r: apply(r, now, store, out, dirty), refusals)  # noqa: B023
         for user_id in dirty:
             store.put(user_id, out.touched[user_id])
         return out
@@ -150,7 +153,8 @@ class CareerProcessor:
     def _owned(self, rec: Record, user_id: str, out: CareerOutcome) -> bool:
         owner = misrouted_owner(rec, user_id, self.partitions_for(rec.topic))
         if owner is not None:
-            out.misrouted.append((rec, user_id.encode(), owner))
+            if rec.topic != PROFILES_TOPIC:  # re-routed once, by the engagement processor
+                out.misrouted.append((rec, user_id.encode(), owner))
             return False
         return True
 

@@ -169,6 +169,18 @@ def test_malformed_statuses_are_dead_lettered_and_misrouted_ones_rerouted() -> N
     assert [(m[1], m[2]) for m in out.misrouted] == [(b"amina", owner_partition(b"amina", PARTS))]
 
 
+def test_bad_or_misrouted_profiles_are_left_to_the_engagement_processor_to_report() -> None:
+    """Both processors read each profile of a batch: only one may dead-letter or re-route it,
+    or each bad profile would be dead-lettered (and counted) twice."""
+    proc, store = processor()
+    bad = record(PROFILES_TOPIC, {"user_id": "amina", "timezone": "Mars/Olympus"}, "amina")
+    wrong_partition = (owner_partition(b"amina", PARTS) + 1) % PARTS
+    elsewhere = record(PROFILES_TOPIC, {"user_id": "amina", "skills": ["sql"]}, "amina", wrong_partition)
+    out = proc.process([bad, elsewhere], store)
+    assert out.dead_letters == [] and out.misrouted == []
+    assert store.data == {}
+
+
 def test_market_counts_a_resent_posting_once_and_fans_out_only_changes() -> None:
     market, jobs = MarketProcessor(clock_ms=lambda: NOW), JobsDict()
     (fwd,) = validate_postings([record("job-postings", posting("j-9"), "j-9", 0)], NOW).forwards
