@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from infra.topics import APPLICATION_STATUS, BEHAVIOR_EVENTS, INPUT_TOPICS, JOB_POSTINGS, MARKET
+from infra.topics import INPUT_TOPICS, JOB_POSTINGS, MARKET
 from models.events import REASONS
 from tests.conftest import wait_until
 from tests.hostile.fuzz import Bad, bad_records, fresh_seed, generate
@@ -87,10 +87,9 @@ async def test_every_bad_record_is_dead_lettered_small_and_an_honest_event_still
     assert not problems, f"seed {seed}, {len(problems)} problems:\n" + "\n".join(problems[:20])
     # What the fuzz covered, for the report (-rA shows it).
     print(f"{topic}: seed {seed}, {len(bads)} bad records, {dict(defects)}")
-    if topic in (BEHAVIOR_EVENTS, APPLICATION_STATUS):
-        # One input record, one refusal; a profile goes to two processors (engagement, career).
-        twice = [o for o in origins if len(letters.by_origin[o]) > 1]
-        assert not twice, f"records dead-lettered more than once: {twice[:5]}"
+    # One input record, one refusal (a profile goes to two processors; only one reports it).
+    twice = [o for o in origins if len(letters.by_origin[o]) > 1]
+    assert not twice, f"records dead-lettered more than once: {twice[:5]}"
 
 
 async def honest_posting_forwarded(stack: Stack) -> None:
