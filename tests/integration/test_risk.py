@@ -5,7 +5,6 @@ trainer's model survives a SIGKILL, from a checkpoint of one chunk and of many."
 from __future__ import annotations
 
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,20 @@ import httpx
 import orjson
 import pytest
 import websockets
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from api.auth import issue_token
 from infra import keys
+from infra.kafka import BROADCAST_TOPIC
 from infra.signing import RecordSigner
 from models.events import format_ts
 from models.risk import PendingLabel, Resolution
 from models.risk_features import FEATURE_NAMES
+from streams.broadcast import CHECKPOINT_KEY
+from streams.chunks import ChunkBuffer, ChunkError, Manifest
 from streams.risk import RISK_LABELS_TOPIC, resolution_message
+from streams.risk_trainer import decode_checkpoint
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import read_topic, send
@@ -336,9 +339,6 @@ async def test_risk_state_and_the_trained_model_survive_a_worker_killed_with_sig
 #: book, features and all, for their deadline a week of stream time away. The checkpoint then
 #: spans several 192 KiB chunks.
 CHUNKED_LABELS = 6000
-_CHECKPOINT_WRITTEN = re.compile(
-    r"risk checkpoint generation \d+ written: (\d+) bytes in (\d+) chunks, next offset (\d+)"
-)
 
 
 def _labels(start_ms: int, count: int, offset: int = 0) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
@@ -371,6 +371,29 @@ async def _produce(kafka: str, records: list[tuple[bytes, bytes, list[tuple[str,
         await producer.stop()
 
 
+async def _checkpoint_on_the_topic(kafka: str) -> tuple[Manifest, bytes] | None:
+    """The checkpoint as the broker holds it: every record of `elimu-broadcast`, in order, through
+    the same buffer a worker uses; None while it does not join (not there yet, or torn)."""
+    tp = TopicPartition(BROADCAST_TOPIC, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        buffer = ChunkBuffer(CHECKPOINT_KEY)
+        while await consumer.position(tp) < end:
+            for message in (await consumer.getmany(tp, timeout_ms=200)).get(tp, ()):
+                if message.key is not None and buffer.owns(message.key):
+                    buffer.on_record(message.key, message.value)
+        try:
+            return buffer.join()
+        except ChunkError:
+            return None
+    finally:
+        await consumer.stop()
+
+
 async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
     fresh_kafka: str, redis_url: str, redis: Redis, tmp_path: Path
 ) -> None:
@@ -384,16 +407,22 @@ async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
     try:
         await _produce(fresh_kafka, _labels(start, CHUNKED_LABELS))
 
-        async def checkpoint_at_the_end() -> tuple[int, int] | None:
+        async def checkpoint_at_the_end() -> tuple[Manifest, bytes] | None:
             assert first.alive(), first.tail()
-            for size, count, offset in _CHECKPOINT_WRITTEN.findall(first.tail(400)):
-                if int(offset) == CHUNKED_LABELS:
-                    return int(size), int(count)
-            return None
+            joined = await _checkpoint_on_the_topic(fresh_kafka)
+            return joined if joined is not None and joined[0].offset == CHUNKED_LABELS else None
 
         # The first checkpoint follows the trainer's first batch, the next one CHECKPOINT_S later.
-        size, count = await wait_until(checkpoint_at_the_end, timeout=90, what="a checkpoint of every label")
-        assert count >= 2 and size > 256 * 1024, (size, count)
+        # Waited for on the broker, not in the log: a record handed to the producer is not yet
+        # stored, and a SIGKILL before the manifest is stored would be a torn write.
+        manifest, value = await wait_until(
+            checkpoint_at_the_end, timeout=90, what="a checkpoint of every label"
+        )
+        assert manifest.chunks >= 2 and manifest.size > 256 * 1024, manifest
+        model, next_offset, seen = decode_checkpoint(value)
+        assert model.n_learned == model.deferred_count == CHUNKED_LABELS // 2
+        assert len(seen) == CHUNKED_LABELS
+        assert next_offset == CHUNKED_LABELS
         assert "too_large" not in first.tail(400)
         first.kill()  # SIGKILL: the checkpoint on the broadcast topic is all that is left of it
 
@@ -407,9 +436,8 @@ async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
 
         line = await wait_until(restored, timeout=90, what="the trainer restored on the second worker")
         # From the checkpoint, not from offset 0 (CHUNKED_LABELS + 1 replayed).
-        assert f"replayed from offset {CHUNKED_LABELS}" in line and "checkpoint unusable" not in second.tail(
-            400
-        )
+        assert f"replayed from offset {CHUNKED_LABELS}" in line
+        assert "checkpoint unusable" not in second.tail(400)
 
         async def evaluated_everything() -> Any:
             raw = await redis.get(keys.RISK_EVALUATION)
