@@ -10,7 +10,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from infra.kafka_auth import client_security
 from infra.topics import BROADCAST as BROADCAST_TOPIC
-from infra.topics import DEAD_LETTER, INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS
+from infra.topics import DEAD_LETTER, INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, RISK_LABELS
 
 __all__ = ["BROADCAST_TOPIC", "DEAD_LETTER", "INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS"]
 COMPACTED = frozenset({"user-profiles", BROADCAST_TOPIC})
@@ -19,6 +19,14 @@ COMPACTED = frozenset({"user-profiles", BROADCAST_TOPIC})
 SINGLE_PARTITION = frozenset(
     {"elimu-market", "elimu-risk-labels", "elimu-intervention-outcomes", BROADCAST_TOPIC, DEAD_LETTER}
 )
+
+#: Topic configurations beyond the broker's defaults. The risk labels are the trainer's whole
+#: history: a new trainer whose checkpoint is unusable relearns them from offset 0, so they are
+#: kept for good (the default 7 days would silently drop what the model learnt from).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    **{t: {"cleanup.policy": "compact"} for t in COMPACTED},
+    RISK_LABELS: {"retention.ms": "-1"},
+}
 
 #: The message key of each input topic (CONTRACT.md §4).
 KEY_FIELD = {
@@ -43,7 +51,7 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, t
                 t,
                 1 if t in SINGLE_PARTITION else partitions,
                 replication,
-                topic_configs={"cleanup.policy": "compact"} if t in COMPACTED else {},
+                topic_configs=TOPIC_CONFIGS.get(t, {}),
             )
             for t in wanted
             if t not in existing

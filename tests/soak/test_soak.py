@@ -199,6 +199,11 @@ class SoakStack:
     url: str
 
     def assert_alive(self) -> None:
+        # The embedded Tansu broker keeps every record of every topic in memory (changelogs
+        # included, uncompacted); a long run at this rate can exhaust it. Say so, not "timeout".
+        assert self.kafka.proc.poll() is None, (
+            f"the broker exited ({self.kafka.proc.returncode}); see its log"
+        )
         assert self.worker.alive(), f"worker died:\n{self.worker.tail()}"
         assert self.api.alive(), f"API died:\n{self.api.tail()}"
 
