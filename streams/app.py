@@ -359,7 +359,12 @@ class Worker:
         )
         directory = UserDirectory(self.rules, self.user_store.get, self.career.store.get)
         self.risk = RiskPipeline(
-            RiskProcessor(self.risk_settings, directory.streak_of, directory),
+            RiskProcessor(
+                self.risk_settings,
+                directory.streak_of,
+                directory,
+                partition_of=lambda user_id: owner_partition(user_id.encode(), n),
+            ),
             TableStore(risk_table, self._send, n, RISK_CODEC),
             self.serving,
             self._send,

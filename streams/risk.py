@@ -6,10 +6,11 @@ Pure orchestration over `models.risk_state` and `models.nudges` (no I/O): the pi
 trainer broadcast (`adopt_model`); until one arrives, a fresh `RiskModel` ranks by the recency
 prior.
 
-Stream time. The worker's watermark is the newest event time it has applied, across its
-partitions; sweeps and label deadlines follow it, never the wall clock, so a replayed history
-resolves the same labels. (A worker owning only silent partitions has no clock of its own; its
-users are swept once traffic reaches it, which is when their scores can change anyway.)
+Stream time. Each partition's watermark is the newest event time applied from it; a user's sweep,
+label deadlines and nudges follow their own partition's, never the wall clock nor another
+partition's (partitions are consumed unevenly), so a replayed history resolves the same labels.
+(A partition with no traffic has no clock of its own; its users are swept once traffic reaches
+it, which is when their scores can change anyway.)
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class RiskProcessor:
         users: UserLookup,
         campaigns: Callable[[], Sequence[Campaign]] = tuple,
         variant_counts: VariantCounts = lambda template: {},
+        partition_of: Callable[[str], int] = lambda user_id: 0,
     ) -> None:
         self.settings = settings
         self.streak_of = streak_of
@@ -128,7 +130,14 @@ class RiskProcessor:
         self.variant_counts = variant_counts
         self.model = RiskModel(settings.horizon_ms, grace_ms=settings.grace_ms)
         self.model_version = 0
-        self.watermark_ms: int | None = None
+        #: The partition a user's events and state live on (streams.records.owner_partition).
+        self.partition_of = partition_of
+        #: Stream time per partition: the newest event time applied from it. A user's labels
+        #: expire by their own partition's time, never another's: partitions are consumed
+        #: unevenly (one can be drained days of event time ahead of another in a replay), and a
+        #: worker-wide clock expired a steady user's label as "dropped" while that user's next
+        #: events still waited unread on a lagging partition.
+        self.watermarks: dict[int, int] = {}
         self._due: list[tuple[int, str]] = []
         self._next: dict[str, int] = {}
 
@@ -154,8 +163,7 @@ class RiskProcessor:
             out.resolutions.extend(observe_activity(state, event, xp, self.settings))
             if event.type in TRACKING_EVENTS:
                 self._track(state, event, out)
-            if self.watermark_ms is None or event.ts_ms > self.watermark_ms:
-                self.watermark_ms = event.ts_ms
+            self._advance(self.partition_of(event.user_id), event.ts_ms)
         # Only activity that takes a label snapshot, or of a user never scored or at risk, is
         # scored here; other users are due to the sweep at once (`next_due`), which looks at them
         # in paced slices. Scoring every user on every batch cut `elimu bench throughput` (a
@@ -193,8 +201,8 @@ class RiskProcessor:
         """Put users (back) on the sweep's agenda: on assignment, after activity and every look,
         and everyone when the campaigns change."""
         campaigns = self.campaigns()
-        now = self.watermark_ms or 0
         for state in states:
+            now = self.watermarks.get(self.partition_of(state.user_id), 0)
             ctx, _ = self.users.context(state, now)
             due = next_look(state, ctx, self.settings, campaigns)
             if due is None:
@@ -203,13 +211,23 @@ class RiskProcessor:
                 self._next[state.user_id] = due
                 heapq.heappush(self._due, (due, state.user_id))
 
+    @property
+    def watermark_ms(self) -> int | None:
+        """The newest stream time of any partition (what the agenda is scanned up to)."""
+        return max(self.watermarks.values(), default=None)
+
+    def _advance(self, partition: int, ts_ms: int) -> None:
+        if ts_ms > self.watermarks.get(partition, ts_ms - 1):
+            self.watermarks[partition] = ts_ms
+
     def adopt_watermark(self, states: Iterable[RiskState]) -> None:
-        """Start stream time at the newest event recovered with the state (after a restart the
-        sweep need not wait for new traffic to catch up on labels that fell due meanwhile)."""
+        """Start each partition's stream time at the newest event recovered with its state
+        (after a restart the sweep need not wait for new traffic to catch up on labels that fell
+        due meanwhile)."""
         for state in states:
             last = state.activity.last_event_ms
-            if last is not None and (self.watermark_ms is None or last > self.watermark_ms):
-                self.watermark_ms = last
+            if last is not None:
+                self._advance(self.partition_of(state.user_id), last)
 
     def forget(self, owned: Callable[[str], bool]) -> None:
         self._due = [entry for entry in self._due if owned(entry[1])]
@@ -222,14 +240,19 @@ class RiskProcessor:
         """Look at the users due by the watermark (at most `budget`): resolve expired labels,
         re-score, and send what is due (risk nudges, streak warnings, campaigns, deferred)."""
         out = RiskOutcome()
-        now = self.watermark_ms
-        if now is None:
+        newest = self.watermark_ms
+        if newest is None:
             return out
         campaigns = self.campaigns()
-        while self._due and self._due[0][0] <= now and len(out.touched) < budget:
+        not_yet: list[tuple[int, str]] = []  # due by another partition's time, not their own
+        while self._due and self._due[0][0] <= newest and len(out.touched) < budget:
             due, user_id = heapq.heappop(self._due)
             if self._next.get(user_id) != due or user_id in out.touched:
                 continue  # a stale entry: the user was looked at or re-scheduled since
+            now = self.watermarks.get(self.partition_of(user_id))
+            if now is None or due > now:
+                not_yet.append((due, user_id))
+                continue
             del self._next[user_id]
             state = store.get(user_id) if owned(user_id) else None
             if state is None:
@@ -239,6 +262,8 @@ class RiskProcessor:
             ctx, facts = self.users.context(state, now)  # once per look: scoring and nudges share it
             score = self._score(state, now, out, ctx)
             self._nudge(state, ctx, replace(facts, risk_score=score.score), score, now, campaigns, out)
+        for entry in not_yet:
+            heapq.heappush(self._due, entry)
         self._store(out, store)
         return out
 

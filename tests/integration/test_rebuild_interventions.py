@@ -66,9 +66,10 @@ async def test_a_campaign_its_run_log_and_the_analytics_come_back_after_flushall
             }
             created = await http.post("/v1/campaigns", json=body, headers=admin)
             assert created.status_code == 201, created.text
-            # Stream time passes the campaign's instant when an event newer than it arrives.
-            tick = {"event_id": "tick-1", "user_id": USERS[0], "type": "login", "ts": at + 1000}
-            send(fresh_kafka, "behavior-events", [tick], "user_id")
+            # Stream time passes the campaign's instant when an event newer than it arrives, on each
+            # partition (each keeps its own clock): every user logs in after it.
+            ticks = [{"event_id": f"tick-{u}", "user_id": u, "type": "login", "ts": at + 1000} for u in USERS]
+            send(fresh_kafka, "behavior-events", ticks, "user_id")
 
             async def campaign_done() -> Any:
                 assert worker.alive(), worker.tail()

@@ -25,6 +25,7 @@ from models.risk import PendingLabel, Resolution
 from models.risk_features import FEATURE_NAMES
 from streams.broadcast import CHECKPOINT_KEY
 from streams.chunks import ChunkBuffer, ChunkError, Manifest
+from streams.records import owner_partition
 from streams.risk import RISK_LABELS_TOPIC, resolution_message
 from streams.risk_trainer import decode_checkpoint
 from tests.conftest import wait_until
@@ -40,6 +41,8 @@ DAYS = 30
 #: The fading users' last event: 4 days before the end, well inside the 7-day horizon.
 FADE_DAYS = 4
 RESCORE = 6 * HOUR
+#: Input partitions of the test stack (tests/integration/processes.py stack_env).
+PARTITIONS = 4
 
 
 def history(now: int) -> tuple[list[dict[str, Any]], dict[str, int], set[str], set[str], set[str]]:
@@ -223,9 +226,17 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
                 "/v1/campaigns", json={**body, "id": "x", "intervention": "spam"}, headers=admin
             )
             assert bad.status_code == 422 and bad.json()["error"]["field"] == "intervention"
-            # Stream time passes the campaign's instant when an event newer than it arrives.
-            tick = {**click, "event_id": "tick-1", "user_id": "steady-0", "type": "login", "ts": at + 1000}
-            send(fresh_kafka, "behavior-events", [tick], "user_id")
+            # Stream time passes the campaign's instant when an event newer than it arrives, on each
+            # partition (each keeps its own clock): a steady user's login on every partition.
+            clocks: dict[int, str] = {}
+            for user in sorted(steady):
+                clocks.setdefault(owner_partition(user.encode(), PARTITIONS), user)
+            assert len(clocks) == PARTITIONS, clocks
+            ticks = [
+                {**click, "event_id": f"tick-{user}", "user_id": user, "type": "login", "ts": at + 1000}
+                for user in clocks.values()
+            ]
+            send(fresh_kafka, "behavior-events", ticks, "user_id")
 
             async def executed() -> Any:
                 r = await http.get("/v1/campaigns/quiet-3d", headers=admin)

@@ -139,6 +139,32 @@ def test_the_watermark_advances_with_events_only() -> None:
     assert p.watermark_ms == T0 + HOUR_MS
 
 
+def test_a_users_labels_expire_by_their_own_partitions_time_not_a_partition_drained_ahead() -> None:
+    """Partitions are consumed unevenly: in a replay one can be days of event time ahead of
+    another. A user on the lagging partition, whose next events are still unread, must not be
+    labelled dropped by the other partition's clock."""
+    partitions = {"lagging": 0, "lagging-clock": 0, "ahead": 1}
+    p = RiskProcessor(
+        SETTINGS, lambda user_id, now_ms: None, FakeUsers(), partition_of=partitions.__getitem__
+    )
+    store = Store()
+    p.on_events([ev("lagging", T0)], store)  # takes a pending label at T0
+    assert [x.scored_at_ms for x in store.data["lagging"].pending] == [T0]
+    p.on_events([ev("ahead", T0 + H + G + DAY_MS)], store)  # partition 1 is far ahead
+    assert p.watermark_ms == T0 + H + G + DAY_MS
+    for _ in range(3):
+        out = p.sweep(store, owns_all)
+        assert not out.resolutions  # partition 0 is still at T0: nothing of it expired
+    assert [x.scored_at_ms for x in store.data["lagging"].pending] == [T0]
+    # The lagging partition's own next event resolves it as retained, as it should.
+    out = p.on_events([ev("lagging", T0 + DAY_MS)], store)
+    assert [(r.pending.scored_at_ms, r.label) for r in out.resolutions] == [(T0, 0)]
+    # And its own clock, once past the deadline, expires what is left as dropped.
+    p.on_events([ev("lagging-clock", T0 + 3 * DAY_MS + H + G)], store)
+    expired = [r for _ in range(3) for r in p.sweep(store, owns_all).resolutions]
+    assert {(r.pending.user_id, r.label) for r in expired} == {("lagging", 1)}
+
+
 # ---------------------------------------------------------------------------------------------
 # The sweep
 
