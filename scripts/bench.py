@@ -35,7 +35,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from api.auth import issue_token
 from infra.kafka import ensure_topics
 from infra.net import free_port, wait_for_port
-from scripts.embedded import Service, start_broker, start_redis
+from scripts.embedded import start_broker, start_redis
+from scripts.kafka_dist import BrokerKind
+from scripts.service import Service
 from scripts.simulator import TrafficModel
 
 SECRET = "bench-secret-not-for-production-0123456789"
@@ -51,10 +53,10 @@ class Stack:
 
 
 @contextmanager
-def bench_stack() -> Iterator[Stack]:
+def bench_stack(kind: BrokerKind = "tansu") -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="elimu-bench-") as d:
         data = Path(d)
-        broker: Service = start_broker(log_path=data / "kafka.log")
+        broker: Service = start_broker(kind, data, log_path=data / "kafka.log")
         redis: Service = start_redis(data / "redis")
         try:
             asyncio.run(ensure_topics(broker.address, PARTITIONS))

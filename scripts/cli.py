@@ -11,6 +11,7 @@ from typing import TextIO
 import orjson
 
 from infra.settings import Settings
+from scripts.kafka_dist import BROKER_KINDS
 
 
 def _settings_with_stack() -> Settings:
@@ -28,7 +29,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from scripts.stack import up
 
     return up(
-        Settings.from_env(), workers=args.workers, demo=not args.no_demo, users=args.users, rate=args.rate
+        Settings.from_env(),
+        workers=args.workers,
+        demo=not args.no_demo,
+        users=args.users,
+        rate=args.rate,
+        broker=args.broker,
     )
 
 
@@ -131,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1)
     up.add_argument("--users", type=int, default=200, help="demo users")
     up.add_argument("--rate", type=float, default=20.0, help="demo events per second")
+    up.add_argument(
+        "--broker",
+        choices=BROKER_KINDS,
+        help="embedded broker: Apache Kafka (default where Java 17+ runs; durable) or Tansu (memory-only)",
+    )
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("worker", help="run one Faust worker").set_defaults(func=cmd_worker)

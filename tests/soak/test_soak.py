@@ -48,7 +48,9 @@ from infra.lag import read_offsets
 from infra.net import free_port
 from infra.topics import BEHAVIOR_EVENTS, DEAD_LETTER, USER_COMMANDS
 from models.ingest_policy import USER_EVENT_TYPES
-from scripts.embedded import Service, start_broker, start_redis
+from scripts.embedded import start_broker, start_redis
+from scripts.kafka_dist import BrokerKind
+from scripts.service import Service
 from streams.app import APP_ID
 from tests.conftest import wait_until
 from tests.integration.processes import Proc, stack_env, start_api, start_worker
@@ -210,7 +212,10 @@ class SoakStack:
 
 @pytest.fixture
 def soak_stack(tmp_path: Path) -> Iterator[SoakStack]:
-    broker = start_broker(log_path=tmp_path / "kafka.log")
+    # Apache Kafka by default: it keeps its topics on disk, where Tansu holds every record of a
+    # 30-minute run in memory and runs out at ~20 minutes (ELIMU_SOAK_BROKER=tansu to see it).
+    kind: BrokerKind = "tansu" if os.environ.get("ELIMU_SOAK_BROKER") == "tansu" else "kafka"
+    broker = start_broker(kind, tmp_path, log_path=tmp_path / "kafka.log")
     redis = start_redis(tmp_path / "redis", log_path=tmp_path / "redis.log")
     worker = api = None
     try:
