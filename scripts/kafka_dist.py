@@ -163,3 +163,18 @@ def choose_broker(requested: BrokerKind | None) -> tuple[BrokerKind, str]:
         return "tansu", f"Apache Kafka cannot run here ({exc}); Tansu is memory-only"
     why = "asked for with --broker kafka" if requested == "kafka" else f"Java is present ({dist.java})"
     return "kafka", f"Apache Kafka {dist.version}: {why}; data is durable"
+
+
+def main() -> int:
+    """`python -m scripts.kafka_dist`: resolve the jars now and say where they are."""
+    try:
+        dist = distribution()
+    except DistributionUnavailable as exc:
+        print(f"kafka_dist: {exc}")
+        return 1
+    print(f"Apache Kafka {dist.version} jars in {dist.libs} (Java: {dist.java})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
