@@ -41,7 +41,12 @@ async def at_risk(
         pipe.zcount(keys.RISK_SCORES, threshold, "+inf")
         members, total, critical, high, medium, above = await pipe.execute()
     documents = await redis.mget([keys.user_risk(m.decode()) for m in members]) if members else []
-    students = [_student(orjson.loads(raw)) for raw in documents if raw is not None]
+    # The documents are read after the index: a score re-written in between would show the list
+    # out of order, or a student under the threshold. Order and filter by what is shown.
+    shown = [_student(orjson.loads(raw)) for raw in documents if raw is not None]
+    students = sorted(
+        (s for s in shown if s["score"] >= threshold), key=lambda s: (-s["score"], s["user_id"])
+    )
     return OrjsonResponse(
         {
             "students": students,

@@ -260,3 +260,17 @@ async def test_risk_model_returns_the_trainers_report(client: httpx.AsyncClient,
     response = await client.get("/v1/ops/risk-model", headers=ADMIN)
     assert response.status_code == 200
     assert response.json() == evaluation
+
+
+async def test_a_rescore_between_index_and_documents_still_lists_in_order(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    """The worker may re-score a student after the route read the index and before it read the
+    documents: the list follows the documents it shows (the flake of the at-risk integration test,
+    where 69.6 came before 70.1)."""
+    await seed(redis, {"a": 90.0, "b": 80.0, "c": 65.0})
+    # Documents newer than the index: b overtook a, c fell under the threshold.
+    for uid, score in {"a": 70.0, "b": 95.0, "c": 50.0}.items():
+        await redis.set(keys.user_risk(uid), orjson.dumps(document(uid, score)))
+    body = await at_risk(client, "?threshold=60")
+    assert [(s["user_id"], s["score"]) for s in body["students"]] == [("b", 95.0), ("a", 70.0)]
