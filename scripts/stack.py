@@ -118,7 +118,10 @@ def up(
             ELIMU_API_PORT=str(settings.api_port),
         )
         for i in range(workers):
-            supervisor.start(ChildSpec(f"worker-{i}", _elimu("worker"), env, logs / f"worker-{i}.log"))
+            # A stable name: the restarted worker takes over its predecessor's transactional ids
+            # and aborts its open transactions at once (streams/transactions.py).
+            named = {**env, "ELIMU_WORKER_NAME": f"worker-{i}"}
+            supervisor.start(ChildSpec(f"worker-{i}", _elimu("worker"), named, logs / f"worker-{i}.log"))
         supervisor.start(ChildSpec("api", _elimu("api"), env, logs / "api.log"))
         api_url = f"http://127.0.0.1:{settings.api_port}"
         if not _wait_ready(api_url, supervisor, stop, READY_TIMEOUT_S):

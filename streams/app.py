@@ -28,7 +28,7 @@ from infra import keys
 from infra.channels import ChannelLog
 from infra.feed import TopicFeed
 from infra.kafka import BROADCAST_TOPIC
-from infra.kafka_auth import faust_credentials
+from infra.kafka_auth import client_security, faust_credentials
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.settings import Settings
@@ -48,7 +48,7 @@ from streams.broadcast import Broadcasts
 from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
 from streams.career_pipeline import MATCH_ALERTS_TOPIC, CareerPipeline
 from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
-from streams.faust_tuning import LeanMonitor
+from streams.faust_tuning import EngineApp, LeanMonitor
 from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthProcessor
 from streams.growth_pipeline import GrowthPipeline
 from streams.interventions import InterventionsAnalytics
@@ -73,6 +73,8 @@ from streams.risk_pipeline import RiskPipeline
 from streams.risk_trainer import RiskTrainer
 from streams.serving import ServingWriter
 from streams.tables import RawKey, TableStore, state_codec
+from streams.transactions import CURRENT as CURRENT_TRANSACTION
+from streams.transactions import GUARANTEE_VAR, BatchTransactions, parse_guarantee, resolve_guarantee
 from streams.user_context import UserDirectory
 
 log = logging.getLogger(__name__)
@@ -167,10 +169,11 @@ def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:
 
 
 def _batch_agent(
-    name: str, handle: Callable[[list[Record]], Awaitable[Any]], progress: Progress
+    name: str, handle: Callable[[list[Record]], Awaitable[Any]], progress: Progress, txns: BatchTransactions
 ) -> Callable[[Any], Awaitable[None]]:
     """An agent body: take batches, turn Faust events into ``Record``s, hand them to ``handle``
-    (each batch's time in flight watched by ``progress``)."""
+    (each batch's time in flight watched by ``progress``), each batch in its own transaction
+    with its offsets under exactly-once (streams/transactions.py)."""
 
     async def agent(stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):  # type: ignore[attr-defined]
@@ -188,7 +191,8 @@ def _batch_agent(
             ]
             token = progress.begin(name)
             try:
-                await handle(records)
+                async with txns.batch(name, records):
+                    await handle(records)
                 progress.end(token)
             except Exception:
                 # Faust would ack this batch on the way out and restart the agent, committing
@@ -212,6 +216,17 @@ class Worker:
         self.web_port = int(os.environ.get("ELIMU_WORKER_PORT") or free_port())
         self.datadir = settings.data_dir / "faust" / str(self.web_port)
         self.datadir.mkdir(parents=True, exist_ok=True)
+        security = client_security()
+        guarantee = resolve_guarantee(
+            settings.kafka_bootstrap, parse_guarantee(os.environ.get(GUARANTEE_VAR)), security
+        )
+        self.txns = BatchTransactions(
+            settings.kafka_bootstrap,
+            APP_ID,
+            os.environ.get("ELIMU_WORKER_NAME") or self.worker_id,
+            guarantee,
+            security,
+        )
         self.app = self._build_app()
         self.redis: Redis = Redis.from_url(settings.redis_url)
         self.channels = ChannelLog(self.redis)
@@ -226,8 +241,9 @@ class Worker:
         s = self.settings
         # elimu:// = aiokafka with the batch-draining consumer (streams/faust_tuning.py).
         brokers = [f"elimu://{hp}" for hp in s.kafka_bootstrap.split(",")]
-        return faust.App(
+        return EngineApp(
             APP_ID,
+            read_committed=self.txns.exactly_once,
             broker=brokers,
             store="memory://",
             datadir=str(self.datadir),
@@ -425,7 +441,7 @@ class Worker:
             (raw(INTERVENTION_OUTCOMES_TOPIC), "interventions", self.analytics.handle),
         ]
         for channel, name, handle in agents:
-            app.agent(channel, name=name)(_batch_agent(name, self._trusted(handle), self.progress))
+            app.agent(channel, name=name)(_batch_agent(name, self._trusted(handle), self.progress, self.txns))
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
@@ -547,6 +563,13 @@ class Worker:
             )
             return None
         headers = self.signer.headers(topic, key, value) or None
+        producer = CURRENT_TRANSACTION.get()
+        if producer is not None:
+            # Inside a batch's transaction: a failure fails the batch, which aborts the transaction
+            # and exits; the successor redoes the batch from the committed offsets.
+            return await producer.send(
+                topic, value, key=key, partition=partition, headers=list(headers or ())
+            )
         delay = 0.1
         while True:
             try:

@@ -19,10 +19,12 @@ entry point (see pyproject.toml), Faust's documented driver plug-in hook.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from time import monotonic
 from typing import Any, cast
 
+import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.sensors.monitor import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -31,6 +33,8 @@ from mode import Service
 
 from infra.kafka_auth import client_security
 from streams.metrics import INPUT_OFFSET_GAPS
+
+log = logging.getLogger(__name__)
 
 #: How long a fetch may wait on the broker for data. Faust hard-codes 1500 ms. Apache Kafka
 #: answers a waiting fetch as soon as data arrives, but the embedded broker (Tansu) waits the full
@@ -43,12 +47,38 @@ FETCH_MAX_WAIT_MS = 50
 HIGH_WATERMARK_WAIT_S = 5.0
 
 
+class EngineApp(faust.App):
+    """The worker's Faust app, knowing whether its batches commit in transactions
+    (streams/transactions.py): its consumer must then read only committed records."""
+
+    def __init__(self, *args: Any, read_committed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_committed = read_committed
+
+
+def _reads_committed(app: Any) -> bool:
+    return bool(getattr(app, "read_committed", False))
+
+
 class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_consumer(self, loop: Any) -> Any:
         consumer = super()._create_consumer(loop)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher, so set before start.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        if _reads_committed(self.app):
+            # Under exactly-once a batch's state and outputs exist only once its transaction
+            # commits: table recovery and the internal topics must not see an aborted batch.
+            consumer._isolation_level = "read_committed"
         return consumer
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        if _reads_committed(self.app):
+            # Under exactly-once every batch's transaction commits its own offsets. Faust's plain
+            # OffsetCommit of the same offsets, sent on its own timer, could land after a later
+            # batch's transaction and move the group back: a crash would then redo a batch
+            # whose outputs are already committed.
+            return True
+        return bool(await super()._commit(offsets))
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         return cast(Mapping[Any, int], await self.call_thread(self._seek_to_committed_or_reset))
@@ -87,6 +117,8 @@ class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         listed = dict(await super()._highwaters(partitions))
         if not listed or self.consumer.in_transaction:
             return listed
+        if _reads_committed(self.app):
+            return await self._readable_ends(listed)
         bootstrap = ",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker)
         probe = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -112,6 +144,55 @@ class FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             return listed
         finally:
             await probe.stop()
+
+    async def _readable_ends(self, stable: dict[Any, int]) -> dict[Any, int]:
+        """One past the last record a read_committed reader can see, per partition.
+
+        Faust's recovery waits until it has read the record at ``end - 1``. Under exactly-once
+        the last offsets of a changelog are transaction markers (and maybe aborted records),
+        never delivered, so the listed end (the last stable offset) would keep recovery waiting
+        for good. A read_committed fetch of the partition's tail finds the last readable record;
+        the window doubles until one is found or the partition's start is reached (then nothing
+        is readable: end 0).
+        """
+        bootstrap = ",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker)
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=10,
+            client_id="elimu-readable-end",
+            **client_security(),
+        )
+        await probe.start()
+        try:
+            ends: dict[Any, int] = {}
+            for tp, stable_end in stable.items():
+                ends[tp] = await _last_readable(probe, TopicPartition(tp.topic, tp.partition), stable_end) + 1
+            return ends
+        finally:
+            await probe.stop()
+
+
+async def _last_readable(probe: AIOKafkaConsumer, tp: TopicPartition, stable_end: int) -> int:
+    """The offset of the last committed record below ``stable_end``; -1 if there is none."""
+    probe.assign([tp])
+    start = (await probe.beginning_offsets([tp]))[tp]
+    window = 64
+    while True:
+        low = max(start, stable_end - window)
+        probe.seek(tp, low)
+        last = -1
+        while await probe.position(tp) < stable_end:
+            batch = await probe.getmany(tp, timeout_ms=1000)
+            records = [m for m in batch.get(tp, []) if m.offset < stable_end]
+            if records:
+                last = records[-1].offset
+            elif not batch and await probe.position(tp) < stable_end:
+                break  # nothing more arrives (e.g. an open transaction ahead): keep what we have
+        if last >= 0 or low <= start:
+            return last
+        window *= 8
 
 
 class BatchDrainConsumer(aiokafka_driver.Consumer):
@@ -161,6 +242,7 @@ class BatchDrainConsumer(aiokafka_driver.Consumer):
                 gap = offset - (r_offset or 0)
                 if gap > 1 and r_offset and acks_enabled_for(message.topic):
                     INPUT_OFFSET_GAPS.labels(message.topic).inc()
+                    log.info("offset gap on %s: read %s, then %s", tp, r_offset, offset)
                     await self._add_gap(tp, r_offset + 1, offset)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0

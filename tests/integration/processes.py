@@ -74,7 +74,9 @@ def stack_env(kafka: str, redis: str, data_dir: Path, **extra: str) -> dict[str,
 
 
 def start_worker(env: dict[str, str], log: Path) -> Proc:
-    return Proc(["worker"], env, log).start()
+    """A worker named after its log file, unless ``env`` names it: a worker restarted with the
+    same log takes over its predecessor's transactions (streams/transactions.py)."""
+    return Proc(["worker"], {"ELIMU_WORKER_NAME": log.stem, **env}, log).start()
 
 
 def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:

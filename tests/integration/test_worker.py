@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra import keys
+from scripts.kafka_dist import BrokerKind
 from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
 from tests.integration.processes import Proc, stack_env, start_worker
@@ -128,7 +129,7 @@ async def test_events_reach_redis_duplicates_count_once_bad_input_dead_letters(
 
 
 async def test_sigkill_mid_stream_loses_nothing_doubles_nothing_and_redis_rebuilds(
-    fresh_kafka: str, redis_url: str, redis: Redis, tmp_path: Path
+    fresh_kafka: str, redis_url: str, redis: Redis, tmp_path: Path, broker_kind: BrokerKind
 ) -> None:
     rng = random.Random(3)
     users = [f"k-{i}" for i in range(40)]
@@ -164,7 +165,11 @@ async def test_sigkill_mid_stream_loses_nothing_doubles_nothing_and_redis_rebuil
     try:
         await wait_for_views(redis, expected, second, timeout=90)
         # No consumed-offset jumps on a topic without compaction: nothing was skipped on the way.
-        snapshots = await redis.hvals(keys.WORKER_METRICS)
+        # Under exactly-once (Apache Kafka) jumps are expected: behavior-events also carries the
+        # events the engine derives (a challenge completed), written in batch transactions, and
+        # a read_committed reader steps over their markers and over the killed batch's aborted
+        # records. There the views above, equal to the model's, are the check.
+        snapshots = [] if broker_kind == "kafka" else await redis.hvals(keys.WORKER_METRICS)
         assert not [
             line
             for text in snapshots
