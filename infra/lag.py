@@ -165,7 +165,7 @@ class OffsetReader:
                     committed[(group, tp.topic, tp.partition)] = int(meta.offset)
         wanted = sorted({(topic, partition) for _, topic, partition in committed})
         ends = self._end_offsets(admin, wanted)
-        return Snapshot(time.time(), ends, committed)
+        return Snapshot(time.time(), ends, self._past_markers(committed, ends))
 
     def _end_offsets(self, admin: Any, wanted: list[TopicPartition]) -> dict[TopicPartition, int]:
         if not wanted:
@@ -228,6 +228,50 @@ class OffsetReader:
             return ends
         finally:
             consumer.close()
+
+    def _past_markers(
+        self, committed: dict[GroupPartition, int], ends: Mapping[TopicPartition, int]
+    ) -> dict[GroupPartition, int]:
+        """Committed offsets moved over what no consumer will ever read: transaction markers and
+        aborted records.
+
+        Under exactly-once a group commits one past the last record it read, and the batch's
+        commit marker comes after that record: a partition whose consumer is done would show a
+        lag of 1 for good (and a STOP status). A read_committed fetch from the committed offset
+        tells: its first record is the first one really waiting; none at all, with the position at
+        the end, means nothing waits. Only partitions with a lag are probed, one fetch each.
+        """
+        lagging = sorted({(t, p, c) for (_, t, p), c in committed.items() if 0 <= c < ends.get((t, p), c)})
+        if not lagging:
+            return committed
+        readable: dict[tuple[str, int, int], int] = {}
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id="elimu-lag",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=10,
+            max_partition_fetch_bytes=1024,
+            request_timeout_ms=max(self.timeout_ms, 1000),
+            **admin_security(),
+        )
+        try:
+            deadline = time.monotonic() + HIGH_WATERMARK_WAIT_S
+            for topic, partition, offset in lagging:
+                if time.monotonic() > deadline:
+                    break  # the rest keep their plain lag this time
+                tp = KafkaTopicPartition(topic, partition)
+                consumer.assign([tp])
+                consumer.seek(tp, offset)
+                records = consumer.poll(timeout_ms=200, max_records=1).get(tp, [])
+                if records:
+                    readable[(topic, partition, offset)] = int(records[0].offset)
+                elif consumer.position(tp) >= ends[(topic, partition)]:
+                    readable[(topic, partition, offset)] = ends[(topic, partition)]
+        finally:
+            consumer.close()
+        return {(g, t, p): readable.get((t, p, c), c) for (g, t, p), c in committed.items()}
 
 
 def read_offsets(bootstrap: str, timeout_s: float = 10.0) -> Snapshot:

@@ -8,6 +8,7 @@ first unconsumed message.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from infra.lag import (
     OffsetReader,
     load_history,
     read_lag_report,
+    read_offsets,
     stored_report,
 )
 from models.lag import GroupLag, GroupStatus, LagReport, PartitionStatus, Snapshot
+from scripts.kafka_dist import BrokerKind
 from tests.conftest import create_topic
 
 pytestmark = pytest.mark.integration
@@ -277,3 +280,30 @@ async def test_end_offsets_count_every_record_of_a_batch(cluster: Cluster, uniqu
     report = await read_lag_report(None, cluster.bootstrap)
     (p,) = group(report, g).partitions
     assert (p.committed, p.end, p.lag) == (3, 7, 4)
+
+
+async def test_a_transaction_marker_is_not_lag(
+    kafka_bootstrap: str, broker_kind: BrokerKind, unique: str
+) -> None:
+    """Under exactly-once a group commits one past its last record; the commit marker after it
+    must not read as a message waiting (lag 1 and a STOP status for good)."""
+    if broker_kind == "tansu":
+        pytest.skip("Tansu has no transactions, so no markers")
+    topic = await create_topic(kafka_bootstrap, f"marker-{unique}")
+    group = f"eos-{unique}"
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"lag-{unique}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for _ in range(3):
+                await producer.send(topic, b"x", partition=0)
+            await producer.send_offsets_to_transaction({TopicPartition(topic, 0): 3}, group)
+        # An aborted transaction after it: its records and marker are not lag either.
+        await producer.begin_transaction()
+        await producer.send(topic, b"never", partition=0)
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    snapshot = await asyncio.to_thread(read_offsets, kafka_bootstrap)
+    assert snapshot.ends[(topic, 0)] == 6  # 3 records, a commit marker, 1 aborted, an abort marker
+    assert snapshot.committed[(group, topic, 0)] == 6
