@@ -100,6 +100,39 @@ class Distribution:
         ]
 
 
+#: The distribution's shell tools (bin/*.sh in the Apache Kafka tarball) and the class each runs,
+#: so that deploy/kafka/start.sh and setup.sh run here as they run in the compose image.
+TOOLS = {
+    "kafka-server-start.sh": "kafka.Kafka",
+    "kafka-storage.sh": "kafka.tools.StorageTool",
+    "kafka-configs.sh": "kafka.admin.ConfigCommand",
+    "kafka-acls.sh": "org.apache.kafka.tools.AclCommand",
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
+    "kafka-consumer-groups.sh": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "kafka-broker-api-versions.sh": "org.apache.kafka.tools.BrokerApiVersionsCommand",
+}
+
+
+def write_tools(dist: Distribution) -> Path:
+    """``<cache>/.../home`` with ``bin/<tool>.sh`` wrappers: a ``KAFKA_HOME`` for the deploy
+    scripts. ``KAFKA_HEAP_OPTS`` sets the server's heap, as in the tarball's scripts."""
+    home = dist.libs.parent / "home"
+    (home / "bin").mkdir(parents=True, exist_ok=True)
+    log4j = POM.parent / "log4j2.properties"
+    for tool, main_class in TOOLS.items():
+        heap = "${KAFKA_HEAP_OPTS:--Xmx512m}" if tool == "kafka-server-start.sh" else "-Xmx256m"
+        script = (
+            "#!/bin/sh\n"
+            f"exec {dist.java} {heap} -Dlog4j2.configurationFile={log4j} "
+            f'-cp "{dist.classpath}" {main_class} "$@"\n'
+        )
+        path = home / "bin" / tool
+        if not path.exists() or path.read_text() != script:
+            path.write_text(script)
+            path.chmod(0o755)
+    return home
+
+
 def resolve_jars(libs: Path, log: Path | None = None) -> None:
     """`mvn dependency:copy-dependencies` into ``libs``, atomically."""
     mvn = shutil.which("mvn")
