@@ -15,12 +15,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(VENV)/.installed
-	-PYTHON=$(BIN)/python bash scripts/ensure_java.sh
+	-PYTHON=$(BIN)/python bash scripts/ensure_kafka.sh
 	$(BIN)/elimu up
 
 test: $(VENV)/.installed
 	bash scripts/ensure_chromium.sh
-	PYTHON=$(BIN)/python bash scripts/ensure_java.sh
+	PYTHON=$(BIN)/python bash scripts/ensure_kafka.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
@@ -31,7 +31,7 @@ lint: $(VENV)/.installed
 # 30 min at 1,000 events/s with a trickle of hostile input (ELIMU_SOAK_S, ELIMU_SOAK_RATE);
 # figures in .elimu/soak.md. The test sets its own timeout from the duration.
 soak: $(VENV)/.installed
-	PYTHON=$(BIN)/python bash scripts/ensure_java.sh
+	PYTHON=$(BIN)/python bash scripts/ensure_kafka.sh
 	$(BIN)/python -m pytest -q -m slow -p no:randomly -rA tests/soak
 
 bench: $(VENV)/.installed

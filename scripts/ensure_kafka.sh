@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure a Java 17+ runtime and Maven are installed for the embedded Apache Kafka broker
-# (scripts/kafka_dist.py), then resolve its pinned jars into the cache once. Run by `make run`
-# and `make test`. On a machine where neither can be had, `make run` goes on with the Tansu
+# (scripts/kafka_dist.py), and kcat for the tests that produce with a client not ours, then
+# resolve the broker's pinned jars into the cache once. Run by `make run`, `make test`, `make soak`. On a machine where neither can be had, `make run` goes on with the Tansu
 # broker (elimu up prints why); `make test` cannot, since its tests run on both brokers.
 set -euo pipefail
 
@@ -15,17 +15,18 @@ java_ok() {
 missing=()
 java_ok || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "ensure_java: installing Debian's ${missing[*]}" >&2
+        echo "ensure_kafka: installing Debian's ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
-            echo "ensure_java: apt-get install ${missing[*]} FAILED" >&2
+            echo "ensure_kafka: apt-get install ${missing[*]} FAILED" >&2
             exit 1
         fi
     else
-        echo "ensure_java: ${missing[*]} missing and cannot be installed here (needs root and apt-get)" >&2
+        echo "ensure_kafka: ${missing[*]} missing and cannot be installed here (needs root and apt-get)" >&2
         exit 1
     fi
 fi
