@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint soak bench clean
+.PHONY: run test lint soak cluster bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(VENV)/.installed
 soak: $(VENV)/.installed
 	PYTHON=$(BIN)/python bash scripts/ensure_kafka.sh
 	$(BIN)/python -m pytest -q -m slow -p no:randomly -rA tests/soak
+
+# Three Apache Kafka brokers on loopback, one SIGKILLed mid-stream (docs/operations.md).
+cluster: $(VENV)/.installed
+	PYTHON=$(BIN)/python bash scripts/ensure_kafka.sh
+	$(BIN)/python -m pytest -q -m cluster -p no:randomly -rA -s tests/cluster
 
 bench: $(VENV)/.installed
 	$(BIN)/elimu bench
