@@ -15,7 +15,9 @@ import websockets
 from kafka import KafkaProducer
 
 from api.auth import issue_token
+from models.risk_features import DAY_MS
 from tests.conftest import wait_until
+from tests.integration.oracle import expected_views
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -42,6 +44,37 @@ def kafka_python_send(bootstrap: str, topic: str, values: list[dict[str, Any]]) 
     producer.close()
 
 
+def lesson_event(now: int) -> dict[str, Any]:
+    return {
+        "event_id": "w-1",
+        "user_id": "u-42",
+        "type": "lesson_complete",
+        "ts": now - 1000,
+        "props": {"lesson_id": "L1", "score": 87},
+    }
+
+
+def assessment_event(now: int) -> dict[str, Any]:
+    return {
+        "event_id": "w-2",
+        "user_id": "u-42",
+        "type": "assessment_complete",
+        "ts": now - 500,
+        "props": {"score": 91},
+    }
+
+
+def quiet_day(now: int) -> int:
+    """``now`` moved back by whole days until neither event completes that day's challenge."""
+    for days_back in range(6):
+        at = now - days_back * DAY_MS
+        alone = expected_views([lesson_event(at)], now)["u-42"]["xp"]
+        both = expected_views([lesson_event(at), assessment_event(at)], now)["u-42"]["xp"]
+        if (alone, both) == (65, 245):
+            return at
+    raise AssertionError("every day of the last six has a challenge these events complete")
+
+
 async def test_produce_to_websocket_http_and_replay_after_reconnect(
     fresh_kafka: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -50,7 +83,10 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
     api, url = start_api(env, tmp_path / "api.log")
     token = issue_token(TEST_SECRET, "u-42")
     headers = {"Authorization": f"Bearer {token}"}
-    now = int(time.time() * 1000)
+    # A day (within the dedup window) whose daily challenge neither event completes: on other days
+    # a derived challenge event adds its own push and XP, on its own schedule.
+    now = quiet_day(int(time.time() * 1000))
+    want = expected_views([lesson_event(now), assessment_event(now)], int(time.time() * 1000))["u-42"]
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             await wait_ready(http, worker)
@@ -62,13 +98,7 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 await ws.send(orjson.dumps({"op": "subscribe", "channel": "leaderboard:all_time"}).decode())
                 assert (await recv_json(ws))["channel"] == "leaderboard:all_time"
 
-                first = {
-                    "event_id": "w-1",
-                    "user_id": "u-42",
-                    "type": "lesson_complete",
-                    "ts": now - 1000,
-                    "props": {"lesson_id": "L1", "score": 87},
-                }
+                first = lesson_event(now)
                 kafka_python_send(fresh_kafka, "behavior-events", [first])
                 msg = await recv_until(ws, lambda m: m.get("type") == "engagement")
                 assert msg["channel"] == "user:u-42"
@@ -84,16 +114,10 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
             r = await http.get("/v1/users/u-42", headers=headers)
             assert r.status_code == 200
             view = r.json()
-            assert view["xp"] == 65 and view["level"]["level"] == 1 and view["streak"]["current"] == 1
+            assert view["xp"] == 65 and view["level"]["level"] == 1
 
             # While the client is away, two more events happen; the second one is a duplicate.
-            second = {
-                "event_id": "w-2",
-                "user_id": "u-42",
-                "type": "assessment_complete",
-                "ts": now - 500,
-                "props": {"score": 91},
-            }
+            second = assessment_event(now)
             kafka_python_send(fresh_kafka, "behavior-events", [second, second])
 
             async def xp_now() -> Any:
@@ -102,8 +126,10 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
 
             view = await wait_until(xp_now, timeout=30, what="second event applied")
             # 100 for the assessment + 30 for the first_assessment badge + level 2 (+50) = 245
-            assert view["xp"] == 245, view
+            assert view["xp"] == 245 == want["xp"], view
             assert view["level"]["level"] == 2
+            # As of today: alive only if the chosen day was today or yesterday.
+            assert {k: view["streak"][k] for k in want["streak"]} == want["streak"]
 
             async with websockets.connect(ws_url) as ws:
                 await ws.send(
