@@ -33,12 +33,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from api.auth import issue_token
+from api.config import ApiConfig
 from infra.kafka import ensure_topics
 from infra.net import free_port, wait_for_port
 from scripts.embedded import start_broker, start_redis
 from scripts.kafka_dist import BrokerKind
 from scripts.service import Service
 from scripts.simulator import TrafficModel
+from streams.transactions import GUARANTEE_VAR
 
 SECRET = "bench-secret-not-for-production-0123456789"
 PARTITIONS = 8
@@ -148,8 +150,20 @@ def _processed(metrics_url: str) -> float:
     )
 
 
-def throughput(events: int, users: int, workers: int = 1) -> dict[str, Any]:
-    with bench_stack() as st:
+#: The configurations `elimu bench brokers` compares on the same data in one run.
+BROKER_RUNS: tuple[tuple[str, BrokerKind, str], ...] = (
+    ("tansu, at-least-once", "tansu", "at_least_once"),
+    ("Apache Kafka, at-least-once", "kafka", "at_least_once"),
+    ("Apache Kafka, exactly-once", "kafka", "exactly_once"),
+)
+
+
+def throughput(
+    events: int, users: int, workers: int = 1, kind: BrokerKind = "tansu", guarantee: str | None = None
+) -> dict[str, Any]:
+    with bench_stack(kind) as st:
+        if guarantee:
+            st.env[GUARANTEE_VAR] = guarantee
         asyncio.run(_produce_events(st.kafka, events, users))
         raw = asyncio.run(_raw_consume_rate(st.kafka, events))
         ports = [free_port() for _ in range(workers)]
@@ -183,6 +197,8 @@ def throughput(events: int, users: int, workers: int = 1) -> dict[str, Any]:
             for p in procs:
                 _stop(p)
     return {
+        "broker": kind,
+        "guarantee": guarantee or "default",
         "events": events,
         "users": users,
         "workers": workers,
@@ -201,12 +217,14 @@ async def _latency_run(st: Stack, api: str, rate: float, seconds: float, users: 
     lat: list[float] = []
     ws_url = api.replace("http", "ws") + f"/v1/ws?token={token}"
     async with websockets.connect(ws_url, max_size=None) as ws:
+        # Paced under the API's per-connection op rate (api/config.py), which refuses a burst.
+        pace = 1.0 / ApiConfig().ws_op_rate_per_s
         for u in model.users:
             await ws.send(orjson.dumps({"op": "subscribe", "channel": f"user:{u}"}).decode())
-        for _ in range(users):
             reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             if reply.get("op") != "subscribed":
                 raise RuntimeError(f"subscribe failed: {reply}")
+            await asyncio.sleep(pace)
 
         async def receive() -> None:
             async for raw in ws:
@@ -241,8 +259,8 @@ async def _latency_run(st: Stack, api: str, rate: float, seconds: float, users: 
     return lat
 
 
-def latency(rate: float, seconds: float, users: int) -> dict[str, Any]:
-    with bench_stack() as st:
+def latency(rate: float, seconds: float, users: int, kind: BrokerKind = "tansu") -> dict[str, Any]:
+    with bench_stack(kind) as st:
         port = free_port()
         env = {**st.env, "ELIMU_API_PORT": str(port)}
         worker = _spawn(["worker"], env, st.data_dir / "worker.log")
@@ -298,7 +316,11 @@ def main(argv: list[str]) -> int:
 
         return quix_main(argv[1:])
     p = argparse.ArgumentParser(prog="elimu bench")
-    p.add_argument("what", nargs="?", default="all", choices=("throughput", "latency", "all"))
+    p.add_argument("what", nargs="?", default="all", choices=("throughput", "latency", "all", "brokers"))
+    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu", help="for throughput and latency")
+    p.add_argument(
+        "--guarantee", choices=("exactly_once", "at_least_once"), help="default: the broker's best"
+    )
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--rate", type=float, default=1000.0)
@@ -306,8 +328,25 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=1, help="workers for the throughput run")
     args = p.parse_args(argv)
     results: dict[str, Any] = {}
+    if args.what == "brokers":
+        # Same events, same users, one after another in this run: read the ratios.
+        runs = results["brokers"] = [
+            {"name": name, **throughput(args.events, args.users, args.workers, kind, guarantee)}
+            for name, kind, guarantee in BROKER_RUNS
+        ]
+        base = runs[0]["worker_eps"]
+        for r in runs:
+            print(
+                f"{r['name']:<30} {r['worker_eps']:>8,.0f} events/s"
+                f" ({r['worker_eps'] / base:.2f}x the first);"
+                f" raw aiokafka {r['raw_aiokafka_eps']:,.0f}/s (ratio {r['ratio']:.3f})",
+                flush=True,
+            )
+        for kind in ("tansu", "kafka"):
+            r = results[f"latency_{kind}"] = latency(args.rate, args.seconds, min(args.users, 100), kind)
+            print(f"latency on {kind}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
     if args.what in ("throughput", "all"):
-        results["throughput"] = throughput(args.events, args.users, args.workers)
+        results["throughput"] = throughput(args.events, args.users, args.workers, args.broker, args.guarantee)
         t = results["throughput"]
         print(
             f"throughput: {t['worker_eps']:,.0f} events/s through {t['workers']} worker(s);"
@@ -317,7 +356,7 @@ def main(argv: list[str]) -> int:
         )
     if args.what in ("latency", "all"):
         # One connection watching 100 users' channels (the API's per-connection limit).
-        results["latency"] = latency(args.rate, args.seconds, min(args.users, 100))
+        results["latency"] = latency(args.rate, args.seconds, min(args.users, 100), args.broker)
         r = results["latency"]
         print(
             f"latency at {r['rate']:.0f} ev/s for {r['seconds']:.0f}s:"
