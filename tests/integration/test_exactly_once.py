@@ -26,11 +26,26 @@ from scripts.kafka_dist import BrokerKind
 from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
 from tests.integration.processes import stack_env, start_worker
-from tests.integration.test_worker import NOW, event, produce, user_views, wait_for_views
+from tests.integration.test_worker import NOW, produce, random_events, user_views, wait_for_views
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PARTITIONS = 4  # fresh_kafka's topics
+TYPES = ["lesson_complete", "quiz_complete", "interview_session_complete", "career_research"]
+
+
+def pushed_once(pushes: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """(event ids pushed more than once, users whose pushes add up to more XP than the model's).
+    Derived events' ids ("challenge:<day>") are per user, so (user, id) pairs are counted."""
+    pushed_xp: Counter[str] = Counter()
+    for push in pushes:
+        pushed_xp[push["user_id"]] += push["xp_gained"]
+    listed = Counter((push["user_id"], i) for push in pushes for i in push["event_ids"])
+    twice = sum(1 for n in listed.values() if n > 1)
+    over = sum(1 for u, view in expected.items() if pushed_xp[u] > view["xp"])
+    lost = [u for u, view in expected.items() if pushed_xp[u] < view["xp"]]
+    assert not lost, f"pushes add up to less XP than the state for {lost[:5]}"
+    return twice, over
 
 
 async def read_committed(bootstrap: str, topic: str, partitions: int) -> list[dict[str, Any]]:
@@ -58,19 +73,7 @@ async def test_each_effect_once_across_a_rebalance_and_a_sigkill_mid_batch(
 ) -> None:
     rng = random.Random(11)
     users = [f"x-{i}" for i in range(30)]
-    types = ["lesson_complete", "quiz_complete", "interview_session_complete", "career_research"]
-    events = [
-        event(
-            f"x-e{i}",
-            rng.choice(users),
-            rng.choice(types),
-            minutes_ago=rng.randint(0, 2 * 24 * 60),
-            score=rng.randint(50, 100),
-            category="behavioral",
-            duration_s=600,
-        )
-        for i in range(2400)
-    ]
+    events = random_events(rng, users, 2400, TYPES, days=2)
     bad = [f'{{"broken": {i}'.encode() for i in range(20)]  # each not JSON, each distinct
     expected = expected_views(events, NOW)
     env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6")
@@ -98,30 +101,19 @@ async def test_each_effect_once_across_a_rebalance_and_a_sigkill_mid_batch(
         await wait_for_views(redis, expected, b, timeout=180)
 
         pushes = await read_committed(fresh_kafka, ENGAGEMENT_UPDATES, PARTITIONS)
-        pushed_xp: Counter[str] = Counter()
-        for push in pushes:
-            pushed_xp[push["user_id"]] += push["xp_gained"]
-        # Derived events' ids ("challenge:<day>") are per user: count (user, id) pairs.
-        listed = Counter((push["user_id"], i) for push in pushes for i in push["event_ids"])
+        twice, overcounted = pushed_once(pushes, expected)
         dead = [
             d for d in await read_committed(fresh_kafka, DEAD_LETTER, 1) if d["topic"] == "behavior-events"
         ]
         dead_per_record = Counter(d["raw_sha256"] for d in dead)
-        want_xp = {u: expected[u]["xp"] for u in users if u in expected}
-
-        twice = sum(1 for n in listed.values() if n > 1)
-        overcounted = sum(1 for u in want_xp if pushed_xp[u] > want_xp[u])
         print(  # the counts for the record (pytest -s)
             f"\n[{broker_kind}] pushes {len(pushes)}, ids pushed twice {twice}, users whose pushes "
             f"overcount XP {overcounted}, dead letters {len(dead)} for {len(bad)} bad records"
         )
         assert len(dead_per_record) == len(bad)
         if broker_kind == "kafka":
-            assert dict(pushed_xp) == want_xp
-            assert max(listed.values()) == 1
+            assert (twice, overcounted) == (0, 0)
             assert len(dead) == len(bad)
-        else:
-            assert all(pushed_xp[u] >= xp for u, xp in want_xp.items())
     finally:
         a.stop()
         if b is not None:

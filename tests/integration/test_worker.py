@@ -42,6 +42,25 @@ async def produce(kafka: str, topic: str, values: list[Any], key_field: str = "u
         await producer.stop()
 
 
+def random_events(
+    rng: random.Random, users: list[str], n: int, types: list[str], days: int
+) -> list[dict[str, Any]]:
+    """``n`` scored events of ``types`` by ``users`` over the last ``days``, ids ``<user prefix>-e<i>``."""
+    prefix = users[0].split("-")[0]
+    return [
+        event(
+            f"{prefix}-e{i}",
+            rng.choice(users),
+            rng.choice(types),
+            minutes_ago=rng.randint(0, days * 24 * 60),
+            score=rng.randint(50, 100),
+            category="behavioral",
+            duration_s=600,
+        )
+        for i in range(n)
+    ]
+
+
 async def user_views(redis: Redis, users: list[str]) -> dict[str, dict[str, Any]]:
     raws = await redis.mget([keys.user_state(u) for u in users])
     return {u: orjson.loads(r) for u, r in zip(users, raws, strict=True) if r}
@@ -134,18 +153,7 @@ async def test_sigkill_mid_stream_loses_nothing_doubles_nothing_and_redis_rebuil
     rng = random.Random(3)
     users = [f"k-{i}" for i in range(40)]
     types = ["lesson_complete", "quiz_complete", "interview_session_complete", "job_apply", "career_research"]
-    events = [
-        event(
-            f"k-e{i}",
-            rng.choice(users),
-            rng.choice(types),
-            minutes_ago=rng.randint(0, 3 * 24 * 60),
-            score=rng.randint(50, 100),
-            category="behavioral",
-            duration_s=600,
-        )
-        for i in range(3000)
-    ]
+    events = random_events(rng, users, 3000, types, days=3)
     # A producer retrying: some events are sent twice.
     sent = events + rng.sample(events, 300)
     expected = expected_views(events, NOW)
