@@ -54,6 +54,9 @@ OPS_LAG_TYPE = "lag"
 HISTORY_TTL_S = 24 * 3600
 #: How long a read waits for the fetches that give the true end offsets (see ``_high_watermarks``).
 HIGH_WATERMARK_WAIT_S = 2.0
+#: How long a read waits for the fetches that step committed offsets over transaction markers
+#: (see ``_past_markers``); partitions not answered by then keep their plain lag this time.
+MARKER_PROBE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -239,11 +242,20 @@ class OffsetReader:
         commit marker comes after that record: a partition whose consumer is done would show a
         lag of 1 for good (and a STOP status). A read_committed fetch from the committed offset
         tells: its first record is the first one really waiting; none at all, with the position at
-        the end, means nothing waits. Only partitions with a lag are probed, one fetch each.
+        the end, means nothing waits. Only partitions with a lag are probed, all at once.
         """
         lagging = sorted({(t, p, c) for (_, t, p), c in committed.items() if 0 <= c < ends.get((t, p), c)})
         if not lagging:
             return committed
+        # Usually one committed offset per partition; several groups on one partition with
+        # different offsets take a round each.
+        rounds: list[dict[tuple[str, int], int]] = []
+        for topic, partition, offset in lagging:
+            free = next((r for r in rounds if (topic, partition) not in r), None)
+            if free is None:
+                free = {}
+                rounds.append(free)
+            free[(topic, partition)] = offset
         readable: dict[tuple[str, int, int], int] = {}
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -257,18 +269,24 @@ class OffsetReader:
             **admin_security(),
         )
         try:
-            deadline = time.monotonic() + HIGH_WATERMARK_WAIT_S
-            for topic, partition, offset in lagging:
-                if time.monotonic() > deadline:
-                    break  # the rest keep their plain lag this time
-                tp = KafkaTopicPartition(topic, partition)
-                consumer.assign([tp])
-                consumer.seek(tp, offset)
-                records = consumer.poll(timeout_ms=200, max_records=1).get(tp, [])
-                if records:
-                    readable[(topic, partition, offset)] = int(records[0].offset)
-                elif consumer.position(tp) >= ends[(topic, partition)]:
-                    readable[(topic, partition, offset)] = ends[(topic, partition)]
+            deadline = time.monotonic() + MARKER_PROBE_WAIT_S
+            for probe in rounds:
+                tps = {KafkaTopicPartition(t, p): (t, p) for t, p in probe}
+                consumer.assign(list(tps))
+                for tp, key in tps.items():
+                    consumer.seek(tp, probe[key])
+                waiting = set(tps)
+                while waiting and time.monotonic() < deadline:
+                    for tp, records in consumer.poll(timeout_ms=50).items():
+                        if tp in waiting and records:
+                            key = tps[tp]
+                            readable[(*key, probe[key])] = int(records[0].offset)
+                            waiting.discard(tp)
+                    for tp in list(waiting):
+                        key = tps[tp]
+                        if consumer.position(tp) >= ends[key]:
+                            readable[(*key, probe[key])] = ends[key]  # only markers and aborts
+                            waiting.discard(tp)
         finally:
             consumer.close()
         return {(g, t, p): readable.get((t, p, c), c) for (g, t, p), c in committed.items()}

@@ -15,8 +15,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether 127.0.0.1:``port`` can be bound now (a previous run's port, to reuse)."""
+    """Whether 127.0.0.1:``port`` can be bound now (a previous run's port, to reuse). With
+    SO_REUSEADDR, as servers bind: the stopped server's connections in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

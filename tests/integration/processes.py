@@ -74,9 +74,13 @@ def stack_env(kafka: str, redis: str, data_dir: Path, **extra: str) -> dict[str,
 
 
 def start_worker(env: dict[str, str], log: Path) -> Proc:
-    """A worker named after its log file, unless ``env`` names it: a worker restarted with the
-    same log takes over its predecessor's transactions (streams/transactions.py)."""
-    return Proc(["worker"], {"ELIMU_WORKER_NAME": log.stem, **env}, log).start()
+    """A worker named after its log file and its test's directory, unless ``env`` names it: a
+    worker restarted with the same log takes over its predecessor's transactions
+    (streams/transactions.py), and no two tests share a transactional id on the session's
+    broker (a SIGKILLed worker's open transaction, on topics the next test's reset deleted, would
+    hold up the next worker of that name)."""
+    name = f"{log.parent.name}-{log.stem}"
+    return Proc(["worker"], {"ELIMU_WORKER_NAME": name, **env}, log).start()
 
 
 def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:
