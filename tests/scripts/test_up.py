@@ -148,12 +148,22 @@ def test_up_restarts_a_killed_worker_keeps_serving_and_ctrl_c_stops_everything(t
         assert not [pid for pid in pids if running(pid)], logs()
         assert {p["state"] for p in processes().values()} == {"stopped"}
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        _stop_up(up)
         for pid in pids:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _stop_up(up: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, so that `elimu up` stops the broker and Redis it started in their own sessions (a
+    SIGKILL would leave them running for the rest of the test session); SIGKILL if that hangs."""
+    if up.poll() is None:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
 
 
 def _start_up(tmp_path: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -223,9 +233,7 @@ def test_up_on_apache_kafka_keeps_every_state_and_offset_across_a_restart(tmp_pa
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, out.read_text()
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        _stop_up(up)
 
     # Redis's AOF would hand the views back by itself: remove it, so that what is served after
     # the restart can only come from the broker's changelogs.
@@ -247,6 +255,4 @@ def test_up_on_apache_kafka_keeps_every_state_and_offset_across_a_restart(tmp_pa
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, out.read_text()
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        _stop_up(up)
