@@ -1,8 +1,9 @@
 """Shared fixtures: real brokers (Apache Kafka and Tansu) and a real Redis, each on a free port.
 
 Brokers and Redis are session-scoped because starting them is not free; tests isolate themselves
-by using unique topic names, consumer groups, user ids or Redis databases. A test that asks for
-a broker (``kafka_bootstrap``, ``fresh_kafka``) runs once on each kind (``broker_kind``).
+by using unique topic names, consumer groups, user ids or Redis databases. An integration test
+that asks for a broker (``kafka_bootstrap``, ``fresh_kafka``) runs once on each kind
+(``broker_kind``); any other test that asks for one runs on Apache Kafka.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ def brokers_under_test() -> tuple[BrokerKind, ...]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every test that touches a broker runs once per broker kind; the brokers themselves are
-    # session-scoped (below), so the parameter only chooses which running broker a test gets.
+    # Every integration test (the engine's processes on a broker) runs once per broker kind; a
+    # test that only uses a broker as a place to put records (the API's, the CLI's) runs on the
+    # first of them, Apache Kafka, the production broker. The brokers themselves are session-
+    # scoped (below), so the parameter only chooses which running broker a test gets.
     if "broker_kind" in metafunc.fixturenames:
-        metafunc.parametrize("broker_kind", brokers_under_test(), scope="function")
+        kinds = brokers_under_test()
+        if metafunc.definition.get_closest_marker("integration") is None:
+            kinds = kinds[:1]
+        metafunc.parametrize("broker_kind", kinds, scope="function")
 
 
 @pytest.fixture(scope="session")

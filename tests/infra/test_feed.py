@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from infra.feed import TopicFeed, read_range
 from infra.signing import RecordSigner
 from tests.conftest import create_topic
+
+# How the workers read the broadcast depends on the broker (ListOffsets, fetch waits): both kinds.
+pytestmark = pytest.mark.integration
 
 
 def forbidden(key: bytes | None, offset: int) -> None:
