@@ -23,6 +23,21 @@ from tests.hostile.kit import PARTITIONS, Stack, wait_ready
 from tests.integration.processes import stack_env, start_api, start_worker
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``one_broker`` module's stack is built on the first broker kind only."""
+    first = brokers_under_test()[0]
+    skipped = [
+        item
+        for item in items
+        if item.get_closest_marker("one_broker") is not None
+        and getattr(item, "callspec", None) is not None
+        and item.callspec.params.get("stack", first) != first  # type: ignore[attr-defined]
+    ]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if item not in skipped]
+
+
 @pytest.fixture(scope="module", params=brokers_under_test())
 def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
     root: Path = tmp_path_factory.mktemp("hostile")

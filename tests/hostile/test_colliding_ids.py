@@ -31,7 +31,8 @@ from tests.hostile.kit import (
     wait_xp,
 )
 
-pytestmark = pytest.mark.integration
+# The API and Redis are under attack here, not the broker: Apache Kafka only.
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 COLLIDING = [
     "books",

@@ -34,7 +34,8 @@ from api.commands import COMMAND_TIMEOUT_S
 from tests.hostile.fuzz import fresh_seed
 from tests.hostile.kit import Stack, admin_headers, honest_event_applied, user_headers
 
-pytestmark = pytest.mark.integration
+# The API and Redis are under attack here, not the broker: Apache Kafka only.
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 EXAMPLES = int(os.environ.get("ELIMU_OPENAPI_EXAMPLES", "25"))
 FUZZ_USER = "openapi-fuzz"
