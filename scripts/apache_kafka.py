@@ -133,8 +133,8 @@ def server_properties(
 
 
 def _write_properties(path: Path, props: Mapping[str, str]) -> None:
-    # Java properties: a backslash or a leading space would change the value; ours have neither
-    # except the JAAS lines, whose backslash-free form is passed in by the caller.
+    # Java properties: a backslash in a value would start an escape. Ours are paths, ports and
+    # words; a caller passing a JAAS line passes it on one line, without continuation backslashes.
     path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
 
 
