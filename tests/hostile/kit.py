@@ -98,10 +98,12 @@ async def producer(kafka: str) -> AsyncIterator[AIOKafkaProducer]:
 
 async def produce_all(kafka: str, records: Sequence[Outgoing]) -> list[Origin]:
     """Send every record in one go (no await between them) and return where each landed."""
-    landed = await offer_all(kafka, records)
-    refused = [(i, why) for i, (origin, why) in enumerate(landed) if origin is None]
-    assert not refused, f"the broker refused records: {refused[:5]}"
-    return [origin for origin, _ in landed if origin is not None]
+    async with producer(kafka) as p:
+        futures = [
+            await p.send(topic, value, key=key, headers=headers) for topic, key, value, headers in records
+        ]
+        metas = [await f for f in futures]
+    return [(m.topic, m.partition, m.offset) for m in metas]
 
 
 async def offer_all(kafka: str, records: Sequence[Outgoing]) -> list[tuple[Origin | None, str]]:
