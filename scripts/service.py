@@ -27,16 +27,18 @@ class Service:
             self.proc.wait()
 
 
-def launch(args: list[str], log_path: Path | None) -> subprocess.Popen[bytes]:
+def launch(
+    args: list[str], log_path: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a server in its own session (Ctrl-C reaches only our launcher), logging to
-    ``log_path`` (appended) or nowhere."""
+    ``log_path`` (appended) or nowhere, with ``env`` (default: ours)."""
     if log_path is None:
         return subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
         )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def launch_listening(args: list[str], port: int, log_path: Path | None) -> subprocess.Popen[bytes]:

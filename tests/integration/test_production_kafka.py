@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from infra.net import free_port, wait_for_port
 from infra.topics import BEHAVIOR_EVENTS, ENGAGEMENT_UPDATES, USER_COMMANDS
 from scripts.apache_kafka import new_cluster_id, wait_serving
 from scripts.kafka_dist import distribution, write_tools
-from scripts.service import Service
+from scripts.service import Service, launch
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 
@@ -76,7 +77,7 @@ def production_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         KAFKA_ADMIN_PASSWORD=PASSWORDS["admin"],
         KAFKA_HEAP_OPTS="-Xmx512m",
     )
-    proc = launch_env(["bash", str(DEPLOY / "start.sh")], env, root / "kafka.log")
+    proc = launch(["bash", str(DEPLOY / "start.sh")], root / "kafka.log", env)
     broker = Service("kafka", proc, f"127.0.0.1:{port}")
     try:
         wait_for_port(port, timeout=90, proc=proc)
@@ -99,11 +100,6 @@ def production_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.address
     finally:
         broker.stop(timeout=30)
-
-
-def launch_env(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def engine_env() -> dict[str, str]:
@@ -133,7 +129,12 @@ async def test_the_compose_kafka_runs_the_engine_and_keeps_outside_producers_to_
             producer = AIOKafkaProducer(bootstrap_servers=production_kafka, **sasl("producer"))
             await producer.start()
             try:
-                event = {"event_id": "prod-1", "user_id": user, "type": "lesson_complete", "ts": now_ms()}
+                event = {
+                    "event_id": "prod-1",
+                    "user_id": user,
+                    "type": "lesson_complete",
+                    "ts": int(time.time() * 1000),
+                }
                 await producer.send_and_wait(BEHAVIOR_EVENTS, orjson.dumps(event), key=user.encode())
                 # ... but it cannot write the engine's own topics (a forged command, say).
                 with pytest.raises(KafkaError, match="TopicAuthorizationFailed"):
@@ -164,9 +165,3 @@ async def test_the_compose_kafka_runs_the_engine_and_keeps_outside_producers_to_
     finally:
         api.stop()
         worker.stop()
-
-
-def now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
