@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorNotAvailableError
 from kafka import KafkaAdminClient
 
 from infra.kafka import ensure_topics
@@ -31,6 +33,27 @@ def _wait_groups_empty(admin: KafkaAdminClient, timeout: float) -> list[str]:
         if time.monotonic() > deadline:
             raise TimeoutError(f"consumer groups still have members after {timeout}s: {busy}")
         time.sleep(0.2)
+
+
+async def stable_members(bootstrap: str, group: str) -> int:
+    """How many members the group has once it is Stable (0 while it is rebalancing or absent).
+
+    aiokafka's raw DescribeGroups, because kafka-python's admin fails to decode the authorized
+    operations Apache Kafka 4 returns for a group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-group-state")
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    except CoordinatorNotAvailableError:  # no member has joined yet
+        return 0
+    finally:
+        await admin.close()
+    for response in responses:
+        for described in response.groups:
+            # (error_code, group_id, state, protocol_type, protocol, members, ...)
+            if described[1] == group and described[0] == 0 and described[2] == "Stable":
+                return len(described[5])
+    return 0
 
 
 def reset_kafka(bootstrap: str, partitions: int = 4) -> None:

@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 
 from api.auth import issue_token
 from infra import keys
+from streams.app import APP_ID
+from tests.brokers import stable_members
 from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
@@ -55,9 +57,18 @@ async def test_two_workers_share_partitions_and_killing_one_loses_and_doubles_no
     produced = 0
     try:
 
+        async def both_members() -> bool:
+            assert first.alive(), first.tail()
+            assert second.alive(), second.tail()
+            return await stable_members(fresh_kafka, APP_ID) == 2
+
+        # Produce only once both workers hold partitions: on Apache Kafka the first worker to join
+        # can drain everything produced before the second one is assigned anything.
+        await wait_until(both_members, timeout=90, what="both workers in a stable group")
+
         async def both_working() -> Any:
-            # Produce in slices until each worker has processed some: on Apache Kafka the first
-            # worker can drain a whole batch of events before the second one has joined.
+            # Produce in slices until each worker has processed some (a later rebalance can still
+            # move partitions while the first slices are consumed).
             nonlocal produced
             assert first.alive(), first.tail()
             assert second.alive(), second.tail()
