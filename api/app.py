@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
 
 from api import redact, ws
 from api.body_limit import BodySizeLimitMiddleware
@@ -31,6 +30,7 @@ from api.state import AppState
 from api.ws_limits import ConnectionBudget
 from infra.channels import ChannelLog
 from infra.lag import LagConfig, LagSampler
+from infra.redis_conn import connect, connect_pubsub
 from infra.settings import Settings
 from infra.signing import RecordSigner
 
@@ -46,9 +46,11 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url)
+        redis = connect(settings.redis_url)
         producer = EventProducer(settings.kafka_bootstrap, signer=RecordSigner(settings.secret()))
-        hub = Hub(redis, subscribe_timeout_s=config.ws_subscribe_timeout_s)
+        # Its own connection: SUBSCRIBE holds one, and on a cluster it goes to one node.
+        pubsub_redis = connect_pubsub(settings.redis_url)
+        hub = Hub(pubsub_redis, subscribe_timeout_s=config.ws_subscribe_timeout_s)
         lag_sampler: LagSampler | None = None
         try:
             await producer.start()
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
                 await lag_sampler.stop()
             app.state.pulse = None
             await hub.stop()
+            await pubsub_redis.aclose()
             await producer.stop()
             await redis.aclose()
 

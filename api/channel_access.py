@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import Enum
 
 from api.auth import Principal
+from models.channels import channel_user
 from models.events import is_valid_id
 from models.leaderboard import PERIODS
 
@@ -27,8 +28,8 @@ def check(principal: Principal, channel: str) -> Access:
         return Access.ALLOWED
     if channel in ADMIN_CHANNELS:
         return Access.ALLOWED if principal.is_admin else Access.FORBIDDEN
-    prefix, sep, user_id = channel.partition(":")
+    user_id = channel_user(channel)
     # A user id that no token could carry (too long, control characters) names no channel.
-    if prefix == "user" and sep and is_valid_id(user_id):
+    if user_id is not None and is_valid_id(user_id):
         return Access.ALLOWED if principal.may_read_user(user_id) else Access.FORBIDDEN
     return Access.UNKNOWN

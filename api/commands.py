@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
-from redis.asyncio import Redis
 
 from api.auth import Principal
 from api.deps import require_user_access
@@ -28,6 +27,7 @@ from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.commands import COMMANDS_TOPIC, await_result
+from infra.redis_conn import RedisClient
 
 Answer = dict[str, Any]
 
@@ -119,6 +119,6 @@ def refused(answer: Answer, statuses: dict[str, int], default: int = 409) -> Api
     return ApiError(statuses.get(code, default), code, message, extra=extra)
 
 
-async def get_json(redis: Redis, key: str) -> Any:
+async def get_json(redis: RedisClient, key: str) -> Any:
     raw = await redis.get(key)
     return None if raw is None else orjson.loads(raw)

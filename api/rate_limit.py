@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from infra import keys
+from infra.redis_conn import RedisClient
 
 # KEYS: bucket   ARGV: rate per second, burst, cost
 _TAKE_LUA = """
@@ -60,7 +59,7 @@ class Decision:
 class RateLimiter:
     """``rate_per_s <= 0`` disables limiting (every call is allowed without touching Redis)."""
 
-    def __init__(self, redis: Redis, scope: str, rate_per_s: float, burst: int) -> None:
+    def __init__(self, redis: RedisClient, scope: str, rate_per_s: float, burst: int) -> None:
         self.redis = redis
         self.scope = scope
         self.rate_per_s = rate_per_s

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from api.config import ApiConfig
@@ -13,6 +12,7 @@ from api.producer import EventProducer
 from api.rate_limit import RateLimiter
 from api.ws_limits import ConnectionBudget
 from infra.channels import ChannelLog
+from infra.redis_conn import RedisClient
 from infra.settings import Settings
 
 
@@ -21,7 +21,7 @@ class AppState:
     settings: Settings
     config: ApiConfig
     secret: str
-    redis: Redis
+    redis: RedisClient
     channels: ChannelLog
     producer: EventProducer
     hub: Hub

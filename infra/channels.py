@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
 
 from infra import keys, redis_errors
+from infra.redis_conn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ HISTORY_TTL_S = 7 * 24 * 3600
 # travel as one JSON argument: redis-py encodes every argument in Python, which cost more than the
 # work. ARGV[1..4] are the limits (``ChannelLog.limits``); a script's own document comes after them.
 # The keys are computed by infra/keys.py, so the layout stays defined once; they are not declared in
-# KEYS, which ties the script to a single Redis (not Cluster).
+# KEYS. On a Redis Cluster each call is routed by one key (KEYS[1]) and carries only keys of that
+# key's slot (streams/serving.py splits a batch by slot), so every key it touches is local.
 #
 # Writes go through ``try``: redis.pcall, so a key Redis refuses (WRONGTYPE, OOM) skips that
 # message and is reported in ``errors`` as {Redis's reason, "<command> <key>"} (kept apart: a key
@@ -185,7 +186,7 @@ class ChannelLog:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         history_size: int = HISTORY_SIZE,
         history_bytes: int = HISTORY_BYTES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -240,7 +241,8 @@ class ChannelLog:
         """Publish one message; returns its id, or 0 when ``dedup_key`` was seen before. Raises
         ``RefusedWrites`` (infra/redis_errors.py) when Redis refused to store it."""
         payload = orjson.dumps(self.encode([Outgoing(channel, type_, data, dedup_key, ts_ms)]))
-        ids, errors = await self._script(keys=[], args=[*self.limits, payload])
+        # The sequence key routes the call on a cluster: every key of a channel shares its slot.
+        ids, errors = await self._script(keys=[keys.channel_seq(channel)], args=[*self.limits, payload])
         redis_errors.check(errors)
         return int(ids[0])
 

@@ -15,16 +15,16 @@ import time
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from infra import keys
+from infra.redis_conn import RedisClient
 
 COMMANDS_TOPIC = "user-commands"
 #: How long answers are kept: longer than any client retry.
 RESULT_TTL_S = 24 * 3600
 
 
-async def await_result(redis: Redis, command_id: str, timeout_s: float) -> dict[str, Any] | None:
+async def await_result(redis: RedisClient, command_id: str, timeout_s: float) -> dict[str, Any] | None:
     """The worker's answer to ``command_id``, or None if none came within ``timeout_s``.
 
     Polls with a short backoff: commands are rare next to events, and a poll needs no connection

@@ -9,11 +9,17 @@ Two namespaces that cannot meet, whatever a client names itself:
   same for all of that user's kinds).
 - shared keys: everything else under ``elimu:``, built by ``_shared``, which refuses a name in
   the user namespace. Their variable parts follow a fixed word (``lb:``, ``ch:``, ``cmd:``...).
-Channel keys are shared keys ``elimu:ch:{<channel>}:<kind>``; a dedup key is a fixed-size digest,
-so no channel name or dedup key can make one channel's key another's.
+Channel keys are shared keys ``elimu:ch:{<channel>}:<kind>``, except a user's channel
+``user:<id>``, whose keys ``elimu:ch:user:{<id>}:<kind>`` carry the user's own hash tag; a dedup
+key is a fixed-size digest, so no channel name or dedup key can make one channel's key another's.
+
+On a Redis Cluster, what one script call touches shares a hash tag: a user's keys and their
+channel's, one other channel's, one leaderboard, the lag sampler's three keys.
 """
 
 from __future__ import annotations
+
+from models.channels import channel_user
 
 PREFIX = "elimu"
 #: Every per-user key, and nothing else, starts with this.
@@ -21,7 +27,7 @@ USER_PREFIX = f"{PREFIX}:u:"
 #: The layout's version, part of the serving epoch's name: bumping it makes every worker
 #: re-project its state under the new names on upgrade (the old keys become garbage; see
 #: docs/operations.md for how to delete them).
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 class KeyspaceError(ValueError):
@@ -58,23 +64,32 @@ def leaderboard(period: str, bucket: str) -> str:
     return _shared(f"lb:{period}:{bucket}")
 
 
+def _channel(channel: str, kind: str) -> str:
+    user_id = channel_user(channel)
+    if user_id is not None:
+        # The user's own hash tag: a batch writes a user's view and the push on their channel in
+        # one slot, so one script call on a Redis Cluster (infra/redis_conn.py).
+        return _shared(f"ch:user:{{{user_id}}}:{kind}")
+    return _shared(f"ch:{{{channel}}}:{kind}")
+
+
 def channel_seq(channel: str) -> str:
-    return _shared(f"ch:{{{channel}}}:seq")
+    return _channel(channel, "seq")
 
 
 def channel_log(channel: str) -> str:
-    return _shared(f"ch:{{{channel}}}:log")
+    return _channel(channel, "log")
 
 
 def channel_bytes(channel: str) -> str:
     """``"<bytes>:<count>"`` held in ``channel_log`` (infra/channels.py keeps the two in step)."""
-    return _shared(f"ch:{{{channel}}}:bytes")
+    return _channel(channel, "bytes")
 
 
 def channel_dedup(channel: str) -> str:
     """The channel's recent dedup keys (a sorted set of fixed-size digests, capped in count:
     infra/channels.py), so a channel's dedup memory is bounded however much it publishes."""
-    return _shared(f"ch:{{{channel}}}:dedup")
+    return _channel(channel, "dedup")
 
 
 def channel_pubsub(channel: str) -> str:
@@ -102,9 +117,10 @@ WORKER_METRICS = _shared("worker-metrics")
 
 #: Consumer-lag sampler (infra/lag.py): a capped list of offset snapshots (newest first), the
 #: latest report built from them, and the lock that lets one API process sample at a time.
-LAG_SAMPLES = _shared("lag:samples")
-LAG_REPORT = _shared("lag:report")
-LAG_SAMPLER_LOCK = _shared("lag:lock")
+# One hash tag: the sampler's commit script touches all three (one slot on a Redis Cluster).
+LAG_SAMPLES = _shared("{lag}:samples")
+LAG_REPORT = _shared("{lag}:report")
+LAG_SAMPLER_LOCK = _shared("{lag}:lock")
 
 
 #: A user's job matches (JSON object job_id -> match) and applications (JSON list), whole views.

@@ -36,12 +36,12 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import OffsetSpec
 from kafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infra import keys
 from infra.channels import ChannelLog
 from infra.kafka_auth import admin_security
+from infra.redis_conn import RedisClient
 from models.lag import DEFAULT_WINDOW_S, GroupPartition, LagReport, Snapshot, TopicPartition, build_report
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def decode_snapshot(raw: bytes | str) -> Snapshot:
     )
 
 
-async def load_history(redis: Redis) -> list[Snapshot]:
+async def load_history(redis: RedisClient) -> list[Snapshot]:
     """The stored snapshots, oldest first (undecodable entries are skipped)."""
     raw: list[bytes | str] = await redis.lrange(keys.LAG_SAMPLES, 0, -1)
     history: list[Snapshot] = []
@@ -336,7 +336,7 @@ async def load_history(redis: Redis) -> list[Snapshot]:
     return history
 
 
-async def stored_report(redis: Redis) -> dict[str, Any] | None:
+async def stored_report(redis: RedisClient) -> dict[str, Any] | None:
     """The report the sampler stored last (the JSON shape of ``GET /v1/ops/lag``), if any."""
     raw = await redis.get(keys.LAG_REPORT)
     if raw is None:
@@ -349,7 +349,7 @@ async def stored_report(redis: Redis) -> dict[str, Any] | None:
 
 
 async def read_lag_report(
-    redis: Redis | None,
+    redis: RedisClient | None,
     bootstrap: str | None,
     now: float | None = None,
     window_s: float = DEFAULT_WINDOW_S,
@@ -415,7 +415,7 @@ class LagSampler:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         bootstrap: str,
         *,
         channels: ChannelLog | None = None,

@@ -16,12 +16,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from redis.asyncio import Redis
 
 from infra import keys
+from infra.redis_conn import RedisClient
 
 
-async def publish_snapshot(redis: Redis, worker_id: str, registry: CollectorRegistry) -> None:
+async def publish_snapshot(redis: RedisClient, worker_id: str, registry: CollectorRegistry) -> None:
     await redis.hset(keys.WORKER_METRICS, worker_id, generate_latest(registry))
 
 
@@ -50,7 +50,7 @@ class _Families:
         return iter(self.families)
 
 
-async def render_live_workers(redis: Redis, max_age_s: float) -> bytes:
+async def render_live_workers(redis: RedisClient, max_age_s: float) -> bytes:
     """Prometheus text for every worker whose heartbeat is younger than ``max_age_s``."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.WORKER_METRICS)

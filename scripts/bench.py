@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -38,6 +38,7 @@ from infra.kafka import ensure_topics
 from infra.net import free_port, wait_for_port
 from scripts.embedded import start_broker, start_redis
 from scripts.kafka_dist import BrokerKind
+from scripts.redis_cluster import RedisClusterService, start_redis_cluster
 from scripts.service import Service
 from scripts.simulator import TrafficModel
 from streams.transactions import GUARANTEE_VAR
@@ -54,12 +55,17 @@ class Stack:
     env: dict[str, str]
 
 
+RedisKind = Literal["single", "cluster"]
+
+
 @contextmanager
-def bench_stack(kind: BrokerKind = "tansu") -> Iterator[Stack]:
+def bench_stack(kind: BrokerKind = "tansu", redis_kind: RedisKind = "single") -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="elimu-bench-") as d:
         data = Path(d)
         broker: Service = start_broker(kind, data, log_path=data / "kafka.log")
-        redis: Service = start_redis(data / "redis")
+        redis: Service | RedisClusterService = (
+            start_redis(data / "redis") if redis_kind == "single" else start_redis_cluster(data / "redis")
+        )
         try:
             asyncio.run(ensure_topics(broker.address, PARTITIONS))
             env = dict(
@@ -159,9 +165,14 @@ BROKER_RUNS: tuple[tuple[str, BrokerKind, str], ...] = (
 
 
 def throughput(
-    events: int, users: int, workers: int = 1, kind: BrokerKind = "tansu", guarantee: str | None = None
+    events: int,
+    users: int,
+    workers: int = 1,
+    kind: BrokerKind = "tansu",
+    guarantee: str | None = None,
+    redis_kind: RedisKind = "single",
 ) -> dict[str, Any]:
-    with bench_stack(kind) as st:
+    with bench_stack(kind, redis_kind) as st:
         if guarantee:
             st.env[GUARANTEE_VAR] = guarantee
         asyncio.run(_produce_events(st.kafka, events, users))
@@ -198,6 +209,7 @@ def throughput(
                 _stop(p)
     return {
         "broker": kind,
+        "redis": redis_kind,
         "guarantee": guarantee or "default",
         "events": events,
         "users": users,
@@ -316,7 +328,9 @@ def main(argv: list[str]) -> int:
 
         return quix_main(argv[1:])
     p = argparse.ArgumentParser(prog="elimu bench")
-    p.add_argument("what", nargs="?", default="all", choices=("throughput", "latency", "all", "brokers"))
+    p.add_argument(
+        "what", nargs="?", default="all", choices=("throughput", "latency", "all", "brokers", "redis")
+    )
     p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu", help="for throughput and latency")
     p.add_argument(
         "--guarantee", choices=("exactly_once", "at_least_once"), help="default: the broker's best"
@@ -345,6 +359,18 @@ def main(argv: list[str]) -> int:
         for kind in ("tansu", "kafka"):
             r = results[f"latency_{kind}"] = latency(args.rate, args.seconds, min(args.users, 100), kind)
             print(f"latency on {kind}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
+    if args.what == "redis":
+        # The same events on one Redis, then on a three-master Redis Cluster, in this run.
+        runs = results["redis"] = [
+            throughput(args.events, args.users, args.workers, args.broker, args.guarantee, redis_kind)
+            for redis_kind in ("single", "cluster")
+        ]
+        for r in runs:
+            print(
+                f"{r['redis']:<8} Redis: {r['worker_eps']:>8,.0f} events/s"
+                f" ({r['worker_eps'] / runs[0]['worker_eps']:.2f}x one Redis) on {r['broker']}",
+                flush=True,
+            )
     if args.what in ("throughput", "all"):
         results["throughput"] = throughput(args.events, args.users, args.workers, args.broker, args.guarantee)
         t = results["throughput"]

@@ -29,11 +29,11 @@ from typing import Any
 
 import orjson
 import psutil
-from redis.asyncio import Redis
 
 from api.auth import issue_token
 from infra.channels import ChannelLog
 from infra.net import free_port, wait_for_port
+from infra.redis_conn import connect
 from scripts.bench import SECRET, Stack, _spawn, _stop, bench_stack
 
 CHANNEL = "leaderboard:daily"
@@ -132,7 +132,7 @@ async def _run_once(
     await asyncio.sleep(1.0)
     rss_connected = api.memory_info().rss
 
-    redis = Redis.from_url(st.redis)
+    redis = connect(st.redis)
     log = ChannelLog(redis)
     sent_at: dict[int, float] = {}
     rss_peak = rss_connected

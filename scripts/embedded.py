@@ -58,29 +58,30 @@ def start_tansu(log_path: Path | None = None, port: int | None = None) -> Servic
     return Service("kafka", proc, f"127.0.0.1:{port}")
 
 
+def redis_args(port: int, data_dir: Path) -> list[str]:
+    """redis-server on loopback at ``port``, persisting under ``data_dir`` with AOF on."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir.resolve()),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+    ]
+
+
 def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Service:
     """redis-server persisting under ``data_dir`` with AOF on."""
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    proc = launch_listening(
-        [
-            redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data_dir.resolve()),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--protected-mode",
-            "yes",
-        ],
-        port,
-        log_path,
-    )
+    proc = launch_listening(redis_args(port, data_dir), port, log_path)
     return Service("redis", proc, f"redis://127.0.0.1:{port}/0")
 
 

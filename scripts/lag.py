@@ -13,10 +13,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infra.lag import LagConfig, load_history, read_offsets
+from infra.redis_conn import connect
 from infra.settings import Settings
 from models.lag import LagReport, Snapshot, build_report, format_ts
 
@@ -28,7 +28,7 @@ async def _history(redis_url: str | None, max_age_s: float) -> tuple[list[Snapsh
     """The sampler's history when Redis answers and the history is recent; else why not."""
     if not redis_url:
         return [], "Redis is not configured"
-    redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    redis = connect(redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         history = await load_history(redis)
     except (RedisError, OSError) as exc:

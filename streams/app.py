@@ -21,7 +21,6 @@ import orjson
 from aiokafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from faust.exceptions import ProducerSendError
 from prometheus_client import generate_latest
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infra import keys
@@ -31,6 +30,7 @@ from infra.kafka import BROADCAST_TOPIC
 from infra.kafka_auth import client_security, faust_credentials
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
+from infra.redis_conn import RedisClient, connect
 from infra.settings import Settings
 from infra.signing import RecordSigner
 from models.career import CareerState
@@ -228,7 +228,7 @@ class Worker:
             security,
         )
         self.app = self._build_app()
-        self.redis: Redis = Redis.from_url(settings.redis_url)
+        self.redis: RedisClient = connect(settings.redis_url)
         self.channels = ChannelLog(self.redis)
         self.serving = ServingWriter(self.redis, self.channels, rules)
         self.serving_epoch: bytes | str | None = None

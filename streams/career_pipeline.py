@@ -17,6 +17,7 @@ from infra import keys
 from infra.channels import Outgoing
 from models.applications import Application
 from models.career import CareerState
+from models.channels import user_channel
 from models.events import format_ts
 from streams import metrics
 from streams.career import CareerOutcome, CareerProcessor
@@ -102,7 +103,7 @@ class CareerPipeline:
         for alert in outcome.alerts:
             messages.append(
                 Outgoing(
-                    f"user:{alert.user_id}", "match_alert", alert.as_dict(), f"match:{alert.match.job_id}"
+                    user_channel(alert.user_id), "match_alert", alert.as_dict(), f"match:{alert.match.job_id}"
                 )
             )
         for update in outcome.status_updates:
@@ -118,7 +119,7 @@ class CareerPipeline:
                     "note": update.event.note,
                 }
                 messages.append(
-                    Outgoing(f"user:{app.user_id}", "application_status", data, update.event.event_id)
+                    Outgoing(user_channel(app.user_id), "application_status", data, update.event.event_id)
                 )
         await self.serving.write_documents(sets, hsets, messages)
 

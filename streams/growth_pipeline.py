@@ -19,6 +19,7 @@ import orjson
 from infra import keys
 from infra.channels import Outgoing
 from infra.commands import RESULT_TTL_S
+from models.channels import user_channel
 from models.growth import GrowthState
 from streams import metrics
 from streams.engagement import BEHAVIOR_TOPIC, BatchOutcome
@@ -131,7 +132,7 @@ class GrowthPipeline:
                 if state.book.code:
                     codes.append((state.book.code, uid))
         messages = [
-            Outgoing(f"user:{p.user_id}", p.type, p.data, p.dedup_key)
+            Outgoing(user_channel(p.user_id), p.type, p.data, p.dedup_key)
             for p in (outcome.pushes if outcome else [])
         ]
         await self.serving.write_documents(sets, hsets, messages)

@@ -17,10 +17,10 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import orjson
-from redis.asyncio import Redis
 
 from infra import keys
 from infra.kafka import BROADCAST_TOPIC
+from infra.redis_conn import RedisClient
 from models.campaigns import Campaign
 from models.outcome_ledger import OutcomeLedger
 from streams.broadcast import STATS_KEY, Broadcasts
@@ -49,7 +49,7 @@ return 0
 """
 
 
-async def mirror_campaigns(redis: Redis, campaigns: Iterable[Campaign]) -> None:
+async def mirror_campaigns(redis: RedisClient, campaigns: Iterable[Campaign]) -> None:
     """Write ``campaigns`` into ``keys.CAMPAIGNS`` where Redis has none or an older one."""
     args: list[str | int] = []
     for c in campaigns:

@@ -20,6 +20,7 @@ import orjson
 
 from infra import keys
 from infra.channels import Outgoing
+from models.channels import user_channel
 from models.events import BehaviorEvent, format_ts
 from models.interventions import Notification
 from models.nudges import Celebration
@@ -107,7 +108,7 @@ class RiskPipeline:
             if uid in outcome.touched
         ]
         pushes = [
-            Outgoing(f"user:{n.user_id}", "notification", n.public(), f"notification:{n.id}")
+            Outgoing(user_channel(n.user_id), "notification", n.public(), f"notification:{n.id}")
             for n in outcome.delivered
             if "IN_APP" in n.channels
         ]

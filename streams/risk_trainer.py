@@ -37,12 +37,12 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infra import keys
 from infra.feed import read_range
 from infra.kafka import BROADCAST_TOPIC
+from infra.redis_conn import RedisClient
 from infra.signing import RecordSigner
 from models.risk import RiskModel
 from models.risk_codec import (
@@ -164,7 +164,7 @@ class RiskTrainer:
         broadcast: Broadcasts,
         send: Send,
         bootstrap: str,
-        redis: Redis,
+        redis: RedisClient,
         caught_up: Any,
         *,
         signer: RecordSigner,

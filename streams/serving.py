@@ -13,11 +13,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from infra import keys
 from infra.channels import LIMIT_ARGS, PUBLISH_ALL_LUA, ChannelLog, Outgoing
+from infra.redis_conn import RedisClient, by_slot
 from infra.redis_errors import RETRIED, RefusedWrites
+from models.channels import user_channel
 from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
 from models.levels import level_progress
@@ -55,6 +57,10 @@ local ids = publish_all(doc["publish"])
 return {ids, errors}
 """
 )
+
+
+#: The batch document's parts, each a list of entries whose first element is a key.
+_DOC_PARTS = ("set", "zadd", "hset", "publish")
 
 
 def _period_key(period_bucket: str) -> tuple[str, str]:
@@ -101,7 +107,7 @@ def engagement_message(state: UserState, applied: list[Applied], rules: Rules) -
 
 
 class ServingWriter:
-    def __init__(self, redis: Redis, channels: ChannelLog, rules: Rules) -> None:
+    def __init__(self, redis: RedisClient, channels: ChannelLog, rules: Rules) -> None:
         self.redis = redis
         self.channels = channels
         self.rules = rules
@@ -142,7 +148,7 @@ class ServingWriter:
             msg = updates.get(user_id)
             if msg is not None:
                 dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
-                messages.append(Outgoing(f"user:{user_id}", "engagement", msg, dedup))
+                messages.append(Outgoing(user_channel(user_id), "engagement", msg, dedup))
         await self._execute(views, boards, messages)
 
     async def project(self, states: Iterable[UserState]) -> int:
@@ -190,10 +196,9 @@ class ServingWriter:
             for (period, bucket), members in boards.items()
         ]
         zadds.extend([key, 0, members] for key, members in sorted_sets or ())
-        payload = orjson.dumps(
+        errors = await self._write_by_slot(
             {"set": views, "zadd": zadds, "hset": hsets or [], "publish": self.channels.encode(messages)}
         )
-        _, errors = await self._write_script(keys=[], args=[*self.channels.limits, payload])
         if errors:
             refused = RefusedWrites.from_script(errors)
             if refused.kind in RETRIED:
@@ -203,6 +208,50 @@ class ServingWriter:
             redis_faults.report(refused)
         for period, bucket in boards:
             self.dirty_buckets[period].add(bucket)
+
+    async def _write_by_slot(self, doc: dict[str, list[Any]]) -> list[Any]:
+        """Run the batch script once on one Redis; on a Redis Cluster once per hash slot, every
+        call in one pipeline (one round trip per node). Each entry's first element is its key
+        (a message's is its sequence key, whose tag all its keys share). Returns the refusals."""
+        entries = [(part, item) for part in _DOC_PARTS for item in doc[part]]
+        groups = by_slot(self.redis, [item[0] for _, item in entries])
+        docs: list[tuple[str, bytes]] = []
+        for indexes in groups.values():
+            group: dict[str, list[Any]] = {part: [] for part in _DOC_PARTS}
+            for i in indexes:
+                part, item = entries[i]
+                group[part].append(item)
+            docs.append((entries[indexes[0]][1][0], orjson.dumps(group)))
+        if len(docs) == 1:
+            # The key routes the call on a cluster; the script reads its keys from the document.
+            _, errors = await self._write_script(keys=[docs[0][0]], args=[*self.channels.limits, docs[0][1]])
+            return list(errors)
+        return await self._write_pipelined(docs)
+
+    async def _write_pipelined(self, docs: list[tuple[str, bytes]]) -> list[Any]:
+        sha = self._write_script.sha or await self._load_script()
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for route, payload in docs:
+                    pipe.evalsha(sha, 1, route, *self.channels.limits, payload)
+                results = await pipe.execute(raise_on_error=False)
+            if any(isinstance(r, NoScriptError) for r in results) and attempt == 1:
+                # A node restarted or a replica took over without the script: load it everywhere
+                # and run the batch again (every write in it is idempotent).
+                sha = await self._load_script()
+                continue
+            errors: list[Any] = []
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+                errors.extend(r[1])
+            return errors
+        raise AssertionError("unreachable")
+
+    async def _load_script(self) -> str:
+        sha: str = await self.redis.script_load(_BATCH_WRITE_LUA)
+        self._write_script.sha = sha
+        return sha
 
     async def push_leaderboards(self, current: dict[str, str]) -> None:
         """Publish the top of every leaderboard that changed, for its current bucket only.

@@ -9,6 +9,7 @@ that asks for a broker (``kafka_bootstrap``, ``fresh_kafka``) runs once on each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -19,11 +20,14 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from infra.kafka import ensure_topics
+from infra.redis_conn import RedisClient, connect
 from scripts.apache_kafka import start_kafka
 from scripts.embedded import start_redis, start_tansu
 from scripts.kafka_dist import BROKER_KINDS, BrokerKind
+from scripts.redis_cluster import RedisClusterService, start_redis_cluster
 from scripts.service import Service
 from tests.brokers import reset_kafka
 
@@ -45,7 +49,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # scoped (below), so the parameter only chooses which running broker a test gets.
     if "broker_kind" in metafunc.fixturenames:
         kinds = brokers_under_test()
-        if metafunc.definition.get_closest_marker("integration") is None:
+        marker = metafunc.definition.get_closest_marker
+        if marker("integration") is None or marker("one_broker") is not None:
             kinds = kinds[:1]
         metafunc.parametrize("broker_kind", kinds, scope="function")
 
@@ -95,6 +100,63 @@ def redis_url(redis_service: Service) -> Iterator[str]:
     client.flushdb()
     client.close()
     yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterService]:
+    root = tmp_path_factory.mktemp("redis-cluster")
+    svc = start_redis_cluster(root, masters=3, log_dir=root)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_service: RedisClusterService) -> Iterator[str]:
+    """A ``redis+cluster://`` URL of a three-master cluster, every master flushed."""
+    import redis
+
+    for node in redis_cluster_service.nodes:
+        client = redis.Redis.from_url(node.address)
+        client.flushall()
+        client.close()
+    yield redis_cluster_service.address
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def either_redis(request: pytest.FixtureRequest) -> AsyncIterator[RedisClient]:
+    """A client on a flushed single Redis, then on a flushed Redis Cluster: for the contract
+    tests of code that must behave the same on both (channels, serving writes)."""
+    url: str = request.getfixturevalue("redis_url" if request.param == "single" else "redis_cluster_url")
+    client = connect(url)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def max_memory(redis: RedisClient, limit: int) -> AsyncIterator[None]:
+    """Redis's ``maxmemory`` at ``limit`` (on every node of a cluster) for the block."""
+    if isinstance(redis, RedisCluster):
+        nodes: Any = RedisCluster.ALL_NODES
+        held = await redis.config_get("maxmemory", target_nodes=nodes)
+        await redis.config_set("maxmemory", limit, target_nodes=nodes)
+        try:
+            yield
+        finally:
+            await redis.config_set("maxmemory", _one_value(held) or 0, target_nodes=nodes)
+        return
+    config = await redis.config_get("maxmemory")
+    await redis.config_set("maxmemory", limit)
+    try:
+        yield
+    finally:
+        await redis.config_set("maxmemory", config["maxmemory"] or 0)
+
+
+def _one_value(held: Any) -> Any:
+    # A cluster answers per node ({node: {"maxmemory": v}}) or merged ({"maxmemory": v}).
+    if "maxmemory" in held:
+        return held["maxmemory"]
+    return next(iter(held.values()))["maxmemory"]
 
 
 @pytest.fixture

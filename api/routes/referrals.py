@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import Field, StrictBool, StrictStr
-from redis.asyncio import Redis
 
 from api.commands import (
     StrictBody,
@@ -28,6 +27,7 @@ from api.errors import ApiError
 from api.ids import StrictId
 from api.responses import OrjsonResponse
 from infra import keys
+from infra.redis_conn import RedisClient
 from models.events import format_ts
 from models.referrals import HELD, ReferrerBook, growth_analytics, normalize_code, referral_code
 
@@ -37,7 +37,7 @@ router = APIRouter(tags=["referrals"])
 IP_CLAIMS_TTL_S = 2 * 86_400
 
 
-async def _code_owner(redis: Redis, code: str) -> str | None:
+async def _code_owner(redis: RedisClient, code: str) -> str | None:
     raw: bytes | str | None = await redis.get(keys.referral_code(code))
     return raw.decode() if isinstance(raw, bytes) else raw
 
@@ -163,7 +163,9 @@ def _public_referral(book: ReferrerBook, referred_id: str, now_ms: int) -> dict[
     }
 
 
-async def _referral_view(redis: Redis, user_id: str) -> tuple[ReferrerBook | None, dict[str, Any] | None]:
+async def _referral_view(
+    redis: RedisClient, user_id: str
+) -> tuple[ReferrerBook | None, dict[str, Any] | None]:
     view = await get_json(redis, keys.user_referrals(user_id))
     if view is None:
         return None, None
@@ -219,7 +221,7 @@ async def referral_stats(
     return OrjsonResponse({"user_id": subject, **stats})
 
 
-async def _all_books(redis: Redis) -> list[ReferrerBook]:
+async def _all_books(redis: RedisClient) -> list[ReferrerBook]:
     return [ReferrerBook.from_dict(orjson.loads(raw)) for raw in await redis.hvals(keys.REFERRAL_BOOKS)]
 
 

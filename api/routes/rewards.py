@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import Field, StrictInt, StrictStr
-from redis.asyncio import Redis
 
 from api.commands import (
     StrictBody,
@@ -25,6 +24,7 @@ from api.errors import ApiError
 from api.ids import StrictId
 from api.responses import OrjsonResponse
 from infra import keys
+from infra.redis_conn import RedisClient
 from models import rewards
 from models.events import MAX_ID_LEN
 
@@ -53,7 +53,7 @@ class GrantBody(StrictBody):
 # Rewards
 
 
-async def _ledger(redis: Redis, user_id: str, at_ms: int) -> rewards.Ledger:
+async def _ledger(redis: RedisClient, user_id: str, at_ms: int) -> rewards.Ledger:
     """The user's ledger as of ``at_ms``: expiry the worker has not recorded yet is applied to
     this copy, so balance and history agree even when no command touched the ledger since."""
     raw = await get_json(redis, keys.user_rewards(user_id))

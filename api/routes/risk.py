@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.responses import OrjsonResponse
 from infra import keys
+from infra.redis_conn import mget
 from models.risk import LEVELS, RiskModel
 
 router = APIRouter(tags=["risk"])
@@ -40,7 +41,7 @@ async def at_risk(
         pipe.zcount(keys.RISK_SCORES, _MEDIUM, f"({_HIGH}")
         pipe.zcount(keys.RISK_SCORES, threshold, "+inf")
         members, total, critical, high, medium, above = await pipe.execute()
-    documents = await redis.mget([keys.user_risk(m.decode()) for m in members]) if members else []
+    documents = await mget(redis, [keys.user_risk(m.decode()) for m in members])
     # The documents are read after the index: a score re-written in between would show the list
     # out of order, or a student under the threshold. Order and filter by what is shown.
     shown = [_student(orjson.loads(raw)) for raw in documents if raw is not None]

@@ -18,7 +18,15 @@ from infra.channels import (
     ChannelLog,
     omitted_marker,
 )
+from infra.redis_conn import RedisClient
 from infra.redis_errors import RefusedWrites
+from tests.conftest import max_memory
+
+
+@pytest.fixture
+def redis(either_redis: RedisClient) -> RedisClient:
+    """Every test here runs on one Redis and on a Redis Cluster."""
+    return either_redis
 
 
 async def history(redis: Redis, channel: str) -> list[tuple[int, dict[bytes, bytes]]]:
@@ -134,13 +142,9 @@ async def test_a_key_of_the_wrong_type_is_refused_and_reported_not_fatal(redis: 
 async def test_out_of_memory_refuses_the_message_and_says_so(redis: Redis) -> None:
     log = ChannelLog(redis)
     await log.ensure_loaded()
-    config = await redis.config_get("maxmemory")
-    await redis.config_set("maxmemory", 1)
-    try:
+    async with max_memory(redis, 1):
         with pytest.raises(RefusedWrites) as info:
             await log.publish("user:oom", "x", {"a": 1}, dedup_key="once")
-    finally:
-        await redis.config_set("maxmemory", config["maxmemory"] or 0)
     assert info.value.kind == "oom"
     # Nothing was written, so the same publish goes through once memory is back.
     assert await log.publish("user:oom", "x", {"a": 1}, dedup_key="once") == 1
@@ -156,5 +160,7 @@ async def test_the_dedup_memory_is_bounded_per_channel_and_dedups_recent_repeats
     assert await log.publish("user:flood", "engagement", {"i": 800}, dedup_key="batch-800") == 0
     assert await log.last_id("user:flood") == 1000
     # No per-message keys are left behind: the channel holds a fixed number of keys.
-    channel_keys = [k async for k in redis.scan_iter(match="elimu:ch:{user:flood}*")]
+    channel_keys = [
+        k async for k in redis.scan_iter(match=keys.channel_seq("user:flood").removesuffix("seq") + "*")
+    ]
     assert len(channel_keys) == 4  # seq, log, bytes, dedup

@@ -43,7 +43,7 @@ SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
     "referral_ip_claims": keys.referral_ip_claims,
 }
 # Functions that do not name a Redis key.
-NOT_KEYS = {"channel_pubsub", "market_scope"}
+NOT_KEYS = {"channel_pubsub", "market_scope", "channel_user"}
 
 #: Every shared constant key of the module.
 SHARED_CONSTANTS = {

@@ -26,12 +26,18 @@ from scripts.kafka_dist import BrokerKind
 from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
 from tests.integration.processes import stack_env, start_worker
-from tests.integration.test_worker import NOW, produce, random_events, user_views, wait_for_views
+from tests.integration.test_worker import (
+    NOW,
+    SCORED_TYPES,
+    produce,
+    random_events,
+    user_views,
+    wait_for_views,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PARTITIONS = 4  # fresh_kafka's topics
-TYPES = ["lesson_complete", "quiz_complete", "interview_session_complete", "career_research"]
 
 
 def pushed_once(pushes: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> tuple[int, int]:
@@ -73,7 +79,7 @@ async def test_each_effect_once_across_a_rebalance_and_a_sigkill_mid_batch(
 ) -> None:
     rng = random.Random(11)
     users = [f"x-{i}" for i in range(30)]
-    events = random_events(rng, users, 2400, TYPES, days=2)
+    events = random_events(rng, users, 2400, SCORED_TYPES, days=2)
     bad = [f'{{"broken": {i}'.encode() for i in range(20)]  # each not JSON, each distinct
     expected = expected_views(events, NOW)
     env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6")

@@ -22,7 +22,7 @@ from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker
 from tests.integration.test_end_to_end import recv_json, recv_until
-from tests.integration.test_worker import NOW, event, produce, wait_for_views
+from tests.integration.test_worker import NOW, SCORED_TYPES, event, produce, random_events, wait_for_views
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,7 @@ async def test_two_workers_share_partitions_and_killing_one_loses_and_doubles_no
 ) -> None:
     rng = random.Random(8)
     users = [f"s-{i}" for i in range(60)]
-    types = ["lesson_complete", "quiz_complete", "interview_session_complete", "career_research"]
-    events = [
-        event(
-            f"s-e{i}", rng.choice(users), rng.choice(types), minutes_ago=rng.randint(0, 2 * 24 * 60), score=90
-        )
-        for i in range(6000)
-    ]
+    events = random_events(rng, users, 6000, SCORED_TYPES, days=2)
     sent = events + rng.sample(events, 500)  # producer retries
     env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6")
     first = start_worker(env, tmp_path / "worker-a.log")

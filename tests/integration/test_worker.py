@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra import keys
+from infra.redis_conn import mget
 from scripts.kafka_dist import BrokerKind
 from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
@@ -42,6 +43,10 @@ async def produce(kafka: str, topic: str, values: list[Any], key_field: str = "u
         await producer.stop()
 
 
+#: Event types that score and count toward badges and streaks.
+SCORED_TYPES = ["lesson_complete", "quiz_complete", "interview_session_complete", "career_research"]
+
+
 def random_events(
     rng: random.Random, users: list[str], n: int, types: list[str], days: int
 ) -> list[dict[str, Any]]:
@@ -62,7 +67,7 @@ def random_events(
 
 
 async def user_views(redis: Redis, users: list[str]) -> dict[str, dict[str, Any]]:
-    raws = await redis.mget([keys.user_state(u) for u in users])
+    raws = await mget(redis, [keys.user_state(u) for u in users])
     return {u: orjson.loads(r) for u, r in zip(users, raws, strict=True) if r}
 
 

@@ -12,13 +12,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from infra import keys
 from infra.channels import ChannelLog, Outgoing
+from infra.redis_conn import RedisClient
 from infra.redis_errors import RefusedWrites
 from infra.settings import DEFAULT_RULES
 from models.rules import Rules
 from streams import metrics
 from streams.pipeline import write_until_redis_answers
 from streams.serving import ServingWriter
-from tests.conftest import wait_until
+from tests.conftest import max_memory, wait_until
+
+
+@pytest.fixture
+def redis(either_redis: RedisClient) -> RedisClient:
+    """Every test here runs on one Redis and on a Redis Cluster."""
+    return either_redis
 
 
 def failures(kind: str, action: str) -> float:
@@ -106,12 +113,10 @@ async def test_out_of_memory_holds_the_write_loudly_until_memory_is_freed(
     """OOM says nothing about the write: it is retried (an error logged and counted each time),
     never skipped, and lands once Redis has room again."""
     await serving.start()
-    config = await redis.config_get("maxmemory")
     before = failures("oom", "retried")
     sets = [(keys.user_state("amina"), '{"xp": 50}')]
     messages = [Outgoing("user:amina", "engagement", {"xp": 50}, "e-1")]
-    await redis.config_set("maxmemory", 1)
-    try:
+    async with max_memory(redis, 1):
         with caplog.at_level(logging.ERROR):
             task = asyncio.create_task(
                 write_until_redis_answers(lambda: serving.write_documents(sets, [], messages))
@@ -121,8 +126,6 @@ async def test_out_of_memory_holds_the_write_loudly_until_memory_is_freed(
             )
             assert not task.done()
             assert await redis.get(keys.user_state("amina")) is None
-    finally:
-        await redis.config_set("maxmemory", config["maxmemory"] or 0)
     async with asyncio.timeout(15):
         await task
     assert await redis.get(keys.user_state("amina")) == b'{"xp": 50}'
@@ -132,11 +135,7 @@ async def test_out_of_memory_holds_the_write_loudly_until_memory_is_freed(
 
 async def test_a_refusal_a_retry_fixes_is_raised_to_the_caller(redis: Redis, serving: ServingWriter) -> None:
     await serving.start()
-    config = await redis.config_get("maxmemory")
-    await redis.config_set("maxmemory", 1)
-    try:
+    async with max_memory(redis, 1):
         with pytest.raises(RefusedWrites) as info:
             await serving.write_documents([(keys.user_state("x"), "{}")], [], [])
-    finally:
-        await redis.config_set("maxmemory", config["maxmemory"] or 0)
     assert info.value.kind == "oom"
