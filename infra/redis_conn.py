@@ -1,7 +1,8 @@
 """One Redis or a Redis Cluster, from ``ELIMU_REDIS``, and the few operations that differ.
 
-``redis://host:port/db`` is one Redis. ``redis+cluster://host:port[,host:port...]`` is a Redis
-Cluster reached through any of the listed nodes (the rest of the topology is discovered). The
+``redis://host:port/db`` is one Redis. ``redis+cluster://[user:password@]host:port[,host:port...]``
+is a Redis Cluster reached through any of the listed nodes (the rest of the topology is
+discovered; a cluster has only database 0). The
 key layout (infra/keys.py) hash-tags what one script or pipeline touches into one slot, so the
 engine never sends a cross-slot command; where a batch spans users it is split by slot here.
 
@@ -13,8 +14,9 @@ the embedded redis-server is 6.2).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -30,22 +32,39 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(f"{CLUSTER_SCHEME}://")
 
 
-def cluster_nodes(url: str) -> list[tuple[str, int]]:
-    """The seed nodes of a ``redis+cluster://`` URL."""
-    netloc = urlsplit(url).netloc
-    nodes: list[tuple[str, int]] = []
-    for part in netloc.split(","):
-        host, _, port = part.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"cluster node {part!r} in ELIMU_REDIS is not host:port")
-        nodes.append((host, int(port)))
-    return nodes
+@dataclass(frozen=True)
+class ClusterAddress:
+    """A ``redis+cluster://[user:password@]host:port[,host:port...]`` URL, parsed."""
+
+    nodes: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterAddress:
+        netloc = urlsplit(url).netloc
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        nodes: list[tuple[str, int]] = []
+        for part in hosts.split(","):
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"cluster node {part!r} in ELIMU_REDIS is not host:port")
+            nodes.append((host, int(port)))
+        return cls(nodes, unquote(user) or None, unquote(password) or None)
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        return {"username": self.username, "password": self.password}
 
 
 def connect(url: str, **options: Any) -> RedisClient:
     """A client for ``url``; ``options`` are redis-py connection options (timeouts...)."""
     if is_cluster_url(url):
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(url)], **options)
+        address = ClusterAddress.parse(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in address.nodes], **address.credentials, **options
+        )
     return Redis.from_url(url, **options)
 
 
@@ -56,8 +75,9 @@ def connect_pubsub(url: str, **options: Any) -> Redis:
     pub/sub object lacks the connect callbacks the hub resubscribes with (api/hub.py). While
     that node is down the hub retries it (docs/operations.md)."""
     if is_cluster_url(url):
-        host, port = cluster_nodes(url)[0]
-        return Redis(host=host, port=port, **options)
+        address = ClusterAddress.parse(url)
+        host, port = address.nodes[0]
+        return Redis(host=host, port=port, **address.credentials, **options)
     return Redis.from_url(url, **options)
 
 
