@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from scripts.bench import _produce_events, _raw_consume_rate, bench_stack
+from scripts.kafka_dist import BrokerKind
 
 
 def _patch_retention() -> None:
@@ -85,8 +86,8 @@ def _quix_rate(kafka: str, n: int, state_dir: str, patch: bool) -> dict[str, Any
     return {"events": n, "quix_eps": (n - 1) / max(last - first, 1e-9)}
 
 
-def run(events: int, users: int, patch: bool) -> dict[str, Any]:
-    with bench_stack() as st:
+def run(events: int, users: int, patch: bool, kind: BrokerKind = "tansu") -> dict[str, Any]:
+    with bench_stack(kind) as st:
         asyncio.run(_produce_events(st.kafka, events, users))
         raw = asyncio.run(_raw_consume_rate(st.kafka, events))
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -94,6 +95,7 @@ def run(events: int, users: int, patch: bool) -> dict[str, Any]:
                 _quix_rate, st.kafka, events, str(st.data_dir / "quix-state"), patch
             ).result(timeout=900)
     return {
+        "broker": kind,
         "events": events,
         "users": users,
         "patched_retention_ms": patch,
@@ -107,11 +109,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="elimu bench quix")
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
     p.add_argument("--patch-retention", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    r = run(args.events, args.users, args.patch_retention)
+    r = run(args.events, args.users, args.patch_retention, args.broker)
     print(
         f"quix: {r['quix_eps']:,} events/s (per-user count+sum in RocksDB);"
         f" raw aiokafka {r['raw_aiokafka_eps']:,}/s (ratio {r['ratio']})",
