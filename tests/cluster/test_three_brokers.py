@@ -17,13 +17,19 @@ import pytest
 from redis.asyncio import Redis
 
 from infra.kafka import ensure_topics
-from infra.topics import ENGAGEMENT_UPDATES
 from scripts.apache_kafka import restart_node, start_cluster, wait_serving
 from tests.conftest import wait_until
 from tests.integration.oracle import expected_views
 from tests.integration.processes import stack_env, start_worker
-from tests.integration.test_exactly_once import TYPES, pushed_once, read_committed
-from tests.integration.test_worker import NOW, produce, random_events, user_views, wait_for_views
+from tests.integration.test_exactly_once import committed_pushes, pushed_once
+from tests.integration.test_worker import (
+    NOW,
+    SCORED_TYPES,
+    produce,
+    random_events,
+    user_views,
+    wait_for_views,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -42,7 +48,7 @@ async def test_a_broker_killed_mid_stream_loses_nothing_and_doubles_nothing(
         await ensure_topics(bootstrap, PARTITIONS, replication=3)
         rng = random.Random(5)
         users = [f"c-{i}" for i in range(40)]
-        events = random_events(rng, users, 4000, TYPES, days=2)
+        events = random_events(rng, users, 4000, SCORED_TYPES, days=2)
         expected = expected_views(events, NOW)
         env = stack_env(
             bootstrap, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="10", ELIMU_REPLICATION_FACTOR="3"
@@ -63,7 +69,7 @@ async def test_a_broker_killed_mid_stream_loses_nothing_and_doubles_nothing(
         await wait_for_views(redis, expected, worker, timeout=300)
         recovered_s = time.monotonic() - killed_at
 
-        pushes = await read_committed(bootstrap, ENGAGEMENT_UPDATES, PARTITIONS)
+        pushes = await committed_pushes(bootstrap, expected, PARTITIONS)
         assert pushed_once(pushes, expected) == (0, 0)
 
         # The killed broker comes back from its log dirs and rejoins the quorum.

@@ -28,7 +28,12 @@ async def test_the_scheme_chooses_the_client() -> None:
     assert isinstance(single, Redis) and isinstance(cluster, RedisCluster)
     listener = connect_pubsub("redis+cluster://u:pw@127.0.0.1:1,127.0.0.1:2")
     kwargs = listener.connection_pool.connection_kwargs
-    assert (kwargs["host"], kwargs["port"], kwargs["username"], kwargs["password"]) == ("127.0.0.1", 1, "u", "pw")
+    assert (kwargs["host"], kwargs["port"], kwargs["username"], kwargs["password"]) == (
+        "127.0.0.1",
+        1,
+        "u",
+        "pw",
+    )
     for client in (single, cluster, listener):
         await client.aclose()
 
