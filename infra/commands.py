@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from infra import keys
+from infra import keys, topics
 from infra.redis_conn import RedisClient
 
-COMMANDS_TOPIC = "user-commands"
+COMMANDS_TOPIC = topics.USER_COMMANDS
 #: How long answers are kept: longer than any client retry.
 RESULT_TTL_S = 24 * 3600
 

@@ -46,6 +46,7 @@ from typing import Any
 from models.digests import id_digest
 from models.events import APPLICATION_STATUSES, ApplicationStatusEvent, format_ts
 from models.state_budget import clip_optional
+from models.time_units import DAY_MS, HOUR_MS
 
 #: Version 1 kept raw event ids and whole notes; it is read and converted (see `from_dict`).
 STATE_VERSION = 2
@@ -67,8 +68,6 @@ _OFFER_OR_LATER = frozenset({"offer", "hired"})
 # `viewed` and a `rejected` stamped alike most plausibly happened in that order).
 _RANK = {status: rank for rank, status in enumerate(APPLICATION_STATUSES)}
 
-_MS_PER_HOUR = 3_600_000
-_MS_PER_DAY = 86_400_000
 _EPOCH_DATE = date(1970, 1, 1)
 
 
@@ -291,12 +290,12 @@ def application_analytics(facts: Iterable[ApplicationFacts], now_ms: int, days: 
     """
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
-    today = now_ms // _MS_PER_DAY
+    today = now_ms // DAY_MS
     first_day = today - days + 1
-    cohort = [f for f in facts if first_day <= f.submitted_at_ms // _MS_PER_DAY <= today]
+    cohort = [f for f in facts if first_day <= f.submitted_at_ms // DAY_MS <= today]
     per_day = {day: [0, 0, 0, 0] for day in range(first_day, today + 1)}
     for f in cohort:
-        counts = per_day[f.submitted_at_ms // _MS_PER_DAY]
+        counts = per_day[f.submitted_at_ms // DAY_MS]
         counts[0] += 1
         counts[1] += f.first_response_at_ms is not None
         counts[2] += f.reached_interview
@@ -337,7 +336,7 @@ def _by_group(
 
 def _response_times(cohort: list[ApplicationFacts]) -> dict[str, Any]:
     hours = sorted(
-        (f.first_response_at_ms - f.submitted_at_ms) / _MS_PER_HOUR
+        (f.first_response_at_ms - f.submitted_at_ms) / HOUR_MS
         for f in cohort
         if f.first_response_at_ms is not None
     )

@@ -69,6 +69,7 @@ from typing import Any, NoReturn
 from models.events import MAX_ID_LEN, MAX_TS_MS, InvalidEvent, format_ts, parse_ts
 from models.interventions import INTERVENTION_TYPES
 from models.streaks import local_day
+from models.time_units import DAY_MS
 from models.tz import local_instant_ms, zone
 
 CAMPAIGN_KINDS = ("one_time", "recurring", "drip")
@@ -105,7 +106,6 @@ MAX_FILTER_VALUES = 100
 MAX_FILTER_TEXT_LEN = 512
 MAX_RISK_SCORE = 100
 
-_MS_PER_DAY = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _MAX_ORDINAL = date.max.toordinal()
@@ -612,7 +612,7 @@ def targets(target: Target, facts: UserFacts, now_ms: int) -> bool:
         return score is not None and score >= target.threshold
     if target.kind == "inactive":
         last = facts.last_active_ms
-        return last is None or now_ms - last >= target.inactive_days * _MS_PER_DAY
+        return last is None or now_ms - last >= target.inactive_days * DAY_MS
     if target.kind == "filter" and target.field is not None:
         return _matches(target, facts.profile.get(target.field))
     return False
@@ -672,7 +672,7 @@ def _local_instant(ordinal: int, minute: int, tz: tzinfo) -> int | None:
 
 
 def _utc_ordinal(ms: int) -> int:
-    return _EPOCH_ORDINAL + ms // _MS_PER_DAY
+    return _EPOCH_ORDINAL + ms // DAY_MS
 
 
 def _recurring_days(s: Schedule, first: int, last: int) -> Iterator[int]:

@@ -46,13 +46,13 @@ from models.digests import id_digest
 from models.events import BehaviorEvent, format_ts
 from models.rules import Rules
 from models.streaks import local_day
+from models.time_units import DAY_MS
 
 # Reward events this module causes; never counted as practice (see the module docstring).
 REWARD_TYPES = frozenset({"daily_challenge_complete", "goal_achieved"})
 MAX_EVENT_DURATION_S = 86_400
 MAX_SCORE = 100
 MAX_CATEGORY_LEN = 64
-_MS_PER_DAY = 86_400_000
 
 
 def _practice_types(rules: Rules) -> frozenset[str]:
@@ -388,7 +388,7 @@ def new_goal(
         raise ValueError(f"target must be a positive number, got {target!r}")
     if deadline_ms <= now_ms:
         raise ValueError("deadline must be in the future")
-    if deadline_ms - now_ms > MAX_GOAL_DAYS * _MS_PER_DAY:
+    if deadline_ms - now_ms > MAX_GOAL_DAYS * DAY_MS:
         raise ValueError(f"deadline must be at most {MAX_GOAL_DAYS} days ahead")
     checked = _check_goal_params(kind, target, dict(params or {}))
     return Goal(goal_id, kind, target, checked, created_at_ms=now_ms, deadline_ms=deadline_ms)

@@ -35,6 +35,7 @@ from models.leaderboard import bucket, period_keys
 from models.levels import level_for_xp, level_progress
 from models.rules import BadgeDef, Rules, XpRule
 from models.streaks import EMPTY_STREAK, StreakState, compute_streak, extend_streak, local_day, streak_as_of
+from models.time_units import DAY_MS
 from models.tz import is_valid_timezone
 
 STATE_VERSION = 2
@@ -51,7 +52,6 @@ PRACTICE_DAYS_KEPT = 7
 DAILY_BUCKETS_KEPT = 8
 WEEKLY_BUCKETS_KEPT = 5
 
-_MS_PER_DAY = 86_400_000
 #: Event-id digests remembered per user (16 bytes each encoded: ~87 KB of changelog at most).
 #: A user who sends more within the dedup window moves their own dedup floor forward instead
 #: of growing state: events older than the oldest digest forgotten are refused as too_late.
@@ -246,7 +246,7 @@ def apply_event(state: UserState, event: BehaviorEvent, rules: Rules, dedup_wind
     if event.type not in rules.known_types:
         _remember(state, digest, event.ts_ms, dedup_window_ms)
         return _no_effects(state, event, rules, duplicate=False)
-    horizon_days = math.ceil(max(dedup_window_ms, 0) / _MS_PER_DAY) + 2
+    horizon_days = math.ceil(max(dedup_window_ms, 0) / DAY_MS) + 2
     level_before = level_for_xp(state.xp, rules.levels).level
     streak_before = state.streak
     gains: list[tuple[str, int]] = []
@@ -310,7 +310,7 @@ def _remember(state: UserState, digest: int, ts_ms: int, window_ms: int) -> None
         expired.append(key)
     for key in expired:
         del seen[key]
-    if state.watermark_ms // _MS_PER_DAY != old_watermark // _MS_PER_DAY:
+    if state.watermark_ms // DAY_MS != old_watermark // DAY_MS:
         state.seen = seen = {k: ts for k, ts in seen.items() if ts >= cutoff}
     if len(seen) > MAX_SEEN:
         oldest = sorted(seen.items(), key=lambda item: item[1])[:_SEEN_EVICT]

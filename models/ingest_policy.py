@@ -26,6 +26,7 @@ as for everyone.
 from __future__ import annotations
 
 from models.events import InvalidEvent
+from models.time_units import HOUR_MS
 
 #: The event types a user may post for themselves: what the user's own client witnesses.
 USER_EVENT_TYPES = frozenset(
@@ -112,5 +113,5 @@ def check_user_event(event_type: str, ts_ms: int, now_ms: int) -> None:
             f"type {event_type[:64]!r} is not one users may post; it comes from trusted producers only",
         )
     if ts_ms < now_ms - MAX_USER_EVENT_AGE_MS:
-        hours = MAX_USER_EVENT_AGE_MS // 3_600_000
+        hours = MAX_USER_EVENT_AGE_MS // HOUR_MS
         raise InvalidEvent(TS_TOO_OLD, f"ts is more than {hours} hours before ingest time")

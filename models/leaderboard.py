@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from models.time_units import DAY_MS
+
 PERIODS = ("daily", "weekly", "all_time")
 
 # Score = xp * 2^31 + (2^31 - 1 - seconds since 2020-01-01 UTC). A double holds integers exactly
 # up to 2^53, which leaves 22 bits for xp: xp at or above 2^22 (about 4.2 million) is clamped.
-_MS_PER_DAY = 86_400_000
 _TIME_BITS = 31
 _TIME_SPAN = 1 << _TIME_BITS
 MAX_EXACT_XP = (1 << 22) - 1
@@ -35,13 +36,13 @@ def bucket(period: str, ts_ms: int) -> str:
 
 def period_keys(ts_ms: int) -> tuple[str, ...]:
     """The "period:bucket" keys an instant's XP counts towards, in PERIODS order."""
-    return _period_keys_of_day(ts_ms // _MS_PER_DAY)
+    return _period_keys_of_day(ts_ms // DAY_MS)
 
 
 @lru_cache(maxsize=4096)
 def _period_keys_of_day(utc_day: int) -> tuple[str, ...]:
     # Every instant of a UTC day shares its buckets; this runs once per event on the hot path.
-    ts_ms = utc_day * _MS_PER_DAY
+    ts_ms = utc_day * DAY_MS
     return tuple(f"{period}:{bucket(period, ts_ms)}" for period in PERIODS)
 
 

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 from models.events import JobPosting, format_ts
 from models.leaderboard import bucket
+from models.time_units import DAY_MS
 
-DAY_MS = 86_400_000
 BASELINE_DAYS = 7
 URGENT_WITHIN_MS = 7 * DAY_MS
 ENTRY_LEVEL_MAX_YEARS = 1

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from models.events import JobPosting, UserProfile, format_ts, normalize_skills
 from models.state_budget import clip_optional, clip_text, fit_texts
+from models.time_units import DAY_MS
 
 SalaryFit = Literal["within", "above_expectation", "below_expectation", "unknown"]
 
@@ -59,7 +60,7 @@ W_SALARY = 10
 PERFECT_SCORE = 90
 DEFAULT_THRESHOLD = 60
 MAX_EXPERIENCE_GAP_YEARS = 2.0
-URGENT_WITHIN_MS = 7 * 86_400_000
+URGENT_WITHIN_MS = 7 * DAY_MS
 REMOTE = "remote"  # a posting location (casefolded) that every user is in
 
 # Years are often fractional, and 3.3 - 1.3 is 2.0000000000000004 in floats: without a tolerance

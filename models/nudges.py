@@ -42,6 +42,7 @@ from models.interventions import (
 from models.risk import RiskScore
 from models.risk_state import RiskSettings, RiskState, next_due
 from models.streaks import local_day
+from models.time_units import DAY_MS
 from models.tz import local_instant_ms, zone
 
 STREAK_WARNING_AT = time(19, 0)
@@ -120,7 +121,7 @@ def plan(
         recommended = recommend_for(score, ctx)
         if recommended:
             kind = recommended[0]
-            key = risk_key(ctx.user_id, kind, now_ms // 86_400_000)
+            key = risk_key(ctx.user_id, kind, now_ms // DAY_MS)
             variables: dict[str, Any] = {"score": round(score.score)}
             decision = decide(
                 book, ctx, kind, key, now_ms, source="risk", variables=variables,

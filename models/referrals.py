@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
+from models.time_units import DAY_MS, HOUR_MS
+
 BOOK_VERSION = 1
-DAY_MS = 86_400_000
 CODE_LENGTH = 8
 CROCKFORD_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 COMPLETION_WINDOW_MS = 14 * DAY_MS
@@ -539,7 +540,7 @@ def growth_analytics(books: Iterable[ReferrerBook], total_users: int, now_ms: in
             funnel[status] += 1
             claimed_on[ref.claimed_at_ms // DAY_MS] += 1
             if status == COMPLETED and ref.completed_at_ms is not None:
-                hours.append((ref.completed_at_ms - ref.claimed_at_ms) / 3_600_000)
+                hours.append((ref.completed_at_ms - ref.claimed_at_ms) / HOUR_MS)
                 completed_on[ref.completed_at_ms // DAY_MS] += 1
     claims = sum(funnel.values())
     invites_per_user = claims / total_users if total_users > 0 else 0.0

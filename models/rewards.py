@@ -49,6 +49,7 @@ import orjson
 
 from models.digests import id_digest
 from models.events import MAX_TS_MS, InvalidEvent, check_id, format_ts
+from models.time_units import DAY_MS
 
 #: 2: `seen` is keyed by id digests (version 1 kept raw ids; read and converted).
 LEDGER_VERSION = 2
@@ -64,7 +65,7 @@ MAX_GRANT = 10_000
 MAX_BALANCE = 100_000
 #: A grant's reason, in UTF-8 bytes (it is kept in the history).
 MAX_REASON_BYTES = 64
-EXPIRING_SOON_MS = 7 * 86_400_000
+EXPIRING_SOON_MS = 7 * DAY_MS
 
 GRANT = "grant"
 REDEEM = "redeem"

@@ -125,8 +125,8 @@ from models.risk_codec import (
 
 # `from_bytes` raises it: re-exported so callers import the model and its error from one place.
 from models.risk_codec import IncompatibleModel as IncompatibleModel
+from models.time_units import DAY_MS
 
-DAY_MS = 86_400_000
 DEFAULT_HORIZON_MS = 7 * DAY_MS
 DEFAULT_SNAPSHOT_GAP_MS = DAY_MS
 MAX_EVAL_PAIRS = 50_000

@@ -62,9 +62,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.events import BehaviorEvent
+from models.time_units import DAY_MS, HOUR_MS
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 WINDOW_DAYS = 56
 HOUR_CAP = 512
 #: A session's `props.duration_s` counts for at most a day: longer is not a session, and a

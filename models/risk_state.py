@@ -30,7 +30,6 @@ from typing import Any
 from models.events import BehaviorEvent
 from models.interventions import NotificationBook
 from models.risk import (
-    DAY_MS,
     DEFAULT_HORIZON_MS,
     PendingLabel,
     Resolution,
@@ -40,9 +39,9 @@ from models.risk import (
     resolve_seen,
 )
 from models.risk_features import ActivityProfile, features, observe
+from models.time_units import DAY_MS, HOUR_MS
 
 RISK_STATE_VERSION = 1
-HOUR_MS = 3_600_000
 #: A change smaller than this (in points of the 0-100 score) is not published again, unless the
 #: level changes: re-scoring every hour must not rewrite every user's view every hour.
 PUBLISH_DELTA = 1.0

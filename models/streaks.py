@@ -12,16 +12,16 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from models.time_units import DAY_MS
 from models.tz import zone
 
-_MS_PER_DAY = 86_400_000
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 
 
 def local_day(ts_ms: int, tz: str) -> int:
     """The user's local calendar day of an instant; raises ValueError for an unknown zone."""
     if tz == "UTC":
-        return _EPOCH_ORDINAL + ts_ms // _MS_PER_DAY
+        return _EPOCH_ORDINAL + ts_ms // DAY_MS
     # Whole seconds suffice: zone offsets are whole minutes, so the date changes on a second.
     return datetime.fromtimestamp(ts_ms // 1000, tz=UTC).astimezone(zone(tz)).date().toordinal()
 

@@ -18,8 +18,8 @@ import orjson
 
 from models.events import JobPosting
 from models.matching import Candidate, CandidateIndex, match_posting, score
+from models.time_units import DAY_MS
 
-DAY_MS = 86_400_000
 LOCATIONS = ["Nairobi", "Mombasa", "Kisumu", "Nakuru", "Eldoret", "Kampala", "Dar es Salaam", "Kigali"]
 EDUCATION = ["certificate", "diploma", "bachelor", "bachelor", "master"]
 

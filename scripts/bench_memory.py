@@ -42,9 +42,9 @@ import psutil
 from models.events import InvalidEvent, validate_behavior
 from models.gamification import UserState, apply_event
 from models.rules import DEFAULT_RULES_FILE, Rules
+from models.time_units import DAY_MS
 from scripts.simulator import TrafficModel
 
-DAY_MS = 86_400_000
 DEDUP_WINDOW_MS = 7 * DAY_MS  # infra.settings.Settings.dedup_window_days
 SPAN_MS = 10 * DAY_MS
 PER = 100_000

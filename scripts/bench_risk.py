@@ -43,9 +43,8 @@ from river import linear_model, optim, preprocessing
 from models.events import BehaviorEvent
 from models.risk import RiskModel, brier_score, calibration_bins, roc_auc
 from models.risk_features import ActivityProfile, features, observe
+from models.time_units import DAY_MS, HOUR_MS
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 START_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
 RECENCY_EDGES_H = (1, 3, 6, 12, 24, 36, 48, 72, 96, 120, 144)
 WARMUP_DAYS = 14

@@ -43,6 +43,7 @@ from models.outcome_ledger import OutcomeLedger
 from models.referrals import referral_code
 from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
+from models.time_units import DAY_MS
 from streams import metrics, redis_faults
 from streams.broadcast import Broadcasts
 from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
@@ -331,7 +332,7 @@ class Worker:
         jobs_table = app.Table("jobs", partitions=1, key_type=RawKey, value_type=PostingValue)
 
         processor = EngagementProcessor(
-            self.rules, self._partitions_for, self.settings.dedup_window_days * 86_400_000
+            self.rules, self._partitions_for, self.settings.dedup_window_days * DAY_MS
         )
         self.user_store = TableStore(self.table, self._send, n, USER_STATE_CODEC)
         self.pipeline = EngagementPipeline(processor, self.user_store, self.serving, self._send)
@@ -369,7 +370,7 @@ class Worker:
         postings = PostingsPipeline(self._send)
         s = self.settings
         self.risk_settings = RiskSettings(
-            horizon_ms=int(s.risk_horizon_days * 86_400_000),
+            horizon_ms=int(s.risk_horizon_days * DAY_MS),
             grace_ms=int(s.risk_grace_minutes * 60_000),
             rescore_ms=int(s.risk_rescore_minutes * 60_000),
         )

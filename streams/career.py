@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from infra import topics
 from models.applications import Application, StatusChange, apply_status
 from models.career import CareerState
 from models.events import (
@@ -31,9 +32,9 @@ from models.matching import CandidateIndex, Match, PostingIndex, match_candidate
 from streams.engagement import PROFILES_TOPIC
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 
-APPLICATIONS_TOPIC = "application-status"
+APPLICATIONS_TOPIC = topics.APPLICATION_STATUS
 #: Internal: one copy of each new or changed posting per partition (written by the market agent).
-JOB_FANOUT_TOPIC = "elimu-job-fanout"
+JOB_FANOUT_TOPIC = topics.JOB_FANOUT
 #: Matches at or above this score are alerted (contract: alert at >= 60, perfect at >= 90).
 ALERT_THRESHOLD = 60
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from infra import keys
+from infra import keys, topics
 from infra.channels import Outgoing
 from models.applications import Application
 from models.career import CareerState
@@ -27,7 +27,7 @@ from streams.records import Record, owner_partition
 from streams.serving import ServingWriter
 from streams.tables import TableStore
 
-MATCH_ALERTS_TOPIC = "match-alerts"
+MATCH_ALERTS_TOPIC = topics.MATCH_ALERTS
 #: The gamification action a new application earns (awarded through ``behavior-events``, with
 #: an event id derived from the application id, so it counts once however often it is replayed).
 APPLY_ACTION = "job_apply"

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from infra import topics
 from models.events import BehaviorEvent, parse_behavior, parse_profile
 from models.gamification import Effects, UserState, apply_event, apply_profile
 from models.rules import Rules
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 
-BEHAVIOR_TOPIC = "behavior-events"
-PROFILES_TOPIC = "user-profiles"
+BEHAVIOR_TOPIC = topics.BEHAVIOR_EVENTS
+PROFILES_TOPIC = topics.USER_PROFILES
 
 
 class StateStore(Protocol):

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from infra import topics
 from models.challenges import (
     MAX_ACTIVE_GOALS,
     apply_to_challenge,
@@ -57,11 +58,11 @@ from models.referrals import (
 from models.rewards import GRANT_TOO_LARGE, MAX_GRANT, GrantRefused, balance, grant, redeem
 from models.rules import Rules
 from models.streaks import local_day
+from models.time_units import DAY_MS
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 
-COMMANDS_TOPIC = "user-commands"
-REFERRALS_TOPIC = "elimu-referrals"
-DAY_MS = 86_400_000
+COMMANDS_TOPIC = topics.USER_COMMANDS
+REFERRALS_TOPIC = topics.REFERRALS
 #: Referral credits expire this long after they are granted.
 CREDIT_TTL_MS = 90 * DAY_MS
 #: A command id is "{user_id}:…" (a goal's is "{user_id}:goal:{request_id}"), so it may be longer

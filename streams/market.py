@@ -18,14 +18,16 @@ from typing import Protocol
 
 import orjson
 
+from infra import topics
 from models.events import InvalidEvent, JobPosting, parse_posting
 from models.market import MarketBook
+from models.time_units import DAY_MS
 from streams.records import DeadLetter, Record
 
-POSTINGS_TOPIC = "job-postings"
+POSTINGS_TOPIC = topics.JOB_POSTINGS
 #: Internal, one partition: every validated posting, keyed by job_id.
-MARKET_TOPIC = "elimu-market"
-PULSE_TOPIC = "market-pulse"
+MARKET_TOPIC = topics.MARKET
+PULSE_TOPIC = topics.MARKET_PULSE
 
 
 def _now_ms() -> int:
@@ -55,7 +57,7 @@ def validate_postings(records: Iterable[Record], now_ms: int) -> ForwardOutcome:
 
 #: How long a closed posting stays in the ``jobs`` table: past the pulse's window (today and the
 #: 7 days before), so a re-send inside the window still counts once.
-RETAIN_CLOSED_MS = 9 * 86_400_000
+RETAIN_CLOSED_MS = 9 * DAY_MS
 
 
 class JobStore(Protocol):

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 from redis.exceptions import RedisError
 
+from infra import topics
 from streams import metrics, redis_faults
 from streams.engagement import BatchOutcome, EngagementProcessor, StateStore
 from streams.records import DeadLetter, Record
@@ -26,10 +27,10 @@ from streams.serving import ServingWriter, engagement_message
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_TOPIC = "dead-letter"
-ENGAGEMENT_TOPIC = "engagement-updates"
+DEAD_LETTER_TOPIC = topics.DEAD_LETTER
+ENGAGEMENT_TOPIC = topics.ENGAGEMENT_UPDATES
 #: Interventions and alerts for channel adapters (email/SMS/push senders), CONTRACT.md §5.
-NOTIFICATIONS_TOPIC = "notifications"
+NOTIFICATIONS_TOPIC = topics.NOTIFICATIONS
 
 #: ``send(topic, key, value, partition)``: hand a message to the producer. Awaiting it must
 #: not wait for the broker's ack (Faust flushes the producer before committing offsets).

@@ -27,12 +27,12 @@ from infra import keys
 from infra.redis_conn import RedisClient
 from models import rewards
 from models.events import MAX_ID_LEN
+from models.time_units import DAY_MS
 
 router = APIRouter(tags=["rewards"])
 
 #: Upper bound on a grant's lifetime; beyond it "expiring" credit is a typo for "never".
 MAX_GRANT_EXPIRY_DAYS = 3650
-_DAY_MS = 86_400_000
 
 
 class RedeemBody(StrictBody):
@@ -155,7 +155,7 @@ async def admin_grant(body: GrantBody, state: StateDep, principal: PrincipalDep)
         "grant_id": body.grant_id,
         "amount": body.amount,
         "reason": body.reason,
-        "expires_at_ms": None if body.expires_in_days is None else now + body.expires_in_days * _DAY_MS,
+        "expires_at_ms": None if body.expires_in_days is None else now + body.expires_in_days * DAY_MS,
         # Who granted it, for the audit trail on the topic (the signature says the API sent it).
         "issued_by": principal.sub,
     }

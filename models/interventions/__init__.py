@@ -114,9 +114,7 @@ from models.interventions.notifications import (
 )
 from models.interventions.policy import (
     CHANNELS,
-    DAY_MS,
     DISCOUNT_LEVELS,
-    HOUR_MS,
     INTERRUPTING,
     INTERVENTION_TYPES,
     LEVEL_DEFAULTS,
@@ -153,12 +151,10 @@ __all__ = [
     "BOOK_VERSION",
     "CAP_WINDOW_MS",
     "CHANNELS",
-    "DAY_MS",
     "DEFAULT_VARIABLES",
     "DEFERRED",
     "DISCOUNT_LEVELS",
     "DUPLICATE",
-    "HOUR_MS",
     "INTERRUPTING",
     "INTERVENTION_TYPES",
     "KEY_TTL_MS",

@@ -14,8 +14,6 @@ import orjson
 from models.events import format_ts
 from models.interventions.bandit import VariantStats, choose_variant
 from models.interventions.policy import (
-    DAY_MS,
-    HOUR_MS,
     INTERRUPTING,
     RE_ENGAGEMENT,
     STAFF_CHANNEL,
@@ -28,6 +26,7 @@ from models.interventions.policy import (
 from models.interventions.quiet_hours import quiet_until
 from models.interventions.templates import render, template_for
 from models.state_budget import json_size
+from models.time_units import DAY_MS, HOUR_MS
 
 # --- throttling and state bounds ----------------------------------------------------------------
 

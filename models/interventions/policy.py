@@ -9,9 +9,7 @@ from typing import Any
 
 from models.career import DEFAULT_CHANNELS
 from models.risk import RiskScore, risk_level
-
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
+from models.time_units import HOUR_MS
 
 INTERVENTION_TYPES: tuple[str, ...] = (
     "gentle_reminder",

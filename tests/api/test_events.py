@@ -12,10 +12,9 @@ import pytest
 
 from api import metrics
 from models.events import format_ts
+from models.time_units import HOUR_MS
 from tests.api.conftest import bearer, end_offset, read_topic
 from tests.api.test_errors_and_auth import assert_error
-
-HOUR_MS = 3_600_000
 
 
 def now_ms() -> int:

@@ -48,6 +48,7 @@ from models.referrals import (
 )
 from models.rules import Rules
 from models.streaks import local_day
+from models.time_units import DAY_MS, HOUR_MS
 from streams.growth import GrowthProcessor
 from streams.growth_pipeline import GrowthPipeline
 from streams.records import Record
@@ -57,8 +58,6 @@ from tests.api.conftest import SECRET, bearer, end_offset
 from tests.api.test_errors_and_auth import assert_error
 from tests.conftest import create_topic, wait_until
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 Reply = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 

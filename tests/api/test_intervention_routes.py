@@ -25,14 +25,13 @@ from infra.kafka import BROADCAST_TOPIC
 from models.campaigns import Campaign, CampaignRun, Schedule, Target, public_campaign
 from models.events import format_ts
 from models.interventions.bandit import InterventionStats
+from models.time_units import DAY_MS
 from streams.broadcast import campaign_key
 from tests.api.conftest import bearer, end_offset, read_topic
 from tests.api.test_errors_and_auth import assert_error
 from tests.conftest import create_topic
 
 ADMIN = bearer("ops", "admin")
-DAY_MS = 86_400_000
-
 EVENING = {
     "id": "evening-practice",
     "name": "Evening practice",

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from infra.topics import APPLICATION_STATUS, BEHAVIOR_EVENTS, JOB_POSTINGS, USER_PROFILES
+from models.time_units import DAY_MS
 
 FIVE_MINUTES_MS = 5 * 60 * 1000
-DAY_MS = 86_400_000
 #: Largest value a case carries (an id or the whole value): far over the engine's 64 KiB.
 HUGE = 200_000
 _HOLE = "\u0000hole\u0000"

@@ -10,8 +10,6 @@ import pytest
 
 from models.interventions import (
     CHANNELS,
-    DAY_MS,
-    HOUR_MS,
     INTERRUPTING,
     INTERVENTION_TYPES,
     KEY_TTL_MS,
@@ -49,6 +47,7 @@ from models.interventions import (
 )
 from models.risk import RiskScore, Signal
 from models.risk_features import FEATURE_NAMES
+from models.time_units import DAY_MS, HOUR_MS
 from tests.models.factories import ms
 
 T0 = ms("2026-06-01T12:00:00Z")  # a Monday, noon UTC

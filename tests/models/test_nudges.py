@@ -16,7 +16,6 @@ from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
     DUPLICATE,
-    HOUR_MS,
     QUEUED,
     RETURN_GRACE_MS,
     RETURNED,
@@ -38,8 +37,8 @@ from models.risk import RiskScore, risk_level
 from models.risk_state import RiskSettings, RiskState
 from models.rules import BadgeDef
 from models.streaks import StreakState, local_day
+from models.time_units import DAY_MS, HOUR_MS
 
-DAY_MS = 86_400_000
 NAIROBI = "Africa/Nairobi"  # UTC+3, no DST
 NEW_YORK = "America/New_York"  # UTC-4 in March 2026 (DST from 2026-03-08)
 

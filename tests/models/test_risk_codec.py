@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.risk import DAY_MS, MAX_EVAL_PAIRS, IncompatibleModel, RiskModel
+from models.risk import MAX_EVAL_PAIRS, IncompatibleModel, RiskModel
 from models.risk_codec import (
     MAX_FEATURE_VALUE,
     MAX_FEATURES,
@@ -25,6 +25,7 @@ from models.risk_codec import (
     MIN_VAR,
     pack_floats,
 )
+from models.time_units import DAY_MS
 
 T0 = 1_790_000_000_000
 H = 7 * DAY_MS

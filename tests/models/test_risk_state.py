@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from models.interventions import UserContext, decide, deliver
-from models.risk import DAY_MS, PendingLabel, RiskModel, RiskScore, risk_level
+from models.risk import PendingLabel, RiskModel, RiskScore, risk_level
 from models.risk_features import FEATURE_NAMES
 from models.risk_state import (
     AT_RISK_FROM,
@@ -29,6 +29,7 @@ from models.risk_state import (
     snapshot_due,
     worth_publishing,
 )
+from models.time_units import DAY_MS
 from tests.models.factories import event
 
 T0 = 1_790_000_000_000

@@ -61,7 +61,7 @@ from models.matching import (
     match_posting,
 )
 from models.nudges import Celebration, celebrate, plan
-from models.risk import DAY_MS, RiskModel
+from models.risk import RiskModel
 from models.risk_features import FEATURE_NAMES
 from models.risk_state import (
     MAX_PENDING_LABELS,
@@ -73,9 +73,9 @@ from models.risk_state import (
     score_where_it_happens,
 )
 from models.state_budget import STATE_BUDGET_BYTES, clip_text, fit_texts, json_size
+from models.time_units import DAY_MS, HOUR_MS
 
 NOW = 1_790_000_000_000
-HOUR_MS = 3_600_000
 CTRL = "\x01"  # six bytes of JSON each: the costliest character free text may hold
 T = TypeVar("T")
 

@@ -10,8 +10,9 @@ import pytest
 from models.campaigns import UserFacts
 from models.events import BehaviorEvent
 from models.interventions import UserContext
-from models.risk import DAY_MS, PendingLabel, Resolution, RiskModel, recency_prior
+from models.risk import PendingLabel, Resolution, RiskModel, recency_prior
 from models.risk_state import AT_RISK_FROM, HOUR_MS, RiskSettings, RiskState
+from models.time_units import DAY_MS
 from streams.risk import (
     RiskOutcome,
     RiskProcessor,

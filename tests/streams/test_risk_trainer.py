@@ -31,9 +31,10 @@ from infra.kafka import BROADCAST_TOPIC
 from infra.signing import RecordSigner
 from models.campaigns import UserFacts
 from models.interventions import UserContext
-from models.risk import DAY_MS, IncompatibleModel, PendingLabel, Resolution, RiskModel
+from models.risk import IncompatibleModel, PendingLabel, Resolution, RiskModel
 from models.risk_features import FEATURE_NAMES
 from models.risk_state import RiskSettings, RiskState
+from models.time_units import DAY_MS
 from streams import chunks, risk_trainer
 from streams.app import MAX_RECORD_BYTES
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
