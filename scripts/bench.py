@@ -16,131 +16,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from api.auth import issue_token
 from api.config import ApiConfig
-from infra.kafka import ensure_topics
 from infra.net import free_port, wait_for_port
-from scripts.embedded import start_broker, start_redis
+from scripts.bench_stack import (
+    SECRET,
+    RedisKind,
+    Stack,
+    bench_stack,
+    produce_events,
+    raw_consume_rate,
+    spawn,
+    stop,
+)
 from scripts.kafka_dist import BrokerKind
-from scripts.redis_cluster import RedisClusterService, start_redis_cluster
-from scripts.service import Service
 from scripts.simulator import TrafficModel
 from streams.transactions import GUARANTEE_VAR
-
-SECRET = "bench-secret-not-for-production-0123456789"
-PARTITIONS = 8
-
-
-@dataclass
-class Stack:
-    kafka: str
-    redis: str
-    data_dir: Path
-    env: dict[str, str]
-
-
-RedisKind = Literal["single", "cluster"]
-
-
-@contextmanager
-def bench_stack(kind: BrokerKind = "tansu", redis_kind: RedisKind = "single") -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="elimu-bench-") as d:
-        data = Path(d)
-        broker: Service = start_broker(kind, data, log_path=data / "kafka.log")
-        redis: Service | RedisClusterService = (
-            start_redis(data / "redis") if redis_kind == "single" else start_redis_cluster(data / "redis")
-        )
-        try:
-            asyncio.run(ensure_topics(broker.address, PARTITIONS))
-            env = dict(
-                os.environ,
-                ELIMU_KAFKA=broker.address,
-                ELIMU_REDIS=redis.address,
-                ELIMU_DATA_DIR=d,
-                ELIMU_SECRET=SECRET,
-                ELIMU_PARTITIONS=str(PARTITIONS),
-                ELIMU_LOG_LEVEL="warn",
-            )
-            yield Stack(broker.address, redis.address, data, env)
-        finally:
-            redis.stop()
-            broker.stop()
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "scripts.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-def _stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-async def _produce_events(kafka: str, n: int, users: int, seed: int = 11) -> None:
-    model = TrafficModel(users, seed, user_prefix="b-")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=20, max_batch_size=512 * 1024, acks=1)
-    await producer.start()
-    try:
-        now = int(time.time() * 1000)
-        futs = []
-        for i in range(n):
-            # Spread over the last 10 days so streaks, days and periods all do real work.
-            m = model.behavior(now - (n - i) * (10 * 86_400_000 // n))
-            k, v = m.encode()
-            futs.append(await producer.send("behavior-events", v, key=k))
-        await asyncio.gather(*futs)
-    finally:
-        await producer.stop()
-
-
-async def _raw_consume_rate(kafka: str, n: int) -> float:
-    """The ceiling: a bare aiokafka consumer decoding every value with orjson."""
-    consumer = AIOKafkaConsumer(
-        "behavior-events",
-        bootstrap_servers=kafka,
-        group_id=f"raw-{time.time_ns()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        seen, start = 0, 0.0
-        while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            if not start and batch:
-                start = time.perf_counter()
-            for msgs in batch.values():
-                for m in msgs:
-                    orjson.loads(m.value)
-                seen += len(msgs) if batch else 0
-        return n / (time.perf_counter() - start)
-    finally:
-        await consumer.stop()
 
 
 def _processed(metrics_url: str) -> float:
@@ -175,11 +74,11 @@ def throughput(
     with bench_stack(kind, redis_kind) as st:
         if guarantee:
             st.env[GUARANTEE_VAR] = guarantee
-        asyncio.run(_produce_events(st.kafka, events, users))
-        raw = asyncio.run(_raw_consume_rate(st.kafka, events))
+        asyncio.run(produce_events(st.kafka, events, users))
+        raw = asyncio.run(raw_consume_rate(st.kafka, events))
         ports = [free_port() for _ in range(workers)]
         procs = [
-            _spawn(
+            spawn(
                 ["worker"],
                 {**st.env, "ELIMU_WORKER_PORT": str(p), "ELIMU_SESSION_TIMEOUT": "6"},
                 st.data_dir / f"worker-{i}.log",
@@ -206,7 +105,7 @@ def throughput(
                 raise TimeoutError("the worker did not finish in time")
         finally:
             for p in procs:
-                _stop(p)
+                stop(p)
     return {
         "broker": kind,
         "redis": redis_kind,
@@ -275,8 +174,8 @@ def latency(rate: float, seconds: float, users: int, kind: BrokerKind = "tansu")
     with bench_stack(kind) as st:
         port = free_port()
         env = {**st.env, "ELIMU_API_PORT": str(port)}
-        worker = _spawn(["worker"], env, st.data_dir / "worker.log")
-        api = _spawn(["api"], env, st.data_dir / "api.log")
+        worker = spawn(["worker"], env, st.data_dir / "worker.log")
+        api = spawn(["api"], env, st.data_dir / "api.log")
         try:
             wait_for_port(port, 60, api)
             api_url = f"http://127.0.0.1:{port}"
@@ -291,8 +190,8 @@ def latency(rate: float, seconds: float, users: int, kind: BrokerKind = "tansu")
                 time.sleep(0.2)
             lat = asyncio.run(_latency_run(st, api_url, rate, seconds, users))
         finally:
-            _stop(api)
-            _stop(worker)
+            stop(api)
+            stop(worker)
     lat.sort()
     q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [float("nan")] * 99
     return {

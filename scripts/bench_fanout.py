@@ -34,7 +34,7 @@ from api.auth import issue_token
 from infra.channels import ChannelLog
 from infra.net import free_port, wait_for_port
 from infra.redis_conn import connect
-from scripts.bench import SECRET, Stack, _spawn, _stop, bench_stack
+from scripts.bench_stack import SECRET, Stack, bench_stack, spawn, stop
 
 CHANNEL = "leaderboard:daily"
 #: Connections opened at once; the rest wait (keeps the listen backlog and handshakes sane).
@@ -214,7 +214,7 @@ def run(connections: list[int], messages: int, rate: float, compress: bool = Tru
     with bench_stack() as st:
         port = free_port()
         env = {**st.env, "ELIMU_API_PORT": str(port)}
-        proc = _spawn(["api"], env, st.data_dir / "api.log")
+        proc = spawn(["api"], env, st.data_dir / "api.log")
         try:
             wait_for_port(port, 60, proc)
             api_url = f"http://127.0.0.1:{port}"
@@ -234,7 +234,7 @@ def run(connections: list[int], messages: int, rate: float, compress: bool = Tru
                 runs.append(r)
                 time.sleep(2)  # let the API drop the closed connections before the next size
         finally:
-            _stop(proc)
+            stop(proc)
     base = runs[0]
     for r in runs:
         r["p99_vs_1_connection"] = round(r["p99_ms"] / base["p99_ms"], 2)

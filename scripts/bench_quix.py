@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from scripts.bench import _produce_events, _raw_consume_rate, bench_stack
+from scripts.bench_stack import bench_stack, produce_events, raw_consume_rate
 from scripts.kafka_dist import BrokerKind
 
 
@@ -88,8 +88,8 @@ def _quix_rate(kafka: str, n: int, state_dir: str, patch: bool) -> dict[str, Any
 
 def run(events: int, users: int, patch: bool, kind: BrokerKind = "tansu") -> dict[str, Any]:
     with bench_stack(kind) as st:
-        asyncio.run(_produce_events(st.kafka, events, users))
-        raw = asyncio.run(_raw_consume_rate(st.kafka, events))
+        asyncio.run(produce_events(st.kafka, events, users))
+        raw = asyncio.run(raw_consume_rate(st.kafka, events))
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             quix: dict[str, Any] = pool.submit(
                 _quix_rate, st.kafka, events, str(st.data_dir / "quix-state"), patch

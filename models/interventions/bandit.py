@@ -6,14 +6,27 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from models.interventions.templates import Template, Variant
 
-if TYPE_CHECKING:  # notifications imports this module
-    from models.interventions.notifications import Notification
-
 STATS_VERSION = 1
+
+
+class CountedNotification(Protocol):
+    """What the analytics count of a notification (models.interventions.notifications.Notification
+    has it; a protocol here so this module does not import that one, which imports this)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def primary_channel(self) -> str: ...
+    @property
+    def template(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+
+
 #: Notification lifecycle stages counted by analytics, in funnel order.
 STAGES: tuple[str, ...] = ("sent", "opened", "clicked", "converted")
 
@@ -127,7 +140,7 @@ class InterventionStats:
         self.by_channel.setdefault(channel, _counts())[stage] += 1
         self.by_template.setdefault(template, {}).setdefault(variant, _counts())[stage] += 1
 
-    def record_notification(self, stage: str, n: Notification, channel: str | None = None) -> None:
+    def record_notification(self, stage: str, n: CountedNotification, channel: str | None = None) -> None:
         self.record(stage, n.type, channel or n.primary_channel, n.template, n.variant)
 
     def variant_stats(self, template: str) -> Mapping[str, Mapping[str, int]]:
