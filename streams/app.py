@@ -387,6 +387,7 @@ class Worker:
             self._send,
         )
         self.broadcasts = Broadcasts(self.risk.processor)
+        self.risk.processor.follow(self.broadcasts)
         self.broadcast_feed = TopicFeed(
             s.kafka_bootstrap,
             BROADCAST_TOPIC,
@@ -489,9 +490,9 @@ class Worker:
         revoked: set[Any] = args[0] if args else set()
         for tp in revoked:
             if tp.topic == JOB_FANOUT_TOPIC:
-                self.career.processor.candidates.pop(tp.partition, None)
+                self.career.processor.forget_partition(tp.partition)
             elif tp.topic == MARKET_TOPIC:
-                self.market.processor.loaded = False
+                self.market.processor.unload()
             elif tp.topic == RISK_LABELS_TOPIC:
                 self.trainer.forget()
 
@@ -519,11 +520,10 @@ class Worker:
         def owned(user_id: str) -> bool:
             return owner_partition(user_id.encode(), n) in active
 
-        if active != self.risk_scheduled or self.broadcasts.campaigns_changed:
+        changed = self.broadcasts.take_campaigns_changed()
+        if active != self.risk_scheduled or changed:
             # New partitions' users join the agenda; a campaign change moves everyone's next look.
             self.risk.processor.forget(owned)
-            changed = self.broadcasts.campaigns_changed
-            self.broadcasts.campaigns_changed = False
             self.risk.processor.schedule(store.states_of(active if changed else active - self.risk_scheduled))
             self.risk_scheduled = active
             self.risk.processor.adopt_watermark(store.states_of(active))

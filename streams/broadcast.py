@@ -49,8 +49,12 @@ class Broadcasts:
         #: Campaign records applied so far: the Redis mirror of the definitions catches up when
         #: it moves (streams/interventions.py); the flag above is the risk sweep's to clear.
         self.campaigns_version = 0
-        processor.campaigns = self.active_campaigns
-        processor.variant_counts = self.stats_for
+
+    def take_campaigns_changed(self) -> bool:
+        """Whether a campaign changed since the last call (the risk sweep's signal to recompute
+        everyone's next look); clears it."""
+        changed, self.campaigns_changed = self.campaigns_changed, False
+        return changed
 
     def active_campaigns(self) -> list[Campaign]:
         return [c for c in self.campaigns.values() if c.status == "active"]

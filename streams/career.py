@@ -136,6 +136,11 @@ class CareerProcessor:
             out.touched[user_id] = state
         return state
 
+    def forget_partition(self, partition: int) -> None:
+        """Drop the partition's candidate index (this worker lost it): rebuilt from the table on
+        the next posting if the partition comes back."""
+        self.candidates.pop(partition, None)
+
     def _index(self, partition: int, store: CareerStore) -> CandidateIndex:
         index = self.candidates.get(partition)
         if index is None:

@@ -96,6 +96,11 @@ class MarketProcessor:
         self.book.evict(self.clock_ms())
         self.loaded = self.dirty = True
 
+    def unload(self) -> None:
+        """Forget the book (this worker lost the market): it is rebuilt from the table if the
+        market comes back."""
+        self.loaded = False
+
     def expire(self, jobs: JobStore, now_ms: int) -> list[str]:
         """Forget postings that are closed (deadline passed, or none) and older than the pulse's
         window: without this the table would hold every posting ever seen. A re-send of one

@@ -114,6 +114,15 @@ def stage_feedback(n: Notification, stage: str) -> dict[str, Any]:
     }
 
 
+class CampaignSource(Protocol):
+    """Where the active campaigns and the interventions' variant counts come from (the broadcast
+    topic's view, streams/broadcast.py)."""
+
+    def active_campaigns(self) -> list[Campaign]: ...
+
+    def stats_for(self, template: str) -> Any: ...
+
+
 class RiskProcessor:
     def __init__(
         self,
@@ -141,6 +150,12 @@ class RiskProcessor:
         self.watermarks: dict[int, int] = {}
         self._due: list[tuple[int, str]] = []
         self._next: dict[str, int] = {}
+
+    def follow(self, source: CampaignSource) -> None:
+        """Take campaigns and variant counts from ``source`` from now on (the worker wires the
+        broadcast view here once both exist: each needs the other)."""
+        self.campaigns = source.active_campaigns
+        self.variant_counts = source.stats_for
 
     def adopt_model(self, model: RiskModel) -> None:
         """Swap in a broadcast model (whole object: a score never mixes two versions)."""

@@ -92,7 +92,8 @@ def test_a_campaign_record_replaces_the_previous_definition() -> None:
     b = Broadcasts(processor())
     active = make_campaign("c1")
     b.on_record(campaign_key("c1"), encoded(active), 0)
-    b.campaigns_changed = False  # the caller rescheduled everyone
+    assert b.take_campaigns_changed() is True  # the caller rescheduled everyone
+    assert b.take_campaigns_changed() is False  # and the signal is taken once
 
     paused = with_status(active, "paused", CREATED + 1_000)
     b.on_record(campaign_key("c1"), encoded(paused), 1)
@@ -107,7 +108,7 @@ def test_a_tombstone_deletes_the_campaign() -> None:
     b = Broadcasts(processor())
     b.on_record(campaign_key("c1"), encoded(make_campaign("c1")), 0)
     b.on_record(campaign_key("c2"), encoded(make_campaign("c2")), 1)
-    b.campaigns_changed = False
+    assert b.take_campaigns_changed() is True
 
     b.on_record(campaign_key("c1"), None, 2)
 
@@ -126,6 +127,7 @@ def test_a_tombstone_for_an_unknown_campaign_is_harmless() -> None:
 def test_only_active_campaigns_reach_the_processor() -> None:
     p = processor()
     b = Broadcasts(p)
+    p.follow(b)
     active = make_campaign("on")
     draft = make_campaign("draft", status="draft")
     paused = with_status(make_campaign("off"), "paused", CREATED + 1)
@@ -154,7 +156,7 @@ def test_a_corrupt_campaign_record_is_skipped_without_raising(
     b = Broadcasts(processor())
     good = make_campaign("c1")
     b.on_record(campaign_key("c1"), encoded(good), 0)
-    b.campaigns_changed = False
+    assert b.take_campaigns_changed() is True
 
     with caplog.at_level(logging.ERROR, logger="streams.broadcast"):
         b.on_record(campaign_key("c1"), value, 7)
@@ -193,6 +195,7 @@ def stats_bytes() -> tuple[InterventionStats, bytes]:
 def test_intervention_stats_feed_the_bandit() -> None:
     p = processor()
     b = Broadcasts(p)
+    p.follow(b)
     assert b.stats_for("gentle_reminder") == {}
 
     stats, value = stats_bytes()
