@@ -1,5 +1,5 @@
 """Consumer-lag sampling: committed and end offsets read periodically, kept in Redis, turned into
-the lag report (``models.lag``) that ``GET /v1/ops/lag``, the ``ops:lag`` channel, the
+the lag report (``infra.lag_report``) that ``GET /v1/ops/lag``, the ``ops:lag`` channel, the
 ``elimu_consumer_*`` gauges and ``elimu lag`` show.
 
 Lag in seconds and the status both need history, so the sampler stores one snapshot of the whole
@@ -14,7 +14,7 @@ OffsetFetch decoding fails against the embedded Tansu broker, kafka-python's wor
 Apache Kafka alike. End offsets come from ListOffsets corrected by a fetch's high watermark
 (Tansu's ListOffsets undercounts batched records). OffsetFetch gives no commit timestamps and
 Tansu reports no group state, which is why the status rules work from sampled offsets alone (see
-``models.lag``).
+``infra.lag_report``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,15 @@ from redis.exceptions import RedisError
 from infra import keys
 from infra.channels import ChannelLog
 from infra.kafka_auth import admin_security
+from infra.lag_report import (
+    DEFAULT_WINDOW_S,
+    GroupPartition,
+    LagReport,
+    Snapshot,
+    TopicPartition,
+    build_report,
+)
 from infra.redis_conn import RedisClient
-from models.lag import DEFAULT_WINDOW_S, GroupPartition, LagReport, Snapshot, TopicPartition, build_report
 
 log = logging.getLogger(__name__)
 

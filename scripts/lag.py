@@ -16,9 +16,9 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from infra.lag import LagConfig, load_history, read_offsets
+from infra.lag_report import LagReport, Snapshot, build_report, format_ts
 from infra.redis_conn import connect
 from infra.settings import Settings
-from models.lag import LagReport, Snapshot, build_report, format_ts
 
 #: Spacing of the two samples taken without a sampler history.
 OWN_SAMPLE_GAP_S = 3.0

@@ -1,5 +1,5 @@
 """``GET /v1/ops/lag`` (admin): consumer lag per group, topic and partition, in offsets and seconds,
-with a Burrow-style status (``models.lag``, docs/operations.md "Consumer lag").
+with a Burrow-style status (``infra.lag_report``, docs/operations.md "Consumer lag").
 
 The answer is the report the lag sampler stored on its last tick, so every API process answers
 the same thing without touching the broker. When there is none, or it is stale (no process has
@@ -25,7 +25,7 @@ from api.deps import PrincipalDep, StateDep
 from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra.lag import LagConfig, read_lag_report, stored_report
-from models.lag import GROUP_STATUS_VALUE, LagReport, parse_ts
+from infra.lag_report import GROUP_STATUS_VALUE, LagReport, parse_ts
 
 router = APIRouter(tags=["operations"])
 

@@ -130,7 +130,7 @@ async def test_topic_configs_described(kafka_bootstrap: str, broker_kind: Broker
 
 async def test_groups_listed(kafka_bootstrap: str, broker_kind: BrokerKind, unique: str) -> None:
     """ListGroups: Apache Kafka lists a group with its state; Tansu lists none, which is why the
-    lag status works from sampled offsets alone (models/lag.py) and not from group states."""
+    lag status works from sampled offsets alone (infra/lag_report.py) and not from group states."""
     topic = await create_topic(kafka_bootstrap, f"grp-{unique}")
     group = f"grp-{unique}"
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group)

@@ -30,7 +30,7 @@ from infra.lag import (
     read_offsets,
     stored_report,
 )
-from models.lag import GroupLag, GroupStatus, LagReport, PartitionStatus, Snapshot
+from infra.lag_report import GroupLag, GroupStatus, LagReport, PartitionStatus, Snapshot
 from scripts.kafka_dist import BrokerKind
 from tests.conftest import create_topic
 

@@ -1,4 +1,5 @@
-"""Consumer lag in offsets and in seconds, and a Burrow-style status, from periodic offset samples.
+"""Consumer lag in offsets and in seconds, and a Burrow-style status, from periodic offset samples
+(pure: infra/lag.py samples the broker and keeps the history; this turns samples into a report).
 
 Two lessons from the tools operators compare us with (DESIGN.md):
 

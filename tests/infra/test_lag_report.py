@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.lag import (
+from infra.lag_report import (
     GROUP_STATUS_VALUE,
     GroupStatus,
     LagReport,
