@@ -73,7 +73,7 @@ from streams.risk import (
 from streams.risk_pipeline import RiskPipeline
 from streams.risk_trainer import RiskTrainer
 from streams.serving import ServingWriter
-from streams.tables import RawKey, TableStore, state_codec
+from streams.tables import RawKey, TableStore, register_codecs, state_codec
 from streams.transactions import CURRENT as CURRENT_TRANSACTION
 from streams.transactions import GUARANTEE_VAR, BatchTransactions, parse_guarantee, resolve_guarantee
 from streams.user_context import UserDirectory
@@ -112,6 +112,7 @@ POSTING_CODEC, PostingValue = state_codec("elimu_job_posting", JobPosting.from_d
 GROWTH_CODEC, GrowthStateValue = state_codec("elimu_growth_state", GrowthState.from_dict)
 RISK_CODEC, RiskStateValue = state_codec("elimu_risk_state", RiskState.from_dict)
 LEDGER_CODEC, LedgerValue = state_codec("elimu_outcome_ledger", OutcomeLedger.from_dict)
+STATE_CODECS = (USER_STATE_CODEC, CAREER_CODEC, POSTING_CODEC, GROWTH_CODEC, RISK_CODEC, LEDGER_CODEC)
 #: Kept under its old name: the user-state table's key type.
 UserIdKey = RawKey
 
@@ -240,6 +241,7 @@ class Worker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
+        register_codecs(*STATE_CODECS)
         # elimu:// = aiokafka with the batch-draining consumer (streams/faust_tuning.py).
         brokers = [f"elimu://{hp}" for hp in s.kafka_bootstrap.split(",")]
         return EngineApp(

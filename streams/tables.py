@@ -33,8 +33,9 @@ class _Options:
 class DictCodec(codecs.Codec):
     """Changelog encoding of a state object: compact JSON of its ``to_dict``."""
 
-    def __init__(self, from_dict: Callable[[dict[str, Any]], Any], **kwargs: Any) -> None:
+    def __init__(self, name: str, from_dict: Callable[[dict[str, Any]], Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.name = name
         self.from_dict = from_dict
 
     def _dumps(self, obj: Any) -> bytes:
@@ -45,10 +46,10 @@ class DictCodec(codecs.Codec):
 
 
 def state_codec(name: str, from_dict: Callable[[dict[str, Any]], Any]) -> tuple[DictCodec, type]:
-    """Register codec ``name`` and return it with a table value type that selects it. (Faust
-    picks a table's codec from its value type's ``_options.serializer``.)"""
-    codec = DictCodec(from_dict)
-    codecs.register(name, codec)
+    """Codec ``name`` and a table value type that selects it (Faust picks a table's codec from
+    its value type's ``_options.serializer``). Nothing is registered until ``register_codecs``:
+    importing a module has no effect on Faust."""
+    codec = DictCodec(name, from_dict)
 
     class Value:
         _options = _Options(name)
@@ -59,6 +60,12 @@ def state_codec(name: str, from_dict: Callable[[dict[str, Any]], Any]) -> tuple[
 
     Value.__name__ = Value.__qualname__ = f"{name}_value"
     return codec, Value
+
+
+def register_codecs(*state_codecs: DictCodec) -> None:
+    """Make the codecs known to Faust by name (called by the worker as it builds its app)."""
+    for codec in state_codecs:
+        codecs.register(codec.name, codec)
 
 
 class RawKey:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import faust
 
 from models.gamification import UserState
-from streams.app import STATE_CODEC, USER_STATE_CODEC, UserIdKey, UserStateValue
+from streams.app import STATE_CODEC, STATE_CODECS, USER_STATE_CODEC, UserIdKey, UserStateValue
+from streams.tables import register_codecs
 
 
 def test_table_uses_raw_keys_and_the_state_codec() -> None:
+    register_codecs(*STATE_CODECS)  # as the worker does when it builds its app
     app = faust.App("codec-test", broker="memory://", store="memory://")
     table = app.Table("t", key_type=UserIdKey, value_type=UserStateValue, use_partitioner=True)
     assert table.key_serializer == "raw"
