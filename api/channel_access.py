@@ -8,12 +8,18 @@ from __future__ import annotations
 from enum import Enum
 
 from api.auth import Principal
-from models.channels import channel_user
+from models.channels import (
+    AT_RISK_CHANNEL,
+    MARKET_CHANNEL,
+    OPS_LAG_CHANNEL,
+    channel_user,
+    leaderboard_channel,
+)
 from models.events import is_valid_id
 from models.leaderboard import PERIODS
 
-ADMIN_CHANNELS = frozenset({"admin:at-risk", "ops:lag"})
-PUBLIC_CHANNELS = frozenset({"market", *(f"leaderboard:{p}" for p in PERIODS)})
+ADMIN_CHANNELS = frozenset({AT_RISK_CHANNEL, OPS_LAG_CHANNEL})
+PUBLIC_CHANNELS = frozenset({MARKET_CHANNEL, *(leaderboard_channel(p) for p in PERIODS)})
 
 
 class Access(Enum):

@@ -50,11 +50,11 @@ from infra.lag_report import (
     build_report,
 )
 from infra.redis_conn import RedisClient
+from models.channels import OPS_LAG_CHANNEL
 
 log = logging.getLogger(__name__)
 
 #: The websocket channel the sampler publishes each report on (admin only, CONTRACT.md §8).
-OPS_LAG_CHANNEL = "ops:lag"
 #: Message type of those publishes.
 OPS_LAG_TYPE = "lag"
 #: Snapshots and the report expire when no sampler has written for this long.

@@ -1,4 +1,4 @@
-"""Names of the websocket channel families that carry an id (one home for their spelling)."""
+"""Websocket channel names (one home for their spelling; who may subscribe: api/channel_access.py)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,16 @@ def channel_user(channel: str) -> str | None:
     if channel.startswith(USER_CHANNEL_PREFIX):
         return channel[len(USER_CHANNEL_PREFIX) :]
     return None
+
+
+def leaderboard_channel(period: str) -> str:
+    """``leaderboard:<period>``: the top of the period's board, pushed on a timer."""
+    return f"leaderboard:{period}"
+
+
+#: The job market's live pulse.
+MARKET_CHANNEL = "market"
+#: Admins: risk scores entering (and leaving) the at-risk list.
+AT_RISK_CHANNEL = "admin:at-risk"
+#: Admins: the consumer-lag report, on every sample.
+OPS_LAG_CHANNEL = "ops:lag"

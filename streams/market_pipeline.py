@@ -9,6 +9,7 @@ import orjson
 
 from infra import keys
 from infra.channels import Outgoing
+from models.channels import MARKET_CHANNEL
 from models.events import JobPosting
 from streams import metrics
 from streams.career import JOB_FANOUT_TOPIC
@@ -88,7 +89,7 @@ class MarketPipeline:
                 pipe.delete(keys.MARKET_PULSE)
                 pipe.hset(keys.MARKET_PULSE, mapping={k: orjson.dumps(v) for k, v in pulses.items()})
                 await pipe.execute()
-            await self.serving.write_documents([], [], [Outgoing("market", "market_pulse", overall)])
+            await self.serving.write_documents([], [], [Outgoing(MARKET_CHANNEL, "market_pulse", overall)])
             await self.send(PULSE_TOPIC, b"all", orjson.dumps(overall), None)
         except BaseException:
             processor.dirty = True  # try again on the next tick

@@ -20,7 +20,7 @@ import orjson
 
 from infra import keys
 from infra.channels import Outgoing
-from models.channels import user_channel
+from models.channels import AT_RISK_CHANNEL, user_channel
 from models.events import BehaviorEvent, format_ts
 from models.interventions import Notification
 from models.nudges import Celebration
@@ -37,8 +37,6 @@ from streams.risk import (
 )
 from streams.serving import ServingWriter
 from streams.tables import TableStore
-
-AT_RISK_CHANNEL = "admin:at-risk"
 
 
 class RiskPipeline:

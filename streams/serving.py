@@ -19,7 +19,7 @@ from infra import keys
 from infra.channels import LIMIT_ARGS, PUBLISH_ALL_LUA, ChannelLog, Outgoing
 from infra.redis_conn import RedisClient, by_slot
 from infra.redis_errors import RETRIED, RefusedWrites
-from models.channels import user_channel
+from models.channels import leaderboard_channel, user_channel
 from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
 from models.levels import level_progress
@@ -272,7 +272,7 @@ class ServingWriter:
                 for i, (m, s) in enumerate(rows)
             ]
             await self.channels.publish(
-                f"leaderboard:{period}",
+                leaderboard_channel(period),
                 "leaderboard",
                 {"period": period, "bucket": bucket, "entries": entries},
             )

@@ -15,8 +15,9 @@ from redis.asyncio import Redis
 
 from infra import keys
 from infra.channels import ChannelLog
-from infra.lag import OPS_LAG_CHANNEL, LagSampler, stored_report
+from infra.lag import LagSampler, stored_report
 from infra.lag_report import parse_ts
+from models.channels import OPS_LAG_CHANNEL
 from tests.api.conftest import bearer
 from tests.api.test_errors_and_auth import assert_error
 from tests.conftest import wait_until

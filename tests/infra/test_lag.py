@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 from infra import keys
 from infra.channels import ChannelLog
 from infra.lag import (
-    OPS_LAG_CHANNEL,
     LagConfig,
     LagSampler,
     OffsetReader,
@@ -31,6 +30,7 @@ from infra.lag import (
     stored_report,
 )
 from infra.lag_report import GroupLag, GroupStatus, LagReport, PartitionStatus, Snapshot
+from models.channels import OPS_LAG_CHANNEL
 from scripts.kafka_dist import BrokerKind
 from tests.conftest import create_topic
 
