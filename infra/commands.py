@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -20,23 +21,38 @@ from infra import keys, topics
 from infra.redis_conn import RedisClient
 
 COMMANDS_TOPIC = topics.USER_COMMANDS
+T = TypeVar("T")
+
 #: How long answers are kept: longer than any client retry.
 RESULT_TTL_S = 24 * 3600
 
 
 async def await_result(redis: RedisClient, command_id: str, timeout_s: float) -> dict[str, Any] | None:
-    """The worker's answer to ``command_id``, or None if none came within ``timeout_s``.
+    """The worker's answer to ``command_id``, or None if none came within ``timeout_s``."""
 
-    Polls with a short backoff: commands are rare next to events, and a poll needs no connection
-    parked per waiter as BLPOP would.
+    def answer(raw: bytes | str) -> dict[str, Any]:
+        result: dict[str, Any] = orjson.loads(raw)
+        return result
+
+    return await await_key(redis, keys.command_result(command_id), answer, timeout_s)
+
+
+async def await_key(
+    redis: RedisClient, key: str, accept: Callable[[bytes | str], T | None], timeout_s: float
+) -> T | None:
+    """``accept(value)`` of ``key`` once it is not None, or None if it stays so for ``timeout_s``:
+    how the API waits for the worker, the only writer of a view, to show a change it asked for.
+
+    Polls with a short backoff: such waits are rare next to events, and a poll needs no
+    connection parked per waiter as BLPOP would.
     """
     deadline = time.monotonic() + timeout_s
     delay = 0.01
     while True:
-        raw = await redis.get(keys.command_result(command_id))
-        if raw is not None:
-            result: dict[str, Any] = orjson.loads(raw)
-            return result
+        raw = await redis.get(key)
+        found = accept(raw) if raw is not None else None
+        if found is not None:
+            return found
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))

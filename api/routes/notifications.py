@@ -4,8 +4,9 @@ read.
 Reading is notification feedback like any other: the route publishes a `notification_opened`
 event for the notification (its `event_id` derived from the id, so a retried request counts
 once), which the owning worker records in the user's notification book and the interventions
-analytics. The inbox view is patched at once so the reader sees the change; the worker's next
-write of the view agrees with it.
+analytics. The worker is the inbox view's only writer: the route waits (briefly) until the view
+shows the notification read, so the reader sees their change, but never writes the view itself,
+where it could put back an inbox older than the worker's newest write.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
+from infra.commands import await_key
 
 router = APIRouter(tags=["notifications"])
 
 #: Ids are "n-" and 20 hex digits; the bound keeps "read:<id>" a valid event id (128).
 NotificationId = Annotated[str, Path(min_length=1, max_length=100)]
 EMPTY_INBOX: dict[str, Any] = {"unread": 0, "notifications": []}
+#: How long a read waits for the worker's view to show it. The event is in Kafka either way, so
+#: the answer does not depend on it: past this, a re-read shows it once the worker catches up.
+READ_VISIBLE_WAIT_S = 3.0
 
 
 async def _inbox(state: AppState, user_id: str) -> dict[str, Any]:
@@ -67,8 +72,10 @@ async def mark_read(
             )
         except ProducerUnavailable as exc:
             raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
-        found["read"] = True
-        inbox["unread"] = sum(1 for n in inbox["notifications"] if not n.get("read"))
-        view = {"unread": inbox["unread"], "notifications": inbox["notifications"], "user_id": user_id}
-        await state.redis.set(keys.user_notifications(user_id), orjson.dumps(view))
+
+        def shows_read(raw: bytes | str) -> bool | None:
+            shown = orjson.loads(raw)["notifications"]
+            return any(n.get("id") == notification_id and n.get("read") for n in shown) or None
+
+        await await_key(state.redis, keys.user_notifications(user_id), shows_read, READ_VISIBLE_WAIT_S)
     return OrjsonResponse({"notification_id": notification_id, "read": True})
