@@ -55,6 +55,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("broker_kind", kinds, scope="function")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # `make test` runs on two processes (pytest-xdist, --dist loadgroup). The integration tests
     # all go to one of them, one after the other: two engine stacks plus two Apache Kafka JVMs at
