@@ -55,17 +55,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("broker_kind", kinds, scope="function")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # `make test` runs on two processes (pytest-xdist, --dist loadgroup). The integration tests
-    # all go to one of them, one after the other: two engine stacks plus two Apache Kafka JVMs at
-    # once overloaded two cores (a broker fenced by its own controller answered NotEnoughReplicas,
-    # and tests waiting on the engine timed out). The other process runs the rest meanwhile.
-    for item in items:
-        if item.get_closest_marker("integration") is not None:
-            item.add_marker(pytest.mark.xdist_group("engine"))
-
-
 @pytest.fixture(scope="session")
 def tansu_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = start_tansu(log_path=tmp_path_factory.mktemp("tansu") / "kafka.log")
