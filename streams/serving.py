@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from infra import keys
@@ -214,18 +215,22 @@ class ServingWriter:
         call in one pipeline (one round trip per node). Each entry's first element is its key
         (a message's is its sequence key, whose tag all its keys share). Returns the refusals."""
         entries = [(part, item) for part in _DOC_PARTS for item in doc[part]]
-        groups = by_slot(self.redis, [item[0] for _, item in entries])
+        if not entries:
+            return []
+        if not isinstance(self.redis, RedisCluster):
+            # One Redis: the whole batch in one call, as built (no regrouping on the hot path).
+            _, errors = await self._write_script(
+                keys=[entries[0][1][0]], args=[*self.channels.limits, orjson.dumps(doc)]
+            )
+            return list(errors)
         docs: list[tuple[str, bytes]] = []
-        for indexes in groups.values():
+        for indexes in by_slot(self.redis, [item[0] for _, item in entries]).values():
             group: dict[str, list[Any]] = {part: [] for part in _DOC_PARTS}
             for i in indexes:
                 part, item = entries[i]
                 group[part].append(item)
+            # The first key routes the call; the script reads its keys from the document.
             docs.append((entries[indexes[0]][1][0], orjson.dumps(group)))
-        if len(docs) == 1:
-            # The key routes the call on a cluster; the script reads its keys from the document.
-            _, errors = await self._write_script(keys=[docs[0][0]], args=[*self.channels.limits, docs[0][1]])
-            return list(errors)
         return await self._write_pipelined(docs)
 
     async def _write_pipelined(self, docs: list[tuple[str, bytes]]) -> list[Any]:
