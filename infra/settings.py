@@ -38,6 +38,9 @@ class Settings:
     risk_rescore_minutes: float = 60.0
     #: Allowed lateness before a label resolves as dropped.
     risk_grace_minutes: float = 60.0
+    #: How often the risk trainer checkpoints its model: at most this much of the labels topic
+    #: is replayed by a worker that takes the trainer over; more often writes more to Kafka.
+    risk_checkpoint_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -55,6 +58,7 @@ class Settings:
             risk_horizon_days=float(e.get("ELIMU_RISK_HORIZON_DAYS") or 7.0),
             risk_rescore_minutes=float(e.get("ELIMU_RISK_RESCORE_MINUTES") or 60.0),
             risk_grace_minutes=float(e.get("ELIMU_RISK_GRACE_MINUTES") or 60.0),
+            risk_checkpoint_s=float(e.get("ELIMU_RISK_CHECKPOINT_S") or 30.0),
         )
 
     @property

@@ -96,8 +96,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from river import compose, linear_model, optim, preprocessing
-from river.__version__ import __version__ as RIVER_VERSION
 
 from models.events import MAX_TS_MS, format_ts
 from models.risk_codec import (
@@ -318,6 +316,33 @@ def calibration_bins(pairs: Iterable[tuple[float, int]], bins: int = 10) -> list
 # Pending labels of one user (pure; used by `RiskModel`'s own book and by per-user engine state)
 
 
+def evaluation(
+    pairs: Iterable[tuple[float, int]], baseline_pairs: Iterable[tuple[float, int]], bins: int = 10
+) -> dict[str, Any]:
+    """How well scores ranked and were calibrated on resolved labels (``pairs`` of
+    (predicted, label)), beside the recency-only baseline on the same labels."""
+    pairs = list(pairs)
+    return {
+        "n": len(pairs),
+        "positives": sum(y for _, y in pairs),
+        "roc_auc": roc_auc(pairs),
+        "roc_auc_method": "exact (Mann-Whitney, average ranks for ties)",
+        # The same labels ranked by days of silence alone: what the model must beat.
+        "baseline_roc_auc": roc_auc(baseline_pairs),
+        "brier": brier_score(pairs),
+        "calibration": [
+            {
+                "lower": b.lower,
+                "upper": b.upper,
+                "count": b.count,
+                "mean_predicted": b.mean_predicted,
+                "observed_rate": b.observed_rate,
+            }
+            for b in calibration_bins(pairs, bins)
+        ],
+    }
+
+
 def wants_snapshot(pendings: Sequence[PendingLabel], now_ms: int, gap_ms: int) -> bool:
     """Whether a score at `now_ms` becomes a new pending label (one per `gap_ms` per user)."""
     return not pendings or now_ms - pendings[-1].scored_at_ms >= gap_ms
@@ -357,6 +382,11 @@ def resolve_expired(
 def default_pipeline(learning_rate: float = 0.01, l2: float = 1e-4) -> Any:
     """StandardScaler -> LogisticRegression, intercept learning at the weights' rate (labels are
     imbalanced; River's default intercept rate of 0.01 takes long to find the base rate)."""
+    # River is imported where a model is built, not with this module: its linear models pull in
+    # SciPy (2 s of start-up), and the API and the CLI import this module only for scores,
+    # levels and evaluations.
+    from river import compose, linear_model, optim, preprocessing
+
     return compose.Pipeline(
         preprocessing.StandardScaler(),
         linear_model.LogisticRegression(
@@ -559,26 +589,7 @@ class RiskModel:
     # --- evaluation -------------------------------------------------------------------------
 
     def evaluation(self, bins: int = 10) -> dict[str, Any]:
-        pairs = list(self.pairs)
-        return {
-            "n": len(pairs),
-            "positives": sum(y for _, y in pairs),
-            "roc_auc": roc_auc(pairs),
-            "roc_auc_method": "exact (Mann-Whitney, average ranks for ties)",
-            # The same labels ranked by days of silence alone: what the model must beat.
-            "baseline_roc_auc": roc_auc(self.baseline_pairs),
-            "brier": brier_score(pairs),
-            "calibration": [
-                {
-                    "lower": b.lower,
-                    "upper": b.upper,
-                    "count": b.count,
-                    "mean_predicted": b.mean_predicted,
-                    "observed_rate": b.observed_rate,
-                }
-                for b in calibration_bins(pairs, bins)
-            ],
-        }
+        return evaluation(self.pairs, self.baseline_pairs, bins)
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -627,7 +638,9 @@ class RiskModel:
             "baseline_pairs": _pack_pairs(baseline),
         }
         body["features"] = names.names  # last: the rows above added theirs
-        header = orjson.dumps({"format": FORMAT_VERSION, "river": RIVER_VERSION})
+        from river.__version__ import __version__ as river_version
+
+        header = orjson.dumps({"format": FORMAT_VERSION, "river": river_version})
         return _MAGIC + b" " + header + b"\n" + orjson.dumps(body)
 
     @classmethod

@@ -28,9 +28,10 @@ import math
 import sys
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from river import compose, linear_model, optim, preprocessing
+if TYPE_CHECKING:
+    from river import linear_model, preprocessing
 
 from models.events import is_valid_id
 
@@ -280,6 +281,8 @@ def decode_rows(value: Any, names: FeatureNames, count: int, what: str) -> list[
 
 def pipeline_steps(pipeline: Any) -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression]:
     """The scaler and classifier of a pipeline this codec can write, else ValueError."""
+    from river import compose, linear_model, optim, preprocessing  # lazily: see default_pipeline
+
     steps = list(getattr(pipeline, "steps", {}).values())
     if len(steps) != 2:
         raise ValueError("only a StandardScaler -> LogisticRegression pipeline can be serialized")
@@ -342,6 +345,8 @@ def encode_pipeline(pipeline: Any, names: FeatureNames) -> dict[str, Any]:
 
 
 def decode_pipeline(value: Any, names: FeatureNames) -> Any:
+    from river import compose, linear_model, optim, preprocessing  # lazily: see default_pipeline
+
     obj = read_object(value, "pipeline")
     table = names.names
     # Hyperparameters: finite and in ranges under which SGD stays a number (a huge rate only

@@ -69,6 +69,8 @@ class RiskSettings:
     #: score barely moves between two lessons. A user at risk (medium or worse) is re-scored after
     #: any activity, so their return shows at once.
     activity_rescore_ms: int = 15 * 60_000
+    #: The trainer checkpoints at most this often (wall clock, ``ELIMU_RISK_CHECKPOINT_S``).
+    checkpoint_s: float = 30.0
 
 
 @dataclass

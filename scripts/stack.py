@@ -28,7 +28,7 @@ from infra.settings import Settings
 from scripts.embedded import start_broker, start_redis
 from scripts.kafka_dist import BrokerKind, choose_broker
 from scripts.service import Service
-from scripts.supervisor import ChildSpec, Supervisor
+from scripts.supervisor import ChildSpec, Supervisor, write_json_atomically
 
 READY_TIMEOUT_S = 120.0
 #: How long a child may take to stop on SIGTERM before it is killed (a worker leaves its
@@ -129,7 +129,7 @@ def up(
         supervisor.restarting = True
         admin_token = issue_token(secret, "admin", "admin", ttl_s=30 * 86400)
         stack = {"kafka": kafka, "redis": redis_url, "api": api_url, "admin_token": admin_token}
-        (data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
+        write_json_atomically(data_dir / "stack.json", stack)
         if demo:
             sim = _elimu("simulate", "--users", str(users), "--rate", str(rate))
             supervisor.start(ChildSpec("simulator", sim, env, logs / "simulator.log"))

@@ -288,6 +288,12 @@ class Supervisor:
         """Operators (and tests) read who runs under which pid and how often it restarted."""
         if self.status_path is None:
             return
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2))
-        os.replace(tmp, self.status_path)
+        write_json_atomically(self.status_path, self.status())
+
+
+def write_json_atomically(path: Path, value: object) -> None:
+    """``value`` as JSON at ``path``, whole or not at all: a reader polling for the file (an
+    operator's script, a test) never sees it empty or half written."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)

@@ -375,6 +375,7 @@ class Worker:
             horizon_ms=int(s.risk_horizon_days * DAY_MS),
             grace_ms=int(s.risk_grace_minutes * 60_000),
             rescore_ms=int(s.risk_rescore_minutes * 60_000),
+            checkpoint_s=s.risk_checkpoint_s,
         )
         directory = UserDirectory(self.rules, self.user_store.get, self.career.store.get)
         self.risk = RiskPipeline(

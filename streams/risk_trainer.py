@@ -7,7 +7,8 @@ It publishes to the compacted `elimu-broadcast` topic (streams/broadcast.py):
   `BROADCAST_S`; every worker follows the topic (`infra.feed.TopicFeed`) and swaps it in;
 - keys `risk-checkpoint/<i>` then `risk-checkpoint`: the whole trainer (model, evaluation, the
   next label offset, digests of recent label ids), zlib-compressed and split into chunks of at
-  most 192 KiB under a manifest written last (streams/chunks.py), at most every `CHECKPOINT_S`.
+  most 192 KiB under a manifest written last (streams/chunks.py), at most every
+  `RiskSettings.checkpoint_s` (`ELIMU_RISK_CHECKPOINT_S`, 30 s).
   At scale (200k label ids, 20k evaluation pairs, 14k retained labels waiting for their
   deadline) it is ~3.2 MB in 17 chunks; as one record it was 9 MB, which the worker refuses to
   send (over 256 KiB) and Kafka too (over 1 MiB), so it was never stored.
@@ -66,7 +67,6 @@ from streams.risk import RISK_LABELS_TOPIC, parse_resolution
 log = logging.getLogger(__name__)
 
 BROADCAST_S = 5.0
-CHECKPOINT_S = 30.0
 #: Evaluation pairs kept by the trainer (exact AUC over the most recent labels).
 EVAL_PAIRS = 20_000
 #: Label ids remembered to drop re-sent labels; re-sends come within a crash's replay.
@@ -284,7 +284,10 @@ class RiskTrainer:
             else:
                 await self.send(BROADCAST_TOPIC, SCORER_KEY, scorer, 0)
             await self._report(model)
-        due = self.next_offset > self.checkpointed_offset and now - self.checkpoint_at >= CHECKPOINT_S
+        due = (
+            self.next_offset > self.checkpointed_offset
+            and now - self.checkpoint_at >= self.settings.checkpoint_s
+        )
         if due and not self.writing:
             self.checkpoint_at = now
             self.checkpointed_offset = self.next_offset

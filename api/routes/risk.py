@@ -16,7 +16,7 @@ from api.deps import PrincipalDep, StateDep, require_admin
 from api.responses import OrjsonResponse
 from infra import keys
 from infra.redis_conn import mget
-from models.risk import LEVELS, RiskModel
+from models.risk import LEVELS, evaluation
 
 router = APIRouter(tags=["risk"])
 
@@ -86,4 +86,4 @@ async def risk_model(state: StateDep, principal: PrincipalDep) -> OrjsonResponse
     if raw:
         return OrjsonResponse(orjson.loads(raw))
     # Before the trainer's first report: the same shape, nothing evaluated yet.
-    return OrjsonResponse({**RiskModel().evaluation(), "labels_learnt": 0, "pending_deferred": 0})
+    return OrjsonResponse({**evaluation([], []), "labels_learnt": 0, "pending_deferred": 0})

@@ -25,7 +25,8 @@ from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import posting
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+# The page following the stack is the subject, not the broker: it runs on the first broker only.
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker, pytest.mark.timeout(240)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -238,12 +238,18 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
             ]
             send(fresh_kafka, "behavior-events", ticks, "user_id")
 
+            seen: list[Any] = [None]
+
             async def executed() -> Any:
                 r = await http.get("/v1/campaigns/quiet-3d", headers=admin)
-                counts = r.json()["executions"]["counts"]
+                seen[0] = r.json()["executions"]
+                counts = seen[0]["counts"]
                 return counts if counts.get("evaluated") == len(last_ts) else None
 
-            counts = await wait_until(executed, timeout=60, what="campaign evaluated for every user")
+            try:
+                counts = await wait_until(executed, timeout=60, what="campaign evaluated for every user")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; executions last seen: {seen[0]}") from None
             # fading-0 came back (read and clicked): no longer inactive.
             assert counts["targeted"] == len(fading | dropouts) - 1
             assert counts["not_targeted"] == len(steady) + 1
@@ -408,7 +414,8 @@ async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
     """At a size one record could not carry (over the worker's 256 KiB budget), the checkpoint
     goes out as chunks and a manifest through the real broker, and the worker that takes over
     after a SIGKILL restores from it: it replays only the labels after the checkpoint."""
-    env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6")
+    # A checkpoint every 2 s instead of 30: the test waits for the one after the last label.
+    env = stack_env(fresh_kafka, redis_url, tmp_path, ELIMU_SESSION_TIMEOUT="6", ELIMU_RISK_CHECKPOINT_S="2")
     first = start_worker(env, tmp_path / "worker-1.log")
     second = None
     start = int(time.time() * 1000) - 30 * DAY
@@ -420,7 +427,8 @@ async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
             joined = await _checkpoint_on_the_topic(fresh_kafka)
             return joined if joined is not None and joined[0].offset == CHUNKED_LABELS else None
 
-        # The first checkpoint follows the trainer's first batch, the next one CHECKPOINT_S later.
+        # The first checkpoint follows the trainer's first batch, the next one
+        # ELIMU_RISK_CHECKPOINT_S later.
         # Waited for on the broker, not in the log: a record handed to the producer is not yet
         # stored, and a SIGKILL before the manifest is stored would be a torn write.
         manifest, value = await wait_until(

@@ -43,7 +43,6 @@ from streams.records import Record
 from streams.risk import RISK_LABELS_TOPIC, RiskProcessor, resolution_message
 from streams.risk_trainer import (
     BROADCAST_S,
-    CHECKPOINT_S,
     EVAL_PAIRS,
     SEEN_LABELS,
     RiskTrainer,
@@ -55,6 +54,7 @@ from streams.risk_trainer import (
 
 T0 = 1_790_000_000_000
 SETTINGS = RiskSettings()
+CHECKPOINT_S = SETTINGS.checkpoint_s
 H = SETTINGS.horizon_ms
 G = SETTINGS.grace_ms
 BOOTSTRAP = "broker.invalid:9092"
