@@ -65,8 +65,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 async def _produce(bootstrap: str, topic: str, lines: TextIO) -> tuple[int, int]:
     from aiokafka import AIOKafkaProducer
 
-    from infra.kafka import KEY_FIELD
     from infra.kafka_auth import client_security
+    from infra.topics import KEY_FIELD
 
     key_field = KEY_FIELD.get(topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **client_security())

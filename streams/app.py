@@ -23,65 +23,44 @@ from faust.exceptions import ProducerSendError
 from prometheus_client import generate_latest
 from redis.exceptions import RedisError
 
-from infra import keys
+from infra import keys, topics
 from infra.channels import ChannelLog
 from infra.feed import TopicFeed
-from infra.kafka import BROADCAST_TOPIC
 from infra.kafka_auth import client_security, faust_credentials
 from infra.metrics_relay import publish_snapshot
 from infra.net import free_port
 from infra.redis_conn import RedisClient, connect
 from infra.settings import Settings
 from infra.signing import RecordSigner
-from models.career import CareerState
-from models.events import JobPosting
-from models.gamification import UserState
-from models.growth import GrowthState
+from infra.topics import TOPOLOGY
 from models.leaderboard import PERIODS, bucket
-from models.nudges import Celebration, celebrations_for
-from models.outcome_ledger import OutcomeLedger
-from models.referrals import referral_code
-from models.risk_state import RiskSettings, RiskState
+from models.risk_state import RiskSettings
 from models.rules import Rules
 from models.time_units import DAY_MS
 from streams import metrics, redis_faults
 from streams.broadcast import Broadcasts
-from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
-from streams.career_pipeline import MATCH_ALERTS_TOPIC, CareerPipeline
-from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
+from streams.career import APPLICATIONS_TOPIC
+from streams.delivery import deliver_refusals
+from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC
+from streams.engine import STATE_TABLES, Ports, StateTable, build_engine
 from streams.faust_tuning import EngineApp, LeanMonitor
-from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthProcessor
-from streams.growth_pipeline import GrowthPipeline
-from streams.interventions import InterventionsAnalytics
-from streams.market import MARKET_TOPIC, POSTINGS_TOPIC, PULSE_TOPIC, MarketProcessor
-from streams.market_pipeline import MarketPipeline, PostingsPipeline
-from streams.pipeline import (
-    DEAD_LETTER_TOPIC,
-    ENGAGEMENT_TOPIC,
-    NOTIFICATIONS_TOPIC,
-    EngagementPipeline,
-    deliver_refusals,
-)
+from streams.growth import COMMANDS_TOPIC
+from streams.market import MARKET_TOPIC
 from streams.progress import Progress
-from streams.records import DeadLetter, Record, owner_partition, split_forged
+from streams.records import DeadLetter, Record, split_forged
 from streams.risk import (
     INTERVENTION_OUTCOMES_TOPIC,
-    RISK_LABELS_TOPIC,
-    RISK_SCORES_TOPIC,
-    RiskProcessor,
 )
-from streams.risk_pipeline import RiskPipeline
 from streams.risk_trainer import RiskTrainer
+from streams.runner import BatchRunner
 from streams.serving import ServingWriter
-from streams.tables import RawKey, TableStore, register_codecs, state_codec
+from streams.tables import DictCodec, RawKey, TableStore, register_codecs, state_codec
 from streams.transactions import CURRENT as CURRENT_TRANSACTION
 from streams.transactions import GUARANTEE_VAR, BatchTransactions, parse_guarantee, resolve_guarantee
-from streams.user_context import UserDirectory
 
 log = logging.getLogger(__name__)
 
 APP_ID = "elimu-pulse"
-STATE_CODEC = "elimu_user_state"
 #: Largest batch the agent takes at once, and how long it waits to fill one. Batching is what
 #: makes one state write and one Redis round trip serve many events.
 MAX_BATCH = 5000
@@ -90,11 +69,6 @@ HEARTBEAT_S = 2.0
 LEADERBOARD_PUSH_S = 1.0
 MARKET_PULSE_S = 1.0
 POSTINGS_EXPIRY_S = 60.0
-#: Input topics of the per-user agent; records of the first two feed gamification, of the
-#: last three career state (profiles feed both).
-ENGAGEMENT_TOPICS = frozenset({BEHAVIOR_TOPIC, PROFILES_TOPIC})
-CAREER_TOPICS = frozenset({PROFILES_TOPIC, APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC})
-GROWTH_TOPICS = frozenset({COMMANDS_TOPIC, REFERRALS_TOPIC})
 SERVING_CHECK_S = 5.0
 #: The largest record this worker produces (key + value), far below the broker's 1 MiB
 #: ``message.max.bytes``: per-user state and outputs are bounded well under it by design, and
@@ -106,46 +80,9 @@ RISK_SWEEP_S = 1.0
 RISK_PUBLISH_S = 5.0
 
 
-USER_STATE_CODEC, UserStateValue = state_codec(STATE_CODEC, UserState.from_dict)
-CAREER_CODEC, CareerStateValue = state_codec("elimu_career_state", CareerState.from_dict)
-POSTING_CODEC, PostingValue = state_codec("elimu_job_posting", JobPosting.from_dict)
-GROWTH_CODEC, GrowthStateValue = state_codec("elimu_growth_state", GrowthState.from_dict)
-RISK_CODEC, RiskStateValue = state_codec("elimu_risk_state", RiskState.from_dict)
-LEDGER_CODEC, LedgerValue = state_codec("elimu_outcome_ledger", OutcomeLedger.from_dict)
-STATE_CODECS = (USER_STATE_CODEC, CAREER_CODEC, POSTING_CODEC, GROWTH_CODEC, RISK_CODEC, LEDGER_CODEC)
-#: Kept under its old name: the user-state table's key type.
-UserIdKey = RawKey
-
-
-class PostingCopies:
-    """Each fan-out partition's copy of the open postings, in the ``open-postings`` table under
-    ``"<partition>:<job_id>"`` and logged to that partition, so it recovers with the partition."""
-
-    def __init__(self, store: TableStore[JobPosting]) -> None:
-        self.store = store
-
-    def put(self, partition: int, posting: JobPosting) -> None:
-        self.store.put(f"{partition}:{posting.job_id}", posting)
-
-    def delete(self, partition: int, job_id: str) -> None:
-        self.store.delete(f"{partition}:{job_id}")
-
-    def items(self) -> list[tuple[int, JobPosting]]:
-        return [(int(k.split(":", 1)[0]), v) for k, v in self.store.items()]
-
-    def expire(self, now_ms: int) -> int:
-        """Drop postings whose deadline has passed (tombstoned in the changelog)."""
-        expired = [k for k, v in self.store.items() if v.deadline_ms is not None and v.deadline_ms < now_ms]
-        for key in expired:
-            self.store.delete(key)
-        return len(expired)
-
-    async def flush(self) -> None:
-        await self.store.flush()
-
-
-async def _nothing() -> None:
-    return None
+#: Each state table's changelog codec and the Faust value type that selects it, by codec name
+#: (registered with Faust when the worker builds its app, not on import).
+CODECS: dict[str, tuple[DictCodec, type]] = {t.codec: state_codec(t.codec, t.from_dict) for t in STATE_TABLES}
 
 
 def _redis_tolerant(tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -235,13 +172,11 @@ class Worker:
         self.serving = ServingWriter(self.redis, self.channels, rules)
         self.serving_epoch: bytes | str | None = None
         self.projected: set[int] = set()
-        #: Partitions whose users are on the risk sweep's agenda.
-        self.risk_scheduled: set[int] = set()
         self._wire()
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        register_codecs(*STATE_CODECS)
+        register_codecs(*(codec for codec, _ in CODECS.values()))
         # elimu:// = aiokafka with the batch-draining consumer (streams/faust_tuning.py).
         brokers = [f"elimu://{hp}" for hp in s.kafka_bootstrap.split(",")]
         return EngineApp(
@@ -268,7 +203,7 @@ class Worker:
             Monitor=LeanMonitor,
             cython_optimizations=True,
             # A short linger: records of one batch still ride together, and the acks a batch waits
-            # for (streams.pipeline.send_durably, growth state) come back fast. Measured: 50 ms
+            # for (streams.delivery.send_durably, growth state) come back fast. Measured: 50 ms
             # cost a third of the throughput once batches waited for acks (3.6k vs 5.6k events/s).
             producer_linger=0.005,
             producer_max_batch_size=256 * 1024,
@@ -285,91 +220,11 @@ class Worker:
         def raw(*names: str) -> Any:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
 
-        per_user = raw(
-            BEHAVIOR_TOPIC,
-            PROFILES_TOPIC,
-            APPLICATIONS_TOPIC,
-            JOB_FANOUT_TOPIC,
-            COMMANDS_TOPIC,
-            REFERRALS_TOPIC,
-        )
-        # Declared so Faust creates them with our partition count when missing.
+        # Declared so Faust creates them as the topology says when missing (infra/topics.py).
         self.declared = [
-            app.topic(BEHAVIOR_TOPIC, partitions=n),
-            app.topic(PROFILES_TOPIC, partitions=n, compacting=True),
-            app.topic(APPLICATIONS_TOPIC, partitions=n),
-            app.topic(JOB_FANOUT_TOPIC, partitions=n),
-            app.topic(COMMANDS_TOPIC, partitions=n),
-            app.topic(REFERRALS_TOPIC, partitions=n),
-            app.topic(NOTIFICATIONS_TOPIC, partitions=n),
-            app.topic(POSTINGS_TOPIC, partitions=n),
-            app.topic(MARKET_TOPIC, partitions=1),
-            app.topic(DEAD_LETTER_TOPIC, partitions=1),
-            app.topic(ENGAGEMENT_TOPIC, partitions=n),
-            app.topic(MATCH_ALERTS_TOPIC, partitions=n),
-            app.topic(PULSE_TOPIC, partitions=1),
-            app.topic(RISK_SCORES_TOPIC, partitions=n),
-            app.topic(RISK_LABELS_TOPIC, partitions=1),
-            app.topic(INTERVENTION_OUTCOMES_TOPIC, partitions=1),
-            app.topic(BROADCAST_TOPIC, partitions=1, compacting=True),
+            app.topic(t.name, partitions=t.partitions(n), compacting=t.compacted, config=t.config or None)
+            for t in TOPOLOGY
         ]
-        # Changelog partition = murmur2(key) for the per-user tables: the function that owns input
-        # records, so a user's state recovers on the partition that receives their events.
-        self.table = app.Table(
-            "user-state", partitions=n, key_type=UserIdKey, value_type=UserStateValue, use_partitioner=True
-        )
-        career_table = app.Table(
-            "career-state", partitions=n, key_type=RawKey, value_type=CareerStateValue, use_partitioner=True
-        )
-        growth_table = app.Table(
-            "growth-state", partitions=n, key_type=RawKey, value_type=GrowthStateValue, use_partitioner=True
-        )
-        risk_table = app.Table(
-            "risk-state", partitions=n, key_type=RawKey, value_type=RiskStateValue, use_partitioner=True
-        )
-        ledger_table = app.Table(
-            "intervention-analytics", partitions=1, key_type=RawKey, value_type=LedgerValue
-        )
-        postings_table = app.Table("open-postings", partitions=n, key_type=RawKey, value_type=PostingValue)
-        jobs_table = app.Table("jobs", partitions=1, key_type=RawKey, value_type=PostingValue)
-
-        processor = EngagementProcessor(
-            self.rules, self._partitions_for, self.settings.dedup_window_days * DAY_MS
-        )
-        self.user_store = TableStore(self.table, self._send, n, USER_STATE_CODEC)
-        self.pipeline = EngagementPipeline(processor, self.user_store, self.serving, self._send)
-        self.posting_copies = PostingCopies(
-            TableStore(postings_table, self._send, n, POSTING_CODEC, lambda key: int(key.split(":", 1)[0]))
-        )
-        self.career = CareerPipeline(
-            CareerProcessor(self._partitions_for, self.posting_copies),
-            TableStore(career_table, self._send, n, CAREER_CODEC),
-            self.posting_copies,
-            self.serving,
-            self._send,
-            n,
-        )
-        self.market = MarketPipeline(
-            MarketProcessor(),
-            TableStore(jobs_table, self._send, 1, POSTING_CODEC, lambda key: 0),
-            self.serving,
-            self._send,
-            n,
-        )
-        self.growth = GrowthPipeline(
-            # The worker derives each user's referral code itself (the API's function and secret), so
-            # a forged code is refused and the code -> user map is rebuilt from the table after a wipe.
-            GrowthProcessor(
-                self.rules,
-                self._partitions_for,
-                code_of=functools.partial(referral_code, self.settings.secret().encode()),
-            ),
-            TableStore(growth_table, self._send, n, GROWTH_CODEC),
-            self.serving,
-            self._send,
-            n,
-        )
-        postings = PostingsPipeline(self._send)
         s = self.settings
         self.risk_settings = RiskSettings(
             horizon_ms=int(s.risk_horizon_days * DAY_MS),
@@ -377,29 +232,21 @@ class Worker:
             rescore_ms=int(s.risk_rescore_minutes * 60_000),
             checkpoint_s=s.risk_checkpoint_s,
         )
-        directory = UserDirectory(self.rules, self.user_store.get, self.career.store.get)
-        self.risk = RiskPipeline(
-            RiskProcessor(
-                self.risk_settings,
-                directory.streak_of,
-                directory,
-                partition_of=lambda user_id: owner_partition(user_id.encode(), n),
-            ),
-            TableStore(risk_table, self._send, n, RISK_CODEC),
-            self.serving,
-            self._send,
+        ports = Ports(self._send, self.serving, n, self._partitions_for, s.secret().encode(), self.redis)
+        engine = build_engine(
+            self.rules, self.risk_settings, s.dedup_window_days * DAY_MS, ports, self._store
         )
+        self.engine = engine
+        self.engagement, self.career, self.growth = engine.engagement, engine.career, engine.growth
+        self.risk, self.market, self.analytics = engine.risk, engine.market, engine.analytics
         self.broadcasts = Broadcasts(self.risk.processor)
         self.risk.processor.follow(self.broadcasts)
         self.broadcast_feed = TopicFeed(
             s.kafka_bootstrap,
-            BROADCAST_TOPIC,
+            topics.BROADCAST,
             self.broadcasts.on_record,
             signer=self.signer,
             on_forged=self._forged_broadcast,
-        )
-        self.analytics = InterventionsAnalytics(
-            TableStore(ledger_table, self._send, 1, LEDGER_CODEC, lambda key: 0), self.serving, self._send
         )
         self.trainer = RiskTrainer(
             self.risk_settings,
@@ -411,42 +258,13 @@ class Worker:
             signer=self.signer,
         )
 
-        async def per_user_batch(records: list[Record]) -> None:
-            engagement = [r for r in records if r.topic in ENGAGEMENT_TOPICS]
-            career = [r for r in records if r.topic in CAREER_TOPICS]
-            growth = [r for r in records if r.topic in GROWTH_TOPICS]
-            applied = self.pipeline.process(engagement) if engagement else None
-            if career:
-                await self.career.handle(career)
-            # Growth and risk state are persisted before the engagement changelog: once that marks
-            # this batch's events as seen, a replay would no longer bring them here.
-            grow = growth or (applied is not None and applied.applied)
-            events = [(a.event, a.effects.xp_gained) for a in applied.applied] if applied else []
-            achieved: dict[str, list[Celebration]] = {}
-            for a in applied.applied if applied else ():
-                found = celebrations_for(a.event.user_id, a.effects, self.rules.streak_milestones)
-                if found:
-                    achieved.setdefault(a.event.user_id, []).extend(found)
-            grown, risked = await asyncio.gather(
-                self.growth.persist(growth, applied) if grow else _nothing(),
-                self.risk.on_events(events, achieved) if events else _nothing(),
-            )
-            if applied is not None:
-                await self.pipeline.deliver(engagement, applied)
-            if grown is not None:
-                await self.growth.publish(growth, grown)
-            if risked is not None:
-                await self.risk.publish(risked)
-
-        agents: list[tuple[Any, str, Callable[[list[Record]], Awaitable[Any]]]] = [
-            (per_user, "engagement", per_user_batch),
-            (raw(POSTINGS_TOPIC), "postings", postings.handle),
-            (raw(MARKET_TOPIC), "market", self.market.handle),
-            (raw(RISK_LABELS_TOPIC), "risk-trainer", self.trainer.handle),
-            (raw(INTERVENTION_OUTCOMES_TOPIC), "interventions", self.analytics.handle),
-        ]
-        for channel, name, handle in agents:
-            app.agent(channel, name=name)(_batch_agent(name, self._trusted(handle), self.progress, self.txns))
+        # The agents, each one runner over its slices (streams/engine.py).
+        agents = engine.agents(("risk-trainer", [self.trainer]))
+        self.slices = [s for _, slices in agents for s in slices]
+        for name, slices in agents:
+            runner = BatchRunner(slices)
+            handle = _batch_agent(name, self._trusted(runner.run), self.progress, self.txns)
+            app.agent(raw(*sorted(runner.topics)), name=name)(handle)
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
@@ -464,6 +282,20 @@ class Worker:
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    def _store(self, table: StateTable) -> TableStore[Any]:
+        """The Faust table behind ``table``, under a store that writes its changelog in bulk."""
+        n = 1 if table.single_partition else self.settings.partitions
+        codec, value_type = CODECS[table.codec]
+        per_user = table.partition_of is None and not table.single_partition
+        # use_partitioner: changelog partition = murmur2(key), the function that owns input
+        # records, so a user's state recovers on the partition that receives their events.
+        faust_table = self.app.Table(
+            table.name, partitions=n, key_type=RawKey, value_type=value_type, use_partitioner=per_user
+        )
+        partition_of = table.partition_of or ((lambda key: 0) if table.single_partition else None)
+        store: TableStore[Any] = TableStore(faust_table, self._send, n, codec, partition_of)
+        return store
 
     def _trusted(
         self, handle: Callable[[list[Record]], Awaitable[Any]]
@@ -484,20 +316,15 @@ class Worker:
     def _forged_broadcast(key: bytes | None, offset: int) -> None:
         # Every worker reads the whole broadcast, so each would dead-letter the same record:
         # counted and logged here instead, on every worker that refused it.
-        metrics.DEAD_LETTERS.labels(BROADCAST_TOPIC, "bad_signature").inc()
+        metrics.DEAD_LETTERS.labels(topics.BROADCAST, "bad_signature").inc()
         log.error("broadcast record %r at offset %d refused: no valid engine signature", key, offset)
 
     async def _forget_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         """Drop caches of state this worker may no longer own; they are rebuilt from the tables
         if the partitions come back (the candidate indexes, the market book)."""
-        revoked: set[Any] = args[0] if args else set()
-        for tp in revoked:
-            if tp.topic == JOB_FANOUT_TOPIC:
-                self.career.processor.forget_partition(tp.partition)
-            elif tp.topic == MARKET_TOPIC:
-                self.market.processor.unload()
-            elif tp.topic == RISK_LABELS_TOPIC:
-                self.trainer.forget()
+        revoked = {(tp.topic, tp.partition) for tp in (args[0] if args else ())}
+        for s in self.slices:
+            s.revoked(revoked)
 
     async def _expire_postings(self) -> None:
         """Drop postings whose deadline passed from the matching index and the ``open-postings``
@@ -507,8 +334,8 @@ class Worker:
             return
         now = int(time.time() * 1000)
         self.career.processor.postings.evict(now)
-        if self.posting_copies.expire(now):
-            await self.posting_copies.flush()
+        if self.engine.posting_copies.expire(now):
+            await self.engine.posting_copies.flush()
         if self._owns_market() and self.market.processor.expire(self.market.jobs, now):
             await self.market.jobs.flush()
 
@@ -516,21 +343,7 @@ class Worker:
         """Re-score the users due by stream time; put newly owned partitions' users on the agenda."""
         if not self._table_ready():
             return
-        active = self._active_partitions()
-        n = self.settings.partitions
-        store = self.risk.store
-
-        def owned(user_id: str) -> bool:
-            return owner_partition(user_id.encode(), n) in active
-
-        changed = self.broadcasts.take_campaigns_changed()
-        if active != self.risk_scheduled or changed:
-            # New partitions' users join the agenda; a campaign change moves everyone's next look.
-            self.risk.processor.forget(owned)
-            self.risk.processor.schedule(store.states_of(active if changed else active - self.risk_scheduled))
-            self.risk_scheduled = active
-            self.risk.processor.adopt_watermark(store.states_of(active))
-        await self.risk.sweep(owned)
+        await self.risk.sweep_partitions(self._active_partitions(), self.broadcasts.take_campaigns_changed())
 
     def _owns_market(self) -> bool:
         return any(tp.topic == MARKET_TOPIC for tp in self.app.assignor.assigned_actives())
@@ -597,7 +410,7 @@ class Worker:
         log.error(
             "record for %s (key %r) not sent: %s (%s); dead-lettered", topic, (key or b"")[:64], reason, why
         )
-        if topic == DEAD_LETTER_TOPIC:
+        if topic == topics.DEAD_LETTER:
             metrics.DEAD_LETTERS.labels(topic, reason).inc()
             return  # a dead letter is bounded by construction; never loop on one
         letter = DeadLetter(
@@ -619,7 +432,7 @@ class Worker:
         await self._heartbeat()
 
     async def _heartbeat(self) -> None:
-        metrics.USERS_IN_STATE.set(len(self.table))
+        metrics.USERS_IN_STATE.set(len(self.engine.users))
         await self.redis.hset(keys.WORKER_HEARTBEATS, self.worker_id, int(time.time()))
         await self._report_stall()
         await publish_snapshot(self.redis, self.worker_id, metrics.REGISTRY)
@@ -666,10 +479,9 @@ class Worker:
         if not todo:
             self.projected &= active
             return
-        count = await self.serving.project(self.user_store.states_of(todo))
-        await self.career.project(self.career.store.states_of(todo))
-        await self.growth.project(self.growth.store.states_of(todo))
-        await self.risk.project(self.risk.store.states_of(todo))
+        count = 0
+        for s in self.slices:
+            count = max(count, await s.rebuild(todo))
         self.projected = active
         metrics.SERVING_REBUILDS.inc()
         log.info("projected %d users of partitions %s into Redis", count, sorted(todo))

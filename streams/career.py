@@ -31,6 +31,7 @@ from models.events import (
 from models.matching import CandidateIndex, Match, PostingIndex, match_candidate, match_posting
 from streams.engagement import PROFILES_TOPIC
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
+from streams.stores import Store
 
 APPLICATIONS_TOPIC = topics.APPLICATION_STATUS
 #: Internal: one copy of each new or changed posting per partition (written by the market agent).
@@ -55,6 +56,8 @@ class PostingStore(Protocol):
     def delete(self, partition: int, job_id: str) -> None: ...
 
     def items(self) -> Iterable[tuple[int, JobPosting]]: ...
+
+    async def flush(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,3 +222,30 @@ class CareerProcessor:
         out.status_updates.append(StatusUpdate(application, change, event))
         if previous is None:
             out.new_applications.append(event)
+
+
+class PostingCopies:
+    """Each fan-out partition's copy of the open postings, in the ``open-postings`` table under
+    ``"<partition>:<job_id>"`` and logged to that partition, so it recovers with the partition."""
+
+    def __init__(self, store: Store[JobPosting]) -> None:
+        self.store = store
+
+    def put(self, partition: int, posting: JobPosting) -> None:
+        self.store.put(f"{partition}:{posting.job_id}", posting)
+
+    def delete(self, partition: int, job_id: str) -> None:
+        self.store.delete(f"{partition}:{job_id}")
+
+    def items(self) -> list[tuple[int, JobPosting]]:
+        return [(int(k.split(":", 1)[0]), v) for k, v in self.store.items()]
+
+    def expire(self, now_ms: int) -> int:
+        """Drop postings whose deadline has passed (tombstoned in the changelog)."""
+        expired = [k for k, v in self.store.items() if v.deadline_ms is not None and v.deadline_ms < now_ms]
+        for key in expired:
+            self.store.delete(key)
+        return len(expired)
+
+    async def flush(self) -> None:
+        await self.store.flush()

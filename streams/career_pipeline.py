@@ -1,15 +1,16 @@
-"""Career records end to end: apply, then deliver every consequence before the batch returns.
+"""The career slice: profiles, application statuses and fanned-out postings to matches, alerts
+and application views.
 
-The same at-least-once shape as ``streams.pipeline``: state to the changelog first, then dead
-letters, re-routed records, alerts and the first-application action to Kafka, then the Redis
-views and pushes, all deduplicated, so a redelivered batch changes nothing.
+The runner's at-least-once order (streams/runner.py): alerts and the first application's action
+acked by Kafka, then the state's changelog, then dead letters, re-routed records, the Redis views
+and pushes, all deduplicated, so a redelivered batch changes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from collections.abc import Set as AbstractSet
 
 import orjson
 
@@ -20,12 +21,12 @@ from models.career import CareerState
 from models.channels import user_channel
 from models.events import format_ts
 from streams import metrics
-from streams.career import CareerOutcome, CareerProcessor
-from streams.engagement import BEHAVIOR_TOPIC
-from streams.pipeline import Outbound, Send, deliver_refusals, send_durably, write_until_redis_answers
+from streams.career import CareerOutcome, CareerProcessor, PostingStore
+from streams.delivery import Outbound, Send, deliver_refusals, send_durably, write_until_redis_answers
 from streams.records import Record, owner_partition
-from streams.serving import ServingWriter
-from streams.tables import TableStore
+from streams.runner import SliceBase, Upstream
+from streams.serving import Serving
+from streams.stores import Store
 
 MATCH_ALERTS_TOPIC = topics.MATCH_ALERTS
 #: The gamification action a new application earns (awarded through ``behavior-events``, with
@@ -44,15 +45,17 @@ def applications_view(state: CareerState) -> str:
     return orjson.dumps([a.public_view() for a in apps]).decode()
 
 
-class CareerPipeline:
+class CareerSlice(SliceBase):
+    name = "career"
+    topics = frozenset({topics.USER_PROFILES, topics.APPLICATION_STATUS, topics.JOB_FANOUT})
     agent = "engagement"
 
     def __init__(
         self,
         processor: CareerProcessor,
-        store: TableStore[CareerState],
-        postings_store: Any,
-        serving: ServingWriter,
+        store: Store[CareerState],
+        postings_store: PostingStore,
+        serving: Serving,
         send: Send,
         partitions: int,
     ) -> None:
@@ -63,8 +66,10 @@ class CareerPipeline:
         self.send = send
         self.partitions = partitions
 
-    async def handle(self, records: Sequence[Record]) -> CareerOutcome:
-        outcome = self.processor.process(records, self.store)
+    def process(self, records: Sequence[Record], upstream: Upstream) -> CareerOutcome | None:
+        return self.processor.process(records, self.store) if records else None
+
+    async def persist(self, outcome: CareerOutcome) -> None:
         # Alerts and the first application's action are recorded as done in the state (matches,
         # applications): in Kafka before the state is.
         durable: list[Outbound] = [
@@ -80,16 +85,19 @@ class CareerPipeline:
                 "props": {"application_id": ev.application_id, "job_id": ev.job_id},
             }
             key = ev.user_id.encode()
-            durable.append((BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions)))
+            durable.append(
+                (topics.BEHAVIOR_EVENTS, key, orjson.dumps(action), owner_partition(key, self.partitions))
+            )
         await send_durably(self.send, durable)
         await self.store.flush()
         await self.postings_store.flush()
+
+    async def deliver(self, records: Sequence[Record], outcome: CareerOutcome) -> None:
         await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
         metrics.MATCH_ALERTS.inc(len(outcome.alerts))
         await write_until_redis_answers(lambda: self._write_serving(outcome))
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
-        return outcome
 
     async def _write_serving(self, outcome: CareerOutcome) -> None:
         sets: list[tuple[str, str]] = []
@@ -128,6 +136,17 @@ class CareerPipeline:
         posting = self.processor.postings.get(app.job_id)
         facts = app.facts(posting.industry if posting else None, posting.source if posting else None)
         return orjson.dumps(dataclasses.asdict(facts)).decode()
+
+    async def rebuild(self, partitions: AbstractSet[int]) -> int:
+        states = self.store.states_of(partitions)
+        await self.project(states)
+        return len(states)
+
+    def revoked(self, partitions: AbstractSet[tuple[str, int]]) -> None:
+        # The candidate index of a fan-out partition is rebuilt from the table if it comes back.
+        for topic, partition in partitions:
+            if topic == topics.JOB_FANOUT:
+                self.processor.forget_partition(partition)
 
     async def project(self, states: Sequence[CareerState]) -> None:
         """Rewrite the career views of ``states`` (a rebuild after Redis was lost)."""

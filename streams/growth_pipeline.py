@@ -1,4 +1,4 @@
-"""Growth records end to end, in the at-least-once order of ``streams.pipeline``: every record the
+"""The growth slice, in the runner's at-least-once order (streams/runner.py): every record the
 state marks as done (referral messages, milestone actions, redeemed perks for fulfilment) acked by
 Kafka first, then the state's changelog, then the Redis views and pushes, and the command answers
 last, so an API that sees an answer also sees the views it implies.
@@ -12,39 +12,44 @@ replay would skip them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
 
-from infra import keys
+from infra import keys, topics
 from infra.channels import Outgoing
 from infra.commands import RESULT_TTL_S
 from models.channels import user_channel
 from models.growth import GrowthState
 from streams import metrics
-from streams.engagement import BEHAVIOR_TOPIC, BatchOutcome
-from streams.growth import REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
-from streams.pipeline import (
-    NOTIFICATIONS_TOPIC,
+from streams.delivery import (
     Outbound,
     Send,
     deliver_refusals,
     send_durably,
     write_until_redis_answers,
 )
+from streams.engagement import BatchOutcome
+from streams.engagement_pipeline import NAME as ENGAGEMENT
+from streams.growth import GrowthOutcome, GrowthProcessor
 from streams.records import Record, owner_partition
-from streams.serving import ServingWriter
-from streams.tables import TableStore
+from streams.runner import SliceBase, Upstream
+from streams.serving import Serving
+from streams.stores import Store
 
 
-class GrowthPipeline:
+class GrowthSlice(SliceBase):
+    name = "growth"
+    topics = frozenset({topics.USER_COMMANDS, topics.REFERRALS})
+    reads = (ENGAGEMENT,)
     agent = "engagement"
 
     def __init__(
         self,
         processor: GrowthProcessor,
-        store: TableStore[GrowthState],
-        serving: ServingWriter,
+        store: Store[GrowthState],
+        serving: Serving,
         send: Send,
         partitions: int,
     ) -> None:
@@ -54,32 +59,35 @@ class GrowthPipeline:
         self.send = send
         self.partitions = partitions
 
-    async def handle(self, records: Sequence[Record], engagement: BatchOutcome | None) -> GrowthOutcome:
-        outcome = await self.persist(records, engagement)
-        await self.publish(records, outcome)
-        return outcome
-
-    async def persist(self, records: Sequence[Record], engagement: BatchOutcome | None) -> GrowthOutcome:
-        """Apply, then make the state and what it records as done durable in Kafka."""
+    def process(self, records: Sequence[Record], upstream: Upstream) -> GrowthOutcome | None:
+        """Commands and referral messages, and the events engagement applied (challenges, goals,
+        referral milestones)."""
+        engagement: BatchOutcome | None = upstream.get(ENGAGEMENT)
         applied = (
             [(a.event, engagement.touched[a.event.user_id]) for a in engagement.applied] if engagement else []
         )
-        outcome = self.processor.process(records, applied, self.store)
-        # Referral messages, milestone actions and redeemed perks are recorded as done in the
-        # state: in Kafka first.
+        if not records and not applied:
+            return None
+        return self.processor.process(records, applied, self.store)
+
+    async def persist(self, outcome: GrowthOutcome) -> None:
+        """Referral messages, milestone actions and redeemed perks are recorded as done in the
+        state: acked by Kafka first, then the state."""
         durable: list[Outbound] = []
         for referrer, message in outcome.referral_messages:
             key = referrer.encode()
             durable.append(
-                (REFERRALS_TOPIC, key, orjson.dumps(message), owner_partition(key, self.partitions))
+                (topics.REFERRALS, key, orjson.dumps(message), owner_partition(key, self.partitions))
             )
         for action in outcome.actions:
             key = action["user_id"].encode()
-            durable.append((BEHAVIOR_TOPIC, key, orjson.dumps(action), owner_partition(key, self.partitions)))
+            durable.append(
+                (topics.BEHAVIOR_EVENTS, key, orjson.dumps(action), owner_partition(key, self.partitions))
+            )
         for redemption in outcome.redemptions:
             durable.append(
                 (
-                    NOTIFICATIONS_TOPIC,
+                    topics.NOTIFICATIONS,
                     redemption["user_id"].encode(),
                     orjson.dumps(fulfilment(redemption)),
                     None,
@@ -87,11 +95,10 @@ class GrowthPipeline:
             )
         await send_durably(self.send, durable)
         # Durably too: the engagement changelog written after this marks these events as seen, and
-        # a replay would no longer bring them here (streams.app runs growth before it).
+        # a replay would no longer bring them here.
         await self.store.flush(durable=True)
-        return outcome
 
-    async def publish(self, records: Sequence[Record], outcome: GrowthOutcome) -> None:
+    async def deliver(self, records: Sequence[Record], outcome: GrowthOutcome) -> None:
         """Everything else: refusals, notifications, Redis views and pushes, command answers."""
         await deliver_refusals(self.send, outcome.dead_letters, outcome.misrouted)
         await write_until_redis_answers(lambda: self.write_views(outcome.touched.values(), outcome))
@@ -101,10 +108,13 @@ class GrowthPipeline:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
 
     async def _write_answers(self, answers: list[tuple[str, dict[str, Any]]]) -> None:
-        async with self.serving.redis.pipeline(transaction=False) as pipe:
-            for command_id, answer in answers:
-                pipe.set(keys.command_result(command_id), orjson.dumps(answer), ex=RESULT_TTL_S)
-            await pipe.execute()
+        docs = [(keys.command_result(command_id), orjson.dumps(answer)) for command_id, answer in answers]
+        await self.serving.set_expiring(docs, RESULT_TTL_S)
+
+    async def rebuild(self, partitions: AbstractSet[int]) -> int:
+        states = self.store.states_of(partitions)
+        await self.project(states)
+        return len(states)
 
     async def project(self, states: Iterable[GrowthState]) -> None:
         """Rewrite the views of ``states`` (a rebuild after Redis was lost), in short calls."""
@@ -143,10 +153,7 @@ class GrowthPipeline:
         """``referral_code(code) -> user``, as the API's generate route writes it: NX, so the
         first owner of a code keeps it (40-bit codes can collide; the API refuses the second
         user, who then never has a book with that code)."""
-        async with self.serving.redis.pipeline(transaction=False) as pipe:
-            for code, user_id in codes:
-                pipe.set(keys.referral_code(code), user_id, nx=True)
-            await pipe.execute()
+        await self.serving.set_if_absent([(keys.referral_code(code), user_id) for code, user_id in codes])
 
 
 def fulfilment(redemption: dict[str, Any]) -> dict[str, Any]:

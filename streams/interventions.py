@@ -1,4 +1,4 @@
-"""The interventions analytics agent: one partition of `elimu-intervention-outcomes`, so one
+"""The interventions analytics slice: one partition of `elimu-intervention-outcomes`, so one
 worker tallies every user partition's reports (notifications sent, opened, clicked, converted;
 campaign outcomes) into the `OutcomeLedger` (models/outcome_ledger.py), in a changelog table.
 
@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
-from infra import keys
-from infra.kafka import BROADCAST_TOPIC
+from infra import keys, topics
 from infra.redis_conn import RedisClient
 from models.campaigns import Campaign
 from models.outcome_ledger import OutcomeLedger
 from streams.broadcast import STATS_KEY, Broadcasts
-from streams.pipeline import Send, write_until_redis_answers
+from streams.delivery import Send, write_until_redis_answers
 from streams.records import Record
-from streams.serving import ServingWriter
-from streams.tables import TableStore
+from streams.runner import SliceBase, Upstream
+from streams.serving import Serving
+from streams.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,30 @@ async def mirror_campaigns(redis: RedisClient, campaigns: Iterable[Campaign]) ->
         await redis.eval(_MIRROR_CAMPAIGNS_LUA, 1, keys.CAMPAIGNS, *args)
 
 
-class InterventionsAnalytics:
-    def __init__(self, store: TableStore[OutcomeLedger], serving: ServingWriter, send: Send) -> None:
+@dataclass
+class LedgerChange:
+    ledger: OutcomeLedger
+    #: Campaigns whose run log changed in the batch.
+    runs: set[str]
+
+
+class AnalyticsSlice(SliceBase):
+    name = agent = "interventions"
+    topics = frozenset({topics.INTERVENTION_OUTCOMES})
+
+    def __init__(self, store: Store[OutcomeLedger], serving: Serving, send: Send, redis: RedisClient) -> None:
         self.store = store
         self.serving = serving
         self.send = send
+        self.redis = redis
         #: (serving epoch, campaigns version) last mirrored, and the epoch the ledger's views
         #: were last re-projected in by this worker.
         self._campaigns_mirrored: tuple[bytes | str | None, int] | None = None
         self._ledger_epoch: bytes | str | None = None
 
-    async def handle(self, records: Sequence[Record]) -> None:
+    def process(self, records: Sequence[Record], upstream: Upstream) -> LedgerChange | None:
+        if not records:
+            return None
         ledger = self.store.get(LEDGER_KEY) or OutcomeLedger()
         changed_runs: set[str] = set()
         for rec in records:
@@ -80,9 +94,15 @@ class InterventionsAnalytics:
             if campaign_id is not None:
                 changed_runs.add(campaign_id)
         self.store.put(LEDGER_KEY, ledger)
+        return LedgerChange(ledger, changed_runs)
+
+    async def persist(self, outcome: LedgerChange) -> None:
         await self.store.flush()
-        await self.send(BROADCAST_TOPIC, STATS_KEY, orjson.dumps(ledger.stats.to_dict()), 0)
-        await write_until_redis_answers(lambda: self.write_views(ledger, changed_runs))
+
+    async def deliver(self, records: Sequence[Record], outcome: LedgerChange) -> None:
+        stats = orjson.dumps(outcome.ledger.stats.to_dict())
+        await self.send(topics.BROADCAST, STATS_KEY, stats, 0)
+        await write_until_redis_answers(lambda: self.write_views(outcome.ledger, outcome.runs))
 
     async def write_views(self, ledger: OutcomeLedger, runs: set[str] | None = None) -> None:
         hsets = [
@@ -103,7 +123,7 @@ class InterventionsAnalytics:
         """
         mirrored = (epoch, broadcasts.campaigns_version)
         if mirrored != self._campaigns_mirrored:
-            await mirror_campaigns(self.serving.redis, list(broadcasts.campaigns.values()))
+            await mirror_campaigns(self.redis, list(broadcasts.campaigns.values()))
             self._campaigns_mirrored = mirrored
         if owns_ledger and epoch != self._ledger_epoch:
             ledger = self.store.get(LEDGER_KEY)

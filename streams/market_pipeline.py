@@ -1,50 +1,56 @@
-"""Postings end to end: forward valid ones to the market, keep the book, fan out, publish the pulse."""
+"""The postings and market slices: forward valid postings to the market, keep the book, fan each
+posting out to every user partition, publish the pulse."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 import orjson
 
-from infra import keys
+from infra import keys, topics
 from infra.channels import Outgoing
 from models.channels import MARKET_CHANNEL
 from models.events import JobPosting
 from streams import metrics
-from streams.career import JOB_FANOUT_TOPIC
-from streams.market import MARKET_TOPIC, PULSE_TOPIC, MarketOutcome, MarketProcessor, validate_postings
-from streams.pipeline import Send, deliver_refusals, send_durably
+from streams.delivery import Send, deliver_refusals, send_durably
+from streams.market import ForwardOutcome, MarketOutcome, MarketProcessor, validate_postings
 from streams.records import Record
-from streams.serving import ServingWriter
-from streams.tables import TableStore
+from streams.runner import SliceBase, Upstream
+from streams.serving import Serving
+from streams.stores import Store
 
 
-class PostingsPipeline:
+class PostingsSlice(SliceBase):
     """``job-postings`` → validated, canonical postings on the single-partition market topic."""
 
-    agent = "postings"
+    name = agent = "postings"
+    topics = frozenset({topics.JOB_POSTINGS})
 
     def __init__(self, send: Send) -> None:
         self.send = send
 
-    async def handle(self, records: Sequence[Record]) -> None:
-        outcome = validate_postings(records, int(time.time() * 1000))
+    def process(self, records: Sequence[Record], upstream: Upstream) -> ForwardOutcome | None:
+        return validate_postings(records, int(time.time() * 1000)) if records else None
+
+    async def deliver(self, records: Sequence[Record], outcome: ForwardOutcome) -> None:
         await deliver_refusals(self.send, outcome.dead_letters)
         for key, value in outcome.forwards:
-            await self.send(MARKET_TOPIC, key, value, 0)
+            await self.send(topics.MARKET, key, value, 0)
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
 
 
-class MarketPipeline:
-    agent = "market"
+class MarketSlice(SliceBase):
+    name = agent = "market"
+    topics = frozenset({topics.MARKET})
 
     def __init__(
         self,
         processor: MarketProcessor,
-        jobs: TableStore[JobPosting],
-        serving: ServingWriter,
+        jobs: Store[JobPosting],
+        serving: Serving,
         send: Send,
         fanout_partitions: int,
     ) -> None:
@@ -54,22 +60,29 @@ class MarketPipeline:
         self.send = send
         self.fanout_partitions = fanout_partitions
 
-    async def handle(self, records: Sequence[Record]) -> MarketOutcome:
-        outcome = self.processor.process(records, self.jobs)
+    def process(self, records: Sequence[Record], upstream: Upstream) -> MarketOutcome | None:
+        return self.processor.process(records, self.jobs) if records else None
+
+    async def persist(self, outcome: MarketOutcome) -> None:
         # The jobs table records a posting as seen: its copies must be in Kafka before it is.
         await send_durably(
             self.send,
             [
-                (JOB_FANOUT_TOPIC, posting.job_id.encode(), orjson.dumps(posting.to_dict()), partition)
+                (topics.JOB_FANOUT, posting.job_id.encode(), orjson.dumps(posting.to_dict()), partition)
                 for posting in outcome.changed
                 for partition in range(self.fanout_partitions)
             ],
         )
         await self.jobs.flush()
+
+    async def deliver(self, records: Sequence[Record], outcome: MarketOutcome) -> None:
         await deliver_refusals(self.send, outcome.dead_letters)
         for rec in records:
             metrics.EVENTS_PROCESSED.labels(self.agent, rec.topic).inc()
-        return outcome
+
+    def revoked(self, partitions: AbstractSet[tuple[str, int]]) -> None:
+        if any(topic == topics.MARKET for topic, _ in partitions):
+            self.processor.unload()  # the book is loaded from the table again if it comes back
 
     async def publish_pulse(self, now_ms: int) -> bool:
         """Publish the pulse if the book changed: every scope into Redis, the whole market on
@@ -85,12 +98,11 @@ class MarketPipeline:
             book.evict(now_ms)
             pulses = {keys.market_scope(loc, ind): book.pulse(now_ms, loc, ind) for loc, ind in book.scopes()}
             overall = pulses[keys.market_scope(None, None)] = book.pulse(now_ms)
-            async with self.serving.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.MARKET_PULSE)
-                pipe.hset(keys.MARKET_PULSE, mapping={k: orjson.dumps(v) for k, v in pulses.items()})
-                await pipe.execute()
+            await self.serving.replace_hash(
+                keys.MARKET_PULSE, {k: orjson.dumps(v) for k, v in pulses.items()}
+            )
             await self.serving.write_documents([], [], [Outgoing(MARKET_CHANNEL, "market_pulse", overall)])
-            await self.send(PULSE_TOPIC, b"all", orjson.dumps(overall), None)
+            await self.send(topics.MARKET_PULSE, b"all", orjson.dumps(overall), None)
         except BaseException:
             processor.dirty = True  # try again on the next tick
             raise

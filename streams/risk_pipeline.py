@@ -1,4 +1,5 @@
-"""Risk and nudge outcomes delivered, in the at-least-once order of ``streams.pipeline``.
+"""The risk slice: scores, labels and nudges from the events engagement applied, in the runner's
+at-least-once order (streams/runner.py).
 
 Everything the state records as done goes first and is acked by Kafka: resolved labels (for
 the trainer), delivered notifications (`notifications`, for the channel adapters) and the
@@ -6,63 +7,98 @@ analytics reports. Then the state itself (acked), so a crash can only resend one
 its receiver drops by id (label id, notification id, report id). Then `risk-scores`, the Redis
 views (risk, inbox) and the pushes (`admin:at-risk`, the user's in-app notifications).
 
-The event path and the sweep (a timer) share one lock: each
-computes and persists in one go, so neither flushes a state whose labels the other has not yet
-sent.
+The event path and the sweep (a timer) share one lock: each computes and persists under it (the
+runner holds the slice's ``lock`` from ``process`` to the end of ``persist``), so neither flushes
+a state whose labels the other has not yet sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 import orjson
 
-from infra import keys
+from infra import keys, topics
 from infra.channels import Outgoing
 from models.channels import AT_RISK_CHANNEL, user_channel
-from models.events import BehaviorEvent, format_ts
+from models.events import format_ts
 from models.interventions import Notification
-from models.nudges import Celebration
+from models.nudges import Celebration, celebrations_for
 from models.risk_state import RiskState
 from streams import metrics
-from streams.pipeline import NOTIFICATIONS_TOPIC, Outbound, Send, send_durably, write_until_redis_answers
-from streams.risk import (
-    INTERVENTION_OUTCOMES_TOPIC,
-    RISK_LABELS_TOPIC,
-    RISK_SCORES_TOPIC,
-    RiskOutcome,
-    RiskProcessor,
-    resolution_message,
-)
-from streams.serving import ServingWriter
-from streams.tables import TableStore
+from streams.delivery import Outbound, Send, send_durably, write_until_redis_answers
+from streams.engagement import BatchOutcome
+from streams.engagement_pipeline import NAME as ENGAGEMENT
+from streams.records import Record
+from streams.risk import RiskOutcome, RiskProcessor, resolution_message
+from streams.runner import SliceBase, Upstream
+from streams.serving import Serving
+from streams.stores import Store
 
 
-class RiskPipeline:
+class RiskSlice(SliceBase):
+    name = "risk"
+    reads = (ENGAGEMENT,)
+
     def __init__(
-        self, processor: RiskProcessor, store: TableStore[RiskState], serving: ServingWriter, send: Send
+        self,
+        processor: RiskProcessor,
+        store: Store[RiskState],
+        serving: Serving,
+        send: Send,
+        streak_milestones: Collection[int],
     ) -> None:
         self.processor = processor
         self.store = store
         self.serving = serving
         self.send = send
-        self.lock = asyncio.Lock()
+        self.streak_milestones = streak_milestones
+        #: Held by the runner from ``process`` to the end of ``persist``, and by the sweep.
+        self.exclusive = asyncio.Lock()
+        self.lock = self.exclusive
+        #: Partitions whose users are on the sweep's agenda.
+        self.scheduled: set[int] = set()
 
-    async def on_events(
-        self,
-        events: Iterable[tuple[BehaviorEvent, int]],
-        celebrations: Mapping[str, Sequence[Celebration]] | None = None,
-    ) -> RiskOutcome:
-        """Apply a batch's events and persist (the caller publishes after its own state)."""
-        async with self.lock:
-            outcome = self.processor.on_events(events, self.store, celebrations)
-            await self._persist(outcome)
+    def process(self, records: Sequence[Record], upstream: Upstream) -> RiskOutcome | None:
+        """Score the users engagement applied events for, and celebrate what they achieved."""
+        engagement: BatchOutcome | None = upstream.get(ENGAGEMENT)
+        if engagement is None or not engagement.applied:
+            return None
+        achieved: dict[str, list[Celebration]] = {}
+        for a in engagement.applied:
+            found = celebrations_for(a.event.user_id, a.effects, self.streak_milestones)
+            if found:
+                achieved.setdefault(a.event.user_id, []).extend(found)
+        events = [(a.event, a.effects.xp_gained) for a in engagement.applied]
+        return self.processor.on_events(events, self.store, achieved)
+
+    async def persist(self, outcome: RiskOutcome) -> None:
+        await self._persist(outcome)
         metrics.RISK_SCORES.labels("event").inc(len(outcome.scores))
-        return outcome
+
+    async def deliver(self, records: Sequence[Record], outcome: RiskOutcome) -> None:
+        await self.publish(outcome)
+
+    async def sweep_partitions(self, active: set[int], campaigns_changed: bool) -> RiskOutcome:
+        """Re-score the users of ``active`` partitions that are due by stream time. Newly owned
+        partitions' users join the agenda first; a campaign change moves everyone's next look."""
+        owned_partition = self.processor.partition_of
+
+        def owned(user_id: str) -> bool:
+            return owned_partition(user_id) in active
+
+        if active != self.scheduled or campaigns_changed:
+            self.processor.forget(owned)
+            joining = active if campaigns_changed else active - self.scheduled
+            self.processor.schedule(self.store.states_of(joining))
+            self.scheduled = set(active)
+            self.processor.adopt_watermark(self.store.states_of(active))
+        return await self.sweep(owned)
 
     async def sweep(self, owned: Callable[[str], bool]) -> RiskOutcome:
-        async with self.lock:
+        async with self.exclusive:
             outcome = self.processor.sweep(self.store, owned)
             if outcome:
                 await self._persist(outcome)
@@ -74,15 +110,15 @@ class RiskPipeline:
 
     async def _persist(self, outcome: RiskOutcome) -> None:
         durable: list[Outbound] = [
-            (RISK_LABELS_TOPIC, r.pending.user_id.encode(), orjson.dumps(resolution_message(r)), 0)
+            (topics.RISK_LABELS, r.pending.user_id.encode(), orjson.dumps(resolution_message(r)), 0)
             for r in outcome.resolutions
         ]
         durable.extend(
-            (NOTIFICATIONS_TOPIC, n.user_id.encode(), orjson.dumps(notification_message(n)), None)
+            (topics.NOTIFICATIONS, n.user_id.encode(), orjson.dumps(notification_message(n)), None)
             for n in outcome.delivered
         )
         durable.extend(
-            (INTERVENTION_OUTCOMES_TOPIC, None, orjson.dumps(report), 0) for report in outcome.feedback
+            (topics.INTERVENTION_OUTCOMES, None, orjson.dumps(report), 0) for report in outcome.feedback
         )
         await send_durably(self.send, durable)
         for n in outcome.delivered:
@@ -93,7 +129,7 @@ class RiskPipeline:
 
     async def publish(self, outcome: RiskOutcome) -> None:
         for _, document in outcome.published:
-            await self.send(RISK_SCORES_TOPIC, document["user_id"].encode(), orjson.dumps(document), None)
+            await self.send(topics.RISK_SCORES, document["user_id"].encode(), orjson.dumps(document), None)
         await write_until_redis_answers(lambda: self.write_views([d for _, d in outcome.published], outcome))
         if outcome.inbox_changed or outcome.delivered:
             await write_until_redis_answers(lambda: self.write_inboxes(outcome))
@@ -124,6 +160,11 @@ class RiskPipeline:
             for doc in (outcome.at_risk if outcome else ())
         ]
         await self.serving.write_documents(sets, [], messages, [(keys.RISK_SCORES, board)] if board else None)
+
+    async def rebuild(self, partitions: AbstractSet[int]) -> int:
+        states = self.store.states_of(partitions)
+        await self.project(states)
+        return len(states)
 
     async def project(self, states: Iterable[RiskState]) -> None:
         """Rewrite the views of ``states`` (a rebuild after Redis was lost), in short calls."""

@@ -34,17 +34,18 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
 from redis.exceptions import RedisError
 
-from infra import keys
+from infra import keys, topics
 from infra.feed import read_range
-from infra.kafka import BROADCAST_TOPIC
 from infra.redis_conn import RedisClient
 from infra.signing import RecordSigner
+from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.risk import RiskModel
 from models.risk_codec import (
     MAX_INT,
@@ -60,9 +61,10 @@ from models.risk_state import RiskSettings
 from streams import metrics
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
 from streams.chunks import ChunkError, split
-from streams.pipeline import Send
+from streams.delivery import Send
 from streams.records import Record
 from streams.risk import RISK_LABELS_TOPIC, parse_resolution
+from streams.runner import SliceBase, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,14 @@ def decode_checkpoint(raw: bytes) -> tuple[RiskModel, int, OrderedDict[bytes, No
     return RiskModel.from_bytes(payload[end + 1 :]), next_offset, seen
 
 
-class RiskTrainer:
+class RiskTrainer(SliceBase):
+    """The risk-trainer slice (streams/runner.py). It learns in ``deliver``: its first batch
+    restores the checkpoint from the broadcast topic (I/O, so not in ``process``), and its state is
+    that checkpoint, written by its own timer (``publish_due``), not a per-batch changelog."""
+
+    name = agent = "risk-trainer"
+    topics = frozenset({topics.RISK_LABELS})
+
     def __init__(
         self,
         settings: RiskSettings,
@@ -191,9 +200,19 @@ class RiskTrainer:
         #: A checkpoint's records are being sent: a second write must not interleave with it.
         self.writing = False
 
+    def revoked(self, partitions: AbstractSet[tuple[str, int]]) -> None:
+        if any(topic == topics.RISK_LABELS for topic, _ in partitions):
+            self.forget()
+
     def forget(self) -> None:
         """The labels partition went to another worker: restore afresh if it comes back."""
         self.model = None
+
+    def process(self, records: Sequence[Record], upstream: Upstream) -> Sequence[Record] | None:
+        return records or None
+
+    async def deliver(self, records: Sequence[Record], outcome: Sequence[Record]) -> None:
+        await self.handle(records)
 
     async def handle(self, records: Sequence[Record]) -> None:
         if not records:

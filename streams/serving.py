@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
@@ -107,6 +107,28 @@ def engagement_message(state: UserState, applied: list[Applied], rules: Rules) -
     }
 
 
+class Serving(Protocol):
+    """What slices write to Redis through (``ServingWriter``; a recording one in the tests)."""
+
+    async def write(self, outcome: BatchOutcome, updates: dict[str, dict[str, Any]]) -> None: ...
+
+    async def project(self, states: Iterable[UserState]) -> int: ...
+
+    async def write_documents(
+        self,
+        sets: list[tuple[str, str]],
+        hsets: list[tuple[str, str, str]],
+        messages: list[Outgoing],
+        zadds: list[tuple[str, list[str]]] | None = None,
+    ) -> None: ...
+
+    async def set_expiring(self, docs: list[tuple[str, bytes]], ttl_s: int) -> None: ...
+
+    async def set_if_absent(self, pairs: list[tuple[str, str]]) -> None: ...
+
+    async def replace_hash(self, key: str, mapping: dict[str, bytes]) -> None: ...
+
+
 class ServingWriter:
     def __init__(self, redis: RedisClient, channels: ChannelLog, rules: Rules) -> None:
         self.redis = redis
@@ -183,6 +205,32 @@ class ServingWriter:
         without expiry) and pushes in one call (career, market, risk views)."""
         if sets or hsets or messages or zadds:
             await self._execute(sets, {}, messages, hsets, zadds)
+
+    async def set_expiring(self, docs: list[tuple[str, bytes]], ttl_s: int) -> None:
+        """``docs`` (key, value), each expiring after ``ttl_s`` (command answers)."""
+        if not docs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value in docs:
+                pipe.set(key, value, ex=ttl_s)
+            await pipe.execute()
+
+    async def set_if_absent(self, pairs: list[tuple[str, str]]) -> None:
+        """Each (key, value) unless the key is set: the first writer keeps it (referral codes)."""
+        if not pairs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value in pairs:
+                pipe.set(key, value, nx=True)
+            await pipe.execute()
+
+    async def replace_hash(self, key: str, mapping: dict[str, bytes]) -> None:
+        """The hash at ``key`` becomes ``mapping``, atomically (a reader sees old or new)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if mapping:
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            await pipe.execute()
 
     async def _execute(
         self,

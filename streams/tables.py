@@ -14,7 +14,7 @@ import orjson
 from faust.serializers import codecs
 from faust.types import TableT
 
-from streams.pipeline import Send, await_delivery
+from streams.delivery import Send, await_delivery
 from streams.records import owner_partition
 
 
@@ -122,6 +122,9 @@ class TableStore(Generic[S]):
 
     def values(self) -> Iterable[S]:
         return list(self.table.data.values())
+
+    def __len__(self) -> int:
+        return len(self.table.data)
 
     def states_of(self, partitions: AbstractSet[int]) -> list[S]:
         """The states held for ``partitions`` (the table holds every partition this worker owns)."""

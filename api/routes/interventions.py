@@ -25,7 +25,7 @@ from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
-from infra.kafka import BROADCAST_TOPIC
+from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns import (
     Campaign,
     CampaignRun,

@@ -50,7 +50,7 @@ from models.rules import Rules
 from models.streaks import local_day
 from models.time_units import DAY_MS, HOUR_MS
 from streams.growth import GrowthProcessor
-from streams.growth_pipeline import GrowthPipeline
+from streams.growth_pipeline import GrowthSlice
 from streams.records import Record
 from streams.serving import ServingWriter
 from streams.tables import TableStore
@@ -151,7 +151,7 @@ class RealGrowth:
 
         serving = ServingWriter(redis, ChannelLog(redis), self.rules)
         store = cast(TableStore[GrowthState], Store())
-        await GrowthPipeline(self.processor, store, serving, no_send, 1).project(self.table.values())
+        await GrowthSlice(self.processor, store, serving, no_send, 1).project(self.table.values())
 
 
 async def no_send(topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from api.producer import ProducerUnavailable
 from api.routes import interventions
 from infra import keys
-from infra.kafka import BROADCAST_TOPIC
+from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns import Campaign, CampaignRun, Schedule, Target, public_campaign
 from models.events import format_ts
 from models.interventions.bandit import InterventionStats

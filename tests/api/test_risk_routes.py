@@ -54,7 +54,7 @@ def document(user_id: str, score: float, recommended: list[str] | None = None) -
 
 
 async def seed(redis: Redis, scores: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Write the views the way ``RiskPipeline.write_views`` does; returns the documents."""
+    """Write the views the way ``RiskSlice.write_views`` does; returns the documents."""
     documents = {uid: document(uid, score) for uid, score in scores.items()}
     for uid, doc in documents.items():
         await redis.set(keys.user_risk(uid), orjson.dumps(doc))

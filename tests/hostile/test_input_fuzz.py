@@ -21,8 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from infra.kafka import COMPACTED
-from infra.topics import INPUT_TOPICS, JOB_POSTINGS, MARKET
+from infra.topics import COMPACTED, INPUT_TOPICS, JOB_POSTINGS, MARKET
 from models.events import REASONS
 from tests.conftest import wait_until
 from tests.hostile.fuzz import Bad, bad_records, fresh_seed, generate

@@ -11,7 +11,7 @@ import orjson
 import yaml
 
 from api.metrics import REGISTRY as API_REGISTRY
-from infra.kafka import INPUT_TOPICS
+from infra.topics import INPUT_TOPICS
 from streams.metrics import REGISTRY as WORKER_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]

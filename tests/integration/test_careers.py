@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
 
 from api.auth import issue_token
-from infra.kafka import SINGLE_PARTITION
+from infra.topics import SINGLE_PARTITION
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_end_to_end import recv_json, recv_until

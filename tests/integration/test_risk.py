@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from api.auth import issue_token
 from infra import keys
-from infra.kafka import BROADCAST_TOPIC
 from infra.signing import RecordSigner
+from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.events import format_ts
 from models.risk import PendingLabel, Resolution
 from models.risk_features import FEATURE_NAMES

@@ -12,9 +12,10 @@ import orjson
 
 from models.career import CareerState
 from models.events import JobPosting
-from streams.app import POSTING_CODEC, PostingCopies
-from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor
+from streams.app import CODECS
+from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor, PostingCopies
 from streams.engagement import PROFILES_TOPIC
+from streams.engine import OPEN_POSTINGS
 from streams.market import MarketProcessor, validate_postings
 from streams.records import Record, owner_partition
 from streams.tables import TableStore
@@ -215,7 +216,9 @@ def test_expired_posting_copies_are_tombstoned() -> None:
     async def send(topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:
         sent.append((topic, key, value, partition))
 
-    store = TableStore(_FakeTable(), send, PARTS, POSTING_CODEC, lambda k: int(k.split(":", 1)[0]))  # type: ignore[arg-type]
+    store = TableStore(
+        _FakeTable(), send, PARTS, CODECS[OPEN_POSTINGS.codec][0], lambda k: int(k.split(":", 1)[0])
+    )  # type: ignore[arg-type]
     copies = PostingCopies(store)
     copies.put(2, JobPosting("j-live", "Analyst", NOW, deadline_ms=NOW + DAY))
     copies.put(3, JobPosting("j-gone", "Analyst", NOW - 9 * DAY, deadline_ms=NOW - DAY))

@@ -20,12 +20,13 @@ from redis.asyncio import Redis
 from infra import keys
 from infra.channels import ChannelLog
 from infra.settings import DEFAULT_RULES
+from infra.topics import NOTIFICATIONS as NOTIFICATIONS_TOPIC
 from models.growth import GrowthState
 from models.referrals import referral_code
 from models.rules import Rules
-from streams.growth import REFERRALS_TOPIC, GrowthProcessor
-from streams.growth_pipeline import GrowthPipeline
-from streams.pipeline import NOTIFICATIONS_TOPIC
+from streams.growth import REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
+from streams.growth_pipeline import GrowthSlice
+from streams.records import Record
 from streams.serving import ServingWriter
 from streams.tables import TableStore
 from tests.streams.test_growth import NOW, PARTS, command
@@ -98,25 +99,37 @@ def rules() -> Rules:
     return Rules.from_toml(DEFAULT_RULES.read_text())
 
 
-def pipeline(
-    rules: Rules, store: Changelog, producer: Producer, redis: Redis | None = None
-) -> GrowthPipeline:
+def pipeline(rules: Rules, store: Changelog, producer: Producer, redis: Redis | None = None) -> GrowthSlice:
     serving = ServingWriter(cast(Redis, redis), ChannelLog(cast(Redis, redis)), rules)
     processor = GrowthProcessor(rules, lambda t: PARTS, code_of=lambda uid: referral_code(SECRET, uid))
-    return GrowthPipeline(processor, cast(TableStore[GrowthState], store), serving, producer.send, PARTS)
+    return GrowthSlice(processor, cast(TableStore[GrowthState], store), serving, producer.send, PARTS)
+
+
+async def persist(growth: GrowthSlice, records: list[Record]) -> GrowthOutcome:
+    """The slice's first two phases, as the runner runs them for a batch with no events."""
+    outcome = growth.process(records, {})
+    assert outcome is not None
+    await growth.persist(outcome)
+    return outcome
+
+
+async def handle(growth: GrowthSlice, records: list[Record]) -> GrowthOutcome:
+    outcome = await persist(growth, records)
+    await growth.deliver(records, outcome)
+    return outcome
 
 
 async def test_a_fulfilment_is_acked_before_the_state_that_marks_it_done(rules: Rules, redis: Redis) -> None:
     journal: list[str] = []
     store, producer = Changelog(journal), Producer(journal)
     grant = command("ann", "grant", "ann:grant:g1", grant_id="g1", amount=400, reason="welcome")
-    await pipeline(rules, store, producer, redis).persist([grant], None)
+    await persist(pipeline(rules, store, producer, redis), [grant])
     journal.clear()
 
     redeem = command("ann", "redeem", "ann:r1", perk_id="discount_10")
     store.crash_on_flush = True
     with pytest.raises(Crash):
-        await pipeline(rules, store, producer, redis).persist([redeem], None)
+        await persist(pipeline(rules, store, producer, redis), [redeem])
     # Killed between the two: the fulfilment is in Kafka, the state never recorded the spend.
     assert journal == [f"ack {NOTIFICATIONS_TOPIC}"]
     (first,) = producer.on(NOTIFICATIONS_TOPIC)
@@ -133,13 +146,13 @@ async def test_a_fulfilment_is_acked_before_the_state_that_marks_it_done(rules: 
     # The restarted worker replays the command on the state it recovers: the same fulfilment
     # again, same id, for the consumer to apply once; now the spend is recorded after it.
     store = store.restart()
-    await pipeline(rules, store, producer, redis).persist([redeem], None)
+    await persist(pipeline(rules, store, producer, redis), [redeem])
     assert journal == [f"ack {NOTIFICATIONS_TOPIC}", f"ack {NOTIFICATIONS_TOPIC}", "changelog"]
     assert producer.on(NOTIFICATIONS_TOPIC) == [first, first]
     assert GrowthState.from_dict(store.committed["ann"]).ledger.spent == 300
 
     # A retry after that is answered from the state and fulfils nothing more.
-    again = await pipeline(rules, store, producer, redis).persist([redeem], None)
+    again = await persist(pipeline(rules, store, producer, redis), [redeem])
     assert again.answers[0][1]["duplicate"] is True and len(producer.on(NOTIFICATIONS_TOPIC)) == 2
 
 
@@ -152,7 +165,7 @@ async def test_referral_messages_and_actions_are_acked_before_the_changelog(
     goal = command(
         "uma", "goal_create", "uma:goal:g1", kind="practice_frequency", target=2, deadline_ms=NOW + 1
     )
-    await pipeline(rules, store, producer, redis).persist([claim, goal], None)
+    await persist(pipeline(rules, store, producer, redis), [claim, goal])
     assert journal[-1] == "changelog"
     assert sorted(journal[:-1]) == sorted([f"ack {REFERRALS_TOPIC}", "ack behavior-events"])
 
@@ -162,9 +175,9 @@ async def test_a_wiped_redis_gets_its_referral_codes_back_from_the_table(rules: 
     store, producer = Changelog(journal), Producer(journal)
     code = referral_code(SECRET, "rita")
     grow = pipeline(rules, store, producer, redis)
-    await grow.handle([command("rita", "referral_generate", "rita:c1", code=code, device_id="d-1")], None)
+    await handle(grow, [command("rita", "referral_generate", "rita:c1", code=code, device_id="d-1")])
     assert await redis.get(keys.referral_code(code)) == b"rita"
-    await grow.handle([command("uma", "referral_claim", "uma:c1", referrer_id="rita")], None)
+    await handle(grow, [command("uma", "referral_claim", "uma:c1", referrer_id="rita")])
     (message,) = producer.on(REFERRALS_TOPIC)
     assert message["referrer_id"] == "rita"
 

@@ -18,7 +18,7 @@ from models.campaigns import Campaign, parse_campaign
 from models.outcome_ledger import OutcomeLedger
 from models.rules import Rules
 from streams.broadcast import Broadcasts, campaign_key
-from streams.interventions import LEDGER_KEY, InterventionsAnalytics
+from streams.interventions import LEDGER_KEY, AnalyticsSlice
 from streams.serving import ServingWriter
 from streams.tables import TableStore
 from tests.streams.test_broadcast import processor
@@ -77,11 +77,11 @@ def ledger() -> OutcomeLedger:
 
 
 @pytest.fixture
-def analytics(redis: Redis) -> InterventionsAnalytics:
+def analytics(redis: Redis) -> AnalyticsSlice:
     serving = ServingWriter(redis, ChannelLog(redis), Rules.from_toml(DEFAULT_RULES.read_text()))
     store = LedgerStore()
     store.put(LEDGER_KEY, ledger())
-    return InterventionsAnalytics(cast(TableStore[OutcomeLedger], store), serving, no_send)
+    return AnalyticsSlice(cast(TableStore[OutcomeLedger], store), serving, no_send, redis)
 
 
 def feed(b: Broadcasts, *campaigns: Campaign) -> None:
@@ -95,7 +95,7 @@ async def held(redis: Redis) -> dict[str, Any]:
 
 
 async def test_a_wiped_redis_gets_campaigns_runs_and_analytics_back(
-    redis: Redis, analytics: InterventionsAnalytics
+    redis: Redis, analytics: AnalyticsSlice
 ) -> None:
     b = Broadcasts(processor())
     feed(b, campaign("c1"), campaign("c2"))
@@ -122,7 +122,7 @@ async def test_a_wiped_redis_gets_campaigns_runs_and_analytics_back(
 
 
 async def test_only_the_ledgers_owner_writes_its_views_but_every_worker_mirrors_campaigns(
-    redis: Redis, analytics: InterventionsAnalytics
+    redis: Redis, analytics: AnalyticsSlice
 ) -> None:
     b = Broadcasts(processor())
     feed(b, campaign("c1"))
@@ -135,7 +135,7 @@ async def test_only_the_ledgers_owner_writes_its_views_but_every_worker_mirrors_
 
 
 async def test_a_campaign_arriving_after_the_wipe_is_mirrored_at_the_next_check(
-    redis: Redis, analytics: InterventionsAnalytics
+    redis: Redis, analytics: AnalyticsSlice
 ) -> None:
     b = Broadcasts(processor())
     await analytics.reproject(b"e", False, b)
@@ -146,7 +146,7 @@ async def test_a_campaign_arriving_after_the_wipe_is_mirrored_at_the_next_check(
 
 
 async def test_an_older_definition_never_replaces_a_later_one(
-    redis: Redis, analytics: InterventionsAnalytics
+    redis: Redis, analytics: AnalyticsSlice
 ) -> None:
     """A worker whose feed lags must not undo an admin's edit the API has already mirrored."""
     newer = campaign("c1", updated_ms=CREATED + 5000, name="Paused by an admin")

@@ -27,8 +27,8 @@ from aiokafka import TopicPartition
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from infra import keys
-from infra.kafka import BROADCAST_TOPIC
 from infra.signing import RecordSigner
+from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns import UserFacts
 from models.interventions import UserContext
 from models.risk import IncompatibleModel, PendingLabel, Resolution, RiskModel

@@ -17,7 +17,7 @@ from infra.redis_errors import RefusedWrites
 from infra.settings import DEFAULT_RULES
 from models.rules import Rules
 from streams import metrics
-from streams.pipeline import write_until_redis_answers
+from streams.delivery import write_until_redis_answers
 from streams.serving import ServingWriter
 from tests.conftest import max_memory, wait_until
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import faust
 
 from models.gamification import UserState
-from streams.app import STATE_CODEC, STATE_CODECS, USER_STATE_CODEC, UserIdKey, UserStateValue
-from streams.tables import register_codecs
+from streams.app import CODECS
+from streams.engine import USER_STATE
+from streams.tables import RawKey, register_codecs
+
+USER_STATE_CODEC, UserStateValue = CODECS[USER_STATE.codec]
 
 
 def test_table_uses_raw_keys_and_the_state_codec() -> None:
-    register_codecs(*STATE_CODECS)  # as the worker does when it builds its app
+    register_codecs(*(codec for codec, _ in CODECS.values()))  # as the worker does when it builds its app
     app = faust.App("codec-test", broker="memory://", store="memory://")
-    table = app.Table("t", key_type=UserIdKey, value_type=UserStateValue, use_partitioner=True)
+    table = app.Table("t", key_type=RawKey, value_type=UserStateValue, use_partitioner=True)
     assert table.key_serializer == "raw"
-    assert table.value_serializer == STATE_CODEC
+    assert table.value_serializer == USER_STATE.codec
 
     state = UserState(user_id="u-1")
     state.xp = 420
