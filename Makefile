@@ -21,7 +21,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash scripts/ensure_chromium.sh
 	PYTHON=$(BIN)/python bash scripts/ensure_kafka.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ channels, quiet hours), so the rules in that module hold whatever the trigger. S
   UTC day (a user stays at risk for days; the per-type gaps decide how often they hear of it);
 - streak: a user whose streak is alive, active on local day L and not yet on L + 1, gets a
   `streak_warning` at `STREAK_WARNING_AT` (19:00) local time on L + 1, once (keyed by that day);
-- campaigns: every occurrence between the user's last look and `now` (`models.campaigns.due`),
+- campaigns: every occurrence between the user's last look and `now` (`models.campaigns.occurrences.due`),
   if the user is in the audience then, keyed by the occurrence;
 - deferred: notifications held by quiet hours whose time has come (`interventions.due`).
 All instants are stream time, so a replay decides what live decided.
@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from typing import Any
 
-from models import campaigns as camp
+from models.campaigns import occurrences as camp_occurrences
+from models.campaigns import records as camp
+from models.campaigns import targeting as camp_targeting
 from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
@@ -151,7 +153,7 @@ def plan(
     # would fire occurrences from before they existed); unknown signup: from the activation.
     since = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else ctx.signup_ms
     for campaign in campaigns:
-        occurrences = camp.due(campaign, ctx.timezone, ctx.signup_ms, since, now_ms)
+        occurrences = camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, now_ms)
         # Only the latest occurrence fires: a user looked at late (a slow sweep, a rebalance)
         # gets one nudge, not a burst of stale ones.
         for stale in occurrences[:-1]:
@@ -159,7 +161,7 @@ def plan(
         for occurrence in occurrences[-1:]:
             key = occurrence.key
             out.campaign_outcomes.append((campaign.id, key, "evaluated"))
-            if not camp.targets(campaign.target, facts, now_ms):
+            if not camp_targeting.targets(campaign.target, facts, now_ms):
                 out.campaign_outcomes.append((campaign.id, key, "not_targeted"))
                 continue
             out.campaign_outcomes.append((campaign.id, key, "targeted"))
@@ -236,7 +238,7 @@ def next_look(
     # Never looked at: the first occurrence after the campaign's activation (next_due's gate).
     after = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else 0
     for campaign in campaigns:
-        at = camp.next_due(campaign, ctx.timezone, ctx.signup_ms, after)
+        at = camp_occurrences.next_due(campaign, ctx.timezone, ctx.signup_ms, after)
         if at is not None:
             candidates.append(at)
     return min(candidates) if candidates else None

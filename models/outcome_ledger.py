@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.campaigns import CampaignRun
+from models.campaigns.execution import CampaignRun
 from models.interventions import STAGES, InterventionStats
 
 LEDGER_VERSION = 1

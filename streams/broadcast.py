@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from models.campaigns import Campaign
+from models.campaigns.records import Campaign
 from models.interventions import InterventionStats
 from models.risk import IncompatibleModel, RiskModel
 from streams import metrics

@@ -21,7 +21,7 @@ import orjson
 
 from infra import keys, topics
 from infra.redis_conn import RedisClient
-from models.campaigns import Campaign
+from models.campaigns.records import Campaign
 from models.outcome_ledger import OutcomeLedger
 from streams.broadcast import STATS_KEY, Broadcasts
 from streams.delivery import Send, write_until_redis_answers

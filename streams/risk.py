@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from infra import topics
-from models.campaigns import Campaign, UserFacts
+from models.campaigns.records import Campaign, UserFacts
 from models.events import BehaviorEvent
 from models.interventions import Notification, UserContext, recommend_for
 from models.nudges import Celebration, NudgeOutcome, VariantCounts, celebrate, next_look, plan

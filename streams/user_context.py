@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.campaigns import UserFacts
+from models.campaigns.records import UserFacts
 from models.career import CareerState
 from models.gamification import UserState
 from models.interventions import UserContext

@@ -3,7 +3,7 @@
 Brokers and Redis are session-scoped because starting them is not free; tests isolate themselves
 by using unique topic names, consumer groups, user ids or Redis databases. An integration test
 that asks for a broker (``kafka_bootstrap``, ``fresh_kafka``) runs once on each kind
-(``broker_kind``); any other test that asks for one runs on Apache Kafka.
+(``broker_kind``); any other test that asks for one runs on Tansu.
 """
 
 from __future__ import annotations
@@ -43,16 +43,46 @@ def brokers_under_test() -> tuple[BrokerKind, ...]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every integration test (the engine's processes on a broker) runs once per broker kind; a
-    # test that only uses a broker as a place to put records (the API's, the CLI's) runs on the
-    # first of them, Apache Kafka, the production broker. The brokers themselves are session-
-    # scoped (below), so the parameter only chooses which running broker a test gets.
+    # Every integration test (the engine's processes on a broker) runs once per broker kind; one
+    # whose subject is not the broker (``one_broker``) runs on the first, Apache Kafka, the
+    # production broker. A test that only uses a broker as a place to put records (the API's, the
+    # CLI's) runs on the last, Tansu: it starts in milliseconds, and it evens out the two test
+    # processes, one per broker kind (pytest_collection_modifyitems). The brokers themselves are
+    # session-scoped (below), so the parameter only chooses which running broker a test gets.
     if "broker_kind" in metafunc.fixturenames:
         kinds = brokers_under_test()
         marker = metafunc.definition.get_closest_marker
-        if marker("integration") is None or marker("one_broker") is not None:
+        if marker("integration") is None:
+            kinds = kinds[-1:]
+        elif marker("one_broker") is not None:
             kinds = kinds[:1]
         metafunc.parametrize("broker_kind", kinds, scope="function")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # `make test` runs on two processes (pytest-xdist, --dist loadgroup), one per broker kind: every
+    # test on Apache Kafka goes to one process, one after the other, and every test on Tansu to the
+    # other; tests without a broker go to whichever is free. Two Apache Kafka JVMs (or two engine
+    # stacks on one broker) at once overloaded two cores; one JVM beside Tansu does not.
+    for item in items:
+        group = _broker_of(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _broker_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    params: dict[str, Any] = callspec.params if callspec is not None else {}
+    for name in ("broker_kind", "stack"):  # tests/hostile's stack is parametrized by broker kind
+        if params.get(name) in BROKER_KINDS:
+            return str(params[name])
+    fixtures = getattr(item, "fixturenames", ())
+    if "apache_kafka_service" in fixtures or item.get_closest_marker("apache_kafka") is not None:
+        return "kafka"
+    if "tansu_service" in fixtures:
+        return "tansu"
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -26,14 +26,11 @@ from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.topics import BROADCAST as BROADCAST_TOPIC
-from models.campaigns import (
-    Campaign,
-    CampaignRun,
-    InvalidCampaign,
-    parse_campaign,
-    public_campaign,
-    with_status,
-)
+from models.campaigns.errors import InvalidCampaign
+from models.campaigns.execution import CampaignRun
+from models.campaigns.parsing import parse_campaign
+from models.campaigns.records import Campaign
+from models.campaigns.status import public_campaign, with_status
 from models.interventions import InterventionStats
 
 router = APIRouter(tags=["interventions"])

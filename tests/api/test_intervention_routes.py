@@ -22,7 +22,9 @@ from api.producer import ProducerUnavailable
 from api.routes import interventions
 from infra import keys
 from infra.topics import BROADCAST as BROADCAST_TOPIC
-from models.campaigns import Campaign, CampaignRun, Schedule, Target, public_campaign
+from models.campaigns.execution import CampaignRun
+from models.campaigns.records import Campaign, Schedule, Target
+from models.campaigns.status import public_campaign
 from models.events import format_ts
 from models.interventions.bandit import InterventionStats
 from models.time_units import DAY_MS

@@ -33,7 +33,7 @@ from scripts.service import Service, launch
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka, pytest.mark.timeout(300)]
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 PASSWORDS = {"admin": "admin-pw-0123456789", "elimu": "elimu-pw-0123456789", "producer": "producer-pw-0123"}

@@ -13,30 +13,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.campaigns import (
+from models.campaigns.errors import InvalidCampaign
+from models.campaigns.execution import MAX_SUPPRESSION_REASONS, CampaignRun
+from models.campaigns.occurrences import MAX_OCCURRENCES, due, next_due, next_occurrence, occurrences
+from models.campaigns.parsing import parse_campaign
+from models.campaigns.records import (
     CAMPAIGN_KINDS,
     FILTER_FIELDS,
-    INTERVENTION_TYPES,
-    MAX_OCCURRENCES,
-    MAX_SUPPRESSION_REASONS,
     Campaign,
-    CampaignRun,
-    InvalidCampaign,
     Occurrence,
     Schedule,
     Target,
     UserFacts,
-    due,
-    effective_status,
-    next_due,
-    next_occurrence,
-    occurrences,
-    parse_campaign,
-    public_campaign,
-    targets,
-    with_status,
 )
+from models.campaigns.status import effective_status, public_campaign, with_status
+from models.campaigns.targeting import targets
 from models.events import MAX_TS_MS, format_ts
+from models.interventions import INTERVENTION_TYPES
 from models.streaks import local_day
 from tests.models.factories import ms
 

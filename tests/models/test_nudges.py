@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from models.campaigns import Campaign, UserFacts, parse_campaign, with_status
+from models.campaigns.parsing import parse_campaign
+from models.campaigns.records import Campaign, UserFacts
+from models.campaigns.status import with_status
 from models.events import parse_ts
 from models.gamification import Effects
 from models.interventions import (

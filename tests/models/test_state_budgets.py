@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.applications import HISTORY_CAP, NOTE_BYTES, Application, apply_status
-from models.campaigns import UserFacts
+from models.campaigns.records import UserFacts
 from models.career import (
     APPLICATIONS_BUDGET_BYTES,
     INTERESTS_BYTES,

@@ -21,7 +21,8 @@ from infra.topics import BEHAVIOR_EVENTS
 from streams.app import APP_ID
 from tests.scripts.test_supervisor import running, wait_for
 
-pytestmark = pytest.mark.integration
+# `elimu up` picks Apache Kafka where Java is installed: these run beside the Apache Kafka tests.
+pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = [f"u-up-{i}" for i in range(8)]  # spread over the 4 partitions, so both workers own some

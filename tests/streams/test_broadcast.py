@@ -16,7 +16,9 @@ import orjson
 import pytest
 from river.__version__ import __version__ as RIVER_VERSION
 
-from models.campaigns import Campaign, UserFacts, parse_campaign, with_status
+from models.campaigns.parsing import parse_campaign
+from models.campaigns.records import Campaign, UserFacts
+from models.campaigns.status import with_status
 from models.interventions import InterventionStats, UserContext
 from models.risk import FORMAT_VERSION, RiskModel
 from models.risk_state import RiskSettings, RiskState

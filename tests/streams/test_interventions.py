@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from infra import keys
 from infra.channels import ChannelLog
 from infra.settings import DEFAULT_RULES
-from models.campaigns import Campaign, parse_campaign
+from models.campaigns.parsing import parse_campaign
+from models.campaigns.records import Campaign
 from models.outcome_ledger import OutcomeLedger
 from models.rules import Rules
 from streams.broadcast import Broadcasts, campaign_key

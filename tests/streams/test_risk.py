@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from models.campaigns import UserFacts
+from models.campaigns.records import UserFacts
 from models.events import BehaviorEvent
 from models.interventions import UserContext
 from models.risk import PendingLabel, Resolution, RiskModel, recency_prior

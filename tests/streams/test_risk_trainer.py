@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from infra import keys
 from infra.signing import RecordSigner
 from infra.topics import BROADCAST as BROADCAST_TOPIC
-from models.campaigns import UserFacts
+from models.campaigns.records import UserFacts
 from models.interventions import UserContext
 from models.risk import IncompatibleModel, PendingLabel, Resolution, RiskModel
 from models.risk_features import FEATURE_NAMES

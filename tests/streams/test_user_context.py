@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from infra.settings import DEFAULT_RULES
-from models.campaigns import Target, targets
+from models.campaigns.records import Target
+from models.campaigns.targeting import targets
 from models.career import CareerState
 from models.events import parse_profile
 from models.gamification import UserState
