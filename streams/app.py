@@ -13,10 +13,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import faust
 import orjson
 from aiokafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from faust.exceptions import ProducerSendError
@@ -43,7 +42,7 @@ from streams.career import APPLICATIONS_TOPIC
 from streams.delivery import deliver_refusals
 from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC
 from streams.engine import STATE_TABLES, Ports, StateTable, build_engine
-from streams.faust_tuning import EngineApp, LeanMonitor
+from streams.faust_tuning import BatchHandler, EngineApp, LeanMonitor
 from streams.growth import COMMANDS_TOPIC
 from streams.market import MARKET_TOPIC
 from streams.progress import Progress
@@ -61,10 +60,10 @@ from streams.transactions import GUARANTEE_VAR, BatchTransactions, parse_guarant
 log = logging.getLogger(__name__)
 
 APP_ID = "elimu-pulse"
-#: Largest batch the agent takes at once, and how long it waits to fill one. Batching is what
-#: makes one state write and one Redis round trip serve many events.
+#: Most records one fetch returns, and so one batch of the runners. Batching is what makes one
+#: state write and one Redis round trip serve many events; a batch is whatever the fetch holds,
+#: so at a low rate it is small and its latency short.
 MAX_BATCH = 5000
-BATCH_WINDOW_S = 0.02
 HEARTBEAT_S = 2.0
 LEADERBOARD_PUSH_S = 1.0
 MARKET_PULSE_S = 1.0
@@ -107,40 +106,32 @@ def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(name), bytes(value or b"")) for name, value in items)
 
 
-def _batch_agent(
+def _batch_handler(
     name: str, handle: Callable[[list[Record]], Awaitable[Any]], progress: Progress, txns: BatchTransactions
-) -> Callable[[Any], Awaitable[None]]:
-    """An agent body: take batches, turn Faust events into ``Record``s, hand them to ``handle``
-    (each batch's time in flight watched by ``progress``), each batch in its own transaction
-    with its offsets under exactly-once (streams/transactions.py)."""
+) -> BatchHandler:
+    """The consumer's handler of one agent's fetched batches (streams/faust_tuning.py): turn Faust
+    messages into ``Record``s and hand them to ``handle`` (each batch's time in flight watched by
+    ``progress``), each batch in its own transaction with its offsets under exactly-once
+    (streams/transactions.py)."""
 
-    async def agent(stream: faust.StreamT[Any]) -> None:
-        async for events in stream.take_events(MAX_BATCH, within=BATCH_WINDOW_S):  # type: ignore[attr-defined]
-            records = [
-                Record(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                    int(e.message.timestamp * 1000),
-                    _headers(e.message),
-                )
-                for e in events
-            ]
-            token = progress.begin(name)
-            try:
-                async with txns.batch(name, records):
-                    await handle(records)
-                progress.end(token)
-            except Exception:
-                # Faust would ack this batch on the way out and restart the agent, committing
-                # records whose effects may not have reached the changelog. Dying unacked makes
-                # the next worker process them again (dedup keeps that idempotent).
-                log.critical("batch failed; exiting without acking it", exc_info=True)
-                os._exit(70)
+    async def handler(messages: Sequence[Any]) -> None:
+        records = [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000), _headers(m))
+            for m in messages
+        ]
+        token = progress.begin(name)
+        try:
+            async with txns.batch(name, records):
+                await handle(records)
+            progress.end(token)
+        except Exception:
+            # Returning would ack the batch for the next commit although its effects may not have
+            # reached the changelog. Dying unacked makes the next worker process it again (dedup
+            # keeps that idempotent).
+            log.critical("batch failed; exiting without acking it", exc_info=True)
+            os._exit(70)
 
-    return agent
+    return handler
 
 
 class Worker:
@@ -174,7 +165,7 @@ class Worker:
         self.projected: set[int] = set()
         self._wire()
 
-    def _build_app(self) -> faust.App:
+    def _build_app(self) -> EngineApp:
         s = self.settings
         register_codecs(*(codec for codec, _ in CODECS.values()))
         # elimu:// = aiokafka with the batch-draining consumer (streams/faust_tuning.py).
@@ -198,8 +189,7 @@ class Worker:
             # Standby replicas double changelog reads for a memory store; recovery from the
             # changelog is the failover path instead.
             table_standby_replicas=0,
-            stream_buffer_maxsize=16384,
-            broker_max_poll_records=2000,
+            broker_max_poll_records=MAX_BATCH,
             Monitor=LeanMonitor,
             cython_optimizations=True,
             # A short linger: records of one batch still ride together, and the acks a batch waits
@@ -263,8 +253,8 @@ class Worker:
         self.slices = [s for _, slices in agents for s in slices]
         for name, slices in agents:
             runner = BatchRunner(slices)
-            handle = _batch_agent(name, self._trusted(runner.run), self.progress, self.txns)
-            app.agent(raw(*sorted(runner.topics)), name=name)(handle)
+            handle = _batch_handler(name, self._trusted(runner.run), self.progress, self.txns)
+            app.subscribe(raw(*sorted(runner.topics)), handle)
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.task(self._on_start)
