@@ -21,8 +21,7 @@ from infra.topics import BEHAVIOR_EVENTS
 from streams.app import APP_ID
 from tests.scripts.test_supervisor import running, wait_for
 
-# `elimu up` picks Apache Kafka where Java is installed: these run beside the Apache Kafka tests.
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = [f"u-up-{i}" for i in range(8)]  # spread over the 4 partitions, so both workers own some
@@ -60,7 +59,9 @@ def test_up_restarts_a_killed_worker_keeps_serving_and_ctrl_c_stops_everything(t
     out, err = tmp_path / "up.out", tmp_path / "up.err"
     with open(out, "wb") as o, open(err, "wb") as e:
         up = subprocess.Popen(
-            [sys.executable, "-m", "scripts.cli", "up", "--no-demo", "--workers", "2"],
+            # Supervision is the subject, not the broker: Tansu, which starts at once (the
+            # Apache Kafka path is the restart test below).
+            [sys.executable, "-m", "scripts.cli", "up", "--no-demo", "--workers", "2", "--broker", "tansu"],
             env=env,
             cwd=tmp_path,
             stdout=o,
@@ -197,6 +198,7 @@ def _caught_up(kafka: str, group: str, topic: str) -> int | None:
     return sum(ours.values())
 
 
+@pytest.mark.apache_kafka  # runs beside the Apache Kafka tests (tests/conftest.py)
 @pytest.mark.timeout(400)
 def test_up_on_apache_kafka_keeps_every_state_and_offset_across_a_restart(tmp_path: Path) -> None:
     """Stop `make run` and start it again: the broker comes back from its log dirs on the same
