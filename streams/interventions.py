@@ -14,14 +14,14 @@ owns it; the campaign definitions from `elimu-broadcast`, which every worker hol
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from infra import keys, topics
+from infra.campaign_view import mirror_campaigns
 from infra.redis_conn import RedisClient
-from models.campaigns.records import Campaign
 from models.outcome_ledger import OutcomeLedger
 from streams.broadcast import STATS_KEY, Broadcasts
 from streams.delivery import Send, write_until_redis_answers
@@ -33,30 +33,6 @@ from streams.stores import Store
 log = logging.getLogger(__name__)
 
 LEDGER_KEY = "all"
-
-# Mirror campaign definitions into the campaigns hash, each unless the hash holds one updated
-# later: a worker whose broadcast feed lags, or racing the API's mirror of an edit it has just
-# made, must not put an older definition back. KEYS[1]: the hash. ARGV: (id, JSON, updated_ms)...
-_MIRROR_CAMPAIGNS_LUA = """
-for i = 1, #ARGV, 3 do
-  local held = redis.call('HGET', KEYS[1], ARGV[i])
-  local ok, doc = pcall(cjson.decode, held or 'null')
-  local held_ms = ok and type(doc) == 'table' and tonumber(doc['updated_ms']) or -1
-  if held_ms < tonumber(ARGV[i + 2]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 0
-"""
-
-
-async def mirror_campaigns(redis: RedisClient, campaigns: Iterable[Campaign]) -> None:
-    """Write ``campaigns`` into ``keys.CAMPAIGNS`` where Redis has none or an older one."""
-    args: list[str | int] = []
-    for c in campaigns:
-        args += [c.id, orjson.dumps(c.to_dict()).decode(), c.updated_ms]
-    if args:
-        await redis.eval(_MIRROR_CAMPAIGNS_LUA, 1, keys.CAMPAIGNS, *args)
 
 
 @dataclass

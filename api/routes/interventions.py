@@ -25,6 +25,7 @@ from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
+from infra.campaign_view import mirror_campaigns
 from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns.errors import InvalidCampaign
 from models.campaigns.execution import CampaignRun
@@ -45,7 +46,9 @@ async def _save(state: AppState, campaign: Campaign) -> None:
         )
     except ProducerUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
-    await state.redis.hset(keys.CAMPAIGNS, campaign.id, orjson.dumps(campaign.to_dict()))
+    # Mirrored at once so the admin reads their change, as the workers mirror it: never over a
+    # newer definition (another admin's edit that overtook this one).
+    await mirror_campaigns(state.redis, [campaign])
 
 
 async def _load(state: AppState, campaign_id: str) -> Campaign:

@@ -42,6 +42,9 @@ def with_status(c: Campaign, status: str, now_ms: int) -> Campaign:
     unknown status and "completed" (derived, see `effective_status`) are refused. Activating
     stamps `activated_ms`, so what fell due while the campaign was draft or paused never fires.
     """
+    # Strictly after the version it changes, even within one millisecond (or a clock step back):
+    # the campaigns view keeps the newest definition by updated_ms (infra/campaign_view.py).
+    updated = max(now_ms, c.updated_ms + 1)
     if status == "completed":
         fail("status", "'completed' is derived from the schedule and cannot be set")
     choice(status, STATUSES, "status")
@@ -53,8 +56,8 @@ def with_status(c: Campaign, status: str, now_ms: int) -> Campaign:
         fail("status", f"only an active campaign can be paused; this one is {c.status}")
     if status == "active":
         check_can_fire(c, now_ms)
-        return dataclasses.replace(c, status=status, updated_ms=now_ms, activated_ms=now_ms)
-    return dataclasses.replace(c, status=status, updated_ms=now_ms)
+        return dataclasses.replace(c, status=status, updated_ms=updated, activated_ms=now_ms)
+    return dataclasses.replace(c, status=status, updated_ms=updated)
 
 
 def effective_status(c: Campaign, now_ms: int) -> str:

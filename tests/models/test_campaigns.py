@@ -380,6 +380,16 @@ def test_activate_pause_resume() -> None:
     assert (resumed.status, resumed.updated_ms, resumed.activated_ms) == ("active", NOW + 3, NOW + 3)
 
 
+def test_each_change_is_newer_than_the_one_before_even_in_the_same_millisecond() -> None:
+    # The campaigns view keeps the definition with the highest updated_ms: two changes in one
+    # millisecond, or after the API's clock stepped back, must still order.
+    active = with_status(daily(), "active", NOW + 5)
+    paused = with_status(active, "paused", NOW + 5)
+    resumed = with_status(paused, "active", NOW + 1)  # a clock that went back
+    assert active.updated_ms < paused.updated_ms < resumed.updated_ms
+    assert resumed.activated_ms == NOW + 1  # what fell due is judged by the clock, as before
+
+
 def test_asking_for_the_current_status_changes_nothing() -> None:
     active = with_status(daily(), "active", NOW + 1)
     assert with_status(active, "active", NOW + 99) is active
