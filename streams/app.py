@@ -107,22 +107,29 @@ def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:
 
 
 def _batch_handler(
-    name: str, handle: Callable[[list[Record]], Awaitable[Any]], progress: Progress, txns: BatchTransactions
+    name: str,
+    runner: BatchRunner,
+    gate: Callable[[Sequence[Record]], Awaitable[list[Record]]],
+    progress: Progress,
+    txns: BatchTransactions,
 ) -> BatchHandler:
     """The consumer's handler of one agent's fetched batches (streams/faust_tuning.py): turn Faust
-    messages into ``Record``s and hand them to ``handle`` (each batch's time in flight watched by
-    ``progress``), each batch in its own transaction with its offsets under exactly-once
-    (streams/transactions.py)."""
+    messages into ``Record``s, drop forged ones (``gate``) and run the rest through ``runner``
+    (each batch's time in flight watched by ``progress``), each batch in its own transaction with
+    its offsets under exactly-once (streams/transactions.py). The slices' locks are held until
+    the transaction has committed: a timer never builds on a batch that might yet abort."""
 
     async def handler(messages: Sequence[Any]) -> None:
-        records = [
-            Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000), _headers(m))
-            for m in messages
-        ]
         token = progress.begin(name)
         try:
-            async with txns.batch(name, records):
-                await handle(records)
+            records = [
+                Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000), _headers(m))
+                for m in messages
+            ]
+            async with runner.exclusive(), txns.batch(name, records):
+                trusted = await gate(records)
+                if trusted:
+                    await runner.run_held(trusted)
             progress.end(token)
         except Exception:
             # Returning would ack the batch for the next commit although its effects may not have
@@ -253,7 +260,7 @@ class Worker:
         self.slices = [s for _, slices in agents for s in slices]
         for name, slices in agents:
             runner = BatchRunner(slices)
-            handle = _batch_handler(name, self._trusted(runner.run), self.progress, self.txns)
+            handle = _batch_handler(name, runner, self._trusted, self.progress, self.txns)
             app.subscribe(raw(*sorted(runner.topics)), handle)
 
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
@@ -287,20 +294,13 @@ class Worker:
         store: TableStore[Any] = TableStore(faust_table, self._send, n, codec, partition_of)
         return store
 
-    def _trusted(
-        self, handle: Callable[[list[Record]], Awaitable[Any]]
-    ) -> Callable[[list[Record]], Awaitable[None]]:
-        """``handle`` behind the signature check: a record forged on an internal topic is
-        dead-lettered (``bad_signature``) and the rest of its batch goes on."""
-
-        async def gated(records: list[Record]) -> None:
-            records, forged = split_forged(records, self.signer)
-            if forged:
-                await deliver_refusals(self._send, forged)
-            if records:
-                await handle(records)
-
-        return gated
+    async def _trusted(self, records: Sequence[Record]) -> list[Record]:
+        """The records the slices may see: one forged on an internal topic is dead-lettered
+        (``bad_signature``) and the rest of its batch goes on."""
+        trusted, forged = split_forged(list(records), self.signer)
+        if forged:
+            await deliver_refusals(self._send, forged)
+        return trusted
 
     @staticmethod
     def _forged_broadcast(key: bytes | None, offset: int) -> None:

@@ -25,9 +25,9 @@ is the delivery contract, tested for every slice in tests/streams/test_delivery_
 3. ``deliver``, in list order, once every state is durable: nothing a client or a downstream
    consumer can see runs ahead of the state that produced it.
 
-A slice whose state a timer also changes (the risk sweep) holds a ``lock``: the runner keeps
-it from ``process`` to the end of ``persist``, so the timer never flushes state whose records the
-batch has not yet sent.
+A slice whose state a timer also changes (the risk sweep) holds a ``lock``: the runner keeps it
+for the whole batch (and the worker until the batch's transaction commits), so the timer never
+flushes state whose records the batch has not yet sent, or that a batch aborted may never have.
 
 Adding a domain means writing its slice and adding it to the worker's list (docs/slices.md).
 """
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
@@ -107,20 +107,31 @@ class BatchRunner:
         self.topics = frozenset().union(*(s.topics for s in self.slices))
         self.waves = persist_waves(self.slices)
 
-    async def run(self, records: Sequence[Record]) -> dict[str, Any]:
-        """Run one batch through every slice; the outcomes by slice name."""
-        outcomes: dict[str, Any] = {}
-        mine = {s.name: [r for r in records if r.topic in s.topics] for s in self.slices}
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold every slice's lock: around ``run_held`` and whatever must finish before a timer
+        may touch the slices' state again (the batch's transaction commit, streams/app.py)."""
         async with contextlib.AsyncExitStack() as held:
             for s in self.slices:  # in list order: a fixed order, so two runners cannot deadlock
                 if s.lock is not None:
                     await held.enter_async_context(s.lock)
-            for s in self.slices:
-                outcome = s.process(mine[s.name], outcomes)
-                if outcome is not None:
-                    outcomes[s.name] = outcome
-            for wave in self.waves:
-                await _all(s.persist(outcomes[s.name]) for s in wave if s.name in outcomes)
+            yield
+
+    async def run(self, records: Sequence[Record]) -> dict[str, Any]:
+        """Run one batch through every slice, holding their locks; the outcomes by slice name."""
+        async with self.exclusive():
+            return await self.run_held(records)
+
+    async def run_held(self, records: Sequence[Record]) -> dict[str, Any]:
+        """``run``, for a caller that holds ``exclusive()``."""
+        outcomes: dict[str, Any] = {}
+        mine = {s.name: [r for r in records if r.topic in s.topics] for s in self.slices}
+        for s in self.slices:
+            outcome = s.process(mine[s.name], outcomes)
+            if outcome is not None:
+                outcomes[s.name] = outcome
+        for wave in self.waves:
+            await _all(s.persist(outcomes[s.name]) for s in wave if s.name in outcomes)
         for s in self.slices:
             if s.name in outcomes:
                 await s.deliver(mine[s.name], outcomes[s.name])

@@ -386,11 +386,17 @@ async def _produce(kafka: str, records: list[tuple[bytes, bytes, list[tuple[str,
 
 
 async def _end_offset(kafka: str, topic: str) -> int:
+    """The partition's high watermark as a fetch reports it (Tansu's ListOffsets answers the last
+    record batch's base offset + 1: streams/faust_tuning.py, ``_highwaters``)."""
     tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, fetch_max_wait_ms=20)
     await consumer.start()
     try:
-        return int((await consumer.end_offsets([tp]))[tp])
+        consumer.assign([tp])
+        consumer.seek(tp, max(0, (await consumer.end_offsets([tp]))[tp] - 1))
+        while consumer.highwater(tp) is None:
+            await consumer.getmany(tp, timeout_ms=200)
+        return int(consumer.highwater(tp) or 0)
     finally:
         await consumer.stop()
 
