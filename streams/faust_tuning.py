@@ -10,10 +10,9 @@ events/s, and the time goes to per-message bookkeeping, not to fetching:
   granularity. Offsets, gap tracking and read-offset bookkeeping are unchanged.
 * Topics with a batch handler (``EngineApp.batch_handlers``: the worker's batch runners) skip
   Faust's conductor, channels and streams altogether: each fetched batch's records of those
-  topics are queued, whole, on their handler's ``Lane`` (one task per handler, so a slow agent
-  does not hold up the others until its queue is full), and acked for Faust's commit when the
-  handler returns (``BatchDrainConsumer._hand_over``). Measured: the per-message path (conductor,
-  stream queue, ``take_events``, acks per event) cost ~50 µs a message.
+  topics go to their handler at once, and are acked for Faust's commit when it returns
+  (``BatchDrainConsumer._hand_over``). Measured: the per-message path (conductor, stream queue,
+  ``take_events``, acks per event) cost ~50 µs a message.
 * The default ``Monitor`` keeps per-event dictionaries for the web stats page we do not serve;
   ``LeanMonitor`` keeps only what Faust itself reads (``stream_inbound_time`` for its
   stalled-stream check).
@@ -216,39 +215,9 @@ async def _last_readable(probe: AIOKafkaConsumer, tp: TopicPartition, stable_end
         window *= 8
 
 
-#: Fetched batches a handler's lane holds before the fetch loop waits for it: room for a slow
-#: batch (the risk trainer restoring its checkpoint, a Redis hiccup) without stalling the others.
-LANE_BATCHES = 4
-
-
-class Lane:
-    """One batch handler's queue of fetched batches, run one after another by its own task, each
-    batch's messages acked (``ack``) once the handler returns."""
-
-    def __init__(self, handler: BatchHandler, ack: Callable[[Any], Any]) -> None:
-        self.handler = handler
-        self.ack = ack
-        self.queue: asyncio.Queue[list[Any]] = asyncio.Queue(LANE_BATCHES)
-        self.task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            messages = await self.queue.get()
-            await self.handler(messages)  # a failing handler exits the process (streams/app.py)
-            for message in messages:
-                self.ack(message)
-
-
 class BatchDrainConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return FastFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    def _lane(self, handler: BatchHandler) -> Lane:
-        lanes: dict[BatchHandler, Lane] = self.__dict__.setdefault("_lanes", {})
-        lane = lanes.get(handler)
-        if lane is None:
-            lane = lanes[handler] = Lane(handler, self.ack)
-        return lane
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         """Faust's ``_wait_next_records`` with a snapshot of the active partitions.
@@ -323,38 +292,37 @@ class BatchDrainConsumer(aiokafka_driver.Consumer):
         await self._hand_over(direct)
 
     async def _hand_over(self, direct: dict[BatchHandler, list[Any]]) -> None:
-        """Queue each handler's messages on its lane; they are acked when it has run them.
+        """Run each handler on its messages, acking each handler's messages for the next commit as
+        soon as it returns.
 
-        Tracked, read and queued with no await in between: once taken, a batch runs to its end
-        on its lane's task even if a rebalance cancels this fetch loop (``suspend_flow``), so the
-        rebalance's ``wait_empty`` waits for it and sees it acked, and a batch's state is never
-        left half applied in memory. Waits only while a lane's queue is full (backpressure).
+        Tracked, read and started with no await in between, and shielded: once taken, a batch
+        runs to its end even if a rebalance cancels this fetch loop (``suspend_flow``), so the
+        rebalance's ``wait_empty`` sees every tracked message acked, and a batch's state is never
+        left half applied in memory. The next fetch waits for every handler: one slow agent holds
+        up the others (as a full stream buffer did not), which keeps a partition's batches
+        strictly one after another across rebalances.
         """
         set_read_offset = self._read_offset.__setitem__
         inbound = self.app.monitor.stream_inbound_time
         now = monotonic()
-        puts: set[asyncio.Future[None]] = self.__dict__.setdefault("_puts", set())
-        if puts:  # a put of an earlier fetch cut short by a cancellation: keep the lanes in order
-            await asyncio.shield(asyncio.gather(*puts))
-        full: list[tuple[Lane, list[Any]]] = []
-        for handler, messages in direct.items():
+        for messages in direct.values():
             for message in messages:
                 self.track_message(message)
                 set_read_offset(message.tp, message.offset)
                 # Faust's stalled-stream check reads when each partition last had input taken.
                 inbound[message.tp] = now
-            lane = self._lane(handler)
-            try:
-                lane.queue.put_nowait(messages)
-            except asyncio.QueueFull:
-                full.append((lane, messages))
-        for lane, messages in full:
-            # Held and shielded: tracked messages must reach their lane even if this loop is
-            # cancelled, or the rebalance's wait_empty would wait for them for ever.
-            put = asyncio.ensure_future(lane.queue.put(messages))
-            puts.add(put)
-            put.add_done_callback(puts.discard)
-            await asyncio.shield(put)
+        running: set[asyncio.Future[Any]] = self.__dict__.setdefault("_running", set())
+        task = asyncio.ensure_future(
+            asyncio.gather(*(self._run_handler(handler, messages) for handler, messages in direct.items()))
+        )
+        running.add(task)  # held: a shielded task outlives the cancelled wait on it
+        task.add_done_callback(running.discard)
+        await asyncio.shield(task)
+
+    async def _run_handler(self, handler: BatchHandler, messages: list[Any]) -> None:
+        await handler(messages)  # a failing handler exits the process (streams/app.py)
+        for message in messages:
+            self.ack(message)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
         getmany = self.getmany
