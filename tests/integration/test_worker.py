@@ -102,9 +102,17 @@ async def wait_for_views(
             }
             for u in list(diff)[:5]
         }
+        fields = {
+            u: {
+                k: (v, comparable(expected[u])[k])
+                for k, v in comparable(got.get(u, {k: None for k in comparable(expected[u])})).items()
+                if v != comparable(expected[u])[k]
+            }
+            for u in list(diff)[:3]
+        }
         raise AssertionError(
             f"views differ (got xp, want xp): {dict(list(diff.items())[:10])}\n"
-            f"counters (got, want): {counters}\n{worker.tail()}"
+            f"counters (got, want): {counters}\nfields (got, want): {fields}\n{worker.tail()}"
         ) from exc
 
 
