@@ -78,7 +78,14 @@ async def test_two_workers_share_partitions_and_killing_one_loses_and_doubles_no
         await wait_until(both_working, timeout=90, what="both workers processing their partitions")
         second.kill()  # SIGKILL mid-stream: its partitions move to the survivor
         await produce(fresh_kafka, "behavior-events", sent[produced:])
-        await wait_for_views(redis, expected_views(events, NOW), first, timeout=120)
+        # XP, level and every event type's count: a lost or doubled event changes them. Not the
+        # streak and badges: the engine's own daily-challenge completions (streak days) reach
+        # the topic wherever the batch that completed them ended, and a killed worker moves
+        # those ends; the oracle can only place them after every event. Those fields are
+        # checked where events arrive in one order (test_worker.py).
+        await wait_for_views(
+            redis, expected_views(events, NOW), first, timeout=120, fields=("xp", "level", "counters")
+        )
     finally:
         first.stop()
         second.stop()
