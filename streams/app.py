@@ -116,8 +116,7 @@ def _batch_handler(
     """The consumer's handler of one agent's fetched batches (streams/faust_tuning.py): turn Faust
     messages into ``Record``s, drop forged ones (``gate``) and run the rest through ``runner``
     (each batch's time in flight watched by ``progress``), each batch in its own transaction with
-    its offsets under exactly-once (streams/transactions.py). The slices' locks are held until
-    the transaction has committed: a timer never builds on a batch that might yet abort."""
+    its offsets under exactly-once (streams/transactions.py)."""
 
     async def handler(messages: Sequence[Any]) -> None:
         token = progress.begin(name)
@@ -126,10 +125,10 @@ def _batch_handler(
                 Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000), _headers(m))
                 for m in messages
             ]
-            async with runner.exclusive(), txns.batch(name, records):
+            async with txns.batch(name, records):
                 trusted = await gate(records)
                 if trusted:
-                    await runner.run_held(trusted)
+                    await runner.run(trusted)
             progress.end(token)
         except Exception:
             # Returning would ack the batch for the next commit although its effects may not have

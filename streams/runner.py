@@ -26,8 +26,9 @@ is the delivery contract, tested for every slice in tests/streams/test_delivery_
    consumer can see runs ahead of the state that produced it.
 
 A slice whose state a timer also changes (the risk sweep) holds a ``lock``: the runner keeps it
-for the whole batch (and the worker until the batch's transaction commits), so the timer never
-flushes state whose records the batch has not yet sent, or that a batch aborted may never have.
+from ``process`` to the end of ``persist``, so the timer never flushes state whose records the
+batch has not yet sent. (Under exactly-once the sweep may still run before the batch's
+transaction commits: docs/operations.md's note on what stays outside the transactions.)
 
 Adding a domain means writing its slice and adding it to the worker's list (docs/slices.md).
 """
@@ -109,8 +110,7 @@ class BatchRunner:
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
-        """Hold every slice's lock: around ``run_held`` and whatever must finish before a timer
-        may touch the slices' state again (the batch's transaction commit, streams/app.py)."""
+        """Hold every slice's lock (in list order)."""
         async with contextlib.AsyncExitStack() as held:
             for s in self.slices:  # in list order: a fixed order, so two runners cannot deadlock
                 if s.lock is not None:
@@ -118,20 +118,17 @@ class BatchRunner:
             yield
 
     async def run(self, records: Sequence[Record]) -> dict[str, Any]:
-        """Run one batch through every slice, holding their locks; the outcomes by slice name."""
-        async with self.exclusive():
-            return await self.run_held(records)
-
-    async def run_held(self, records: Sequence[Record]) -> dict[str, Any]:
-        """``run``, for a caller that holds ``exclusive()``."""
+        """Run one batch through every slice; the outcomes by slice name. The slices' locks are
+        held from ``process`` to the end of ``persist``, not while ``deliver`` waits on Redis."""
         outcomes: dict[str, Any] = {}
         mine = {s.name: [r for r in records if r.topic in s.topics] for s in self.slices}
-        for s in self.slices:
-            outcome = s.process(mine[s.name], outcomes)
-            if outcome is not None:
-                outcomes[s.name] = outcome
-        for wave in self.waves:
-            await _all(s.persist(outcomes[s.name]) for s in wave if s.name in outcomes)
+        async with self.exclusive():
+            for s in self.slices:
+                outcome = s.process(mine[s.name], outcomes)
+                if outcome is not None:
+                    outcomes[s.name] = outcome
+            for wave in self.waves:
+                await _all(s.persist(outcomes[s.name]) for s in wave if s.name in outcomes)
         for s in self.slices:
             if s.name in outcomes:
                 await s.deliver(mine[s.name], outcomes[s.name])
