@@ -25,8 +25,8 @@ from api.producer import ProducerUnavailable
 from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.state import AppState
-from infra import keys
-from infra.commands import COMMANDS_TOPIC, await_result
+from infra import keys, topics
+from infra.commands import await_result
 from infra.redis_conn import RedisClient
 
 Answer = dict[str, Any]
@@ -101,7 +101,9 @@ async def submit(
             return answer
     command = {"command_id": command_id, "type": command_type, "user_id": user_id, "ts": now_ms(), **fields}
     try:
-        await state.producer.send_all(COMMANDS_TOPIC, [(user_id, command)], state.config.produce_timeout_s)
+        await state.producer.send_all(
+            topics.USER_COMMANDS, [(user_id, command)], state.config.produce_timeout_s
+        )
     except ProducerUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
     return await await_result(state.redis, command_id, COMMAND_TIMEOUT_S)

@@ -42,6 +42,11 @@ WS_MESSAGES_SENT = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+WS_COALESCED = Counter(
+    "elimu_api_ws_coalesced_total",
+    "Leaderboard snapshots replaced in a client's queue by a newer one before they were sent",
+    registry=REGISTRY,
+)
 WS_DISCONNECTS = Counter(
     "elimu_api_ws_forced_disconnects_total",
     "Websocket connections closed by the server, by reason",

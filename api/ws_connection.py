@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 
 from api import metrics
 from api.auth import Principal
+from models.channels import is_snapshot_channel
 
 
 @dataclass(eq=False)
@@ -38,6 +39,10 @@ class _Cursor:
     last_id: int = 0
     #: Live messages that arrived while the subscription was being set up.
     pending: list[tuple[int, str]] = field(default_factory=list)
+    #: A snapshot channel (``is_snapshot_channel``) keeps at most one message in the queue:
+    #: this one, replaced by each newer snapshot until the writer takes it.
+    coalesce: bool = False
+    newest: str | None = None
 
 
 class Connection:
@@ -48,7 +53,8 @@ class Connection:
         self.principal = principal
         self.send_timeout_s = send_timeout_s
         self._queue_size = queue_size
-        self._queue: asyncio.Queue[tuple[_Cursor, str]] = asyncio.Queue(maxsize=queue_size)
+        #: (cursor, text); text None: the cursor's ``newest`` snapshot, read when it is sent.
+        self._queue: asyncio.Queue[tuple[_Cursor, str | None]] = asyncio.Queue(maxsize=queue_size)
         self._cursors: dict[str, _Cursor] = {}
         self._send_lock = asyncio.Lock()
         #: Set when the server decided to drop this client; ``close_reason`` says why.
@@ -83,11 +89,19 @@ class Connection:
     def _enqueue(self, cursor: _Cursor, msg_id: int, text: str) -> None:
         if msg_id <= cursor.last_id:
             return  # already delivered (by replay or an earlier live copy)
+        if cursor.coalesce and cursor.newest is not None:
+            # A snapshot is still queued unsent: the newer one takes its place (ids stay
+            # increasing; a leaderboard's older top is of no use to a client that is behind).
+            cursor.newest, cursor.last_id = text, msg_id
+            metrics.WS_COALESCED.inc()
+            return
         try:
-            self._queue.put_nowait((cursor, text))
+            self._queue.put_nowait((cursor, None if cursor.coalesce else text))
         except asyncio.QueueFull:
             self.kill("slow_consumer", "client is not reading fast enough")
             return
+        if cursor.coalesce:
+            cursor.newest = text
         cursor.last_id = msg_id
 
     # -- authentication lifetime ------------------------------------------------------------------
@@ -114,7 +128,7 @@ class Connection:
     # -- subscription lifecycle (called by the protocol handler) --------------------------------
 
     def open_cursor(self, channel: str) -> None:
-        self._cursors[channel] = _Cursor(channel)
+        self._cursors[channel] = _Cursor(channel, coalesce=is_snapshot_channel(channel))
 
     def close_cursor(self, channel: str) -> None:
         self._cursors.pop(channel, None)
@@ -135,7 +149,10 @@ class Connection:
     async def send_text(self, text: str, kind: str) -> None:
         async with self._send_lock:
             try:
-                await asyncio.wait_for(self.websocket.send_text(text), self.send_timeout_s)
+                # asyncio.timeout, not wait_for: no task per frame (measured with
+                # `elimu bench fanout`, docs/benchmarks.md).
+                async with asyncio.timeout(self.send_timeout_s):
+                    await self.websocket.send_text(text)
             except TimeoutError:
                 self.kill("slow_consumer", "client is not reading")
                 raise
@@ -153,5 +170,9 @@ class Connection:
             cursor, text = await self._queue.get()
             # Skip what was queued for a subscription that has since been dropped or replaced:
             # a re-subscribe replays on its own and must not see stale copies after that replay.
-            if self._cursors.get(cursor.channel) is cursor:
+            if self._cursors.get(cursor.channel) is not cursor:
+                continue
+            if text is None:
+                text, cursor.newest = cursor.newest, None
+            if text is not None:
                 await self.send_text(text, "message")

@@ -1,7 +1,7 @@
 """API → worker commands with an answer: how a state change that must be decided by the owner of
 a user's state (a redemption, a referral claim, a new goal) is requested and awaited.
 
-The API produces the command to ``COMMANDS_TOPIC`` keyed by the user, so every command of one
+The API produces the command to ``topics.USER_COMMANDS`` keyed by the user, so every command of one
 user is applied by one worker, in order: two redemptions racing on one balance from two API
 processes are decided one after the other, and the second sees the first's spend. The worker
 writes its answer under the command id; a command retried with the same id (a client timeout)
@@ -17,10 +17,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from infra import keys, topics
+from infra import keys
 from infra.redis_conn import RedisClient
 
-COMMANDS_TOPIC = topics.USER_COMMANDS
 T = TypeVar("T")
 
 #: How long answers are kept: longer than any client retry.

@@ -40,6 +40,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any, Literal
 
 from models.digests import id_digest
@@ -145,8 +146,10 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+@lru_cache(maxsize=1024)
 def challenge_for(day: date) -> DailyChallenge:
-    """The challenge of a calendar date: a pure function of the date, the same for everyone."""
+    """The challenge of a calendar date: a pure function of the date, the same for everyone
+    (cached: every practising event asks for its day's; callers treat it as read-only)."""
     ordinal = day.toordinal()
     template = _PERMUTATIONS[_hash(f"block:{ordinal // 4}") % len(_PERMUTATIONS)][ordinal % 4]
     iso = day.isoformat()

@@ -17,9 +17,18 @@ def channel_user(channel: str) -> str | None:
     return None
 
 
+LEADERBOARD_CHANNEL_PREFIX = "leaderboard:"
+
+
 def leaderboard_channel(period: str) -> str:
     """``leaderboard:<period>``: the top of the period's board, pushed on a timer."""
-    return f"leaderboard:{period}"
+    return f"{LEADERBOARD_CHANNEL_PREFIX}{period}"
+
+
+def is_snapshot_channel(channel: str) -> bool:
+    """Whether each message on ``channel`` replaces the previous one (a leaderboard's top): a
+    client that is behind needs only the newest, so its queue keeps one per channel."""
+    return channel.startswith(LEADERBOARD_CHANNEL_PREFIX)
 
 
 #: The job market's live pulse.

@@ -6,7 +6,7 @@ streaks follow each user's own calendar.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 
 from models.time_units import DAY_MS
@@ -19,13 +19,20 @@ _TIME_BITS = 31
 _TIME_SPAN = 1 << _TIME_BITS
 MAX_EXACT_XP = (1 << 22) - 1
 _EPOCH_2020_S = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def bucket(period: str, ts_ms: int) -> str:
     """The period bucket an instant falls in: "2026-11-22", ISO week "2026-W47", or "all"."""
     if period == "all_time":
         return "all"
-    day = datetime.fromtimestamp(ts_ms // 1000, tz=UTC).date()
+    return _bucket_of_day(period, ts_ms // DAY_MS)
+
+
+@lru_cache(maxsize=4096)
+def _bucket_of_day(period: str, utc_day: int) -> str:
+    # Every instant of a UTC day shares its buckets; this runs several times per event.
+    day = date.fromordinal(_EPOCH_ORDINAL + utc_day)
     if period == "daily":
         return day.isoformat()
     if period == "weekly":

@@ -150,6 +150,9 @@ class ActivityProfile:
             if len(row) != _ROW + 1:
                 raise ValueError(f"ActivityProfile day rows have {_ROW + 1} entries, got {len(row)}")
             days[int(row[0])] = [float(v) for v in row[1:]]
+        if data["last"] is not None:  # the invariant `observe` keeps: only days inside the window
+            oldest_kept = data["last"] // DAY_MS - WINDOW_DAYS + 1
+            days = {d: row for d, row in days.items() if d >= oldest_kept}
         return cls(first_seen_ms=data["first"], last_event_ms=data["last"], days=days, hours=hours)
 
 
@@ -168,11 +171,14 @@ def observe(profile: ActivityProfile, event: BehaviorEvent, xp: float | None = N
     """
     ts = event.ts_ms
     profile.first_seen_ms = ts if profile.first_seen_ms is None else min(profile.first_seen_ms, ts)
-    if profile.last_event_ms is None or ts > profile.last_event_ms:
-        profile.last_event_ms = ts
-    newest = profile.last_event_ms // DAY_MS
+    previous = profile.last_event_ms
+    last = ts if previous is None else max(previous, ts)
+    profile.last_event_ms = last
+    newest = last // DAY_MS
     oldest_kept = newest - WINDOW_DAYS + 1
-    if len(profile.days) and min(profile.days) < oldest_kept:
+    # Days enter only inside the window, so stale ones appear only when the window moves.
+    moved = previous is None or previous // DAY_MS != newest
+    if moved and profile.days and min(profile.days) < oldest_kept:
         for stale in [d for d in profile.days if d < oldest_kept]:
             del profile.days[stale]
 

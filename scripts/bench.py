@@ -10,6 +10,7 @@ benchmark's own, so ratios are meaningful on a loaded or slower machine.
   elimu bench fanout [--connections 100 1000]        one channel → N websockets vs 1 connection
   elimu bench memory [--users U]                     state bytes per 100k users (RAM and changelog)
   elimu bench quix [--events N]                      Quix Streams per-user count vs raw aiokafka
+  elimu bench engine [--events N] [--users U]        the per-user agent's own work, no Kafka
 """
 
 from __future__ import annotations
@@ -222,6 +223,10 @@ def main(argv: list[str]) -> int:
         from scripts.bench_memory import main as memory_main
 
         return memory_main(argv[1:])
+    if argv[:1] == ["engine"]:
+        from scripts.bench_engine import main as engine_main
+
+        return engine_main(argv[1:])
     if argv[:1] == ["quix"]:
         from scripts.bench_quix import main as quix_main
 

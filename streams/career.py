@@ -2,7 +2,7 @@
 
 Pure orchestration over ``models/`` like ``streams.engagement``: the caller supplies the stores
 and delivers the outcome. Matching is partition-local: the market agent sends one copy of each
-new or changed posting to every partition of ``JOB_FANOUT_TOPIC``, and the worker owning
+new or changed posting to every partition of ``topics.JOB_FANOUT``, and the worker owning
 partition ``p`` matches it against the candidates of partition ``p`` only, through an index
 (``models.matching.CandidateIndex``) built from the career table the first time it is needed.
 The cost of a posting grows with the candidates sharing a skill with it, not the population.
@@ -29,13 +29,9 @@ from models.events import (
     parse_profile,
 )
 from models.matching import CandidateIndex, Match, PostingIndex, match_candidate, match_posting
-from streams.engagement import PROFILES_TOPIC
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 from streams.stores import Store
 
-APPLICATIONS_TOPIC = topics.APPLICATION_STATUS
-#: Internal: one copy of each new or changed posting per partition (written by the market agent).
-JOB_FANOUT_TOPIC = topics.JOB_FANOUT
 #: Matches at or above this score are alerted (contract: alert at >= 60, perfect at >= 90).
 ALERT_THRESHOLD = 60
 
@@ -116,15 +112,15 @@ class CareerProcessor:
         now = self.clock_ms()
         self._load_postings()
         handlers = {
-            JOB_FANOUT_TOPIC: self._apply_posting,
-            APPLICATIONS_TOPIC: self._apply_status,
-            PROFILES_TOPIC: self._apply_profile,
+            topics.JOB_FANOUT: self._apply_posting,
+            topics.APPLICATION_STATUS: self._apply_status,
+            topics.USER_PROFILES: self._apply_profile,
         }
         for rec in records:
             apply = handlers[rec.topic]
             # A profile is read by the engagement processor too, from the same batch: refusing or
             # re-routing it is that processor's to report, or each would be reported twice.
-            refusals = [] if rec.topic == PROFILES_TOPIC else out.dead_letters
+            refusals = [] if rec.topic == topics.USER_PROFILES else out.dead_letters
             apply_guarded(rec, lambda r: apply(r, now, store, out, dirty), refusals)  # noqa: B023
         for user_id in dirty:
             store.put(user_id, out.touched[user_id])
@@ -162,7 +158,7 @@ class CareerProcessor:
     def _owned(self, rec: Record, user_id: str, out: CareerOutcome) -> bool:
         owner = misrouted_owner(rec, user_id, self.partitions_for(rec.topic))
         if owner is not None:
-            if rec.topic != PROFILES_TOPIC:  # re-routed once, by the engagement processor
+            if rec.topic != topics.USER_PROFILES:  # re-routed once, by the engagement processor
                 out.misrouted.append((rec, user_id.encode(), owner))
             return False
         return True

@@ -28,7 +28,6 @@ from streams.runner import SliceBase, Upstream
 from streams.serving import Serving
 from streams.stores import Store
 
-MATCH_ALERTS_TOPIC = topics.MATCH_ALERTS
 #: The gamification action a new application earns (awarded through ``behavior-events``, with
 #: an event id derived from the application id, so it counts once however often it is replayed).
 APPLY_ACTION = "job_apply"
@@ -73,7 +72,7 @@ class CareerSlice(SliceBase):
         # Alerts and the first application's action are recorded as done in the state (matches,
         # applications): in Kafka before the state is.
         durable: list[Outbound] = [
-            (MATCH_ALERTS_TOPIC, alert.user_id.encode(), orjson.dumps(alert.as_dict()), None)
+            (topics.MATCH_ALERTS, alert.user_id.encode(), orjson.dumps(alert.as_dict()), None)
             for alert in outcome.alerts
         ]
         for ev in outcome.new_applications:

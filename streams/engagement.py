@@ -18,9 +18,6 @@ from models.gamification import Effects, UserState, apply_event, apply_profile
 from models.rules import Rules
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 
-BEHAVIOR_TOPIC = topics.BEHAVIOR_EVENTS
-PROFILES_TOPIC = topics.USER_PROFILES
-
 
 class StateStore(Protocol):
     def get(self, key: str) -> UserState | None: ...
@@ -80,7 +77,7 @@ class EngagementProcessor:
         now = self.clock_ms()
         for rec in records:
             out.processed += 1
-            apply = self._apply_profile if rec.topic == PROFILES_TOPIC else self._apply_behavior
+            apply = self._apply_profile if rec.topic == topics.USER_PROFILES else self._apply_behavior
             apply_guarded(rec, lambda r: apply(r, now, store, out, dirty), out.dead_letters)  # noqa: B023
         for user_id in dirty:
             store.put(user_id, out.touched[user_id])

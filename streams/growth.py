@@ -61,8 +61,6 @@ from models.streaks import local_day
 from models.time_units import DAY_MS
 from streams.records import DeadLetter, Record, apply_guarded, misrouted_owner
 
-COMMANDS_TOPIC = topics.USER_COMMANDS
-REFERRALS_TOPIC = topics.REFERRALS
 #: Referral credits expire this long after they are granted.
 CREDIT_TTL_MS = 90 * DAY_MS
 #: A command id is "{user_id}:…" (a goal's is "{user_id}:goal:{request_id}"), so it may be longer
@@ -88,7 +86,7 @@ class Push:
 class GrowthOutcome:
     touched: dict[str, GrowthState] = field(default_factory=dict)
     answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    #: (referrer id, message) for ``REFERRALS_TOPIC``.
+    #: (referrer id, message) for ``topics.REFERRALS``.
     referral_messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: Behaviour events for the gamification fold (XP for milestones).
     actions: list[dict[str, Any]] = field(default_factory=list)
@@ -136,7 +134,7 @@ class GrowthProcessor:
         out = GrowthOutcome()
         dirty: set[str] = set()
         for rec in records:
-            apply = self._command if rec.topic == COMMANDS_TOPIC else self._referral_message
+            apply = self._command if rec.topic == topics.USER_COMMANDS else self._referral_message
             apply_guarded(rec, lambda r: apply(r, store, out, dirty), out.dead_letters)  # noqa: B023
         for event, user_state in applied:
             self._event(event, user_state, store, out, dirty)

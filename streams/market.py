@@ -2,7 +2,7 @@
 
 ``job-postings`` may have any number of partitions (producers key it by ``job_id``), but the
 pulse is one aggregate over all postings. The ``postings`` agent validates each record once and
-forwards it to ``MARKET_TOPIC``, which has a single partition: one worker owns the whole market
+forwards it to ``topics.MARKET``, which has a single partition: one worker owns the whole market
 (postings are thousands a day, not thousands a second) and its ``jobs`` table, latest posting by
 ``job_id``, is what makes a re-sent posting count once. For every new or changed posting that
 worker sends one copy to each partition of the fan-out topic, where the owners of the users match
@@ -18,16 +18,11 @@ from typing import Protocol
 
 import orjson
 
-from infra import topics
 from models.events import InvalidEvent, JobPosting, parse_posting
 from models.market import MarketBook
 from models.time_units import DAY_MS
 from streams.records import DeadLetter, Record
 
-POSTINGS_TOPIC = topics.JOB_POSTINGS
-#: Internal, one partition: every validated posting, keyed by job_id.
-MARKET_TOPIC = topics.MARKET
-PULSE_TOPIC = topics.MARKET_PULSE
 
 
 def _now_ms() -> int:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from infra import topics
 from models.campaigns.records import Campaign, UserFacts
 from models.events import BehaviorEvent
 from models.interventions import Notification, UserContext, recommend_for
@@ -37,9 +36,6 @@ from models.risk_state import (
     worth_publishing,
 )
 
-RISK_SCORES_TOPIC = topics.RISK_SCORES
-RISK_LABELS_TOPIC = topics.RISK_LABELS
-INTERVENTION_OUTCOMES_TOPIC = topics.INTERVENTION_OUTCOMES
 #: Users looked at per sweep call (one a second) at most. A look costs ~150 us; the budget caps
 #: the sweep at a few % of a core, so a replay (stream time racing ahead, every user due every
 #: tick) cannot starve the event path: measured, a 2,000 budget took a third of a worker's time in

@@ -63,7 +63,7 @@ from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
 from streams.chunks import ChunkError, split
 from streams.delivery import Send
 from streams.records import Record
-from streams.risk import RISK_LABELS_TOPIC, parse_resolution
+from streams.risk import parse_resolution
 from streams.runner import SliceBase, Upstream
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class RiskTrainer(SliceBase):
             log.error("risk checkpoint unusable (%s); training from the start of the labels", exc)
         self.checkpointed_offset = self.next_offset
         tail = await read_range(
-            self.bootstrap, TopicPartition(RISK_LABELS_TOPIC, 0), self.next_offset, first_offset, self.signer
+            self.bootstrap, TopicPartition(topics.RISK_LABELS, 0), self.next_offset, first_offset, self.signer
         )
         for offset, value in tail:
             self._learn(offset, value)

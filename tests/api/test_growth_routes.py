@@ -23,9 +23,8 @@ from redis.asyncio import Redis
 
 from api import commands
 from api.routes import goals, referrals
-from infra import keys
+from infra import keys, topics
 from infra.channels import ChannelLog
-from infra.commands import COMMANDS_TOPIC
 from infra.settings import DEFAULT_RULES
 from models import rewards
 from models.challenges import (
@@ -137,7 +136,7 @@ class RealGrowth:
 
     def reply(self, command: dict[str, Any]) -> dict[str, Any] | None:
         key = command["user_id"].encode()
-        record = Record(COMMANDS_TOPIC, 0, 0, key, orjson.dumps(command), command["ts"])
+        record = Record(topics.USER_COMMANDS, 0, 0, key, orjson.dumps(command), command["ts"])
         out = self.processor.process([record], [], self)
         assert out.dead_letters == [], out.dead_letters
         return out.answers[0][1] if out.answers else None
@@ -163,7 +162,7 @@ async def commands_topic(kafka_bootstrap: str, unique: str, monkeypatch: pytest.
     """A fresh one-partition commands topic per test, so tests never read each other's commands."""
     topic = f"user-commands-{unique}"
     await create_topic(kafka_bootstrap, topic)
-    monkeypatch.setattr(commands, "COMMANDS_TOPIC", topic)
+    monkeypatch.setattr(topics, "USER_COMMANDS", topic)  # what the API and this worker read
     return topic
 
 
@@ -198,7 +197,7 @@ def assert_command(
 
 def test_commands_go_to_the_contract_topic() -> None:
     # The tests redirect the topic; production must still use the one the worker consumes.
-    assert COMMANDS_TOPIC == "user-commands"
+    assert topics.USER_COMMANDS == "user-commands"
     assert commands.COMMAND_TIMEOUT_S == 5.0
 
 

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from api.auth import issue_token
-from infra import keys
+from infra import keys, topics
 from infra.signing import RecordSigner
 from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.events import format_ts
@@ -26,7 +26,7 @@ from models.risk_features import FEATURE_NAMES
 from streams.broadcast import CHECKPOINT_KEY
 from streams.chunks import ChunkBuffer, ChunkError, Manifest
 from streams.records import owner_partition
-from streams.risk import RISK_LABELS_TOPIC, resolution_message
+from streams.risk import resolution_message
 from streams.risk_trainer import decode_checkpoint
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
@@ -368,7 +368,7 @@ def _labels(start_ms: int, count: int, offset: int = 0) -> list[tuple[bytes, byt
         pending = PendingLabel(f"learner-{i:05d}", scored, features, rng.random())
         value = orjson.dumps(resolution_message(Resolution(pending, int(dropped), resolved)))
         key = pending.user_id.encode()
-        out.append((key, value, signer.headers(RISK_LABELS_TOPIC, key, value)))
+        out.append((key, value, signer.headers(topics.RISK_LABELS, key, value)))
     return out
 
 
@@ -377,7 +377,7 @@ async def _produce(kafka: str, records: list[tuple[bytes, bytes, list[tuple[str,
     await producer.start()
     try:
         sent = [
-            await producer.send(RISK_LABELS_TOPIC, v, key=k, partition=0, headers=h) for k, v, h in records
+            await producer.send(topics.RISK_LABELS, v, key=k, partition=0, headers=h) for k, v, h in records
         ]
         for future in sent:
             await future
@@ -439,7 +439,7 @@ async def test_a_checkpoint_of_many_chunks_restores_the_trainer_after_sigkill(
         await _produce(fresh_kafka, _labels(start, CHUNKED_LABELS))
         # Where the labels end on the broker: a producer retry under load can store a label twice
         # (the trainer drops the copy by its id, but it takes an offset).
-        end = await _end_offset(fresh_kafka, RISK_LABELS_TOPIC)
+        end = await _end_offset(fresh_kafka, topics.RISK_LABELS)
         assert end >= CHUNKED_LABELS
 
         async def checkpoint_at_the_end() -> tuple[Manifest, bytes] | None:

@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 
+from infra import topics
 from models.career import CareerState
 from models.events import JobPosting
 from streams.app import CODECS
-from streams.career import APPLICATIONS_TOPIC, JOB_FANOUT_TOPIC, CareerProcessor, PostingCopies
-from streams.engagement import PROFILES_TOPIC
+from streams.career import CareerProcessor, PostingCopies
 from streams.engine import OPEN_POSTINGS
 from streams.market import MarketProcessor, validate_postings
 from streams.records import Record, owner_partition
@@ -69,7 +69,7 @@ def record(topic: str, value: Any, key: str, partition: int | None = None) -> Re
 
 def profile(user: str, skills: list[str], **extra: Any) -> Record:
     value = {"user_id": user, "skills": skills, "location": "Nairobi", "experience_years": 1, **extra}
-    return record(PROFILES_TOPIC, value, user)
+    return record(topics.USER_PROFILES, value, user)
 
 
 def posting(job_id: str, **overrides: Any) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def posting(job_id: str, **overrides: Any) -> dict[str, Any]:
 def fanout(value: dict[str, Any]) -> list[Record]:
     """What the market agent sends for one new posting: a canonical copy to every partition."""
     (forward,) = validate_postings([record("job-postings", value, value["job_id"], 0)], NOW).forwards
-    return [Record(JOB_FANOUT_TOPIC, p, next(_offsets), forward[0], forward[1], NOW) for p in range(PARTS)]
+    return [Record(topics.JOB_FANOUT, p, next(_offsets), forward[0], forward[1], NOW) for p in range(PARTS)]
 
 
 def processor() -> tuple[CareerProcessor, CareerDict]:
@@ -137,10 +137,12 @@ def test_application_statuses_fold_in_event_time_and_first_one_earns_the_action_
     proc, store = processor()
     base = {"application_id": "app-1", "user_id": "amina", "job_id": "j-1"}
     late_first = record(
-        APPLICATIONS_TOPIC, {**base, "event_id": "a2", "status": "viewed", "ts": NOW - 1000}, "amina"
+        topics.APPLICATION_STATUS, {**base, "event_id": "a2", "status": "viewed", "ts": NOW - 1000}, "amina"
     )
     submitted = record(
-        APPLICATIONS_TOPIC, {**base, "event_id": "a1", "status": "submitted", "ts": NOW - 5000}, "amina"
+        topics.APPLICATION_STATUS,
+        {**base, "event_id": "a1", "status": "submitted", "ts": NOW - 5000},
+        "amina",
     )
     out = proc.process([late_first, submitted, submitted], store)
     assert store.data["amina"].applications["app-1"].status == "viewed"
@@ -150,10 +152,10 @@ def test_application_statuses_fold_in_event_time_and_first_one_earns_the_action_
 
 def test_malformed_statuses_are_dead_lettered_and_misrouted_ones_rerouted() -> None:
     proc, store = processor()
-    bad = record(APPLICATIONS_TOPIC, {"event_id": "x", "user_id": "amina", "status": "hired"}, "amina")
+    bad = record(topics.APPLICATION_STATUS, {"event_id": "x", "user_id": "amina", "status": "hired"}, "amina")
     wrong_partition = (owner_partition(b"amina", PARTS) + 1) % PARTS
     elsewhere = record(
-        APPLICATIONS_TOPIC,
+        topics.APPLICATION_STATUS,
         {
             "event_id": "y",
             "application_id": "a",
@@ -174,9 +176,11 @@ def test_bad_or_misrouted_profiles_are_left_to_the_engagement_processor_to_repor
     """Both processors read each profile of a batch: only one may dead-letter or re-route it,
     or each bad profile would be dead-lettered (and counted) twice."""
     proc, store = processor()
-    bad = record(PROFILES_TOPIC, {"user_id": "amina", "timezone": "Mars/Olympus"}, "amina")
+    bad = record(topics.USER_PROFILES, {"user_id": "amina", "timezone": "Mars/Olympus"}, "amina")
     wrong_partition = (owner_partition(b"amina", PARTS) + 1) % PARTS
-    elsewhere = record(PROFILES_TOPIC, {"user_id": "amina", "skills": ["sql"]}, "amina", wrong_partition)
+    elsewhere = record(
+        topics.USER_PROFILES, {"user_id": "amina", "skills": ["sql"]}, "amina", wrong_partition
+    )
     out = proc.process([bad, elsewhere], store)
     assert out.dead_letters == [] and out.misrouted == []
     assert store.data == {}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from infra import topics
 from infra.settings import DEFAULT_RULES
 from models.gamification import UserState
 from models.rules import Rules
-from streams.engagement import BEHAVIOR_TOPIC, PROFILES_TOPIC, EngagementProcessor
+from streams.engagement import EngagementProcessor
 from streams.records import Record, owner_partition
 
 NOW = 1_795_000_000_000  # 2026-11-18T...Z
@@ -44,7 +45,7 @@ _offset = 0
 def rec(
     value: object,
     user: str = "u-1",
-    topic: str = BEHAVIOR_TOPIC,
+    topic: str = topics.BEHAVIOR_EVENTS,
     partition: int | None = None,
     key: bytes | str | None = "auto",
 ) -> Record:
@@ -127,7 +128,7 @@ def test_record_on_a_partition_its_user_does_not_own_is_rerouted(processor: Enga
 def test_profile_sets_timezone_for_later_events(processor: EngagementProcessor) -> None:
     store = DictStore()
     profile = {"user_id": "u-1", "timezone": "Pacific/Kiritimati"}
-    processor.process([rec(profile, topic=PROFILES_TOPIC)], store)
+    processor.process([rec(profile, topic=topics.USER_PROFILES)], store)
     assert store.data["u-1"].timezone == "Pacific/Kiritimati"
 
 

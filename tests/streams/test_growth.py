@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from infra import topics
 from infra.settings import DEFAULT_RULES
 from models.challenges import MAX_CATEGORY_LEN, challenge_for
 from models.events import BehaviorEvent
@@ -17,7 +18,7 @@ from models.gamification import UserState
 from models.growth import STATE_BUDGET_BYTES, GrowthState
 from models.rewards import MAX_BALANCE, MAX_GRANT, MAX_LOTS, MAX_REASON_BYTES, balance
 from models.rules import Rules
-from streams.growth import COMMANDS_TOPIC, REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
+from streams.growth import GrowthOutcome, GrowthProcessor
 from streams.records import Record, owner_partition
 
 NOW = 1_795_000_000_000  # 2026-11-18
@@ -39,7 +40,7 @@ def rules() -> Rules:
 def command(user: str, type_: str, command_id: str, ts: int = NOW, **fields: Any) -> Record:
     value = {"command_id": command_id, "type": type_, "user_id": user, "ts": ts, **fields}
     return Record(
-        COMMANDS_TOPIC,
+        topics.USER_COMMANDS,
         owner_partition(user.encode(), PARTS),
         next(_offsets),
         user.encode(),
@@ -52,7 +53,7 @@ def relay(out: GrowthOutcome) -> list[Record]:
     """What the broker would deliver to the referrers' partitions."""
     return [
         Record(
-            REFERRALS_TOPIC,
+            topics.REFERRALS,
             owner_partition(r.encode(), PARTS),
             next(_offsets),
             r.encode(),
@@ -391,7 +392,7 @@ def _ipv6(n: int) -> str:
 def _referral(victim: str, message: dict[str, Any]) -> Record:
     key = victim.encode()
     return Record(
-        REFERRALS_TOPIC,
+        topics.REFERRALS,
         owner_partition(key, PARTS),
         next(_offsets),
         key,

@@ -17,14 +17,14 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from infra import keys
+from infra import keys, topics
 from infra.channels import ChannelLog
 from infra.settings import DEFAULT_RULES
 from infra.topics import NOTIFICATIONS as NOTIFICATIONS_TOPIC
 from models.growth import GrowthState
 from models.referrals import referral_code
 from models.rules import Rules
-from streams.growth import REFERRALS_TOPIC, GrowthOutcome, GrowthProcessor
+from streams.growth import GrowthOutcome, GrowthProcessor
 from streams.growth_pipeline import GrowthSlice
 from streams.records import Record
 from streams.serving import ServingWriter
@@ -167,7 +167,7 @@ async def test_referral_messages_and_actions_are_acked_before_the_changelog(
     )
     await persist(pipeline(rules, store, producer, redis), [claim, goal])
     assert journal[-1] == "changelog"
-    assert sorted(journal[:-1]) == sorted([f"ack {REFERRALS_TOPIC}", "ack behavior-events"])
+    assert sorted(journal[:-1]) == sorted([f"ack {topics.REFERRALS}", "ack behavior-events"])
 
 
 async def test_a_wiped_redis_gets_its_referral_codes_back_from_the_table(rules: Rules, redis: Redis) -> None:
@@ -178,7 +178,7 @@ async def test_a_wiped_redis_gets_its_referral_codes_back_from_the_table(rules: 
     await handle(grow, [command("rita", "referral_generate", "rita:c1", code=code, device_id="d-1")])
     assert await redis.get(keys.referral_code(code)) == b"rita"
     await handle(grow, [command("uma", "referral_claim", "uma:c1", referrer_id="rita")])
-    (message,) = producer.on(REFERRALS_TOPIC)
+    (message,) = producer.on(topics.REFERRALS)
     assert message["referrer_id"] == "rita"
 
     await redis.flushall()

@@ -26,7 +26,7 @@ import pytest
 from aiokafka import TopicPartition
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from infra import keys
+from infra import keys, topics
 from infra.signing import RecordSigner
 from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns.records import UserFacts
@@ -40,7 +40,7 @@ from streams.app import MAX_RECORD_BYTES
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, Broadcasts
 from streams.chunks import CHUNK_BYTES, ChunkBuffer, chunk_key
 from streams.records import Record
-from streams.risk import RISK_LABELS_TOPIC, RiskProcessor, resolution_message
+from streams.risk import RiskProcessor, resolution_message
 from streams.risk_trainer import (
     BROADCAST_S,
     EVAL_PAIRS,
@@ -182,7 +182,7 @@ def labels(n: int, start: int = 0) -> dict[int, bytes | None]:
 
 
 def record(offset: int, value: bytes | None) -> Record:
-    return Record(RISK_LABELS_TOPIC, 0, offset, None, value, T0)
+    return Record(topics.RISK_LABELS, 0, offset, None, value, T0)
 
 
 def seen_ids(*ids: tuple[str, int]) -> list[bytes]:
@@ -440,7 +440,7 @@ async def test_a_checkpoint_restores_the_same_trainer(clock: Clock, monkeypatch:
     assert list(t.model.pairs) == list(before.model.pairs)
     x = {"recency_d": 3.0, "events_7d": 1.0}
     assert t.model.predict(x)[0] == pytest.approx(before.model.predict(x)[0])
-    assert tail.calls == [(BOOTSTRAP, TopicPartition(RISK_LABELS_TOPIC, 0), 6, 6)]
+    assert tail.calls == [(BOOTSTRAP, TopicPartition(topics.RISK_LABELS, 0), 6, 6)]
 
 
 async def test_restore_replays_the_tail_from_the_checkpoints_offset(
@@ -456,7 +456,7 @@ async def test_restore_replays_the_tail_from_the_checkpoints_offset(
     t, _ = trainer(broadcast)
     await t._restore(11)  # Faust hands over offset 11 first: it committed past the checkpoint
 
-    assert tail.calls == [(BOOTSTRAP, TopicPartition(RISK_LABELS_TOPIC, 0), 4, 11)]
+    assert tail.calls == [(BOOTSTRAP, TopicPartition(topics.RISK_LABELS, 0), 4, 11)]
     assert t.model is not None
     assert t.model.n_learned == 10  # 4 from the checkpoint, 6 replayed, the re-sent one skipped
     assert t.next_offset == 11
