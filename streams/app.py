@@ -315,11 +315,9 @@ class Worker:
         if not self._table_ready():
             return
         now = int(time.time() * 1000)
-        self.career.processor.postings.evict(now)
-        if self.engine.posting_copies.expire(now):
-            await self.engine.posting_copies.flush()
-        if self._owns_market() and self.market.processor.expire(self.market.jobs, now):
-            await self.market.jobs.flush()
+        await self.career.expire_postings(now)
+        if self._owns_market():
+            await self.market.expire(now)
 
     async def _sweep_risk(self) -> None:
         """Re-score the users due by stream time; put newly owned partitions' users on the agenda."""
@@ -338,10 +336,7 @@ class Worker:
     async def _publish_market(self) -> None:
         if not self._owns_market() or not self._table_ready():
             return
-        market = self.market
-        if not market.processor.loaded:
-            market.processor.load(market.jobs)
-        await market.publish_pulse(int(time.time() * 1000))
+        await self.market.publish_pulse(int(time.time() * 1000))
 
     def _partitions_for(self, topic: str) -> int:
         return self.app.consumer.topic_partitions(topic) or self.settings.partitions
@@ -458,7 +453,7 @@ class Worker:
         active = self._active_partitions()
         if epoch != self.serving_epoch:
             self.serving_epoch, self.projected = epoch, set()
-            self.market.processor.dirty = True  # the pulse views are gone too
+            self.market.views_lost()  # the pulse views are gone too
         # What the admin routes read: campaigns (every worker), analytics and run logs (the owner).
         owns_ledger = any(
             tp.topic == topics.INTERVENTION_OUTCOMES for tp in self.app.assignor.assigned_actives()

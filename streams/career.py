@@ -53,6 +53,10 @@ class PostingStore(Protocol):
 
     def items(self) -> Iterable[tuple[int, JobPosting]]: ...
 
+    def expire(self, now_ms: int) -> int:
+        """Delete the copies whose deadline passed; how many."""
+        ...
+
     async def flush(self) -> None: ...
 
 

@@ -68,6 +68,13 @@ class CareerSlice(SliceBase):
     def process(self, records: Sequence[Record], upstream: Upstream) -> CareerOutcome | None:
         return self.processor.process(records, self.store) if records else None
 
+    async def expire_postings(self, now_ms: int) -> None:
+        """Drop postings whose deadline passed from the matching index and the open-postings
+        copies (tombstoned, so a recovering worker does not load them again)."""
+        self.processor.postings.evict(now_ms)
+        if self.postings_store.expire(now_ms):
+            await self.postings_store.flush()
+
     async def persist(self, outcome: CareerOutcome) -> None:
         # Alerts and the first application's action are recorded as done in the state (matches,
         # applications): in Kafka before the state is.

@@ -103,7 +103,6 @@ class Engine:
     postings: PostingsSlice
     market: MarketSlice
     analytics: AnalyticsSlice
-    posting_copies: PostingCopies
     users: Store[UserState]
 
     def agents(self, *extra: tuple[str, list[Slice]]) -> list[tuple[str, list[Slice]]]:
@@ -166,6 +165,5 @@ def build_engine(
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),
         analytics=AnalyticsSlice(stores(LEDGER), serving, send, ports.redis),
-        posting_copies=copies,
         users=users,
     )

@@ -24,7 +24,6 @@ from models.time_units import DAY_MS
 from streams.records import DeadLetter, Record
 
 
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 

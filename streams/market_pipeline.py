@@ -84,12 +84,24 @@ class MarketSlice(SliceBase):
         if any(topic == topics.MARKET for topic, _ in partitions):
             self.processor.unload()  # the book is loaded from the table again if it comes back
 
+    def views_lost(self) -> None:
+        """Redis was wiped: the next pulse is published even if the book has not changed."""
+        self.processor.dirty = True
+
+    async def expire(self, now_ms: int) -> None:
+        """Drop closed postings from the book and tombstone them in ``jobs``."""
+        if self.processor.expire(self.jobs, now_ms):
+            await self.jobs.flush()
+
     async def publish_pulse(self, now_ms: int) -> bool:
         """Publish the pulse if the book changed: every scope into Redis, the whole market on
         the ``market`` channel and topic. Called on a one-second timer, so the channel carries
-        at most one pulse a second however fast postings arrive."""
+        at most one pulse a second however fast postings arrive. The book is loaded from the
+        ``jobs`` table first if this worker just took the market over."""
         processor = self.processor
-        if not processor.loaded or not processor.dirty:
+        if not processor.loaded:
+            processor.load(self.jobs)
+        if not processor.dirty:
             return False
         # Cleared first so a batch landing while this awaits marks the book dirty again.
         processor.dirty = False
