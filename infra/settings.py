@@ -41,6 +41,10 @@ class Settings:
     #: How often the risk trainer checkpoints its model: at most this much of the labels topic
     #: is replayed by a worker that takes the trainer over; more often writes more to Kafka.
     risk_checkpoint_s: float = 30.0
+    #: Benchmarks only: run just these slices (``ELIMU_SLICES=engagement``: gamification alone),
+    #: as a separate application (its own consumer group and state tables), so it can never
+    #: take partitions from, or commit offsets for, the full workers. None: every slice.
+    slices: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -59,6 +63,9 @@ class Settings:
             risk_rescore_minutes=float(e.get("ELIMU_RISK_RESCORE_MINUTES") or 60.0),
             risk_grace_minutes=float(e.get("ELIMU_RISK_GRACE_MINUTES") or 60.0),
             risk_checkpoint_s=float(e.get("ELIMU_RISK_CHECKPOINT_S") or 30.0),
+            slices=tuple(sorted(n.strip() for n in e["ELIMU_SLICES"].split(",") if n.strip()))
+            if e.get("ELIMU_SLICES")
+            else None,
         )
 
     @property

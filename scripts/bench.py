@@ -37,24 +37,11 @@ from scripts.bench_stack import (
     raw_consume_rate,
     spawn,
     stop,
+    worker_rate,
 )
 from scripts.kafka_dist import BrokerKind
 from scripts.simulator import TrafficModel
 from streams.transactions import GUARANTEE_VAR
-
-
-def _processed(metrics_url: str) -> float:
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("elimu_events_processed_total{")
-    )
-
 
 #: The configurations `elimu bench brokers` compares on the same data in one run.
 BROKER_RUNS: tuple[tuple[str, BrokerKind, str], ...] = (
@@ -71,42 +58,14 @@ def throughput(
     kind: BrokerKind = "tansu",
     guarantee: str | None = None,
     redis_kind: RedisKind = "single",
+    slices: str | None = None,
 ) -> dict[str, Any]:
     with bench_stack(kind, redis_kind) as st:
         if guarantee:
             st.env[GUARANTEE_VAR] = guarantee
         asyncio.run(produce_events(st.kafka, events, users))
         raw = asyncio.run(raw_consume_rate(st.kafka, events))
-        ports = [free_port() for _ in range(workers)]
-        procs = [
-            spawn(
-                ["worker"],
-                {**st.env, "ELIMU_WORKER_PORT": str(p), "ELIMU_SESSION_TIMEOUT": "6"},
-                st.data_dir / f"worker-{i}.log",
-            )
-            for i, p in enumerate(ports)
-        ]
-        try:
-            urls = [f"http://127.0.0.1:{p}/metrics" for p in ports]
-            deadline = time.monotonic() + 600
-            t0 = n0 = None
-            while time.monotonic() < deadline:
-                n = sum(_processed(u) for u in urls)
-                now = time.perf_counter()
-                if t0 is None and n > 0:
-                    t0, n0 = now, n
-                if n >= events:
-                    assert t0 is not None and n0 is not None
-                    rate = (events - n0) / max(now - t0, 1e-9)
-                    break
-                if any(p.poll() is not None for p in procs):
-                    raise RuntimeError((st.data_dir / "worker-0.log").read_text()[-3000:])
-                time.sleep(0.05)
-            else:
-                raise TimeoutError("the worker did not finish in time")
-        finally:
-            for p in procs:
-                stop(p)
+        rate = worker_rate(st, events, workers, slices)
     return {
         "broker": kind,
         "redis": redis_kind,
@@ -114,6 +73,7 @@ def throughput(
         "events": events,
         "users": users,
         "workers": workers,
+        "slices": slices or "all",
         "worker_eps": rate,
         "raw_aiokafka_eps": raw,
         "ratio": rate / raw,
@@ -244,6 +204,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--workers", type=int, default=1, help="workers for the throughput run")
+    p.add_argument("--slices", help="throughput: run only these slices (ELIMU_SLICES, e.g. engagement)")
     args = p.parse_args(argv)
     results: dict[str, Any] = {}
     if args.what == "brokers":
@@ -276,10 +237,13 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
     if args.what in ("throughput", "all"):
-        results["throughput"] = throughput(args.events, args.users, args.workers, args.broker, args.guarantee)
+        results["throughput"] = throughput(
+            args.events, args.users, args.workers, args.broker, args.guarantee, slices=args.slices
+        )
         t = results["throughput"]
         print(
-            f"throughput: {t['worker_eps']:,.0f} events/s through {t['workers']} worker(s);"
+            f"throughput: {t['worker_eps']:,.0f} events/s through {t['workers']} worker(s)"
+            f" running {t['slices']} slices;"
             f" raw aiokafka {t['raw_aiokafka_eps']:,.0f}/s"
             f" (ratio {t['ratio']:.3f}) — {t['events']:,} events, {t['users']:,} users",
             flush=True,

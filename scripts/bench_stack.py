@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.kafka import ensure_topics
+from infra.net import free_port
 from scripts.embedded import start_broker, start_redis
 from scripts.kafka_dist import BrokerKind
 from scripts.redis_cluster import RedisClusterService, start_redis_cluster
@@ -127,3 +129,47 @@ async def raw_consume_rate(kafka: str, n: int) -> float:
         return n / (time.perf_counter() - start)
     finally:
         await consumer.stop()
+
+
+def _processed(metrics_url: str) -> float:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("elimu_events_processed_total{")
+    )
+
+
+def worker_rate(st: Stack, events: int, workers: int = 1, slices: str | None = None) -> float:
+    """Events/s of ``workers`` fresh workers draining the ``events`` already in ``behavior-events``
+    (from their first processed event to the last: start-up and group join excluded).
+    ``slices``: ``ELIMU_SLICES`` for them (e.g. "engagement": gamification alone)."""
+    env = {**st.env, "ELIMU_SESSION_TIMEOUT": "6", **({"ELIMU_SLICES": slices} if slices else {})}
+    ports = [free_port() for _ in range(workers)]
+    procs = [
+        spawn(["worker"], {**env, "ELIMU_WORKER_PORT": str(p)}, st.data_dir / f"worker-{i}.log")
+        for i, p in enumerate(ports)
+    ]
+    try:
+        urls = [f"http://127.0.0.1:{p}/metrics" for p in ports]
+        deadline = time.monotonic() + 600
+        t0 = n0 = None
+        while time.monotonic() < deadline:
+            n = sum(_processed(u) for u in urls)
+            now = time.perf_counter()
+            if t0 is None and n > 0:
+                t0, n0 = now, n
+            if n >= events:
+                assert t0 is not None and n0 is not None
+                return (events - n0) / max(now - t0, 1e-9)
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError((st.data_dir / "worker-0.log").read_text()[-3000:])
+            time.sleep(0.05)
+        raise TimeoutError("the worker did not finish in time")
+    finally:
+        for p in procs:
+            stop(p)

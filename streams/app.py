@@ -39,7 +39,7 @@ from models.time_units import DAY_MS
 from streams import metrics, redis_faults
 from streams.broadcast import Broadcasts
 from streams.delivery import deliver_refusals
-from streams.engine import STATE_TABLES, Ports, StateTable, build_engine
+from streams.engine import STATE_TABLES, Ports, StateTable, build_engine, only_slices
 from streams.faust_tuning import BatchHandler, EngineApp, LeanMonitor
 from streams.progress import Progress
 from streams.records import DeadLetter, Record, split_forged
@@ -53,6 +53,14 @@ from streams.transactions import GUARANTEE_VAR, BatchTransactions, parse_guarant
 log = logging.getLogger(__name__)
 
 APP_ID = "elimu-pulse"
+
+
+def app_id(settings: Settings) -> str:
+    """The Faust application id (consumer group, changelog topic names): a worker running only
+    some slices (``ELIMU_SLICES``) is an application of its own."""
+    return APP_ID if settings.slices is None else f"{APP_ID}-only-{'-'.join(settings.slices)}"
+
+
 #: Most records one fetch returns, and so one batch of the runners. Batching is what makes one
 #: state write and one Redis round trip serve many events; a batch is whatever the fetch holds,
 #: so at a low rate it is small and its latency short.
@@ -151,7 +159,7 @@ class Worker:
         )
         self.txns = BatchTransactions(
             settings.kafka_bootstrap,
-            APP_ID,
+            app_id(settings),
             os.environ.get("ELIMU_WORKER_NAME") or self.worker_id,
             guarantee,
             security,
@@ -170,7 +178,7 @@ class Worker:
         # elimu:// = aiokafka with the batch-draining consumer (streams/faust_tuning.py).
         brokers = [f"elimu://{hp}" for hp in s.kafka_bootstrap.split(",")]
         return EngineApp(
-            APP_ID,
+            app_id(s),
             read_committed=self.txns.exactly_once,
             broker=brokers,
             store="memory://",
@@ -252,6 +260,8 @@ class Worker:
 
         # The agents, each one runner over its slices (streams/engine.py).
         agents = engine.agents(("risk-trainer", [self.trainer]))
+        if s.slices is not None:
+            agents = only_slices(agents, s.slices)
         self.slices = [s for _, slices in agents for s in slices]
         for name, slices in agents:
             runner = BatchRunner(slices)

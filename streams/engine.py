@@ -9,7 +9,7 @@ Adding a domain touches its slice, its state table here and the agents list (doc
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +115,25 @@ class Engine:
             ("interventions", [self.analytics]),
             *extra,
         ]
+
+
+def only_slices(
+    agents: list[tuple[str, list[Slice]]], names: Collection[str]
+) -> list[tuple[str, list[Slice]]]:
+    """The agents with only the slices named in ``names`` (agents left with none dropped).
+    ValueError for an unknown name or a kept slice that reads a dropped one."""
+    known = {s.name for _, slices in agents for s in slices}
+    if unknown := set(names) - known:
+        raise ValueError(f"unknown slices {sorted(unknown)}; known: {sorted(known)}")
+    kept: list[tuple[str, list[Slice]]] = []
+    for agent, slices in agents:
+        mine = [s for s in slices if s.name in names]
+        for s in mine:
+            if missing := [r for r in s.reads if r not in names]:
+                raise ValueError(f"slice {s.name!r} reads {missing}, which would not run")
+        if mine:
+            kept.append((agent, mine))
+    return kept
 
 
 def build_engine(
