@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI
@@ -28,6 +29,7 @@ from api.routes import ROUTERS
 from api.routes.ops import export_lag_gauges
 from api.state import AppState
 from api.ws_limits import ConnectionBudget
+from api.ws_protocol import SharedFrameProtocol
 from infra.channels import ChannelLog
 from infra.lag import LagConfig, LagSampler
 from infra.redis_conn import connect, connect_pubsub
@@ -113,17 +115,19 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     return app
 
 
+def server_config(app: FastAPI, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the API (``elimu api`` and the tests' live servers): websockets
+    through ``SharedFrameProtocol``, so a channel message is framed once for all its subscribers."""
+    return uvicorn.Config(
+        app, host=host, port=port, ws=SharedFrameProtocol, ws_max_size=WS_MAX_FRAME_BYTES, **options
+    )
+
+
 def run(settings: Settings, host: str = "127.0.0.1") -> None:
     """Serve the API under uvicorn on ``settings.api_port`` until interrupted (``elimu api``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=settings.api_port,
-        ws_max_size=WS_MAX_FRAME_BYTES,
-        proxy_headers=True,
-        log_level="info",
-    )
+    app = create_app(settings)
+    config = server_config(app, host, settings.api_port, proxy_headers=True, log_level="info")
     # After Config: it (re)configures uvicorn's loggers.
     redact.install()
     uvicorn.Server(config).run()

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from api.ws_frames import SharedMessage
 from infra import keys
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 class Subscriber(Protocol):
     """What the hub needs from a websocket connection. Both calls must not block."""
 
-    def deliver(self, channel: str, msg_id: int, text: str) -> None: ...
+    def deliver(self, channel: str, msg_id: int, message: SharedMessage) -> None: ...
 
     def kill(self, code: str, message: str) -> None: ...
 
@@ -230,10 +231,11 @@ class Hub:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("dropping malformed message on %r", key)
             return
-        text = data.decode() if isinstance(data, bytes) else str(data)
+        # One message object for every subscriber: its frames are built once (api/ws_frames.py).
+        shared = SharedMessage(data.decode() if isinstance(data, bytes) else str(data))
         assert channel is not None
         for subscriber in list(members):
-            subscriber.deliver(channel, msg_id, text)
+            subscriber.deliver(channel, msg_id, shared)
 
     async def _teardown(self, session: _Session, reason: str) -> None:
         if self._session is session:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from starlette.websockets import WebSocket
 
 from api import metrics
 from api.auth import Principal
+from api.ws_frames import SharedFrames, SharedMessage
+from api.ws_protocol import SHARED_FRAMES
 from models.channels import is_snapshot_channel
 
 
@@ -38,11 +41,11 @@ class _Cursor:
     live: bool = False
     last_id: int = 0
     #: Live messages that arrived while the subscription was being set up.
-    pending: list[tuple[int, str]] = field(default_factory=list)
+    pending: list[tuple[int, SharedMessage]] = field(default_factory=list)
     #: A snapshot channel (``is_snapshot_channel``) keeps at most one message in the queue:
     #: this one, replaced by each newer snapshot until the writer takes it.
     coalesce: bool = False
-    newest: str | None = None
+    newest: SharedMessage | None = None
 
 
 class Connection:
@@ -53,8 +56,13 @@ class Connection:
         self.principal = principal
         self.send_timeout_s = send_timeout_s
         self._queue_size = queue_size
-        #: (cursor, text); text None: the cursor's ``newest`` snapshot, read when it is sent.
-        self._queue: asyncio.Queue[tuple[_Cursor, str | None]] = asyncio.Queue(maxsize=queue_size)
+        #: (cursor, message); None: the cursor's ``newest`` snapshot, read when it is sent.
+        self._queue: asyncio.Queue[tuple[_Cursor, SharedMessage | None]] = asyncio.Queue(maxsize=queue_size)
+        #: The server's shared frames for this connection (api/ws_protocol.py), if it has them.
+        extensions = getattr(websocket, "scope", {}).get("extensions", {})
+        self._shared: SharedFrames | None = extensions.get(SHARED_FRAMES)
+        #: The writer holds a message it took from the queue (sent, or about to be).
+        self._writing = False
         self._cursors: dict[str, _Cursor] = {}
         self._send_lock = asyncio.Lock()
         #: Set when the server decided to drop this client; ``close_reason`` says why.
@@ -64,7 +72,7 @@ class Connection:
 
     # -- called by the hub (synchronous, never blocks) ------------------------------------------
 
-    def deliver(self, channel: str, msg_id: int, text: str) -> None:
+    def deliver(self, channel: str, msg_id: int, message: SharedMessage) -> None:
         cursor = self._cursors.get(channel)
         if cursor is None or self.killed.is_set():
             return
@@ -76,9 +84,9 @@ class Connection:
             if len(cursor.pending) >= self._queue_size:
                 self.kill("slow_consumer", "too many messages pending while subscribing")
                 return
-            cursor.pending.append((msg_id, text))
+            cursor.pending.append((msg_id, message))
             return
-        self._enqueue(cursor, msg_id, text)
+        self._enqueue(cursor, msg_id, message)
 
     def kill(self, code: str, message: str) -> None:
         if self.close_reason is None:
@@ -86,22 +94,34 @@ class Connection:
             metrics.WS_DISCONNECTS.labels(code).inc()
         self.killed.set()
 
-    def _enqueue(self, cursor: _Cursor, msg_id: int, text: str) -> None:
+    def _enqueue(self, cursor: _Cursor, msg_id: int, message: SharedMessage) -> None:
         if msg_id <= cursor.last_id:
             return  # already delivered (by replay or an earlier live copy)
         if cursor.coalesce and cursor.newest is not None:
             # A snapshot is still queued unsent: the newer one takes its place (ids stay
             # increasing; a leaderboard's older top is of no use to a client that is behind).
-            cursor.newest, cursor.last_id = text, msg_id
+            cursor.newest, cursor.last_id = message, msg_id
             metrics.WS_COALESCED.inc()
             return
+        if (
+            self._shared is not None
+            and self._queue.empty()
+            and not self._writing
+            and not self._send_lock.locked()
+            and self._shared.write_now(message)
+        ):
+            # Nothing is queued or being sent, and the socket has room: written in order, now,
+            # without waking this connection's writer (the fan-out's common case).
+            cursor.last_id = msg_id
+            metrics.WS_MESSAGES_SENT.labels("message").inc()
+            return
         try:
-            self._queue.put_nowait((cursor, None if cursor.coalesce else text))
+            self._queue.put_nowait((cursor, None if cursor.coalesce else message))
         except asyncio.QueueFull:
             self.kill("slow_consumer", "client is not reading fast enough")
             return
         if cursor.coalesce:
-            cursor.newest = text
+            cursor.newest = message
         cursor.last_id = msg_id
 
     # -- authentication lifetime ------------------------------------------------------------------
@@ -141,22 +161,33 @@ class Connection:
         cursor.last_id = delivered_up_to
         pending, cursor.pending = cursor.pending, []
         cursor.live = True
-        for msg_id, text in pending:
-            self._enqueue(cursor, msg_id, text)
+        for msg_id, message in pending:
+            self._enqueue(cursor, msg_id, message)
 
     # -- sending ---------------------------------------------------------------------------------
 
     async def send_text(self, text: str, kind: str) -> None:
+        await self._send(lambda: self.websocket.send_text(text), kind)
+
+    async def _send(self, send: Callable[[], Awaitable[Any]], kind: str) -> None:
         async with self._send_lock:
             try:
                 # asyncio.timeout, not wait_for: no task per frame (measured with
                 # `elimu bench fanout`, docs/benchmarks.md).
                 async with asyncio.timeout(self.send_timeout_s):
-                    await self.websocket.send_text(text)
+                    await send()
             except TimeoutError:
                 self.kill("slow_consumer", "client is not reading")
                 raise
         metrics.WS_MESSAGES_SENT.labels(kind).inc()
+
+    async def _send_message(self, message: SharedMessage) -> None:
+        """A channel message: its shared frame when the server offers one, else as text."""
+        shared = self._shared
+        if shared is None:
+            await self.send_text(message.text, "message")
+        else:
+            await self._send(lambda: shared.send(message), "message")
 
     async def send_control(self, payload: dict[str, Any]) -> None:
         await self.send_text(orjson.dumps(payload).decode(), "control")
@@ -167,12 +198,20 @@ class Connection:
     async def run_writer(self) -> None:
         """Send queued live messages until cancelled or the client goes away."""
         while True:
-            cursor, text = await self._queue.get()
-            # Skip what was queued for a subscription that has since been dropped or replaced:
-            # a re-subscribe replays on its own and must not see stale copies after that replay.
-            if self._cursors.get(cursor.channel) is not cursor:
-                continue
-            if text is None:
-                text, cursor.newest = cursor.newest, None
-            if text is not None:
-                await self.send_text(text, "message")
+            cursor, queued = await self._queue.get()
+            self._writing = True
+            try:
+                await self._write(cursor, queued)
+            finally:
+                self._writing = False
+
+    async def _write(self, cursor: _Cursor, queued: SharedMessage | None) -> None:
+        # Skip what was queued for a subscription that has since been dropped or replaced:
+        # a re-subscribe replays on its own and must not see stale copies after that replay.
+        if self._cursors.get(cursor.channel) is not cursor:
+            return
+        message = queued if queued is not None else cursor.newest
+        if queued is None:
+            cursor.newest = None
+        if message is not None:
+            await self._send_message(message)

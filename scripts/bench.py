@@ -11,6 +11,7 @@ benchmark's own, so ratios are meaningful on a loaded or slower machine.
   elimu bench memory [--users U]                     state bytes per 100k users (RAM and changelog)
   elimu bench quix [--events N]                      Quix Streams per-user count vs raw aiokafka
   elimu bench engine [--events N] [--users U]        the per-user agent's own work, no Kafka
+  elimu bench match-live [--profiles N]              a posting to a matching user's websocket
 """
 
 from __future__ import annotations
@@ -183,6 +184,10 @@ def main(argv: list[str]) -> int:
         from scripts.bench_memory import main as memory_main
 
         return memory_main(argv[1:])
+    if argv[:1] == ["match-live"]:
+        from scripts.bench_match_live import main as match_live_main
+
+        return match_live_main(argv[1:])
     if argv[:1] == ["engine"]:
         from scripts.bench_engine import main as engine_main
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from api.app import WS_MAX_FRAME_BYTES, create_app
+from api.app import create_app, server_config
 from api.auth import Role, issue_token
 from api.config import ApiConfig
 from api.state import AppState
@@ -130,14 +130,7 @@ async def make_server(settings: Settings, api_config: ApiConfig) -> AsyncIterato
     async def factory(**overrides: Any) -> LiveServer:
         app = create_app(settings, dataclasses.replace(api_config, **overrides))
         port = free_port()
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            lifespan="on",
-            log_level="warning",
-            ws_max_size=WS_MAX_FRAME_BYTES,
-        )
+        config = server_config(app, "127.0.0.1", port, lifespan="on", log_level="warning")
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         running.append((server, task))

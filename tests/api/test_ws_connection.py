@@ -10,6 +10,7 @@ from starlette.websockets import WebSocket
 
 from api.auth import Principal
 from api.ws_connection import Connection
+from api.ws_frames import SharedMessage
 from tests.conftest import wait_until
 
 
@@ -37,7 +38,7 @@ async def test_a_client_behind_gets_only_the_newest_leaderboard_snapshot() -> No
     live(conn, "leaderboard:daily", "user:u-1")
     writer = asyncio.create_task(conn.run_writer())
     try:
-        conn.deliver("leaderboard:daily", 1, "board-1")
+        conn.deliver("leaderboard:daily", 1, SharedMessage("board-1"))
 
         async def first_in_flight() -> bool:
             return socket.sent == ["board-1"]
@@ -45,10 +46,10 @@ async def test_a_client_behind_gets_only_the_newest_leaderboard_snapshot() -> No
         await wait_until(first_in_flight, what="the first snapshot is being sent")
         # Six more snapshots while the client is behind: more than its queue of 4 holds.
         for n in range(2, 8):
-            conn.deliver("leaderboard:daily", n, f"board-{n}")
+            conn.deliver("leaderboard:daily", n, SharedMessage(f"board-{n}"))
         # A user's channel is not a snapshot: every message counts.
-        conn.deliver("user:u-1", 1, "xp-1")
-        conn.deliver("user:u-1", 2, "xp-2")
+        conn.deliver("user:u-1", 1, SharedMessage("xp-1"))
+        conn.deliver("user:u-1", 2, SharedMessage("xp-2"))
         socket.gate.set()
 
         async def drained() -> Any:
@@ -58,8 +59,8 @@ async def test_a_client_behind_gets_only_the_newest_leaderboard_snapshot() -> No
         assert socket.sent == ["board-1", "board-7", "xp-1", "xp-2"]
         assert conn.close_reason is None
         # Once sent, the next snapshot is queued again, and an old id is still refused.
-        conn.deliver("leaderboard:daily", 7, "board-7 again")
-        conn.deliver("leaderboard:daily", 8, "board-8")
+        conn.deliver("leaderboard:daily", 7, SharedMessage("board-7 again"))
+        conn.deliver("leaderboard:daily", 8, SharedMessage("board-8"))
 
         async def next_sent() -> bool:
             return socket.sent[-1:] == ["board-8"]
@@ -76,14 +77,14 @@ async def test_a_client_behind_on_a_user_channel_is_still_dropped() -> None:
     live(conn, "user:u-1")
     writer = asyncio.create_task(conn.run_writer())
     try:
-        conn.deliver("user:u-1", 1, "xp-1")
+        conn.deliver("user:u-1", 1, SharedMessage("xp-1"))
 
         async def first_in_flight() -> bool:
             return socket.sent == ["xp-1"]
 
         await wait_until(first_in_flight, what="the first message is being sent")
         for n in range(2, 5):
-            conn.deliver("user:u-1", n, f"xp-{n}")
+            conn.deliver("user:u-1", n, SharedMessage(f"xp-{n}"))
         assert conn.close_reason == ("slow_consumer", "client is not reading fast enough")
     finally:
         writer.cancel()
