@@ -27,7 +27,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from api.auth import issue_token
-from api.config import ApiConfig
 from infra.net import free_port, wait_for_port
 from scripts.bench_stack import (
     SECRET,
@@ -38,6 +37,7 @@ from scripts.bench_stack import (
     raw_consume_rate,
     spawn,
     stop,
+    subscribe_paced,
     worker_rate,
 )
 from scripts.kafka_dist import BrokerKind
@@ -91,13 +91,7 @@ async def _latency_run(st: Stack, api: str, rate: float, seconds: float, users: 
     ws_url = api.replace("http", "ws") + f"/v1/ws?token={token}"
     async with websockets.connect(ws_url, max_size=None) as ws:
         # Paced under the API's per-connection op rate (api/config.py), which refuses a burst.
-        pace = 1.0 / ApiConfig().ws_op_rate_per_s
-        for u in model.users:
-            await ws.send(orjson.dumps({"op": "subscribe", "channel": f"user:{u}"}).decode())
-            reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-            if reply.get("op") != "subscribed":
-                raise RuntimeError(f"subscribe failed: {reply}")
-            await asyncio.sleep(pace)
+        await subscribe_paced(ws, [f"user:{u}" for u in model.users])
 
         async def receive() -> None:
             async for raw in ws:

@@ -34,7 +34,7 @@ from api.auth import issue_token
 from infra.channels import ChannelLog
 from infra.net import free_port, wait_for_port
 from infra.redis_conn import connect
-from scripts.bench_stack import SECRET, Stack, bench_stack, spawn, stop
+from scripts.bench_stack import SECRET, Stack, bench_stack, emit, spawn, stop
 
 #: ``market`` (the default): every message must reach every client, so the figures count frames.
 #: ``leaderboard:daily`` is a snapshot channel: a client that falls behind gets only the newest
@@ -264,9 +264,5 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     r = run(args.connections, args.messages, args.rate, args.compression, args.channel)
-    text = orjson.dumps(r, option=orjson.OPT_INDENT_2).decode()
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(r, args.json)
     return 0

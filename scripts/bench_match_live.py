@@ -28,13 +28,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from api.auth import issue_token
-from api.config import ApiConfig
 from infra import topics
 from infra.net import free_port, wait_for_port
 from models.events import JobPosting, format_ts
 from models.matching import Candidate, CandidateIndex, match_posting
 from scripts.bench_match import _vocabulary, population, postings
-from scripts.bench_stack import SECRET, Stack, bench_stack, spawn, stop
+from scripts.bench_stack import SECRET, Stack, bench_stack, emit, spawn, stop, subscribe_paced
 
 
 def _profile(c: Candidate) -> dict[str, Any]:
@@ -102,13 +101,7 @@ async def _measure(
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
     async with websockets.connect(url, max_size=None) as ws:
-        pace = 1.0 / ApiConfig().ws_op_rate_per_s
-        for user in sorted(set(watch.values())):
-            await ws.send(orjson.dumps({"op": "subscribe", "channel": f"user:{user}"}).decode())
-            reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-            if reply.get("op") != "subscribed":
-                raise RuntimeError(f"subscribe failed: {reply}")
-            await asyncio.sleep(pace)
+        await subscribe_paced(ws, [f"user:{user}" for user in sorted(set(watch.values()))])
 
         async def receive() -> None:
             async for raw in ws:
@@ -226,9 +219,5 @@ def main(argv: list[str]) -> int:
         f" p99 {r['in_process_p99_ms']} ms; profiles ingested in {r['ingest_s']} s",
         flush=True,
     )
-    text = orjson.dumps(r, option=orjson.OPT_INDENT_2).decode()
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(r, args.json)
     return 0

@@ -43,6 +43,7 @@ from models.events import InvalidEvent, validate_behavior
 from models.gamification import UserState, apply_event
 from models.rules import DEFAULT_RULES_FILE, Rules
 from models.time_units import DAY_MS
+from scripts.bench_stack import emit
 from scripts.simulator import TrafficModel
 
 DEDUP_WINDOW_MS = 7 * DAY_MS  # infra.settings.Settings.dedup_window_days
@@ -157,9 +158,5 @@ def main(argv: list[str]) -> int:
         f" → ×{r['rss_mb_per_100k_ratio']} RAM, ×{r['changelog_mb_per_100k_ratio']} changelog",
         flush=True,
     )
-    text = orjson.dumps(r, option=orjson.OPT_INDENT_2).decode()
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(r, args.json)
     return 0

@@ -38,9 +38,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import orjson
-
-from scripts.bench_stack import bench_stack, produce_events, raw_consume_rate, worker_rate
+from scripts.bench_stack import bench_stack, emit, produce_events, raw_consume_rate, worker_rate
 from scripts.kafka_dist import BrokerKind
 
 
@@ -174,9 +172,5 @@ def main(argv: list[str]) -> int:
         f" raw aiokafka {r['raw_aiokafka_eps']:,}/s",
         flush=True,
     )
-    text = orjson.dumps(r, option=orjson.OPT_INDENT_2).decode()
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(r, args.json)
     return 0

@@ -14,11 +14,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -173,3 +173,25 @@ def worker_rate(st: Stack, events: int, workers: int = 1, slices: str | None = N
     finally:
         for p in procs:
             stop(p)
+
+
+def emit(result: dict[str, Any], json_path: str | Path | None) -> None:
+    """Print ``result`` as indented JSON, and write it to ``json_path`` too when given."""
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    print(text)
+
+
+async def subscribe_paced(ws: Any, channels: Iterable[str]) -> None:
+    """Subscribe one websocket to ``channels``, one at a time and under the API's per-connection
+    op rate (api/config.py), which refuses a burst."""
+    from api.config import ApiConfig
+
+    pace = 1.0 / ApiConfig().ws_op_rate_per_s
+    for channel in channels:
+        await ws.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if reply.get("op") != "subscribed":
+            raise RuntimeError(f"subscribe failed: {reply}")
+        await asyncio.sleep(pace)
