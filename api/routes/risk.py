@@ -7,11 +7,12 @@ by level (contract thresholds), so they do not depend on ``limit``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import APIRouter, Query
 
+from api.cursors import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.responses import OrjsonResponse
 from infra import keys
@@ -23,31 +24,44 @@ router = APIRouter(tags=["risk"])
 _CRITICAL, _HIGH, _MEDIUM = (threshold for threshold, _ in LEVELS)
 
 
-@router.get("/v1/at-risk", responses={403: {"description": "not an admin"}})
+@router.get("/v1/at-risk", responses={400: {"description": "a cursor this list did not return"}, 403: {}})
 async def at_risk(
     state: StateDep,
     principal: PrincipalDep,
     threshold: Annotated[float, Query(ge=0, le=100)] = 60.0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
 ) -> OrjsonResponse:
-    """Students whose risk is at least ``threshold``, highest first, with counts by level."""
+    """Students whose risk is at least ``threshold``, highest first (ties: by user id,
+    descending, the index's order), ``limit`` a page; ``next_cursor`` continues the list (null
+    on its last page). The counts by level cover every scored student."""
     require_admin(principal, "the at-risk list")
     redis = state.redis
+    start, top = 0, "+inf"
+    if cursor is not None:
+        after_score, after_member = decode_cursor(cursor)
+        # Keyset paging: the page goes on below the cursor's row. Rows tied with it on its score
+        # come first in the index's order when their member is not below the cursor's.
+        tied = cast(list[bytes], await redis.zrevrangebyscore(keys.RISK_SCORES, after_score, after_score))
+        start = sum(1 for member in tied if member >= after_member.encode())
+        top = str(after_score)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrevrangebyscore(keys.RISK_SCORES, "+inf", threshold, start=0, num=limit)
+        # One more than a page: whether there is a next one.
+        pipe.zrevrangebyscore(keys.RISK_SCORES, top, threshold, start=start, num=limit + 1, withscores=True)
         pipe.zcard(keys.RISK_SCORES)
         pipe.zcount(keys.RISK_SCORES, _CRITICAL, "+inf")
         pipe.zcount(keys.RISK_SCORES, _HIGH, f"({_CRITICAL}")
         pipe.zcount(keys.RISK_SCORES, _MEDIUM, f"({_HIGH}")
         pipe.zcount(keys.RISK_SCORES, threshold, "+inf")
-        members, total, critical, high, medium, above = await pipe.execute()
-    documents = await mget(redis, [keys.user_risk(m.decode()) for m in members])
-    # The documents are read after the index: a score re-written in between would show the list
-    # out of order, or a student under the threshold. Order and filter by what is shown.
+        rows, total, critical, high, medium, above = await pipe.execute()
+    page: list[tuple[bytes, float]] = rows[:limit]
+    next_cursor = encode_cursor(page[-1][1], page[-1][0].decode()) if len(rows) > limit else None
+    documents = await mget(redis, [keys.user_risk(member.decode()) for member, _ in page])
+    # The documents are read after the index: a score re-written in between could show the page
+    # out of order, or a student under the threshold. Order and filter the page by what it shows
+    # (stably: ties keep the index's order); the next page still continues from the index's row.
     shown = [_student(orjson.loads(raw)) for raw in documents if raw is not None]
-    students = sorted(
-        (s for s in shown if s["score"] >= threshold), key=lambda s: (-s["score"], s["user_id"])
-    )
+    students = sorted((s for s in shown if s["score"] >= threshold), key=lambda s: -s["score"])
     return OrjsonResponse(
         {
             "students": students,
@@ -59,6 +73,7 @@ async def at_risk(
                 # Share of scored students at or above the requested threshold.
                 "at_risk_pct": round(100.0 * above / total, 1) if total else 0.0,
             },
+            "next_cursor": next_cursor,
         }
     )
 

@@ -7,13 +7,17 @@ No worker runs here: the views are written into Redis in the risk pipeline's own
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from api.cursors import decode_cursor, encode_cursor
 from api.routes import risk as risk_routes
 from infra import keys
 from models.risk import RiskModel, RiskScore, Signal, risk_level
@@ -129,6 +133,7 @@ async def test_empty_board(client: httpx.AsyncClient) -> None:
     assert await at_risk(client) == {
         "students": [],
         "stats": {"total_students": 0, "critical": 0, "high": 0, "medium": 0, "at_risk_pct": 0.0},
+        "next_cursor": None,
     }
 
 
@@ -238,6 +243,93 @@ async def test_a_document_without_the_optional_fields(client: httpx.AsyncClient,
         "monthly_risk": None,
         "confidence": None,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Paging (next_cursor)
+
+
+async def pages(client: httpx.AsyncClient, query: str) -> list[list[str]]:
+    """Every page of the list, following ``next_cursor`` to the end."""
+    out: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        body = await at_risk(client, query + (f"&cursor={cursor}" if cursor else ""))
+        out.append([s["user_id"] for s in body["students"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return out
+        assert len(out) < 1000, "the cursor does not advance"
+
+
+async def test_next_cursor_pages_through_every_student_once(client: httpx.AsyncClient, redis: Redis) -> None:
+    # Ties on one score, with ids that sort both ways around the cursor's, and scores that are
+    # not exactly representable in decimal.
+    scores = {f"u-{i:03d}": (95.0 if i % 3 == 0 else 60.0 + i / 7) for i in range(40)}
+    scores["u-edge"] = 60.0
+    await seed(redis, scores)
+    got = await pages(client, "?threshold=60&limit=7")
+    assert all(len(page) == 7 for page in got[:-1]) and 1 <= len(got[-1]) <= 7
+    flat = [uid for page in got for uid in page]
+    # Highest first; ties in the index's order (member descending); each student exactly once.
+    assert flat == sorted(scores, key=lambda uid: (-scores[uid], [-ord(c) for c in uid]))
+    # The stats are the whole board's on every page.
+    body = await at_risk(client, "?threshold=60&limit=7")
+    assert body["stats"]["total_students"] == 41
+
+
+async def test_a_page_ends_with_null_when_it_holds_the_rest(client: httpx.AsyncClient, redis: Redis) -> None:
+    await seed(redis, {"a": 90.0, "b": 80.0})
+    assert (await at_risk(client, "?threshold=60&limit=2"))["next_cursor"] is None
+    first = await at_risk(client, "?threshold=60&limit=1")
+    assert [s["user_id"] for s in first["students"]] == ["a"]
+    assert first["next_cursor"] is not None
+
+
+async def test_students_re_scored_between_pages_are_neither_lost_nor_repeated_below_the_cursor(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    await seed(redis, {"a": 90.0, "b": 85.0, "c": 80.0, "d": 75.0})
+    first = await at_risk(client, "?threshold=60&limit=2")
+    assert [s["user_id"] for s in first["students"]] == ["a", "b"]
+    # "a" drops below the page's cursor, "d" rises above it: keyset paging continues below "b".
+    await seed(redis, {"a": 70.0, "d": 99.0})
+    rest = await at_risk(client, f"?threshold=60&limit=2&cursor={first['next_cursor']}")
+    assert [s["user_id"] for s in rest["students"]] == ["c", "a"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-base64-!!",
+        "bm90IGpzb24",  # "not json"
+        encode_cursor(50.0, "u-1")[:-3],  # cut short
+        base64.urlsafe_b64encode(b'["high", "u-1"]').decode(),
+        base64.urlsafe_b64encode(b'[1e999, "u-1"]').decode(),  # infinite
+        base64.urlsafe_b64encode(b"[50, 7]").decode(),
+        base64.urlsafe_b64encode(b'[50, "u\\u0000x"]').decode(),  # a control character
+        base64.urlsafe_b64encode(orjson.dumps([50, "x" * 129])).decode(),  # an over-long id
+        base64.urlsafe_b64encode(b'{"score": 50}').decode(),
+    ],
+)
+async def test_a_cursor_this_list_did_not_return_is_400(
+    client: httpx.AsyncClient, redis: Redis, cursor: str
+) -> None:
+    await seed(redis, {"a": 90.0})
+    assert_error(await client.get(f"/v1/at-risk?cursor={cursor}", headers=ADMIN), 400, "invalid_cursor")
+
+
+async def test_an_oversized_cursor_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/v1/at-risk?cursor={'A' * 600}", headers=ADMIN)
+    assert_error(response, 422, "validation_error")
+
+
+@given(
+    score=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), member=st.text(min_size=1, max_size=40)
+)
+def test_cursors_round_trip(score: float, member: str) -> None:
+    assume(member.isprintable())
+    assert decode_cursor(encode_cursor(score, member)) == (score, member)
 
 
 # ---------------------------------------------------------------------------------------------
