@@ -235,7 +235,11 @@ class Hub:
         shared = SharedMessage(data.decode() if isinstance(data, bytes) else str(data))
         assert channel is not None
         for subscriber in list(members):
-            subscriber.deliver(channel, msg_id, shared)
+            try:
+                subscriber.deliver(channel, msg_id, shared)
+            except Exception:  # one connection's failure must not stop the others' feed
+                log.exception("delivering to a subscriber of %r failed; dropping it", channel)
+                subscriber.kill("internal_error", "delivery failed")
 
     async def _teardown(self, session: _Session, reason: str) -> None:
         if self._session is session:

@@ -63,6 +63,9 @@ class Connection:
         self._shared: SharedFrames | None = extensions.get(SHARED_FRAMES)
         #: The writer holds a message it took from the queue (sent, or about to be).
         self._writing = False
+        #: Sends started and not finished (waiting for the lock included): a frame written
+        #: directly must not overtake any of them.
+        self._sends = 0
         self._cursors: dict[str, _Cursor] = {}
         self._send_lock = asyncio.Lock()
         #: Set when the server decided to drop this client; ``close_reason`` says why.
@@ -74,11 +77,7 @@ class Connection:
 
     def deliver(self, channel: str, msg_id: int, message: SharedMessage) -> None:
         cursor = self._cursors.get(channel)
-        if cursor is None or self.killed.is_set():
-            return
-        if time.time() >= self.principal.expires_at:
-            # The watcher's timer may not have fired yet; nothing goes out on an expired token.
-            self.kill("token_expired", "token expired")
+        if cursor is None or not self._may_send():
             return
         if not cursor.live:
             if len(cursor.pending) >= self._queue_size:
@@ -88,6 +87,16 @@ class Connection:
             return
         self._enqueue(cursor, msg_id, message)
 
+    def _may_send(self) -> bool:
+        """Not killed and the token still valid (the expiry watcher's timer may be late:
+        nothing goes out on an expired token whatever path it takes)."""
+        if self.killed.is_set():
+            return False
+        if time.time() >= self.principal.expires_at:
+            self.kill("token_expired", "token expired")
+            return False
+        return True
+
     def kill(self, code: str, message: str) -> None:
         if self.close_reason is None:
             self.close_reason = (code, message)
@@ -95,8 +104,8 @@ class Connection:
         self.killed.set()
 
     def _enqueue(self, cursor: _Cursor, msg_id: int, message: SharedMessage) -> None:
-        if msg_id <= cursor.last_id:
-            return  # already delivered (by replay or an earlier live copy)
+        if msg_id <= cursor.last_id or not self._may_send():
+            return  # already delivered (by replay or an earlier live copy), or not allowed
         if cursor.coalesce and cursor.newest is not None:
             # A snapshot is still queued unsent: the newer one takes its place (ids stay
             # increasing; a leaderboard's older top is of no use to a client that is behind).
@@ -107,7 +116,7 @@ class Connection:
             self._shared is not None
             and self._queue.empty()
             and not self._writing
-            and not self._send_lock.locked()
+            and not self._sends
             and self._shared.write_now(message)
         ):
             # Nothing is queued or being sent, and the socket has room: written in order, now,
@@ -170,15 +179,19 @@ class Connection:
         await self._send(lambda: self.websocket.send_text(text), kind)
 
     async def _send(self, send: Callable[[], Awaitable[Any]], kind: str) -> None:
-        async with self._send_lock:
-            try:
-                # asyncio.timeout, not wait_for: no task per frame (measured with
-                # `elimu bench fanout`, docs/benchmarks.md).
-                async with asyncio.timeout(self.send_timeout_s):
-                    await send()
-            except TimeoutError:
-                self.kill("slow_consumer", "client is not reading")
-                raise
+        self._sends += 1
+        try:
+            async with self._send_lock:
+                try:
+                    # asyncio.timeout, not wait_for: no task per frame (measured with
+                    # `elimu bench fanout`, docs/benchmarks.md).
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await send()
+                except TimeoutError:
+                    self.kill("slow_consumer", "client is not reading")
+                    raise
+        finally:
+            self._sends -= 1
         metrics.WS_MESSAGES_SENT.labels(kind).inc()
 
     async def _send_message(self, message: SharedMessage) -> None:
@@ -208,7 +221,7 @@ class Connection:
     async def _write(self, cursor: _Cursor, queued: SharedMessage | None) -> None:
         # Skip what was queued for a subscription that has since been dropped or replaced:
         # a re-subscribe replays on its own and must not see stale copies after that replay.
-        if self._cursors.get(cursor.channel) is not cursor:
+        if self._cursors.get(cursor.channel) is not cursor or not self._may_send():
             return
         message = queued if queued is not None else cursor.newest
         if queued is None:

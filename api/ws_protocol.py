@@ -74,7 +74,10 @@ class SharedFrameProtocol(WebSocketsSansIOProtocol):
 
     def is_open(self) -> bool:
         """Accepted, and neither closing nor closed: data frames may be written."""
-        return not (self.disconnected or self.close_sent) and self.conn.state is State.OPEN
+        return (
+            not (self.disconnected or self.close_sent or self.transport.is_closing())
+            and self.conn.state is State.OPEN
+        )
 
     def has_room(self) -> bool:
         """The transport's buffer is under its high-water mark (uvicorn's flow control)."""

@@ -7,6 +7,10 @@ collections it cascades into walk every state: measured with ``elimu bench engin
 collector took ~1.4 s of an 8 s run (8 full collections of ~170 ms), 0.2–0.3 s with the
 thresholds below (docs/benchmarks.md). Reference counting still frees everything acyclic at
 once; only the search for reference cycles runs less often.
+
+Not ``gc.freeze()``: it would hide every object alive at that moment from the collector for
+good, so a cycle later formed through one of them (a client connection replaced on a rebalance,
+an exception's traceback) could never be reclaimed.
 """
 
 from __future__ import annotations
@@ -20,11 +24,3 @@ THRESHOLDS = (10_000, 20, 10)
 def tune() -> None:
     """Apply ``THRESHOLDS`` (once, at process start)."""
     gc.set_threshold(*THRESHOLDS)
-
-
-def freeze_survivors() -> None:
-    """Move every object alive now out of the collector's sight (after a table's recovery, or
-    a Redis rebuild): recovered states live until their user changes, and walking them in every
-    full collection is pure cost. A frozen object is still freed when its last reference goes;
-    only a reference cycle among frozen objects would outlive it, and states hold none."""
-    gc.freeze()

@@ -480,7 +480,6 @@ class Worker:
         for s in self.slices:
             count = max(count, await s.rebuild(todo))
         self.projected = active
-        gc_tuning.freeze_survivors()  # the recovered states: see infra/gc_tuning.py
         metrics.SERVING_REBUILDS.inc()
         log.info("projected %d users of partitions %s into Redis", count, sorted(todo))
 

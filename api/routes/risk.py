@@ -7,6 +7,7 @@ by level (contract thresholds), so they do not depend on ``limit``.
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, cast
 
 import orjson
@@ -16,7 +17,7 @@ from api.cursors import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.responses import OrjsonResponse
 from infra import keys
-from infra.redis_conn import mget
+from infra.redis_conn import RedisClient, mget
 from models.risk import LEVELS, evaluation
 
 router = APIRouter(tags=["risk"])
@@ -37,24 +38,19 @@ async def at_risk(
     on its last page). The counts by level cover every scored student."""
     require_admin(principal, "the at-risk list")
     redis = state.redis
-    start, top = 0, "+inf"
-    if cursor is not None:
-        after_score, after_member = decode_cursor(cursor)
-        # Keyset paging: the page goes on below the cursor's row. Rows tied with it on its score
-        # come first in the index's order when their member is not below the cursor's.
-        tied = cast(list[bytes], await redis.zrevrangebyscore(keys.RISK_SCORES, after_score, after_score))
-        start = sum(1 for member in tied if member >= after_member.encode())
-        top = str(after_score)
+    # One more than a page: whether there is a next one.
+    if cursor is None:
+        rows = await _first_rows(redis, threshold, limit + 1)
+    else:
+        rows = await _rows_after(redis, *decode_cursor(cursor), threshold, limit + 1)
     async with redis.pipeline(transaction=False) as pipe:
-        # One more than a page: whether there is a next one.
-        pipe.zrevrangebyscore(keys.RISK_SCORES, top, threshold, start=start, num=limit + 1, withscores=True)
         pipe.zcard(keys.RISK_SCORES)
         pipe.zcount(keys.RISK_SCORES, _CRITICAL, "+inf")
         pipe.zcount(keys.RISK_SCORES, _HIGH, f"({_CRITICAL}")
         pipe.zcount(keys.RISK_SCORES, _MEDIUM, f"({_HIGH}")
         pipe.zcount(keys.RISK_SCORES, threshold, "+inf")
-        rows, total, critical, high, medium, above = await pipe.execute()
-    page: list[tuple[bytes, float]] = rows[:limit]
+        total, critical, high, medium, above = await pipe.execute()
+    page = rows[:limit]
     next_cursor = encode_cursor(page[-1][1], page[-1][0].decode()) if len(rows) > limit else None
     documents = await mget(redis, [keys.user_risk(member.decode()) for member, _ in page])
     # The documents are read after the index: a score re-written in between could show the page
@@ -76,6 +72,47 @@ async def at_risk(
             "next_cursor": next_cursor,
         }
     )
+
+
+Row = tuple[bytes, float]
+
+# The rows after a cursor's row in the index's order (score descending, then member descending),
+# read atomically: while the cursor's member still holds the cursor's score, its rank says where
+# the next page starts (O(log N) and the page, whatever the ties). Otherwise: false.
+# KEYS[1]: the index. ARGV: score, member, rows.
+_AFTER_LUA = """
+local held = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if held and tonumber(held) == tonumber(ARGV[1]) then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[2])
+  return redis.call('ZREVRANGE', KEYS[1], rank + 1, rank + tonumber(ARGV[3]), 'WITHSCORES')
+end
+return false
+"""
+
+
+async def _first_rows(redis: RedisClient, threshold: float, n: int) -> list[Row]:
+    rows = await redis.zrevrangebyscore(keys.RISK_SCORES, "+inf", threshold, start=0, num=n, withscores=True)
+    return cast(list[Row], rows)
+
+
+async def _rows_after(redis: RedisClient, score: float, member: str, threshold: float, n: int) -> list[Row]:
+    """Up to ``n`` rows at or above ``threshold`` after the row (score, member) (keyset paging:
+    rows re-scored between two pages do not shift the next one by an offset)."""
+    if score < threshold:
+        return []
+    script = redis.register_script(_AFTER_LUA)
+    flat = await script(keys=[keys.RISK_SCORES], args=[repr(score), member, n])
+    if flat is not None:
+        pairs = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return list(itertools.takewhile(lambda row: row[1] >= threshold, pairs))
+    # The cursor's member was re-scored or removed since: the rows tied with its old score that
+    # sort below it, then those under that score, read in one transaction (a consistent view).
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrevrangebyscore(keys.RISK_SCORES, score, score)
+        pipe.zrevrangebyscore(keys.RISK_SCORES, f"({score!r}", threshold, start=0, num=n, withscores=True)
+        tied, below = await pipe.execute()
+    after = member.encode()
+    return [(m, score) for m in cast(list[bytes], tied) if m < after][:n] + cast(list[Row], below)[:n]
 
 
 def _student(document: dict[str, Any]) -> dict[str, Any]:

@@ -298,6 +298,22 @@ async def test_students_re_scored_between_pages_are_neither_lost_nor_repeated_be
     assert [s["user_id"] for s in rest["students"]] == ["c", "a"]
 
 
+async def test_the_page_after_a_cursor_whose_own_student_was_re_scored(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    await seed(redis, {"u9": 70.0, "u5": 70.0, "u1": 70.0, "top": 90.0, "low": 65.0})
+    first = await at_risk(client, "?threshold=60&limit=3")
+    assert [s["user_id"] for s in first["students"]] == ["top", "u9", "u5"]
+    # The cursor's own row moves (up, then gone): the next page still starts right below where
+    # it was, among the rows that were tied with it.
+    await seed(redis, {"u5": 95.0})
+    rest = await at_risk(client, f"?threshold=60&limit=3&cursor={first['next_cursor']}")
+    assert [s["user_id"] for s in rest["students"]] == ["u1", "low"] and rest["next_cursor"] is None
+    await redis.zrem(keys.RISK_SCORES, "u5")
+    again = await at_risk(client, f"?threshold=60&limit=1&cursor={first['next_cursor']}")
+    assert [s["user_id"] for s in again["students"]] == ["u1"] and again["next_cursor"] is not None
+
+
 @pytest.mark.parametrize(
     "cursor",
     [

@@ -4,6 +4,7 @@ wait until the test lets them through stands for a client that is behind."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 from starlette.websockets import WebSocket
@@ -88,3 +89,15 @@ async def test_a_client_behind_on_a_user_channel_is_still_dropped() -> None:
         assert conn.close_reason == ("slow_consumer", "client is not reading fast enough")
     finally:
         writer.cancel()
+
+
+async def test_messages_held_while_subscribing_are_not_sent_once_the_token_expired() -> None:
+    socket = GatedSocket()
+    conn = Connection(cast(WebSocket, socket), Principal("u-1", "user"), queue_size=4, send_timeout_s=30)
+    conn.open_cursor("user:u-1")
+    conn.deliver("user:u-1", 1, SharedMessage("xp-1"))  # held: the replay is not sent yet
+    # The token's expiry passes before the expiry watcher's timer fires.
+    conn.principal = Principal("u-1", "user", expires_at=time.time() - 1)
+    conn.go_live("user:u-1", 0)
+    assert conn.close_reason == ("token_expired", "token expired")
+    assert socket.sent == []
