@@ -15,10 +15,12 @@ from fastapi import APIRouter, Query
 
 from api.cursors import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from api.deps import PrincipalDep, StateDep, require_admin
+from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra import keys
 from infra.redis_conn import RedisClient, mget
 from models.risk import LEVELS, evaluation
+from models.risk_explain import explain
 
 router = APIRouter(tags=["risk"])
 
@@ -71,6 +73,22 @@ async def at_risk(
             },
             "next_cursor": next_cursor,
         }
+    )
+
+
+@router.get(
+    "/v1/at-risk/{user_id}", responses={403: {}, 404: {"description": "no score for this student yet"}}
+)
+async def at_risk_student(user_id: str, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
+    """One student's current risk as the list shows it, with the signals explained in words
+    (``explanations``, strongest first: ``models.risk_explain``)."""
+    require_admin(principal, "a student's risk")
+    raw = await state.redis.get(keys.user_risk(user_id))
+    if raw is None:
+        raise ApiError(404, "not_scored", f"no risk score for {user_id!r} yet")
+    document = orjson.loads(raw)
+    return OrjsonResponse(
+        {**_student(document), "explanations": explain(document.get("contributions") or {})}
     )
 
 

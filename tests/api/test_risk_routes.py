@@ -246,6 +246,32 @@ async def test_a_document_without_the_optional_fields(client: httpx.AsyncClient,
 
 
 # ---------------------------------------------------------------------------------------------
+# One student, explained
+
+
+async def test_one_student_with_the_signals_in_words(client: httpx.AsyncClient, redis: Redis) -> None:
+    documents = await seed(redis, {"u-1": 82.5})
+    response = await client.get("/v1/at-risk/u-1", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {k: body[k] for k in STUDENT_FIELDS} == {k: documents["u-1"][k] for k in STUDENT_FIELDS}
+    # The document's contributions: days_since_active +1.5 (raises), sessions_7d -0.4 (lowers).
+    assert [(e["signal"], e["effect"]) for e in body["explanations"]] == [
+        ("days_since_active", "raises"),
+        ("sessions_7d", "lowers"),
+    ]
+    assert all(e["text"] for e in body["explanations"])
+
+
+async def test_one_student_is_404_before_a_score_and_403_for_users(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    assert_error(await client.get("/v1/at-risk/u-none", headers=ADMIN), 404, "not_scored")
+    await seed(redis, {"u-1": 82.5})
+    assert_error(await client.get("/v1/at-risk/u-1", headers=bearer("u-1")), 403, "forbidden")
+
+
+# ---------------------------------------------------------------------------------------------
 # Paging (next_cursor)
 
 
