@@ -77,15 +77,17 @@ class Connection:
 
     def deliver(self, channel: str, msg_id: int, message: SharedMessage) -> None:
         cursor = self._cursors.get(channel)
-        if cursor is None or not self._may_send():
+        if cursor is None:
             return
         if not cursor.live:
+            if not self._may_send():
+                return
             if len(cursor.pending) >= self._queue_size:
                 self.kill("slow_consumer", "too many messages pending while subscribing")
                 return
             cursor.pending.append((msg_id, message))
             return
-        self._enqueue(cursor, msg_id, message)
+        self._enqueue(cursor, msg_id, message)  # checks _may_send itself (go_live comes here too)
 
     def _may_send(self) -> bool:
         """Not killed and the token still valid (the expiry watcher's timer may be late:

@@ -34,7 +34,7 @@ from api.auth import issue_token
 from infra.channels import ChannelLog
 from infra.net import free_port, wait_for_port
 from infra.redis_conn import connect
-from scripts.bench_stack import SECRET, Stack, bench_stack, emit, spawn, stop
+from scripts.bench_stack import SECRET, Stack, bench_stack, emit, pct, spawn, stop
 
 #: ``market`` (the default): every message must reach every client, so the figures count frames.
 #: ``leaderboard:daily`` is a snapshot channel: a client that falls behind gets only the newest
@@ -100,10 +100,6 @@ async def _connect(
                 await ready.put(exc)
                 return
             await asyncio.sleep(0.5)
-
-
-def _pct(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def _run_once(
@@ -188,7 +184,7 @@ async def _run_once(
         "expected": messages * connections,
         "messages_to_all": len(to_all),
         "p50_ms": round(statistics.median(to_all) * 1000, 2) if to_all else float("nan"),
-        "p99_ms": round(_pct(to_all, 0.99) * 1000, 2),
+        "p99_ms": round(pct(to_all, 0.99) * 1000, 2),
         "max_ms": round(to_all[-1] * 1000, 2) if to_all else float("nan"),
         "connect_s": round(connect_s, 2),
         "api_rss_idle_mb": round(rss_idle / 2**20, 1),

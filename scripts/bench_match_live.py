@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import statistics
 import time
-import urllib.request
 from typing import Any
 
 import orjson
@@ -33,7 +32,7 @@ from infra.net import free_port, wait_for_port
 from models.events import JobPosting, format_ts
 from models.matching import Candidate, CandidateIndex, match_posting
 from scripts.bench_match import _vocabulary, population, postings
-from scripts.bench_stack import SECRET, Stack, bench_stack, emit, spawn, stop, subscribe_paced
+from scripts.bench_stack import SECRET, Stack, bench_stack, emit, pct, processed, spawn, stop, subscribe_paced
 
 
 def _profile(c: Candidate) -> dict[str, Any]:
@@ -63,20 +62,6 @@ def _posting(job: JobPosting, now_ms: int) -> dict[str, Any]:
         "currency": job.currency,
         "deadline": format_ts(now_ms + (job.deadline_ms or now_ms) - job.posted_at_ms),
     }
-
-
-def _profiles_ingested(metrics_url: str) -> float:
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    prefix = f'elimu_events_processed_total{{agent="engagement",topic="{topics.USER_PROFILES}"}}'
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
-
-
-def _pct(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def _produce(kafka: str, topic: str, records: list[tuple[str, dict[str, Any]]]) -> None:
@@ -177,7 +162,7 @@ def run(profiles: int, n_postings: int, rate: float, vocab_size: int) -> dict[st
             asyncio.run(_produce(st.kafka, topics.USER_PROFILES, [(c.user_id, _profile(c)) for c in people]))
             metrics = f"http://127.0.0.1:{wport}/metrics"
             deadline = time.monotonic() + 900
-            while _profiles_ingested(metrics) < profiles:
+            while processed(metrics, f'agent="engagement",topic="{topics.USER_PROFILES}"') < profiles:
                 if time.monotonic() > deadline or worker.poll() is not None:
                     raise RuntimeError((st.data_dir / "worker.log").read_text()[-3000:])
                 time.sleep(0.2)
@@ -196,10 +181,10 @@ def run(profiles: int, n_postings: int, rate: float, vocab_size: int) -> dict[st
         "first_posting_s": round(warm_s, 2),
         "delivered": len(lat),
         "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else float("nan"),
-        "p99_ms": round(_pct(lat, 0.99) * 1000, 1),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 1),
         "max_ms": round(lat[-1] * 1000, 1) if lat else float("nan"),
         "in_process_p50_ms": round(statistics.median(base) * 1000, 2),
-        "in_process_p99_ms": round(_pct(base, 0.99) * 1000, 2),
+        "in_process_p99_ms": round(pct(base, 0.99) * 1000, 2),
     }
 
 

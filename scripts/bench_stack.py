@@ -131,17 +131,21 @@ async def raw_consume_rate(kafka: str, n: int) -> float:
         await consumer.stop()
 
 
-def _processed(metrics_url: str) -> float:
+def processed(metrics_url: str, labels: str = "") -> float:
+    """A worker's ``elimu_events_processed_total`` from its metrics page, summed over the
+    series whose labels start with ``labels`` (all of them by default); 0 while it is not up."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=2) as r:
             text = r.read().decode()
     except OSError:
         return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("elimu_events_processed_total{")
-    )
+    prefix = "elimu_events_processed_total{" + labels
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def pct(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of an ascending list (nan when empty)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def worker_rate(st: Stack, events: int, workers: int = 1, slices: str | None = None) -> float:
@@ -159,7 +163,7 @@ def worker_rate(st: Stack, events: int, workers: int = 1, slices: str | None = N
         deadline = time.monotonic() + 600
         t0 = n0 = None
         while time.monotonic() < deadline:
-            n = sum(_processed(u) for u in urls)
+            n = sum(processed(u) for u in urls)
             now = time.perf_counter()
             if t0 is None and n > 0:
                 t0, n0 = now, n
