@@ -22,7 +22,6 @@ from api.errors import install_error_handlers
 from api.http_metrics import HttpMetricsMiddleware
 from api.hub import Hub
 from api.ids import check_path_params
-from api.producer import EventProducer
 from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.routes import ROUTERS
@@ -32,6 +31,7 @@ from api.ws_limits import ConnectionBudget
 from api.ws_protocol import SharedFrameProtocol
 from infra.channels import ChannelLog
 from infra.lag import LagConfig, LagSampler
+from infra.producer import EventProducer
 from infra.redis_conn import connect, connect_pubsub
 from infra.settings import Settings
 from infra.signing import RecordSigner

@@ -21,12 +21,12 @@ from api.auth import Principal
 from api.deps import require_user_access
 from api.errors import ApiError
 from api.ids import OptionalIdQuery
-from api.producer import ProducerUnavailable
 from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys, topics
 from infra.commands import await_result
+from infra.producer import ProducerUnavailable
 from infra.redis_conn import RedisClient
 
 Answer = dict[str, Any]

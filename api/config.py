@@ -17,6 +17,8 @@ from dataclasses import dataclass
 class ApiConfig:
     #: Topic that ``POST /v1/events`` produces to (tests point it at a unique topic).
     events_topic: str = "behavior-events"
+    #: Topic that the profile and notification-settings PUTs produce to.
+    profiles_topic: str = "user-profiles"
     #: Largest request body accepted; bigger ones get 413 before they are read into memory.
     max_body_bytes: int = 1024 * 1024
     #: Largest array accepted by ``POST /v1/events``.

@@ -8,10 +8,10 @@ from starlette.requests import HTTPConnection
 
 from api.config import ApiConfig
 from api.hub import Hub
-from api.producer import EventProducer
 from api.rate_limit import RateLimiter
 from api.ws_limits import ConnectionBudget
 from infra.channels import ChannelLog
+from infra.producer import EventProducer
 from infra.redis_conn import RedisClient
 from infra.settings import Settings
 

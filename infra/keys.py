@@ -19,6 +19,8 @@ channel's, one other channel's, one leaderboard, the lag sampler's three keys.
 
 from __future__ import annotations
 
+import hashlib
+
 from models.channels import channel_user
 
 PREFIX = "elimu"
@@ -43,7 +45,7 @@ def _shared(name: str) -> str:
 
 #: The kinds of per-user key: words without ':' (see the module docstring).
 USER_KINDS = frozenset(
-    {"state", "risk", "matches", "apps", "rewards", "referrals", "growth", "notifications"}
+    {"state", "risk", "matches", "apps", "rewards", "referrals", "growth", "notifications", "profile", "push"}
 )
 
 
@@ -110,6 +112,10 @@ WORKER_HEARTBEATS = _shared("workers")
 #: Hash of stalled workers (worker id -> JSON {agent, seconds, reason}), read by /readyz: a
 #: worker with a batch in flight too long (streams/progress.py). Absent when all progress.
 WORKER_STALLS = f"{PREFIX}:worker-stalls"
+
+#: Hash of heartbeats of the services that are not workers (``elimu deliver``): their metric
+#: snapshots join the API's /metrics while they beat; /readyz does not count them as workers.
+SERVICE_HEARTBEATS = _shared("services")
 
 #: Hash of worker metric snapshots (worker id -> Prometheus text), so one scrape of the API's
 #: /metrics shows every live worker too.
@@ -179,6 +185,26 @@ def referral_ip_claims(ip: str, day: str) -> str:
 RISK_SCORES = _shared("risk-board")
 #: The risk trainer's prequential evaluation (JSON), for operators.
 RISK_EVALUATION = _shared("risk-evaluation")
+
+
+def user_profile(user_id: str) -> str:
+    """The user's profile and notification settings with their contact (JSON,
+    ``CareerState.profile_view``): the API's profile routes and the delivery services read it."""
+    return _user(user_id, "profile")
+
+
+def user_push_subscriptions(user_id: str) -> str:
+    """The user's Web Push subscriptions (hash: endpoint digest -> subscription JSON). The API
+    adds and removes them for the user; the delivery service removes one the push service says
+    is gone (404/410)."""
+    return _user(user_id, "push")
+
+
+def delivery_claim(notification_id: str, channel: str) -> str:
+    """One send's idempotency claim (delivery/ledger.py): a digest, so no id can name another
+    send's claim or reach outside ``dlv:``."""
+    digest = hashlib.sha256(f"{channel}\x00{notification_id}".encode()).hexdigest()[:40]
+    return _shared(f"dlv:{digest}")
 
 
 def user_notifications(user_id: str) -> str:

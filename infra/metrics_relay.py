@@ -51,11 +51,14 @@ class _Families:
 
 
 async def render_live_workers(redis: RedisClient, max_age_s: float) -> bytes:
-    """Prometheus text for every worker whose heartbeat is younger than ``max_age_s``."""
+    """Prometheus text for every worker (and delivery service) whose heartbeat is younger than
+    ``max_age_s``."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.WORKER_METRICS)
         pipe.hgetall(keys.WORKER_HEARTBEATS)
-        raw_snapshots, raw_beats = await pipe.execute()
+        pipe.hgetall(keys.SERVICE_HEARTBEATS)
+        raw_snapshots, raw_beats, raw_services = await pipe.execute()
+    raw_beats = {**raw_beats, **raw_services}
     now = time.time()
     live = {k.decode() for k, v in raw_beats.items() if now - float(v) <= max_age_s}
     snapshots = {k.decode(): v.decode() for k, v in raw_snapshots.items() if k.decode() in live}

@@ -47,8 +47,9 @@ INTERNAL_TOPICS = (
 )
 
 #: Records on these topics must carry the engine's signature (infra/signing.py): each of them
-#: moves money, models, matches or nudges, and none is written by anyone but the engine.
-SIGNED_TOPICS = frozenset(INTERNAL_TOPICS)
+#: moves money, models, matches or nudges, and none is written by anyone but the engine. The
+#: `notifications` output is among them: the delivery services mail, text and push what it says.
+SIGNED_TOPICS = frozenset((*INTERNAL_TOPICS, NOTIFICATIONS))
 
 #: Topics with one partition: one worker owns the whole market, the risk trainer and the
 #: interventions analytics; the broadcast is read whole by every worker; dead letters are few.

@@ -167,6 +167,11 @@ class CareerState:
     display_name: str | None = None
     #: The profile's interests (campaign targeting filters on them).
     interests: tuple[str, ...] = ()
+    #: Where the delivery services reach the user (checked by models/contact.py on the way in).
+    email: str | None = None
+    phone: str | None = None
+    #: When the profile now held was written (its ``updated_at``, else when it was applied).
+    profile_at_ms: int | None = None
     #: job_id -> the match as shown to the user (``Match.to_dict``) plus ``alerted_at_ms``.
     matches: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
@@ -178,13 +183,39 @@ class CareerState:
         default_factory=lambda: _Sizes(Application.to_dict), repr=False, compare=False
     )
 
-    def adopt_profile(self, profile: UserProfile) -> Candidate:
+    def adopt_profile(self, profile: UserProfile, now_ms: int = 0) -> Candidate:
+        """The profile replaces the one held (``user-profiles`` is latest-wins, whole records)."""
         self.candidate = _bounded_candidate(Candidate.from_profile(profile))
         self.notification_prefs = checked_prefs(profile.notification_prefs)
         self.timezone = profile.timezone
         self.display_name = clip_optional(profile.display_name, NAME_BYTES)
         self.interests = fit_texts(profile.interests, INTERESTS_BYTES)
+        self.email = profile.email
+        self.phone = profile.phone
+        self.profile_at_ms = profile.updated_at_ms if profile.updated_at_ms is not None else now_ms
         return self.candidate
+
+    def profile_view(self) -> dict[str, Any]:
+        """The profile as ``GET /v1/users/{id}/profile`` shows it and the delivery services read
+        it (CONTRACT §7): the fields of ``user-profiles`` as held, plus ``email``, ``phone`` and
+        ``updated_at`` (epoch ms)."""
+        candidate = self.candidate or Candidate(user_id=self.user_id)
+        return {
+            "user_id": self.user_id,
+            "display_name": self.display_name,
+            "timezone": self.timezone,
+            "location": candidate.location,
+            "skills": list(candidate.skills),
+            "experience_years": candidate.experience_years,
+            "education": candidate.education,
+            "interests": list(self.interests),
+            "salary_expectation": candidate.salary_expectation,
+            "currency": candidate.currency,
+            "email": self.email,
+            "phone": self.phone,
+            "notification_prefs": self.notification_prefs,
+            "updated_at": self.profile_at_ms,
+        }
 
     def alert_channels(self) -> list[str]:
         """Channels the user accepts job alerts on; empty when they opted out of job alerts."""
@@ -253,6 +284,9 @@ class CareerState:
             "tz": self.timezone,
             "name": self.display_name,
             "interests": list(self.interests),
+            "email": self.email,
+            "phone": self.phone,
+            "pat": self.profile_at_ms,
             "matches": list(self.matches.values()),
             "applications": [a.to_dict() for a in self.applications.values()],
         }
@@ -276,6 +310,9 @@ class CareerState:
             timezone=data.get("tz") or "UTC",
             display_name=clip_optional(data.get("name"), NAME_BYTES),
             interests=fit_texts(data.get("interests") or (), INTERESTS_BYTES),
+            email=data.get("email"),
+            phone=data.get("phone"),
+            profile_at_ms=data.get("pat"),
             matches={entry["job_id"]: entry for entry in matches},
             applications={a.application_id: a for a in map(Application.from_dict, applications)},
         )

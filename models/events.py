@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
+from models.contact import InvalidContact, normalize_email, normalize_phone
 from models.tz import is_valid_timezone
 
 #: Ids are bounded in UTF-8 bytes, not characters: 128 characters of 4-byte UTF-8 would be 512
@@ -38,6 +40,8 @@ REASONS = frozenset(
         "ts_in_future",
         "too_large",
         "bad_timezone",
+        "bad_email",
+        "bad_phone",
         "too_late",
         "bad_status",
         "bad_id",
@@ -330,15 +334,22 @@ class UserProfile:
     salary_expectation: float | None = None
     currency: str | None = None
     notification_prefs: dict[str, Any] = field(default_factory=dict)
+    #: Where the delivery services reach the user (models/contact.py): checked and normalised.
+    email: str | None = None
+    phone: str | None = None
+    #: When the profile was written (the API stamps its PUTs, so it can wait for the worker to
+    #: show its version); None from a producer that does not say.
+    updated_at_ms: int | None = None
 
 
 def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
-    """Decode and validate one `user-profiles` value.
+    """Decode and validate one `user-profiles` value; `now_ms` bounds how far ahead
+    ``updated_at`` may be."""
+    return validate_profile(_decode_object(raw), now_ms)
 
-    `now_ms` is unused today; it keeps every topic's parser callable the same way.
-    """
-    del now_ms
-    obj = _decode_object(raw)
+
+def validate_profile(obj: dict[str, Any], now_ms: int) -> UserProfile:
+    """The same checks for a profile the HTTP API has already decoded (a PUT's body)."""
     user_id = _required_id(obj, "user_id")
     tz_name = obj.get("timezone")
     if tz_name is None or tz_name == "":
@@ -359,7 +370,25 @@ def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
         salary_expectation=_optional_number(obj, "salary_expectation"),
         currency=_optional_str(obj, "currency", 16),
         notification_prefs=_optional_object(obj, "notification_prefs"),
+        email=_contact(obj, "email", normalize_email),
+        phone=_contact(obj, "phone", normalize_phone),
+        updated_at_ms=None
+        if obj.get("updated_at") in (None, "")
+        else _required_ts(obj, now_ms, "updated_at"),
     )
+
+
+def _contact(obj: dict[str, Any], name: str, normalize: Callable[[str], str]) -> str | None:
+    value = obj.get(name)
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"{name} must be a string or null")
+    try:
+        # normalize bounds the length itself, so an overlong address is a bad one, not an id.
+        return normalize(value)
+    except InvalidContact as exc:
+        raise InvalidEvent(exc.reason, exc.message) from exc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ class OutcomeLedger:
                 str(report["variant"]),
             )  # fmt: skip
             changed = None
+        elif kind == "delivery":
+            self.stats.record_delivery(
+                str(report["result"]), str(report["channel"]), str(report["template"]), str(report["variant"])
+            )
+            changed = None
         elif kind == "campaign":
             campaign_id = str(report["campaign_id"])
             outcome, at_ms = str(report["outcome"]), int(report["at_ms"])

@@ -53,6 +53,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from delivery.main import run_deliverer
+
+    run_deliverer(_settings_with_stack())
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import issue_token
 
@@ -149,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the FastAPI app under uvicorn")
     api.add_argument("--host", default="127.0.0.1")
     api.set_defaults(func=cmd_api)
+
+    sub.add_parser(
+        "deliver", help="run one delivery service (EMAIL, PUSH, SMS sends of `notifications`)"
+    ).set_defaults(func=cmd_deliver)
 
     tok = sub.add_parser("token", help="print a signed token")
     tok.add_argument("user_id")

@@ -123,6 +123,8 @@ def up(
             named = {**env, "ELIMU_WORKER_NAME": f"worker-{i}"}
             supervisor.start(ChildSpec(f"worker-{i}", _elimu("worker"), named, logs / f"worker-{i}.log"))
         supervisor.start(ChildSpec("api", _elimu("api"), env, logs / "api.log"))
+        # Mail, push and SMS: sends only what its settings configure (docs/notifications.md).
+        supervisor.start(ChildSpec("deliver", _elimu("deliver"), env, logs / "deliver.log"))
         api_url = f"http://127.0.0.1:{settings.api_port}"
         if not _wait_ready(api_url, supervisor, stop, READY_TIMEOUT_S):
             return 0

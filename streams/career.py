@@ -83,6 +83,8 @@ class CareerOutcome:
     alerts: list[Alert] = field(default_factory=list)
     #: Users whose stored matches changed (re-scored or new), for the serving view.
     matches_changed: set[str] = field(default_factory=set)
+    #: Users whose profile was (re)written, for the profile view.
+    profiles_changed: set[str] = field(default_factory=set)
     status_updates: list[StatusUpdate] = field(default_factory=list)
     #: Applications seen for the first time: each earns the ``job_apply`` action once.
     new_applications: list[ApplicationStatusEvent] = field(default_factory=list)
@@ -185,8 +187,9 @@ class CareerProcessor:
         if not self._owned(rec, profile.user_id, out):
             return
         state = self._state(profile.user_id, store, out)
-        candidate = state.adopt_profile(profile)
+        candidate = state.adopt_profile(profile, now)
         dirty.add(profile.user_id)
+        out.profiles_changed.add(profile.user_id)
         self._index(rec.partition, store).upsert(candidate)
         self.postings.evict(now)
         for match in match_candidate(candidate, self.postings, now, self.threshold):

@@ -39,6 +39,10 @@ def matches_view(state: CareerState) -> str:
     ).decode()
 
 
+def profile_view(state: CareerState) -> str:
+    return orjson.dumps(state.profile_view()).decode()
+
+
 def applications_view(state: CareerState) -> str:
     apps = sorted(state.applications.values(), key=lambda a: -a.updated_at_ms)
     return orjson.dumps([a.public_view() for a in apps]).decode()
@@ -111,6 +115,8 @@ class CareerSlice(SliceBase):
         messages: list[Outgoing] = []
         for user_id in outcome.matches_changed:
             sets.append((keys.user_matches(user_id), matches_view(outcome.touched[user_id])))
+        for user_id in outcome.profiles_changed:
+            sets.append((keys.user_profile(user_id), profile_view(outcome.touched[user_id])))
         changed_apps = {u.application.user_id for u in outcome.status_updates}
         for user_id in changed_apps:
             sets.append((keys.user_applications(user_id), applications_view(outcome.touched[user_id])))
@@ -161,6 +167,8 @@ class CareerSlice(SliceBase):
         for state in states:
             if state.matches:
                 sets.append((keys.user_matches(state.user_id), matches_view(state)))
+            if state.profile_at_ms is not None or state.candidate is not None:
+                sets.append((keys.user_profile(state.user_id), profile_view(state)))
             if state.applications:
                 sets.append((keys.user_applications(state.user_id), applications_view(state)))
                 for app in state.applications.values():

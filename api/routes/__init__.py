@@ -15,9 +15,12 @@ from api.routes import (
     leaderboards,
     notifications,
     ops,
+    profile,
+    push,
     referrals,
     rewards,
     risk,
+    tracking,
     users,
 )
 
@@ -33,6 +36,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
     risk.router,
     notifications.router,
+    profile.router,
+    push.router,
+    tracking.router,
     interventions.router,
     dashboard.router,
 )

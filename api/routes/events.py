@@ -25,8 +25,8 @@ from api import metrics
 from api.auth import Principal
 from api.deps import PrincipalDep, StateDep
 from api.errors import ApiError
-from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
+from infra.producer import ProducerUnavailable
 from models.events import InvalidEvent, validate_behavior
 from models.ingest_policy import check_user_event
 

@@ -21,11 +21,11 @@ from fastapi import APIRouter, Path, Request
 from api.commands import now_ms
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.errors import ApiError
-from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.campaign_view import mirror_campaigns
+from infra.producer import ProducerUnavailable
 from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns.errors import InvalidCampaign
 from models.campaigns.execution import CampaignRun

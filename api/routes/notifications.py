@@ -19,11 +19,11 @@ from fastapi import APIRouter, Path
 from api.commands import now_ms
 from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
-from api.producer import ProducerUnavailable
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.commands import await_key
+from infra.producer import ProducerUnavailable
 
 router = APIRouter(tags=["notifications"])
 

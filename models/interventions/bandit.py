@@ -29,6 +29,10 @@ class CountedNotification(Protocol):
 
 #: Notification lifecycle stages counted by analytics, in funnel order.
 STAGES: tuple[str, ...] = ("sent", "opened", "clicked", "converted")
+#: What the delivery services report of a send on EMAIL, PUSH or SMS (models/delivery.py).
+DELIVERY_RESULTS: tuple[str, ...] = ("sent", "delivered", "bounced", "failed", "unsubscribed")
+#: The per-variant count the A/B choice holds against a variant: people it drove to unsubscribe.
+UNSUBSCRIBED = "unsubscribed"
 
 # ---------------------------------------------------------------------------------------------
 # A/B: Thompson sampling on clicks and conversions
@@ -75,9 +79,12 @@ def _read_counts(raw: Mapping[str, Any]) -> dict[str, int]:
 
 def sends_and_rewards(counts: Mapping[str, int]) -> tuple[int, int]:
     """(sends, rewarded sends). A send is rewarded when clicked or converted, counted once:
-    `track` makes conversions imply clicks, so max() guards only sources that do not."""
+    `track` makes conversions imply clicks, so max() guards only sources that do not. Each
+    unsubscribe a variant caused takes one reward back: a message that clicks well but drives
+    people off the channel is not the better one."""
     sends = max(0, int(counts.get("sent", 0)))
     rewards = max(int(counts.get("clicked", 0)), int(counts.get("converted", 0)), 0)
+    rewards = max(0, rewards - max(0, int(counts.get(UNSUBSCRIBED, 0))))
     return sends, min(rewards, sends)
 
 
@@ -133,6 +140,19 @@ class InterventionStats:
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
     by_template: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    #: Delivery results by channel, and by (template, variant) (``DELIVERY_RESULTS``).
+    deliveries: dict[str, dict[str, int]] = field(default_factory=dict)
+    deliveries_by_template: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+
+    def record_delivery(self, result: str, channel: str, template: str, variant: str) -> None:
+        if result not in DELIVERY_RESULTS:
+            raise ValueError(f"unknown delivery result {result!r}; expected one of {DELIVERY_RESULTS}")
+        by_channel = self.deliveries.setdefault(channel, dict.fromkeys(DELIVERY_RESULTS, 0))
+        by_channel[result] += 1
+        by_variant = self.deliveries_by_template.setdefault(template, {}).setdefault(
+            variant, dict.fromkeys(DELIVERY_RESULTS, 0)
+        )
+        by_variant[result] += 1
 
     def record(self, stage: str, type: str, channel: str, template: str, variant: str) -> None:
         _check_stage(stage)
@@ -144,7 +164,12 @@ class InterventionStats:
         self.record(stage, n.type, channel or n.primary_channel, n.template, n.variant)
 
     def variant_stats(self, template: str) -> Mapping[str, Mapping[str, int]]:
-        return {v: dict(c) for v, c in self.by_template.get(template, {}).items()}
+        """Each variant's funnel and its unsubscribes: what ``choose_variant`` weighs."""
+        gone = self.deliveries_by_template.get(template, {})
+        return {
+            v: {**c, UNSUBSCRIBED: gone.get(v, {}).get(UNSUBSCRIBED, 0)}
+            for v, c in self.by_template.get(template, {}).items()
+        }
 
     def view(self) -> dict[str, Any]:
         totals = _counts()
@@ -159,6 +184,11 @@ class InterventionStats:
                 for t in sorted(self.by_template)
             },
             "totals": _rates(totals),
+            "deliveries": {k: dict(self.deliveries[k]) for k in sorted(self.deliveries)},
+            "deliveries_by_template": {
+                t: {v: dict(c) for v, c in sorted(vs.items())}
+                for t, vs in sorted(self.deliveries_by_template.items())
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +197,10 @@ class InterventionStats:
             "by_type": {k: dict(c) for k, c in self.by_type.items()},
             "by_channel": {k: dict(c) for k, c in self.by_channel.items()},
             "by_template": {t: {v: dict(c) for v, c in vs.items()} for t, vs in self.by_template.items()},
+            "deliveries": {k: dict(c) for k, c in self.deliveries.items()},
+            "deliveries_by_template": {
+                t: {v: dict(c) for v, c in vs.items()} for t, vs in self.deliveries_by_template.items()
+            },
         }
 
     @classmethod
@@ -180,4 +214,13 @@ class InterventionStats:
                 str(t): {str(v): _read_counts(c) for v, c in vs.items()}
                 for t, vs in (data.get("by_template") or {}).items()
             },
+            deliveries={str(k): _read_results(c) for k, c in (data.get("deliveries") or {}).items()},
+            deliveries_by_template={
+                str(t): {str(v): _read_results(c) for v, c in vs.items()}
+                for t, vs in (data.get("deliveries_by_template") or {}).items()
+            },
         )
+
+
+def _read_results(raw: Mapping[str, Any]) -> dict[str, int]:
+    return {result: int(raw.get(result, 0)) for result in DELIVERY_RESULTS}

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from api.producer import ProducerUnavailable
 from api.routes import interventions
 from infra import keys
+from infra.producer import ProducerUnavailable
 from infra.topics import BROADCAST as BROADCAST_TOPIC
 from models.campaigns.execution import CampaignRun
 from models.campaigns.records import Campaign, Schedule, Target

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from api.producer import ProducerUnavailable
 from api.routes import notifications as notification_routes
 from infra import keys
+from infra.producer import ProducerUnavailable
 from models.events import validate_behavior
 from tests.api.conftest import bearer, end_offset, read_topic
 from tests.api.test_errors_and_auth import assert_error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -17,7 +18,7 @@ from kafka import KafkaAdminClient
 
 from infra.lag import read_offsets
 from scripts.kafka_dist import BrokerKind
-from tests.conftest import create_topic
+from tests.conftest import create_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -120,11 +121,20 @@ async def test_topic_configs_described(kafka_bootstrap: str, broker_kind: Broker
     topic = await create_topic(kafka_bootstrap, f"cfg-{unique}")
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
-    try:
+    described: list[Any] = []
+
+    async def answered() -> bool:
+        # A broker that has not yet learnt of the new topic answers with an error and no
+        # entries: asked again until it answers for the topic.
         (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        described[:] = response.resources
+        return all(resource[0] == 0 for resource in response.resources)
+
+    try:
+        await wait_until(answered, timeout=15, what=f"DescribeConfigs of {topic}")
     finally:
         await admin.close()
-    names = {entry[0] for resource in response.resources for entry in resource[4]}
+    names = {entry[0] for resource in described for entry in resource[4]}
     assert ("retention.ms" in names) == (broker_kind == "kafka")
 
 

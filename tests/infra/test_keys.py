@@ -27,6 +27,8 @@ USER_KEYS: dict[str, Callable[[str], str]] = {
     "referrals": keys.user_referrals,
     "growth": keys.user_growth,
     "notifications": keys.user_notifications,
+    "profile": keys.user_profile,
+    "push": keys.user_push_subscriptions,
 }
 # Shared key functions of one free argument (a channel, a command id, a referral code).
 SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
@@ -41,6 +43,7 @@ SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
 SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
     "leaderboard": keys.leaderboard,
     "referral_ip_claims": keys.referral_ip_claims,
+    "delivery_claim": keys.delivery_claim,
 }
 # Functions that do not name a Redis key.
 NOT_KEYS = {"channel_pubsub", "market_scope", "channel_user"}

@@ -165,3 +165,87 @@ def test_a_version_1_state_is_read_and_brought_within_budget() -> None:
     assert again == state and again.to_dict()["v"] == 2
     with pytest.raises(ValueError, match="version"):
         CareerState.from_dict({**v1, "v": 99})
+
+
+# --- the profile as held and shown ------------------------------------------------------------
+
+AMINA = UserProfile(
+    "u-1",
+    display_name="Amina",
+    timezone="Africa/Nairobi",
+    location="Nairobi",
+    skills=("sql", "excel"),
+    experience_years=2,
+    education="bachelor",
+    interests=("data",),
+    salary_expectation=70_000,
+    currency="KES",
+    notification_prefs={"channels": ["push"], "junk": 1},
+    email="amina@example.com",
+    phone="+254712345678",
+    updated_at_ms=T0 - HOUR,
+)
+
+
+def test_adopting_a_profile_keeps_its_contact_and_when_it_was_written() -> None:
+    state = CareerState("u-1")
+    state.adopt_profile(AMINA, now_ms=T0)
+    assert (state.email, state.phone) == ("amina@example.com", "+254712345678")
+    assert state.profile_at_ms == T0 - HOUR  # its updated_at, not when it was applied
+    # A producer that does not say when: the time it was applied.
+    state.adopt_profile(UserProfile("u-1", email="b@example.com"), now_ms=T0 + 5)
+    assert state.profile_at_ms == T0 + 5
+    # Whole records, latest wins: a profile without a phone leaves none.
+    assert (state.email, state.phone) == ("b@example.com", None)
+
+
+def test_the_profile_view_shows_the_profile_as_held() -> None:
+    state = CareerState("u-1")
+    assert state.profile_view()["updated_at"] is None  # nothing adopted yet
+    state.adopt_profile(AMINA, now_ms=T0)
+    assert state.profile_view() == {
+        "user_id": "u-1",
+        "display_name": "Amina",
+        "timezone": "Africa/Nairobi",
+        "location": "Nairobi",
+        "skills": ["sql", "excel"],
+        "experience_years": 2,
+        "education": "bachelor",
+        "interests": ["data"],
+        "salary_expectation": 70_000,
+        "currency": "KES",
+        "email": "amina@example.com",
+        "phone": "+254712345678",
+        "notification_prefs": {"channels": ["PUSH"]},  # checked, as the workers read them
+        "updated_at": T0 - HOUR,
+    }
+    # JSON as is (the serving view is its orjson encoding).
+    assert orjson.loads(orjson.dumps(state.profile_view())) == state.profile_view()
+
+
+def test_the_contact_and_its_time_survive_the_changelog() -> None:
+    state = CareerState("u-1")
+    state.adopt_profile(AMINA, now_ms=T0)
+    stored = state.to_dict()
+    assert (stored["email"], stored["phone"], stored["pat"]) == (
+        "amina@example.com",
+        "+254712345678",
+        T0 - HOUR,
+    )
+    again = CareerState.from_dict(orjson.loads(orjson.dumps(stored)))
+    assert again == state
+    assert again.profile_view() == state.profile_view()
+
+
+def test_a_state_stored_before_the_contact_loads_without_one() -> None:
+    state = CareerState("u-1")
+    state.adopt_profile(AMINA, now_ms=T0)
+    older = {k: v for k, v in state.to_dict().items() if k not in ("email", "phone", "pat")}
+    loaded = CareerState.from_dict(orjson.loads(orjson.dumps(older)))
+    assert (loaded.email, loaded.phone, loaded.profile_at_ms) == (None, None, None)
+    assert loaded.candidate == state.candidate and loaded.display_name == "Amina"
+    view = loaded.profile_view()
+    assert (view["email"], view["phone"], view["updated_at"]) == (None, None, None)
+    assert view["skills"] == ["sql", "excel"]
+    v1 = {"v": 1, "user_id": "u-2", "candidate": {"user_id": "u-2", "skills": ["sql"]}}
+    assert CareerState.from_dict(v1).profile_view()["email"] is None

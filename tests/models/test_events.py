@@ -6,10 +6,12 @@ from typing import Any
 import orjson
 import pytest
 
+from models.contact import MAX_EMAIL_LEN
 from models.events import (
     FUTURE_TOLERANCE_MS,
     MAX_ID_LEN,
     MAX_VALUE_BYTES,
+    REASONS,
     InvalidEvent,
     UserProfile,
     check_id,
@@ -18,6 +20,7 @@ from models.events import (
     parse_profile,
     parse_ts,
     validate_behavior,
+    validate_profile,
 )
 
 NOW = parse_ts("2026-11-22T09:00:00Z")
@@ -310,3 +313,62 @@ def test_parse_profile_not_json_and_size() -> None:
 )
 def test_real_timezones_accepted(tz: str) -> None:
     assert parse_profile(orjson.dumps({"user_id": "u", "timezone": tz}), NOW).timezone == tz
+
+
+# --- profile contact and updated_at -----------------------------------------------------------
+
+
+def test_profile_contact_is_normalised() -> None:
+    p = parse_profile(
+        orjson.dumps({**PROFILE, "email": " Amina.O@Example.CO.KE ", "phone": "00254 712-345 678"}), NOW
+    )
+    assert (p.email, p.phone) == ("Amina.O@example.co.ke", "+254712345678")
+    assert p.updated_at_ms is None
+    # Absent, null or blank contact is no contact.
+    for blank in ({}, {"email": None, "phone": None}, {"email": "", "phone": "  "}):
+        q = parse_profile(orjson.dumps({**PROFILE, **blank}), NOW)
+        assert (q.email, q.phone) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [
+        ({"email": "a@b.com\r\nBcc: x@y.z"}, "bad_email"),
+        ({"email": "a@b.com,x@y.z"}, "bad_email"),
+        ({"email": "Amina <a@b.com>"}, "bad_email"),
+        ({"email": "amina"}, "bad_email"),
+        ({"email": 5}, "bad_type"),
+        ({"phone": "0712345678"}, "bad_phone"),
+        ({"phone": "+0254712345678"}, "bad_phone"),
+        ({"phone": "+254712345678\nBcc: x"}, "bad_phone"),
+        ({"phone": "+\u0662\u0665\u0664\u0667\u0661\u0662\u0663\u0664\u0665"}, "bad_phone"),
+        ({"phone": 254712345678}, "bad_type"),
+        ({"updated_at": "yesterday"}, "bad_ts"),
+        ({"updated_at": True}, "bad_ts"),
+        ({"updated_at": NOW + FUTURE_TOLERANCE_MS + 1}, "ts_in_future"),
+        ({"updated_at": format_ts(NOW + FUTURE_TOLERANCE_MS + 1000)}, "ts_in_future"),
+    ],
+)
+def test_profile_contact_and_updated_at_reasons(patch: dict[str, Any], reason: str) -> None:
+    assert reason in REASONS
+    assert reason_of(orjson.dumps({**PROFILE, **patch}), parse_profile) == reason
+    # The API's checks are the worker's: the same refusal for the decoded object.
+    with pytest.raises(InvalidEvent) as info:
+        validate_profile({**PROFILE, **patch}, NOW)
+    assert info.value.reason == reason
+
+
+def test_an_overlong_contact_is_a_bad_one_not_an_overlong_id() -> None:
+    address = "a" * 60 + "@" + ".".join(["b" * 60] * 4) + ".com"
+    assert len(address) > MAX_EMAIL_LEN
+    assert reason_of(orjson.dumps({**PROFILE, "email": address}), parse_profile) == "bad_email"
+    assert reason_of(orjson.dumps({**PROFILE, "phone": "+1" + "2" * 300}), parse_profile) == "bad_phone"
+
+
+def test_profile_updated_at_within_the_future_tolerance() -> None:
+    edge = parse_profile(orjson.dumps({**PROFILE, "updated_at": NOW + FUTURE_TOLERANCE_MS}), NOW)
+    assert edge.updated_at_ms == NOW + FUTURE_TOLERANCE_MS
+    stamped = parse_profile(orjson.dumps({**PROFILE, "updated_at": "2026-11-22T08:15:00.250Z"}), NOW)
+    assert stamped.updated_at_ms == parse_ts("2026-11-22T08:15:00.250Z")
+    for none in (None, ""):
+        assert parse_profile(orjson.dumps({**PROFILE, "updated_at": none}), NOW).updated_at_ms is None

@@ -43,6 +43,7 @@ from models.interventions import (
     recommend_for,
     render,
     risk_key,
+    sends_and_rewards,
     template_for,
 )
 from models.risk import RiskScore, Signal
@@ -727,11 +728,52 @@ def test_stats_feed_the_bandit() -> None:
     stats.record_notification("sent", n)
     stats.record_notification("clicked", n, channel="IN_APP")
     assert stats.variant_stats("achievement_notification") == {
-        "a": {"sent": 1, "opened": 0, "clicked": 1, "converted": 0}
+        "a": {"sent": 1, "opened": 0, "clicked": 1, "converted": 0, "unsubscribed": 0}
     }
     assert stats.view()["by_channel"]["EMAIL"]["sent"] == 1
     assert stats.view()["by_channel"]["IN_APP"]["clicked"] == 1
     assert stats.variant_stats("unknown") == {}
+
+
+def test_delivery_results_are_counted_and_unsubscribes_count_against_a_variant() -> None:
+    stats = InterventionStats()
+    for variant, clicks, unsubscribes in (("a", 5, 5), ("b", 3, 0)):
+        for i in range(10):
+            n = Notification(
+                id=f"{variant}{i}", user_id="u", type="gentle_reminder", channels=("EMAIL",),
+                template="gentle_reminder", variant=variant, subject="", body="", cta="",
+                created_ms=0, deliver_at_ms=0, key=f"k{variant}{i}", source="risk",
+            )  # fmt: skip
+            stats.record_notification("sent", n)
+            stats.record_delivery("sent", "EMAIL", "gentle_reminder", variant)
+            if i < clicks:
+                stats.record_notification("clicked", n)
+            if i < unsubscribes:
+                stats.record_delivery("unsubscribed", "EMAIL", "gentle_reminder", variant)
+    stats.record_delivery("bounced", "EMAIL", "gentle_reminder", "b")
+    view = stats.view()
+    assert view["deliveries"]["EMAIL"] == {
+        "sent": 20,
+        "delivered": 0,
+        "bounced": 1,
+        "failed": 0,
+        "unsubscribed": 5,
+    }
+    assert view["deliveries_by_template"]["gentle_reminder"]["a"]["unsubscribed"] == 5
+    counts = stats.variant_stats("gentle_reminder")
+    # "a" clicks more, but every click was followed by an unsubscribe: "b" is the better one.
+    assert sends_and_rewards(counts["a"]) == (10, 0)
+    assert sends_and_rewards(counts["b"]) == (10, 3)
+    with pytest.raises(ValueError):
+        stats.record_delivery("exploded", "EMAIL", "gentle_reminder", "a")
+    again = InterventionStats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())))
+    assert again.view() == view
+
+
+def test_stats_stored_before_delivery_results_still_load() -> None:
+    old = {"v": 1, "by_type": {}, "by_channel": {}, "by_template": {"t": {"a": {"sent": 2}}}}
+    stats = InterventionStats.from_dict(old)
+    assert stats.variant_stats("t")["a"]["unsubscribed"] == 0 and stats.deliveries == {}
 
 
 # --- determinism and persistence ----------------------------------------------------------------

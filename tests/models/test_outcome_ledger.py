@@ -45,8 +45,8 @@ def test_stage_reports_are_counted_by_type_channel_and_variant() -> None:
     assert ledger.stats.by_channel["IN_APP"]["sent"] == 1
     assert ledger.stats.by_channel["PUSH"]["sent"] == 1
     variants = ledger.stats.variant_stats("gentle_reminder")
-    assert variants["a"] == {"sent": 1, "opened": 1, "clicked": 1, "converted": 0}
-    assert variants["b"] == {"sent": 1, "opened": 0, "clicked": 0, "converted": 0}
+    assert variants["a"] == {"sent": 1, "opened": 1, "clicked": 1, "converted": 0, "unsubscribed": 0}
+    assert variants["b"] == {"sent": 1, "opened": 0, "clicked": 0, "converted": 0, "unsubscribed": 0}
     assert list(ledger.seen) == ["n-1:sent", "n-2:sent", "n-1:opened", "n-1:clicked"]
     assert ledger.runs == {}
 
@@ -63,6 +63,31 @@ def test_campaign_reports_are_counted_per_campaign_with_their_span() -> None:
     assert (run.first_ms, run.last_ms) == (2_000, 9_000)
     assert ledger.runs["c2"].counts == {"not_targeted": 1}
     assert ledger.stats.by_type == {}
+
+
+def delivery(report_id: str = "dlv:sent:EMAIL:n-1", result: str = "sent", **overrides: Any) -> dict[str, Any]:
+    report = {
+        "id": report_id, "kind": "delivery", "result": result, "channel": "EMAIL",
+        "type": "gentle_reminder", "template": "gentle_reminder", "variant": "a",
+    }  # fmt: skip
+    report.update(overrides)
+    return report
+
+
+def test_delivery_reports_are_counted_by_channel_and_variant_once_each() -> None:
+    ledger = OutcomeLedger()
+    assert ledger.apply(delivery()) is None
+    assert ledger.apply(delivery()) is None  # the redelivered report
+    assert ledger.apply(delivery("dlv:bounced:SMS:n-2", "bounced", channel="SMS")) is None
+    assert ledger.apply(delivery("dlv:unsubscribed:EMAIL:n-1", "unsubscribed")) is None
+    assert ledger.stats.deliveries["EMAIL"]["sent"] == 1
+    assert ledger.stats.deliveries["EMAIL"]["unsubscribed"] == 1
+    assert ledger.stats.deliveries["SMS"]["bounced"] == 1
+    assert ledger.stats.variant_stats("gentle_reminder") == {}  # no sends counted: no funnel
+    assert ledger.stats.deliveries_by_template["gentle_reminder"]["a"]["unsubscribed"] == 1
+    with pytest.raises(ValueError):
+        ledger.apply(delivery("dlv:x", "exploded"))
+    assert OutcomeLedger.from_dict(ledger.to_dict()).to_dict() == ledger.to_dict()
 
 
 def test_a_repeated_report_id_changes_nothing() -> None:

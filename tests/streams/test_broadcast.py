@@ -204,8 +204,8 @@ def test_intervention_stats_feed_the_bandit() -> None:
     b.on_record(STATS_KEY, value, 0)
 
     expected = {
-        "a": {"sent": 3, "opened": 1, "clicked": 1, "converted": 0},
-        "b": {"sent": 1, "opened": 0, "clicked": 0, "converted": 0},
+        "a": {"sent": 3, "opened": 1, "clicked": 1, "converted": 0, "unsubscribed": 0},
+        "b": {"sent": 1, "opened": 0, "clicked": 0, "converted": 0, "unsubscribed": 0},
     }
     assert b.stats == stats
     assert b.stats_for("gentle_reminder") == expected
@@ -221,7 +221,8 @@ def test_a_newer_stats_record_replaces_the_older_one() -> None:
     newer.record("sent", "streak_warning", "PUSH", "streak_warning", "b")
     b.on_record(STATS_KEY, orjson.dumps(newer.to_dict()), 1)
     assert b.stats_for("gentle_reminder") == {}
-    assert b.stats_for("streak_warning") == {"b": {"sent": 1, "opened": 0, "clicked": 0, "converted": 0}}
+    shown = {"sent": 1, "opened": 0, "clicked": 0, "converted": 0, "unsubscribed": 0}
+    assert b.stats_for("streak_warning") == {"b": shown}
 
 
 @pytest.mark.parametrize(

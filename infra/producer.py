@@ -1,4 +1,5 @@
-"""The Kafka producer behind ``POST /v1/events``.
+"""The JSON Kafka producer of the API (``POST /v1/events``, commands, profiles) and of the
+delivery services (outcome events, dead letters).
 
 It starts lazily and retries its start on the next use, so the API comes up (and answers
 ``/healthz``) while the broker is still starting or briefly gone; ingest then fails with 503

@@ -1,0 +1,138 @@
+"""Where the links of a mail or a push land (infra/tracking.py): the open pixel, click-through
+and one-click unsubscribe (RFC 8058).
+
+No token is needed: the signed link is the credential, and it can only record what it names
+(this notification, this user, this channel). Opens and clicks are published as the user's
+`notification_opened` / `notification_clicked` events, with an id per notification and kind, so
+a pixel loaded ten times counts once; the worker folds them into the notification's funnel and
+the A/B counts. An unsubscribe turns the channel off in the user's notification settings (the
+same whole-profile write as ``PUT /v1/users/{id}/notification-settings``) and reports
+``unsubscribed`` against the message's template and variant.
+
+A GET never unsubscribes: mail scanners and link previews follow links. It shows a page whose
+button POSTs; mail clients that honour ``List-Unsubscribe-Post`` POST directly.
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from typing import Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import HTMLResponse, Response
+
+from api.commands import now_ms
+from api.deps import StateDep
+from api.errors import ApiError
+from api.rate_limit import RateLimiter
+from api.routes.profile import PROFILE_FIELDS, held_profile, write_profile
+from api.state import AppState
+from infra import topics
+from infra.producer import ProducerUnavailable
+from infra.tracking import MAX_TOKEN_LEN, BadLink, Link, LinkSigner
+from models.career import DEFAULT_CHANNELS
+from models.delivery import delivery_report, tracking_event
+
+router = APIRouter(tags=["tracking"])
+
+Token = Path(min_length=1, max_length=MAX_TOKEN_LEN)
+#: The 1x1 transparent GIF of the open pixel.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+#: Per notification: one link cannot be replayed into a flood of produce calls.
+RATE_SCOPE, RATE_PER_S, RATE_BURST = "track", 2.0, 10
+
+
+def _link(state: AppState, token: str) -> Link:
+    try:
+        return LinkSigner(state.secret).verify(token, now_ms())
+    except BadLink as exc:
+        raise ApiError(404, "bad_link", str(exc)) from exc
+
+
+async def _paced(state: AppState, link: Link) -> bool:
+    limiter = RateLimiter(state.redis, RATE_SCOPE, RATE_PER_S, RATE_BURST)
+    return (await limiter.take(f"{link.kind}:{link.notification_id}")).allowed
+
+
+async def _record(state: AppState, link: Link) -> None:
+    """Publish the open or click ``link`` names (a repeat is paced away, and counts once anyway)."""
+    if not await _paced(state, link):
+        return
+    event = tracking_event(link.kind, link.notification_id, link.user_id, link.channel, now_ms())
+    try:
+        await state.producer.send_all(
+            state.config.events_topic, [(link.user_id, event)], state.config.produce_timeout_s
+        )
+    except ProducerUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        '<meta name="viewport" content="width=device-width"></head>'
+        f'<body style="font-family:sans-serif;max-width:480px;margin:3em auto">{body}</body></html>'
+    )
+    return HTMLResponse(html, status_code=status, headers=_NO_STORE)
+
+
+@router.get("/v1/t/open/{token}", include_in_schema=False)
+async def track_open(state: StateDep, token: str = Token) -> Response:
+    link = _link(state, token)
+    if link.kind == "open":
+        await _record(state, link)
+    return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+
+
+@router.get("/v1/t/click/{token}", include_in_schema=False)
+async def track_click(state: StateDep, token: str = Token) -> HTMLResponse:
+    link = _link(state, token)
+    if link.kind != "click":
+        raise ApiError(404, "bad_link", "not a click-through link")
+    await _record(state, link)
+    return _page("Elimu Pulse", "<h1>Thanks!</h1><p>Pick up where you left off in the Elimu Pulse app.</p>")
+
+
+@router.get("/v1/t/unsubscribe/{token}", include_in_schema=False)
+async def unsubscribe_page(state: StateDep, token: str = Token) -> HTMLResponse:
+    link = _link(state, token)
+    if link.kind != "unsubscribe":
+        raise ApiError(404, "bad_link", "not an unsubscribe link")
+    channel = escape(link.channel.lower())
+    return _page(
+        "Unsubscribe",
+        f"<h1>Unsubscribe</h1><p>Stop getting Elimu Pulse notifications by {channel}?</p>"
+        f'<form method="post"><button type="submit">Unsubscribe from {channel}</button></form>',
+    )
+
+
+@router.post("/v1/t/unsubscribe/{token}", include_in_schema=False)
+async def unsubscribe(state: StateDep, token: str = Token) -> HTMLResponse:
+    link = _link(state, token)
+    if link.kind != "unsubscribe":
+        raise ApiError(404, "bad_link", "not an unsubscribe link")
+    held = await held_profile(state, link.user_id) or {}
+    prefs: dict[str, Any] = dict(held.get("notification_prefs") or {})
+    current = list(prefs.get("channels") or DEFAULT_CHANNELS)
+    if link.channel in current:
+        prefs["channels"] = [c for c in current if c != link.channel] or list(DEFAULT_CHANNELS)
+        profile = {name: held[name] for name in PROFILE_FIELDS if held.get(name) is not None}
+        await write_profile(state, link.user_id, held, {**profile, "notification_prefs": prefs})
+    if await _paced(state, link):
+        report = delivery_report(
+            link.notification_id, link.channel, "unsubscribed",
+            type="", template=link.template, variant=link.variant,
+        )  # fmt: skip
+        try:
+            await state.producer.send_all(
+                topics.INTERVENTION_OUTCOMES, [("", report)], state.config.produce_timeout_s
+            )
+        except ProducerUnavailable as exc:
+            raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+    channel = escape(link.channel.lower())
+    return _page(
+        "Unsubscribed",
+        f"<h1>Done</h1><p>You will not get Elimu Pulse notifications by {channel} any more.</p>",
+    )

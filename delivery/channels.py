@@ -1,0 +1,77 @@
+"""The one interface every channel implements, and how a send fails.
+
+A channel sends one notification to one user and says how it went: it returns (sent), or raises
+``SendFailed``: ``permanent`` when trying again cannot help (no address, the mailbox does not
+exist, the provider refused the number: the send is reported and dead-lettered at once), else
+transient (the server is away, busy or throttling: retried with backoff, up to a bound). Channels
+know nothing of Kafka, retries or idempotency: ``delivery.service`` does that once for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from models.delivery import DeliveryRequest
+from models.push import PushSubscription
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What the profile view says about reaching the user (``CareerState.profile_view``)."""
+
+    user_id: str
+    email: str | None = None
+    phone: str | None = None
+    display_name: str | None = None
+    channels: tuple[str, ...] = ()
+    opt_out: tuple[str, ...] = ()
+    #: The browsers the user subscribed for Web Push (read only when PUSH is sent).
+    push_subscriptions: tuple[PushSubscription, ...] = ()
+
+    @classmethod
+    def from_view(
+        cls, user_id: str, view: dict[str, Any] | None, push: tuple[PushSubscription, ...] = ()
+    ) -> Recipient:
+        view = view or {}
+        prefs = view.get("notification_prefs") or {}
+        return cls(
+            user_id=user_id,
+            email=view.get("email"),
+            phone=view.get("phone"),
+            display_name=view.get("display_name"),
+            channels=tuple(prefs.get("channels") or ()),
+            opt_out=tuple(prefs.get("opt_out") or ()),
+            push_subscriptions=push,
+        )
+
+
+class SendFailed(Exception):
+    """A send that did not happen. ``result`` is what is reported (``failed`` or ``bounced``),
+    ``reason`` a fixed word for the metric label and the dead letter."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool, result: str = "failed") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.permanent = permanent
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A send the provider accepted; ``provider_id`` when it names the message."""
+
+    provider_id: str | None = None
+    #: ``delivered`` when the provider's acceptance is the delivery (a push service's 201).
+    result: str = "sent"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    #: EMAIL, PUSH or SMS.
+    name: str
+
+    async def send(self, request: DeliveryRequest, recipient: Recipient) -> Sent: ...
+
+    async def close(self) -> None: ...

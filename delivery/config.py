@@ -1,0 +1,114 @@
+"""The delivery services' settings (CONTRACT §3): which providers, where, and how hard to push
+them. Every channel is optional: one left unset is not sent (said once in the log), and its
+notifications are reported ``failed`` with reason ``channel_off``, so a deployment without a
+mail server still sees why nothing was mailed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+TlsMode = Literal["none", "starttls", "tls"]
+
+
+class BadSetting(ValueError):
+    """A delivery setting that cannot be used (the service refuses to start with it)."""
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    host: str
+    port: int
+    tls: TlsMode
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpServer:
+        """``smtp://[user:pass@]host:port`` (``?starttls=1`` to upgrade) or ``smtps://…``."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise BadSetting("ELIMU_SMTP is smtp://[user:pass@]host:port or smtps://…")
+        starttls = parse_qs(parts.query).get("starttls", ["0"])[0] in ("1", "true", "yes")
+        tls: TlsMode = "tls" if parts.scheme == "smtps" else "starttls" if starttls else "none"
+        try:
+            port = parts.port or (465 if tls == "tls" else 587 if starttls else 25)
+        except ValueError as exc:
+            raise BadSetting(f"ELIMU_SMTP: {exc}") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+@dataclass(frozen=True)
+class SmsProvider:
+    """An HTTP SMS API in Africa's Talking's request shape (docs/notifications.md)."""
+
+    url: str
+    username: str
+    api_key: str
+    sender_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    smtp: SmtpServer | None = None
+    mail_from: str = "Elimu Pulse <no-reply@localhost>"
+    sms: SmsProvider | None = None
+    #: ``ELIMU_VAPID_PRIVATE_KEY``: a PEM, or None to use (or create) the one in the data dir.
+    vapid_private_key: str | None = None
+    #: The contact a push service may write to about our traffic (the VAPID ``sub`` claim).
+    vapid_subject: str = "mailto:no-reply@localhost"
+    #: Push service hosts allowed besides the browsers' (``ELIMU_PUSH_HOSTS``, comma-separated
+    #: ``host`` or ``host:port``): a private push relay, or a test's (models/push.py).
+    push_hosts: tuple[str, ...] = ()
+    #: The API as users reach it; tracking, click-through and unsubscribe links start with it.
+    public_url: str = "http://127.0.0.1:8000"
+    #: Sends in flight at once, all channels together (each waits on a network peer).
+    concurrency: int = 32
+    #: Sends per second per channel: providers throttle, and a burst must not get us blocked.
+    rate_per_s: dict[str, float] | None = None
+    #: A network call to a provider longer than this is a transient failure.
+    timeout_s: float = 10.0
+
+    def rate_of(self, channel: str) -> float:
+        defaults = {"EMAIL": 50.0, "PUSH": 200.0, "SMS": 10.0}
+        return (self.rate_per_s or {}).get(channel, defaults.get(channel, 10.0))
+
+    @classmethod
+    def from_env(cls, api_port: int, env: dict[str, str] | None = None) -> DeliveryConfig:
+        e = os.environ if env is None else env
+        sms = None
+        if e.get("ELIMU_SMS_URL"):
+            if not e.get("ELIMU_SMS_USERNAME") or not e.get("ELIMU_SMS_KEY"):
+                raise BadSetting("ELIMU_SMS_URL needs ELIMU_SMS_USERNAME and ELIMU_SMS_KEY")
+            sms = SmsProvider(
+                url=e["ELIMU_SMS_URL"],
+                username=e["ELIMU_SMS_USERNAME"],
+                api_key=e["ELIMU_SMS_KEY"],
+                sender_id=e.get("ELIMU_SMS_FROM") or None,
+            )
+        rates = {
+            channel: float(e[f"ELIMU_{channel}_RATE"])
+            for channel in ("EMAIL", "PUSH", "SMS")
+            if e.get(f"ELIMU_{channel}_RATE")
+        }
+        return cls(
+            smtp=SmtpServer.from_url(e["ELIMU_SMTP"]) if e.get("ELIMU_SMTP") else None,
+            mail_from=e.get("ELIMU_MAIL_FROM") or cls.mail_from,
+            sms=sms,
+            vapid_private_key=e.get("ELIMU_VAPID_PRIVATE_KEY") or None,
+            vapid_subject=e.get("ELIMU_VAPID_SUBJECT") or cls.vapid_subject,
+            push_hosts=tuple(
+                h.strip().lower() for h in (e.get("ELIMU_PUSH_HOSTS") or "").split(",") if h.strip()
+            ),
+            public_url=(e.get("ELIMU_PUBLIC_URL") or f"http://127.0.0.1:{api_port}").rstrip("/"),
+            rate_per_s=rates or None,
+        )

@@ -1,0 +1,72 @@
+"""SMS through a provider's HTTP API, in Africa's Talking's request shape (the default; another
+provider is another class with the same ``send``).
+
+The request: ``POST`` form fields ``username``, ``to``, ``message`` (and ``from`` when a sender
+id is set), the key in the ``apiKey`` header. The answer names each recipient's status code:
+100–102 accepted; a number the network will never take (invalid, unsupported, blacklisted,
+do-not-disturb) is permanent; balance, routing and gateway trouble is transient, as are HTTP
+429 and 5xx.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from delivery.channels import Recipient, SendFailed, Sent
+from delivery.config import SmsProvider
+from models.delivery import DeliveryRequest, sms_text
+
+#: The provider's per-recipient status codes.
+ACCEPTED = frozenset({100, 101, 102})
+PERMANENT = frozenset({401, 402, 403, 404, 406, 409})
+
+
+class SmsChannel:
+    name = "SMS"
+
+    def __init__(self, provider: SmsProvider, timeout_s: float = 10.0) -> None:
+        self.provider = provider
+        self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+
+    async def send(self, request: DeliveryRequest, recipient: Recipient) -> Sent:
+        if not recipient.phone:
+            raise SendFailed("no_address", "the profile has no phone number", permanent=True)
+        form = {"username": self.provider.username, "to": recipient.phone, "message": sms_text(request)}
+        if self.provider.sender_id:
+            form["from"] = self.provider.sender_id
+        try:
+            response = await self._http.post(
+                self.provider.url,
+                data=form,
+                headers={"apiKey": self.provider.api_key, "Accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise SendFailed("sms_unreachable", f"the SMS provider: {exc!r}"[:200], permanent=False) from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise SendFailed(
+                f"sms_http_{response.status_code}", "the SMS provider is busy or failing", permanent=False
+            )
+        if response.status_code >= 400:
+            raise SendFailed(
+                f"sms_http_{response.status_code}",
+                response.text[:200] or "the SMS provider refused",
+                permanent=True,
+            )
+        try:
+            recipients = response.json()["SMSMessageData"]["Recipients"]
+            status = int(recipients[0]["statusCode"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise SendFailed(
+                "sms_bad_answer", "the SMS provider's answer has no recipient status", permanent=False
+            ) from exc
+        if status in ACCEPTED:
+            return Sent(provider_id=str(recipients[0].get("messageId") or "") or None)
+        raise SendFailed(
+            f"sms_status_{status}",
+            str(recipients[0].get("status") or status)[:100],
+            permanent=status in PERMANENT,
+            result="bounced" if status in PERMANENT else "failed",
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
