@@ -12,13 +12,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from infra import topics
+
 
 @dataclass(frozen=True)
 class ApiConfig:
     #: Topic that ``POST /v1/events`` produces to (tests point it at a unique topic).
-    events_topic: str = "behavior-events"
+    events_topic: str = topics.BEHAVIOR_EVENTS
     #: Topic that the profile and notification-settings PUTs produce to.
-    profiles_topic: str = "user-profiles"
+    profiles_topic: str = topics.USER_PROFILES
+    #: Topic an unsubscribe's report goes to (the interventions analytics read it).
+    outcomes_topic: str = topics.INTERVENTION_OUTCOMES
     #: Largest request body accepted; bigger ones get 413 before they are read into memory.
     max_body_bytes: int = 1024 * 1024
     #: Largest array accepted by ``POST /v1/events``.

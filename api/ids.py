@@ -15,6 +15,7 @@ from pydantic import AfterValidator, StrictStr
 from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
+from infra.tracking import MAX_TOKEN_LEN
 from models.events import InvalidEvent, check_id
 
 
@@ -42,12 +43,21 @@ OptionalIdQuery = Annotated[Id | None, Query()]
 OptionalNameQuery = Annotated[Annotated[str, AfterValidator(_valid_name)] | None, Query()]
 
 
+#: Path parameters that are signed links (api/routes/tracking.py), not ids: longer than an id,
+#: printable ASCII, and verified by their route before anything is read from them.
+TOKEN_PARAMS = frozenset({"token"})
+
+
 def check_path_params(conn: HTTPConnection) -> None:
-    """Refuse any path parameter that is not a valid id, for every route (422)."""
+    """Refuse any path parameter that is not a valid id (or a token), for every route (422)."""
     for name, value in conn.path_params.items():
         if not isinstance(value, str):
             continue
         try:
+            if name in TOKEN_PARAMS:
+                if len(value) > MAX_TOKEN_LEN or not value.isascii() or not value.isprintable():
+                    raise InvalidEvent("bad_id", f"{name} is not a link token")
+                continue
             check_id(value, name)
         except InvalidEvent as exc:
             raise ApiError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from models.career import DEFAULT_CHANNELS
 from models.delivery import DeliveryRequest
 from models.push import PushSubscription
 
@@ -26,6 +27,13 @@ class Recipient:
     display_name: str | None = None
     channels: tuple[str, ...] = ()
     opt_out: tuple[str, ...] = ()
+
+    def allows(self, channel: str, notification_type: str) -> bool:
+        """Whether the user's settings, as they are now, let ``channel`` carry this kind of
+        notification: the channels they chose (the default, in-app only, when they chose none,
+        as the engine reads them: models/interventions/policy.py), and no opt-out of the kind."""
+        return channel in (self.channels or DEFAULT_CHANNELS) and notification_type not in self.opt_out
+
     #: The browsers the user subscribed for Web Push (read only when PUSH is sent).
     push_subscriptions: tuple[PushSubscription, ...] = ()
 

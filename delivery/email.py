@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
@@ -26,6 +27,7 @@ from models.mail import MailLinks, render_mail
 
 log = logging.getLogger(__name__)
 
+_ATOM_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 #: Connections kept open to the mail server.
 POOL_SIZE = 4
 
@@ -55,7 +57,8 @@ class EmailChannel:
         msg["To"] = formataddr((recipient.display_name or "", recipient.email))
         msg["Subject"] = body.subject
         domain = self.mail_from.rpartition("@")[2].rstrip(">").strip() or "localhost"
-        msg["Message-ID"] = make_msgid(idstring=nid[:40], domain=domain)
+        # Only what a msg-id may hold (RFC 5322 dot-atom text): ids are printable, not atoms.
+        msg["Message-ID"] = make_msgid(idstring=_ATOM_UNSAFE.sub("", nid)[:40] or None, domain=domain)
         # The id lets a mail server's logs, and our tests, tie a mail to its notification.
         msg["X-Elimu-Notification"] = nid
         # RFC 8058: mail clients show an unsubscribe button that POSTs here, no page to visit.

@@ -14,6 +14,7 @@ notification is not sent at all, so no redelivery can outlive its mark.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Literal
 
@@ -40,18 +41,19 @@ class Ledger:
         """("claimed", None) when this deliverer may send now; ("done", outcome) when the send
         already happened (or was given up). Waits while another deliverer holds the claim."""
         key = keys.delivery_claim(notification_id, channel)
+        # Every claim is unique, even two of one process: two copies of a notification in one
+        # batch (the engine resends at least once) must not both pass as "mine".
+        mine = f"sending:{self.owner}:{secrets.token_hex(6)}"
         deadline = time.monotonic() + self.lease_ms / 1000 + 1
         while True:
-            if await self.redis.set(key, f"sending:{self.owner}", nx=True, px=self.lease_ms):
+            if await self.redis.set(key, mine, nx=True, px=self.lease_ms):
                 return "claimed", None
             held = await self.redis.get(key)
             text = held.decode() if isinstance(held, bytes) else held
             if text is not None and text.startswith("done:"):
                 return "done", text[5:]
-            if text is not None and text == f"sending:{self.owner}":
-                return "claimed", None  # our own claim, from a batch this process is redoing
             if time.monotonic() > deadline:  # a lease that never lapses is a clock problem
-                await self.redis.set(key, f"sending:{self.owner}", px=self.lease_ms)
+                await self.redis.set(key, mine, px=self.lease_ms)
                 return "claimed", None
             await asyncio.sleep(_POLL_S)
 

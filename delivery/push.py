@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from py_vapid import Vapid
-from pywebpush import WebPusher
+from pywebpush import WebPusher, WebPushException
 
 from delivery.channels import Recipient, SendFailed, Sent
 from delivery.config import DeliveryConfig
@@ -114,6 +114,12 @@ class WebPushChannel:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("push service unreachable for %s: %s", urlsplit(sub.endpoint).netloc, exc)
             return 0
+        except (WebPushException, ValueError, TypeError) as exc:
+            # Keys nothing can encrypt for (stored before the checks, or damaged): as useless as
+            # a subscription the service says is gone, and removed like one.
+            log.warning("push subscription %s is unusable (%s); removed", sub.id, exc)
+            await self.forget(user_id, sub.id)
+            return 410
         status = int(getattr(response, "status", 0))
         if status in (404, 410):
             await self.forget(user_id, sub.id)

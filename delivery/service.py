@@ -159,7 +159,7 @@ class DeliveryService:
             return
         # The worker chose the channels from the settings at the time; the user may have turned
         # this one off (or unsubscribed) since, and that is the word that counts.
-        if (recipient.channels and channel not in recipient.channels) or request.type in recipient.opt_out:
+        if not recipient.allows(channel, request.type):
             metrics.SUPPRESSED.labels(channel).inc()  # not a send, so not a delivery result
             return
         state, previous = await self.ledger.claim(nid, channel)

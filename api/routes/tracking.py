@@ -28,7 +28,6 @@ from api.errors import ApiError
 from api.rate_limit import RateLimiter
 from api.routes.profile import PROFILE_FIELDS, held_profile, write_profile
 from api.state import AppState
-from infra import topics
 from infra.producer import ProducerUnavailable
 from infra.tracking import MAX_TOKEN_LEN, BadLink, Link, LinkSigner
 from models.career import DEFAULT_CHANNELS
@@ -127,7 +126,7 @@ async def unsubscribe(state: StateDep, token: str = Token) -> HTMLResponse:
         )  # fmt: skip
         try:
             await state.producer.send_all(
-                topics.INTERVENTION_OUTCOMES, [("", report)], state.config.produce_timeout_s
+                state.config.outcomes_topic, [("", report)], state.config.produce_timeout_s
             )
         except ProducerUnavailable as exc:
             raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
