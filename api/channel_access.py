@@ -12,13 +12,14 @@ from models.channels import (
     AT_RISK_CHANNEL,
     MARKET_CHANNEL,
     OPS_LAG_CHANNEL,
+    OUTREACH_CHANNEL,
     channel_user,
     leaderboard_channel,
 )
 from models.events import is_valid_id
 from models.leaderboard import PERIODS
 
-ADMIN_CHANNELS = frozenset({AT_RISK_CHANNEL, OPS_LAG_CHANNEL})
+ADMIN_CHANNELS = frozenset({AT_RISK_CHANNEL, OPS_LAG_CHANNEL, OUTREACH_CHANNEL})
 PUBLIC_CHANNELS = frozenset({MARKET_CHANNEL, *(leaderboard_channel(p) for p in PERIODS)})
 
 

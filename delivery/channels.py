@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from models.career import DEFAULT_CHANNELS
 from models.delivery import DeliveryRequest
+from models.interventions.policy import STAFF_CHANNEL
 from models.push import PushSubscription
 
 
@@ -32,7 +33,10 @@ class Recipient:
         """Whether the user's settings, as they are now, let ``channel`` carry this kind of
         notification: the channels they chose (the default, in-app only, when they chose none,
         as the engine reads them: models/interventions/policy.py), and no opt-out of the kind."""
-        return channel in (self.channels or DEFAULT_CHANNELS) and notification_type not in self.opt_out
+        if notification_type in self.opt_out:
+            return False
+        # STAFF is not the user's channel: a staff task needs no setting of theirs.
+        return channel == STAFF_CHANNEL or channel in (self.channels or DEFAULT_CHANNELS)
 
     #: The browsers the user subscribed for Web Push (read only when PUSH is sent).
     push_subscriptions: tuple[PushSubscription, ...] = ()

@@ -79,7 +79,7 @@ class DeliveryConfig:
     timeout_s: float = 10.0
 
     def rate_of(self, channel: str) -> float:
-        defaults = {"EMAIL": 50.0, "PUSH": 200.0, "SMS": 10.0}
+        defaults = {"EMAIL": 50.0, "PUSH": 200.0, "SMS": 10.0, "STAFF": 1000.0}
         return (self.rate_per_s or {}).get(channel, defaults.get(channel, 10.0))
 
     @classmethod

@@ -19,10 +19,12 @@ from delivery.channels import Channel
 from delivery.config import DeliveryConfig
 from delivery.email import EmailChannel
 from delivery.ledger import Ledger
+from delivery.outreach import OutreachChannel
 from delivery.push import WebPushChannel, vapid_key
 from delivery.service import GROUP, DeliveryService
 from delivery.sms import SmsChannel
 from infra import keys, topics
+from infra.channels import ChannelLog
 from infra.kafka_auth import client_security
 from infra.metrics_relay import publish_snapshot
 from infra.producer import EventProducer
@@ -30,6 +32,7 @@ from infra.redis_conn import RedisClient, connect
 from infra.settings import Settings
 from infra.signing import RecordSigner
 from infra.tracking import Links, LinkSigner
+from models.interventions.policy import STAFF_CHANNEL
 from streams.records import Record
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ def build_channels(
     async def forget(user_id: str, subscription_id: str) -> None:
         await redis.hdel(keys.user_push_subscriptions(user_id), subscription_id)
 
+    channels[STAFF_CHANNEL] = OutreachChannel(redis, ChannelLog(redis))
     vapid = vapid_key(config, settings.data_dir)
     channels["PUSH"] = WebPushChannel(vapid, config.vapid_subject, links, forget, config.timeout_s)
     return channels

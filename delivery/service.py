@@ -43,6 +43,7 @@ from models.delivery import (
     too_late,
 )
 from models.events import InvalidEvent
+from models.interventions.policy import STAFF_CHANNEL
 from models.push import PushSubscription, stored_subscription
 from streams.records import DeadLetter, Record
 
@@ -112,10 +113,15 @@ class DeliveryService:
         if not sends:
             return
         if too_late(request, self.clock_ms()):
-            dead.append(DeadLetter(rec, "too_late", "the notification is too old to be worth sending"))
-            for channel in sends:
+            # A message to the student is stale by now; a staff task is still worth doing.
+            stale = [c for c in sends if c != STAFF_CHANNEL]
+            if stale:
+                dead.append(DeadLetter(rec, "too_late", "the notification is too old to be worth sending"))
+            for channel in stale:
                 metrics.DELIVERIES.labels(channel, "failed", "too_late").inc()
-            return
+            sends = tuple(c for c in sends if c == STAFF_CHANNEL)
+            if not sends:
+                return
         recipient = await self._recipient(request.user_id, "PUSH" in sends)
         await asyncio.gather(*(self._send(rec, request, recipient, c, outcomes, dead) for c in sends))
 

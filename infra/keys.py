@@ -213,6 +213,13 @@ def user_notifications(user_id: str) -> str:
 
 
 #: The interventions' funnel analytics (JSON, `InterventionStats.view`).
+#: The outreach queue (models/outreach.py): every task by id (hash of JSON), the unresolved ones
+#: and the resolved ones by time (sorted sets). One hash tag: a change moves a task between them
+#: in one script.
+OUTREACH_TASKS = _shared("{outreach}:tasks")
+OUTREACH_OPEN = _shared("{outreach}:open")
+OUTREACH_DONE = _shared("{outreach}:done")
+
 INTERVENTION_ANALYTICS = _shared("interventions:analytics")
 #: Hash: campaign id -> its definition (JSON), mirrored from `elimu-broadcast`.
 CAMPAIGNS = _shared("campaigns")

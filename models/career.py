@@ -73,7 +73,7 @@ def checked_prefs(raw: Mapping[str, Any]) -> dict[str, Any]:
     ``job_alerts``: a boolean; ``opt_out``: known intervention types; ``digest``: one of DIGESTS.
     """
     # Imported here: models.interventions.policy imports this module (DEFAULT_CHANNELS).
-    from models.interventions.policy import CHANNELS, INTERVENTION_TYPES
+    from models.interventions.policy import CHANNELS, NOTIFICATION_TYPES
     from models.interventions.quiet_hours import parse_quiet_hours
 
     prefs: dict[str, Any] = {}
@@ -86,7 +86,7 @@ def checked_prefs(raw: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(raw.get("job_alerts"), bool):
         prefs["job_alerts"] = raw["job_alerts"]
     if "opt_out" in raw:
-        prefs["opt_out"] = _known(raw.get("opt_out"), INTERVENTION_TYPES, str.lower)
+        prefs["opt_out"] = _known(raw.get("opt_out"), NOTIFICATION_TYPES, str.lower)
     digest = raw.get("digest")
     if isinstance(digest, str) and digest.strip().lower() in DIGESTS:
         prefs["digest"] = digest.strip().lower()

@@ -35,5 +35,7 @@ def is_snapshot_channel(channel: str) -> bool:
 MARKET_CHANNEL = "market"
 #: Admins: risk scores entering (and leaving) the at-risk list.
 AT_RISK_CHANNEL = "admin:at-risk"
+#: Admins: the outreach queue's tasks, as they are created, assigned and resolved.
+OUTREACH_CHANNEL = "admin:outreach"
 #: Admins: the consumer-lag report, on every sample.
 OPS_LAG_CHANNEL = "ops:lag"

@@ -23,8 +23,9 @@ import orjson
 from models.events import InvalidEvent, check_id, parse_ts
 from models.time_units import HOUR_MS
 
-#: Channels the delivery services send on (IN_APP and STAFF are the worker's).
-SENT_CHANNELS = ("EMAIL", "PUSH", "SMS")
+#: Channels the delivery services send on: the user's (IN_APP is the worker's inbox), and STAFF,
+#: the outreach queue a human_outreach notification becomes a task in.
+SENT_CHANNELS = ("EMAIL", "PUSH", "SMS", "STAFF")
 #: A notification this much older than its delivery time is not sent at all: a streak warning
 #: that arrives a day late, after an outage of the services, does harm, not good.
 MAX_SEND_DELAY_MS = 12 * HOUR_MS

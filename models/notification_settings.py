@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from models.career import DEFAULT_CHANNELS, DIGESTS, checked_prefs
-from models.interventions.policy import CHANNELS, INTERVENTION_TYPES
+from models.interventions.policy import CHANNELS, NOTIFICATION_TYPES
 from models.interventions.quiet_hours import parse_quiet_hours
 
 #: The settings' fields, in the order they are shown.
@@ -51,7 +51,7 @@ def validated_settings(body: Mapping[str, Any]) -> dict[str, Any]:
     channels = _names(body, "channels", CHANNELS, str.upper)
     if body.get("channels") is not None and not channels:
         raise InvalidSettings("channels", "at least one channel; IN_APP is the quietest")
-    opt_out = _names(body, "opt_out", INTERVENTION_TYPES, str.lower)
+    opt_out = _names(body, "opt_out", NOTIFICATION_TYPES, str.lower)
     quiet = body.get("quiet_hours")
     if quiet is not None and parse_quiet_hours(quiet) is None:
         raise InvalidSettings("quiet_hours", 'two different "HH:MM" times, start and end, or null')

@@ -27,10 +27,12 @@ from typing import Any
 from models.campaigns import occurrences as camp_occurrences
 from models.campaigns import records as camp
 from models.campaigns import targeting as camp_targeting
+from models.career_notices import Notice
 from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
     QUEUED,
+    STAFF_TYPES,
     Decision,
     Notification,
     UserContext,
@@ -121,10 +123,17 @@ def plan(
 
     if score is not None and score.level in NUDGE_LEVELS:
         recommended = recommend_for(score, ctx)
-        if recommended:
-            kind = recommended[0]
+        # The first recommendation; when that is a staff task (critical risk), the student still
+        # hears from us too: the first recommendation addressed to them, on the channels the
+        # policy picks for the level.
+        kinds = recommended[:1]
+        if kinds and kinds[0] in STAFF_TYPES:
+            kinds += [k for k in recommended[1:] if k not in STAFF_TYPES][:1]
+        for kind in kinds:
             key = risk_key(ctx.user_id, kind, now_ms // DAY_MS)
             variables: dict[str, Any] = {"score": round(score.score)}
+            if kind in STAFF_TYPES:
+                variables.update(risk_level=score.level, signals=[s.name for s in score.top_signals[:3]])
             decision = decide(
                 book, ctx, kind, key, now_ms, source="risk", variables=variables,
                 stats=variant_counts(kind), urgency=score.level,
@@ -220,6 +229,22 @@ def celebrate(
             variables=c.variables, stats=variant_counts(c.type), urgency="medium",
         )  # fmt: skip
         _record(out, state, "achievement", decision, now_ms)
+    return out
+
+
+def notify(
+    state: RiskState, ctx: UserContext, notices: Sequence[Notice], variant_counts: VariantCounts
+) -> NudgeOutcome:
+    """The user's career news (models/career_notices.py) through the same gate as every nudge:
+    dedup by key, opt-out, quiet hours for the interrupting channels. Not capped (they are news,
+    not nudges), and sent on every channel the user allows, in-app always."""
+    out = NudgeOutcome()
+    for n in notices:
+        decision = decide(
+            state.notifications, ctx, n.type, n.key, n.at_ms, source="career",
+            variables=n.variables, stats=variant_counts(n.type), urgency=n.urgency,
+        )  # fmt: skip
+        _record(out, state, "career", decision, n.at_ms)
     return out
 
 

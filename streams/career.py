@@ -65,6 +65,9 @@ class Alert:
     user_id: str
     match: Match
     channels: list[str]
+    #: When the match was made, and where the job is (for the notification's wording).
+    at_ms: int = 0
+    location: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "channels": self.channels, **self.match.to_dict()}
@@ -75,6 +78,9 @@ class StatusUpdate:
     application: Application
     change: StatusChange
     event: ApplicationStatusEvent
+    #: The job's title and company when its posting is known (the notification names them).
+    job_title: str | None = None
+    company: str | None = None
 
 
 @dataclass
@@ -204,7 +210,10 @@ class CareerProcessor:
         out.matches_changed.add(match.user_id)
         channels = state.alert_channels()
         if is_new and channels:
-            out.alerts.append(Alert(match.user_id, match, channels))
+            posting = self.postings.get(match.job_id)
+            out.alerts.append(
+                Alert(match.user_id, match, channels, now, posting.location if posting else None)
+            )
 
     def _apply_status(
         self, rec: Record, now: int, store: CareerStore, out: CareerOutcome, dirty: set[str]
@@ -222,7 +231,16 @@ class CareerProcessor:
             return
         state.record_application(application)
         dirty.add(event.user_id)
-        out.status_updates.append(StatusUpdate(application, change, event))
+        posting = self.postings.get(event.job_id)
+        out.status_updates.append(
+            StatusUpdate(
+                application,
+                change,
+                event,
+                posting.title if posting else None,
+                posting.company if posting else None,
+            )
+        )
         if previous is None:
             out.new_applications.append(event)
 

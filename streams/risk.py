@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from models.campaigns.records import Campaign, UserFacts
+from models.career_notices import Notice
 from models.events import BehaviorEvent
 from models.interventions import Notification, UserContext, recommend_for
-from models.nudges import Celebration, NudgeOutcome, VariantCounts, celebrate, next_look, plan
+from models.nudges import Celebration, NudgeOutcome, VariantCounts, celebrate, next_look, notify, plan
 from models.risk import PendingLabel, Resolution, RiskModel, RiskScore
 from models.risk_state import (
     AT_RISK_FROM,
@@ -165,6 +166,7 @@ class RiskProcessor:
         events: Iterable[tuple[BehaviorEvent, int]],
         store: RiskStore,
         celebrations: Mapping[str, Sequence[Celebration]] | None = None,
+        notices: Mapping[str, Sequence[Notice]] | None = None,
     ) -> RiskOutcome:
         """Fold applied (deduplicated) events and their XP in, resolve the labels they prove
         retained, record notification feedback, and re-schedule the users (those whose activity
@@ -190,6 +192,10 @@ class RiskProcessor:
                 now = celebrated.activity.last_event_ms
                 ctx, _ = self.users.context(celebrated, now)
                 self._deliver(celebrated, celebrate(celebrated, ctx, achieved, now, self.variant_counts), out)
+        for user_id, news in (notices or {}).items():
+            state = self._state(user_id, store, out)
+            ctx, _ = self.users.context(state, max(n.at_ms for n in news))
+            self._deliver(state, notify(state, ctx, news, self.variant_counts), out)
         self._store(out, store)
         return out
 

@@ -22,12 +22,15 @@ import orjson
 
 from infra import keys, topics
 from infra.channels import Outgoing
+from models.career_notices import MatchNews, Notice, StatusNews, match_notices, status_notice
 from models.channels import AT_RISK_CHANNEL, user_channel
 from models.events import format_ts
 from models.interventions import Notification
 from models.nudges import Celebration, celebrations_for
 from models.risk_state import RiskState
 from streams import metrics
+from streams.career import CareerOutcome
+from streams.career_pipeline import CareerSlice
 from streams.delivery import Outbound, Send, send_durably, write_until_redis_answers
 from streams.engagement import BatchOutcome
 from streams.engagement_pipeline import NAME as ENGAGEMENT
@@ -40,7 +43,7 @@ from streams.stores import Store
 
 class RiskSlice(SliceBase):
     name = "risk"
-    reads = (ENGAGEMENT,)
+    reads = (ENGAGEMENT, CareerSlice.name)
 
     def __init__(
         self,
@@ -62,17 +65,20 @@ class RiskSlice(SliceBase):
         self.scheduled: set[int] = set()
 
     def process(self, records: Sequence[Record], upstream: Upstream) -> RiskOutcome | None:
-        """Score the users engagement applied events for, and celebrate what they achieved."""
+        """Score the users engagement applied events for, celebrate what they achieved, and tell
+        users the news of their applications and matches (the career slice's outcome)."""
         engagement: BatchOutcome | None = upstream.get(ENGAGEMENT)
-        if engagement is None or not engagement.applied:
+        notices = career_notices(upstream.get(CareerSlice.name))
+        applied = engagement.applied if engagement is not None else []
+        if not applied and not notices:
             return None
         achieved: dict[str, list[Celebration]] = {}
-        for a in engagement.applied:
+        for a in applied:
             found = celebrations_for(a.event.user_id, a.effects, self.streak_milestones)
             if found:
                 achieved.setdefault(a.event.user_id, []).extend(found)
-        events = [(a.event, a.effects.xp_gained) for a in engagement.applied]
-        return self.processor.on_events(events, self.store, achieved)
+        events = [(a.event, a.effects.xp_gained) for a in applied]
+        return self.processor.on_events(events, self.store, achieved, notices)
 
     async def persist(self, outcome: RiskOutcome) -> None:
         await self._persist(outcome)
@@ -188,6 +194,48 @@ class RiskSlice(SliceBase):
 def inbox_view(state: RiskState) -> dict[str, object]:
     book = state.notifications
     return {"user_id": state.user_id, "unread": book.unread(), "notifications": book.public()}
+
+
+def career_notices(career: CareerOutcome | None) -> dict[str, list[Notice]]:
+    """Each user's career news of the batch: changed application statuses and new matches."""
+    if career is None:
+        return {}
+    out: dict[str, list[Notice]] = {}
+    for update in career.status_updates:
+        if not update.change.changed:
+            continue
+        app, event = update.application, update.event
+        news = StatusNews(
+            app.user_id,
+            app.application_id,
+            app.status,
+            event.ts_ms,
+            update.job_title,
+            update.company,
+            event.note,
+        )
+        notice = status_notice(news)
+        if notice is not None:
+            out.setdefault(app.user_id, []).append(notice)
+    matches: dict[str, list[MatchNews]] = {}
+    for alert in career.alerts:
+        m = alert.match
+        matches.setdefault(alert.user_id, []).append(
+            MatchNews(
+                alert.user_id,
+                m.job_id,
+                m.title,
+                m.company,
+                m.match_score,
+                m.is_perfect,
+                alert.at_ms,
+                alert.location,
+                m.deadline_ms,
+            )
+        )
+    for user_id, found in matches.items():
+        out.setdefault(user_id, []).extend(match_notices(found))
+    return {user: notices for user, notices in out.items() if notices}
 
 
 def notification_message(n: Notification) -> dict[str, object]:

@@ -18,6 +18,7 @@ from models.interventions.policy import (
     RE_ENGAGEMENT,
     STAFF_CHANNEL,
     STAFF_TYPES,
+    TRANSACTIONAL,
     UserContext,
     allowed_channels,
     channels_for,
@@ -304,8 +305,14 @@ class Decision:
 
 
 def _throttled(book: NotificationBook, type: str, now_ms: int) -> bool:
+    if type in TRANSACTIONAL:  # news the user waits for: never capped, and not counted
+        return False
     if type not in STAFF_TYPES:
-        recent = sum(1 for ts, t in book.sent_log if t not in STAFF_TYPES and ts > now_ms - CAP_WINDOW_MS)
+        recent = sum(
+            1
+            for ts, t in book.sent_log
+            if t not in STAFF_TYPES and t not in TRANSACTIONAL and ts > now_ms - CAP_WINDOW_MS
+        )
         if recent >= MAX_PER_DAY:
             return True
     gap = MIN_GAP_MS.get(type, 0)
@@ -316,6 +323,9 @@ def _throttled(book: NotificationBook, type: str, now_ms: int) -> bool:
 def _chosen_channels(ctx: UserContext, type: str, urgency: str, channels: Sequence[str] | None) -> list[str]:
     if type in STAFF_TYPES:
         return []
+    if type in TRANSACTIONAL:  # every channel the user allows, and the inbox always
+        allowed = allowed_channels(ctx)
+        return allowed if "IN_APP" in allowed else ["IN_APP", *allowed]
     if channels is None:
         return channels_for(urgency, ctx)
     allowed = allowed_channels(ctx)

@@ -21,6 +21,13 @@ INTERVENTION_TYPES: tuple[str, ...] = (
     "peer_comparison",
     "human_outreach",
 )
+#: Notifications about the user's own career (docs/notifications.md): news the user is waiting
+#: for, not nudges. Outside the daily cap and the gaps, in-app always, on every channel the user
+#: allows, still behind opt-outs and quiet hours.
+CAREER_TYPES: tuple[str, ...] = ("application_update", "job_match", "match_digest")
+TRANSACTIONAL = frozenset(CAREER_TYPES)
+#: Every kind of notification, each a template and an opt-out a user may choose.
+NOTIFICATION_TYPES: tuple[str, ...] = (*INTERVENTION_TYPES, *CAREER_TYPES)
 CHANNELS: tuple[str, ...] = ("EMAIL", "PUSH", "IN_APP", "SMS")
 #: Channels that interrupt (a sound, a buzz, a mail): held back by quiet hours. IN_APP is silent.
 INTERRUPTING = frozenset({"PUSH", "SMS", "EMAIL"})
@@ -101,8 +108,8 @@ class UserContext:
 
 
 def check_type(type: str) -> None:
-    if type not in INTERVENTION_TYPES:
-        raise ValueError(f"unknown intervention type {type!r}")
+    if type not in NOTIFICATION_TYPES:
+        raise ValueError(f"unknown notification type {type!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -135,6 +135,31 @@ _TEMPLATE_LIST: tuple[Template, ...] = (
             "Catch up",
         ),
     ),
+    # The user's own career news (models/career_notices.py fills the job's words).
+    _template(
+        "application_update",
+        (
+            "{job_title}: {status_headline}",
+            "Hi {display_name}, your application for {job_title} at {company} {status_text}.{note}",
+            "View application",
+        ),
+    ),
+    _template(
+        "job_match",
+        (
+            "A {match_pct} match: {job_title}",
+            "Hi {display_name}, {job_title} at {company}{place} fits your profile.{deadline}",
+            "View job",
+        ),
+    ),
+    _template(
+        "match_digest",
+        (
+            "{count} new job matches{place}",
+            "Hi {display_name}, {count} new jobs fit your profile{place}, {job_title} at {company} first.",
+            "See your matches",
+        ),
+    ),
     # Staff-facing: the body is read by a coach in the outreach queue, not by the student.
     _template(
         "human_outreach",
@@ -171,6 +196,15 @@ DEFAULT_VARIABLES: Mapping[str, str] = {
     "risk_level": "unknown level",
     "signals": "none reported",
     "user_id": "unknown",
+    "job_title": "A job",
+    "company": "the employer",
+    "status_headline": "an update",
+    "status_text": "has news",
+    "note": "",
+    "match_pct": "strong",
+    "place": "",
+    "deadline": "",
+    "count": "Several",
 }
 
 

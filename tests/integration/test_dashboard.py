@@ -21,6 +21,10 @@ from kafka import KafkaProducer
 from playwright.async_api import Browser, Page, async_playwright
 
 from api.auth import issue_token
+from infra import outreach_store
+from infra.channels import ChannelLog
+from infra.redis_conn import connect
+from models.outreach import new_task
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 from tests.integration.test_careers import posting
@@ -129,6 +133,18 @@ async def test_wrong_token_shows_an_error_and_no_data(
         api.stop()
 
 
+async def add_outreach_task(redis_url: str, task_id: str, user_id: str) -> None:
+    """A task as the delivery service creates it from a human_outreach notification."""
+    redis = connect(redis_url)
+    try:
+        now = int(time.time() * 1000)
+        risk = {"score": 91.0, "level": "critical", "signals": ["recency_d"]}
+        task = new_task(task_id, user_id, now, "Reach out to student dora", risk, ["Inactive for days."], [])
+        assert await outreach_store.create(redis, ChannelLog(redis), task)
+    finally:
+        await redis.aclose()
+
+
 async def test_dashboard_follows_the_stack_live(
     fresh_kafka: str, redis_url: str, tmp_path: Path, browser: Browser
 ) -> None:
@@ -153,6 +169,27 @@ async def test_dashboard_follows_the_stack_live(
             assert await page.text_content("#at-risk-empty") == "no risk scores yet"
             assert await page.is_visible("#at-risk-empty")
 
+            # The outreach queue: a task as the delivery service creates it shows up live; "take it"
+            # assigns it to the signed-in officer; resolving it (here over HTTP) takes it off.
+            assert await page.is_visible("#outreach-empty")
+            await add_outreach_task(redis_url, "n-outreach-1", "dora")
+            await page.wait_for_function(
+                """() => [...document.querySelectorAll('#outreach tbody tr')]
+                        .some((tr) => tr.textContent.includes('dora') && tr.textContent.includes('open'))""",
+                timeout=UI_TIMEOUT_MS,
+            )
+            await page.click("#outreach tbody tr button:has-text('take it')")
+            await page.wait_for_function(
+                "() => document.querySelector('#outreach tbody tr').textContent.includes('assigned · ops')",
+                timeout=UI_TIMEOUT_MS,
+            )
+            admin_headers = {"Authorization": f"Bearer {admin}"}
+            r = await http.post(
+                "/v1/admin/outreach/n-outreach-1/resolve", json={"note": "called her"}, headers=admin_headers
+            )
+            assert r.status_code == 200 and r.json()["status"] == "resolved", r.text
+            await page.wait_for_selector("#outreach-empty", state="visible", timeout=UI_TIMEOUT_MS)
+
             # Let one lag report arrive, so "before" is a number the events must move.
             await page.wait_for_function(
                 "() => document.getElementById('committed-total').dataset.value !== undefined",
@@ -162,7 +199,6 @@ async def test_dashboard_follows_the_stack_live(
             assert (await number(page, "#events-per-s") or 0) == 0
 
             now = int(time.time() * 1000)
-            admin_headers = {"Authorization": f"Bearer {admin}"}
             r = await http.post("/v1/events", json=events(now, 0), headers=admin_headers)
             assert r.status_code == 202, r.text
             send_postings(fresh_kafka, [posting("dash-j-1"), posting("dash-j-2")])

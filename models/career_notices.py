@@ -1,0 +1,129 @@
+"""What a user hears about their own career (CONTRACT §7: application status changes and perfect
+matches are notified on the channels the user's settings enable, in-app always), without I/O.
+
+- A status change of one of their applications: one ``application_update``, keyed by the
+  application and the status, so a redelivered or repeated status notifies once. Submitting is
+  the user's own act: no news.
+- New matches: a perfect match is one ``job_match``; three or more new matches at once (a
+  profile update, a burst of postings) become one ``match_digest`` ("7 new job matches in
+  Nairobi") instead of a burst of messages. A lone match that is not perfect stays where it is
+  today: the websocket alert and the matches list.
+
+The words come from the job (title, company, place) and the user's own data; the notification
+gate (models/interventions/notifications.py ``decide``) then applies opt-outs and quiet hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from models.events import format_ts
+
+#: A batch's new matches for one user from which one digest replaces the single messages.
+DIGEST_FROM = 3
+#: Statuses worth a message, with a headline and the sentence's end.
+STATUS_WORDS: Mapping[str, tuple[str, str]] = {
+    "viewed": ("viewed by the employer", "was viewed by the employer"),
+    "screening": ("in screening", "is being screened"),
+    "interview_scheduled": ("interview scheduled", "has an interview scheduled"),
+    "interviewed": ("interview done", "is past the interview: the decision comes next"),
+    "offer": ("you have an offer", "turned into an offer. Congratulations"),
+    "hired": ("you're hired", "ended in a hire. Congratulations"),
+    "rejected": ("not this time", "was not taken further. Keep going: new matches come every day"),
+    "withdrawn": ("withdrawn", "was withdrawn"),
+}
+#: Statuses that should reach the user even on interrupting channels right away (high urgency).
+URGENT_STATUSES = frozenset({"interview_scheduled", "offer", "hired"})
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One career notification to decide on: its type, dedup key, variables and time."""
+
+    type: str
+    key: str
+    variables: Mapping[str, object]
+    at_ms: int
+    urgency: str = "medium"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusNews:
+    user_id: str
+    application_id: str
+    status: str
+    at_ms: int
+    job_title: str | None = None
+    company: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchNews:
+    user_id: str
+    job_id: str
+    title: str
+    company: str | None
+    match_score: int
+    is_perfect: bool
+    at_ms: int
+    location: str | None = None
+    deadline_ms: int | None = None
+
+
+def status_notice(news: StatusNews) -> Notice | None:
+    words = STATUS_WORDS.get(news.status)
+    if words is None:
+        return None
+    headline, text = words
+    note = (news.note or "").strip()
+    variables: dict[str, object] = {
+        "status_headline": headline,
+        "status_text": text,
+        "note": f" Note: {note[:200]}" if note else "",
+    }
+    if news.job_title:
+        variables["job_title"] = news.job_title
+    if news.company:
+        variables["company"] = news.company
+    return Notice(
+        type="application_update",
+        key=f"app:{news.application_id}:{news.status}",
+        variables=variables,
+        at_ms=news.at_ms,
+        urgency="high" if news.status in URGENT_STATUSES else "medium",
+    )
+
+
+def match_notices(matches: Sequence[MatchNews]) -> list[Notice]:
+    """The notices for one user's new matches of one batch."""
+    if len(matches) >= DIGEST_FROM:
+        best = max(matches, key=lambda m: (m.match_score, m.job_id))
+        places = Counter(m.location for m in matches if m.location)
+        place = places.most_common(1)[0][0] if places else None
+        ids = ",".join(sorted(m.job_id for m in matches))
+        digest = hashlib.sha256(ids.encode()).hexdigest()[:16]
+        variables: dict[str, object] = {
+            "count": len(matches),
+            "place": f" in {place}" if place else "",
+            "job_title": best.title,
+        }
+        if best.company:
+            variables["company"] = best.company
+        return [Notice("match_digest", f"digest:{digest}", variables, max(m.at_ms for m in matches))]
+    return [_match_notice(m) for m in matches if m.is_perfect]
+
+
+def _match_notice(m: MatchNews) -> Notice:
+    variables: dict[str, object] = {
+        "job_title": m.title,
+        "match_pct": m.match_score,
+        "place": f" in {m.location}" if m.location else "",
+        "deadline": f" Apply by {format_ts(m.deadline_ms)[:10]}." if m.deadline_ms else "",
+    }
+    if m.company:
+        variables["company"] = m.company
+    return Notice("job_match", f"match:{m.job_id}", variables, m.at_ms, urgency="high")
