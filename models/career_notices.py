@@ -35,7 +35,7 @@ STATUS_WORDS: Mapping[str, tuple[str, str]] = {
     "rejected": ("not this time", "was not taken further. Keep going: new matches come every day"),
     "withdrawn": ("withdrawn", "was withdrawn"),
 }
-#: Statuses that should reach the user even on interrupting channels right away (high urgency).
+#: Statuses marked high urgency (the notification says so; quiet hours still hold it back).
 URGENT_STATUSES = frozenset({"interview_scheduled", "offer", "hired"})
 
 
@@ -87,8 +87,7 @@ def status_notice(news: StatusNews) -> Notice | None:
     }
     if news.job_title:
         variables["job_title"] = news.job_title
-    if news.company:
-        variables["company"] = news.company
+        variables["about"] = f"{news.job_title} at {news.company}" if news.company else news.job_title
     return Notice(
         type="application_update",
         key=f"app:{news.application_id}:{news.status}",
@@ -103,12 +102,16 @@ def match_notices(matches: Sequence[MatchNews]) -> list[Notice]:
     if len(matches) >= DIGEST_FROM:
         best = max(matches, key=lambda m: (m.match_score, m.job_id))
         places = Counter(m.location for m in matches if m.location)
-        place = places.most_common(1)[0][0] if places else None
+        # The most common place, ties to the first in order of name (whatever the batch order).
+        place = min(places, key=lambda p: (-places[p], p)) if places else None
+        where = ""
+        if place is not None:
+            where = f" in {place}" if places[place] == len(matches) else f" in {place} and elsewhere"
         ids = ",".join(sorted(m.job_id for m in matches))
         digest = hashlib.sha256(ids.encode()).hexdigest()[:16]
         variables: dict[str, object] = {
             "count": len(matches),
-            "place": f" in {place}" if place else "",
+            "place": where,
             "job_title": best.title,
         }
         if best.company:

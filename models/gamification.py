@@ -357,6 +357,21 @@ def _number(value: object) -> float | None:
     return value
 
 
+#: Sessions of a category before its mean score says anything about the user.
+MIN_CATEGORY_SESSIONS = 2
+
+
+def weakest_category(state: UserState) -> str | None:
+    """The practice category with the lowest mean score (at least MIN_CATEGORY_SESSIONS scored
+    sessions; ties to the name first in order), the topic a personalised nudge suggests."""
+    scored = [
+        (stats[1] / stats[0], category)
+        for category, stats in state.category_stats.items()
+        if stats[0] >= MIN_CATEGORY_SESSIONS
+    ]
+    return min(scored)[1] if scored else None
+
+
 def _record_scores(state: UserState, event: BehaviorEvent, rules: Rules, is_action: bool) -> None:
     score = _number(event.props.get("score"))
     if score is None:

@@ -97,6 +97,9 @@ class Rules:
     # Which scored sessions feed category_high_scores:<category>, and what counts as "high".
     category_types: frozenset[str] = frozenset({"interview_session_complete"})
     high_score: int = 90
+    #: The discount a ``discount_offer`` names (``[interventions] discount_pct``); None: the
+    #: message offers "extra" without a number, since a made-up discount is a promise.
+    discount_pct: int | None = None
 
     counted_types: frozenset[str] = field(init=False, repr=False, compare=False)
     known_types: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -172,7 +175,19 @@ def _str_list(value: object, where: str) -> list[str]:
 
 
 def _build(doc: dict[str, Any]) -> Rules:
-    _check_keys(doc, "top level", {"xp", "streaks", "scoring", "actions", "levels", "badges"}, {"actions"})
+    _check_keys(
+        doc,
+        "top level",
+        {"xp", "streaks", "scoring", "interventions", "actions", "levels", "badges"},
+        {"actions"},
+    )
+    interventions = _table(doc.get("interventions", {}), "[interventions]")
+    _check_keys(interventions, "[interventions]", {"discount_pct"}, set())
+    discount = interventions.get("discount_pct")
+    if discount is not None:
+        discount = _int(discount, "interventions.discount_pct", minimum=1)
+        if discount > 100:
+            raise ValueError("rules: interventions.discount_pct must be at most 100")
     xp = _table(doc.get("xp", {}), "[xp]")
     _check_keys(xp, "[xp]", {"daily_first_event", "level_up_per_level", "daily_cap"}, set())
     streaks = _table(doc.get("streaks", {}), "[streaks]")
@@ -199,6 +214,7 @@ def _build(doc: dict[str, Any]) -> Rules:
         daily_xp_cap=_int(xp.get("daily_cap", 3000), "xp.daily_cap", minimum=1),
         category_types=category_types,
         high_score=_int(scoring.get("high_score", 90), "scoring.high_score"),
+        discount_pct=discount,
     )
 
 

@@ -180,6 +180,7 @@ def build_engine(
             serving,
             send,
             rules.streak_milestones,
+            directory.peers,
         ),
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),

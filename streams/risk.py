@@ -194,6 +194,9 @@ class RiskProcessor:
                 self._deliver(celebrated, celebrate(celebrated, ctx, achieved, now, self.variant_counts), out)
         for user_id, news in (notices or {}).items():
             state = self._state(user_id, store, out)
+            for n in news:
+                if n.type == "application_update":  # event time; match news is stamped by the clock
+                    self._advance(self.partition_of(user_id), n.at_ms)
             ctx, _ = self.users.context(state, max(n.at_ms for n in news))
             self._deliver(state, notify(state, ctx, news, self.variant_counts), out)
         self._store(out, store)
@@ -237,6 +240,10 @@ class RiskProcessor:
     def _advance(self, partition: int, ts_ms: int) -> None:
         if ts_ms > self.watermarks.get(partition, ts_ms - 1):
             self.watermarks[partition] = ts_ms
+
+    def stream_time(self, partitions: Iterable[int]) -> int:
+        """The newest event time seen on any of ``partitions`` (0 before any)."""
+        return max((self.watermarks.get(p, 0) for p in partitions), default=0)
 
     def adopt_watermark(self, states: Iterable[RiskState]) -> None:
         """Start each partition's stream time at the newest event recovered with its state

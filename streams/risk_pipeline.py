@@ -39,6 +39,7 @@ from streams.risk import RiskOutcome, RiskProcessor, resolution_message
 from streams.runner import SliceBase, Upstream
 from streams.serving import Serving
 from streams.stores import Store
+from streams.user_context import PeerActivity
 
 
 class RiskSlice(SliceBase):
@@ -52,12 +53,14 @@ class RiskSlice(SliceBase):
         serving: Serving,
         send: Send,
         streak_milestones: Collection[int],
+        peers: PeerActivity | None = None,
     ) -> None:
         self.processor = processor
         self.store = store
         self.serving = serving
         self.send = send
         self.streak_milestones = streak_milestones
+        self.peers = peers
         #: Held by the runner from ``process`` to the end of ``persist``, and by the sweep.
         self.exclusive = asyncio.Lock()
         self.lock = self.exclusive
@@ -101,6 +104,8 @@ class RiskSlice(SliceBase):
             self.processor.schedule(self.store.states_of(joining))
             self.scheduled = set(active)
             self.processor.adopt_watermark(self.store.states_of(active))
+        if self.peers is not None and active:
+            self.peers.refresh(self.store.states_of(active), self.processor.stream_time(active))
         return await self.sweep(owned)
 
     async def sweep(self, owned: Callable[[str], bool]) -> RiskOutcome:

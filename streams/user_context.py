@@ -4,16 +4,38 @@ timezone, streak and level (user-state), the notification preferences and profil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 from models.campaigns.records import UserFacts
 from models.career import CareerState
-from models.gamification import UserState
+from models.gamification import UserState, weakest_category
 from models.interventions import UserContext
 from models.levels import level_for_xp
+from models.peers import active_share
 from models.risk_state import RiskState
 from models.rules import Rules
 from models.streaks import local_day, streak_as_of
+
+
+class PeerActivity:
+    """The share of this worker's learners who practised this week (models/peers.py), for the
+    nudges' ``{peer_pct}``: recomputed from the risk states by the sweep, at most every
+    ``REFRESH_S`` (a pass over every owned user is cheap, but not per nudge)."""
+
+    REFRESH_S = 600.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.pct: float | None = None
+        self._refreshed: float | None = None
+
+    def refresh(self, states: Iterable[RiskState], now_ms: int) -> None:
+        now = self.clock()
+        if self._refreshed is not None and now - self._refreshed < self.REFRESH_S:
+            return
+        self._refreshed = now
+        self.pct = active_share((s.activity.last_event_ms for s in states), now_ms)
 
 
 class UserDirectory:
@@ -22,10 +44,12 @@ class UserDirectory:
         rules: Rules,
         user_state: Callable[[str], UserState | None],
         career_state: Callable[[str], CareerState | None],
+        peers: PeerActivity | None = None,
     ) -> None:
         self.rules = rules
         self.user_state = user_state
         self.career_state = career_state
+        self.peers = peers or PeerActivity()
 
     def streak_of(self, user_id: str, now_ms: int) -> int | None:
         """The user's streak as of stream time `now_ms`, in their timezone (freezes included)."""
@@ -55,6 +79,9 @@ class UserDirectory:
             level=level_for_xp(user.xp, self.rules.levels).level if user else 1,
             last_active_ms=activity.last_event_ms,
             signup_ms=activity.first_seen_ms,
+            weakest_category=weakest_category(user) if user else None,
+            discount_pct=self.rules.discount_pct,
+            peer_pct=self.peers.pct,
         )
         score = state.last.get("score") if state.last else None
         facts = UserFacts(

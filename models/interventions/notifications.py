@@ -346,6 +346,12 @@ def context_variables(ctx: UserContext, now_ms: int) -> dict[str, object]:
         values["streak"] = ctx.streak
     if ctx.last_active_ms is not None and now_ms - ctx.last_active_ms >= 2 * DAY_MS:
         values["days_quiet"] = round((now_ms - ctx.last_active_ms) / DAY_MS)  # 3.9 days reads "4"
+    if ctx.weakest_category:
+        values["topic"] = f"a {ctx.weakest_category} practice session"
+    if ctx.discount_pct is not None:
+        values["discount_pct"] = ctx.discount_pct
+    if ctx.peer_pct is not None:
+        values["peer_pct"] = ctx.peer_pct
     return values
 
 
@@ -411,7 +417,8 @@ def decide(
     )
     book.keys[key] = now_ms
     book.fit_keys()
-    book.sent_log.append((deliver_at, type))
+    if type not in TRANSACTIONAL:  # read only by the throttles, which career news skips
+        book.sent_log.append((deliver_at, type))
     if deliver_at > now_ms:
         book.pending.append(n)
         book.fit()

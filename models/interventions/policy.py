@@ -97,6 +97,12 @@ class UserContext:
     level: int = 1
     last_active_ms: int | None = None
     signup_ms: int | None = None
+    #: Personal content (the templates' {topic}, {discount_pct}, {peer_pct}): the practice
+    #: category the user scores lowest in, the discount the operator offers (rules file), and the
+    #: share of peers who practised this week. None: the template's neutral words.
+    weakest_category: str | None = None
+    discount_pct: int | None = None
+    peer_pct: float | None = None
 
     def opted_out(self, type: str) -> bool:
         opt_out = self.prefs.get("opt_out")

@@ -140,7 +140,7 @@ _TEMPLATE_LIST: tuple[Template, ...] = (
         "application_update",
         (
             "{job_title}: {status_headline}",
-            "Hi {display_name}, your application for {job_title} at {company} {status_text}.{note}",
+            "Hi {display_name}, your application for {about} {status_text}.{note}",
             "View application",
         ),
     ),
@@ -196,7 +196,8 @@ DEFAULT_VARIABLES: Mapping[str, str] = {
     "risk_level": "unknown level",
     "signals": "none reported",
     "user_id": "unknown",
-    "job_title": "A job",
+    "job_title": "Your application",
+    "about": "the role",
     "company": "the employer",
     "status_headline": "an update",
     "status_text": "has news",
