@@ -38,6 +38,9 @@ class SmtpServer:
             port = parts.port or (465 if tls == "tls" else 587 if starttls else 25)
         except ValueError as exc:
             raise BadSetting(f"ELIMU_SMTP: {exc}") from exc
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.username and tls == "none" and not loopback:
+            raise BadSetting("ELIMU_SMTP: credentials need smtps:// or ?starttls=1 (never sent in the clear)")
         return cls(
             host=parts.hostname,
             port=port,
@@ -71,8 +74,9 @@ class DeliveryConfig:
     push_hosts: tuple[str, ...] = ()
     #: The API as users reach it; tracking, click-through and unsubscribe links start with it.
     public_url: str = "http://127.0.0.1:8000"
-    #: Sends in flight at once, all channels together (each waits on a network peer).
-    concurrency: int = 32
+    #: Sends in flight at once per channel (each waits on a network peer); with the records read
+    #: meanwhile, well inside the Redis client's pool of 100 connections.
+    concurrency: int = 16
     #: Sends per second per channel: providers throttle, and a burst must not get us blocked.
     rate_per_s: dict[str, float] | None = None
     #: A network call to a provider longer than this is a transient failure.

@@ -14,20 +14,23 @@ import contextlib
 import logging
 import re
 import time
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.policy import SMTP
+from email.utils import make_msgid
 
 import aiosmtplib
 
 from delivery.channels import Recipient, SendFailed, Sent
 from delivery.config import SmtpServer
 from infra.tracking import Links
-from models.delivery import DeliveryRequest
+from models.delivery import DeliveryRequest, header_text
 from models.mail import MailLinks, render_mail
 
 log = logging.getLogger(__name__)
 
 _ATOM_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+_POLICY = SMTP.clone(max_line_length=998)
 #: Connections kept open to the mail server.
 POOL_SIZE = 4
 
@@ -52,9 +55,15 @@ class EmailChannel:
             unsubscribe=self.links.url("unsubscribe", request, self.name, now_ms),
         )
         body = render_mail(request, links)
-        msg = EmailMessage()
+        # Lines up to 998 (RFC 5322), so a long List-Unsubscribe URL stays one plain header that
+        # mail clients recognise, not RFC 2047 encoded words.
+        msg = EmailMessage(policy=_POLICY)
         msg["From"] = self.mail_from
-        msg["To"] = formataddr((recipient.display_name or "", recipient.email))
+        # An Address quotes whatever the name holds: it can never add a mailbox.
+        local, _, domain = recipient.email.rpartition("@")
+        msg["To"] = Address(
+            display_name=header_text(recipient.display_name or ""), username=local, domain=domain
+        )
         msg["Subject"] = body.subject
         domain = self.mail_from.rpartition("@")[2].rstrip(">").strip() or "localhost"
         # Only what a msg-id may hold (RFC 5322 dot-atom text): ids are printable, not atoms.
@@ -110,7 +119,8 @@ class EmailChannel:
             hostname=s.host,
             port=s.port,
             use_tls=s.tls == "tls",
-            start_tls=s.tls == "starttls",
+            # "none" still upgrades when the server offers STARTTLS (None: opportunistic).
+            start_tls=True if s.tls == "starttls" else None if s.tls == "none" else False,
             timeout=self.timeout_s,
         )
         try:

@@ -95,6 +95,9 @@ async def serve(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        # A batch's sends are bounded (SEND_DEADLINE_S each, per channel in parallel), but a
+        # batch held up by a provider must not cost the group its member.
+        max_poll_interval_ms=30 * 60 * 1000,
         **client_security(),
     )
     await consumer.start()
@@ -111,7 +114,7 @@ async def serve(
             ]
             if not records:
                 continue
-            await service.handle_batch(records)
+            await _until_handled(service, records, stop)
             try:
                 await consumer.commit()
             except (CommitFailedError, KafkaError) as exc:
@@ -130,6 +133,22 @@ async def serve(
         with contextlib.suppress(Exception):
             await redis.hdel(keys.SERVICE_HEARTBEATS, service_id)
             await redis.aclose()
+
+
+async def _until_handled(service: DeliveryService, records: list[Record], stop: asyncio.Event) -> None:
+    """Handle the batch, again while Redis or Kafka fail under it (with backoff, until ``stop``):
+    the ledger skips what a failed pass already sent, and nothing is committed before it passes."""
+    delay = 0.5
+    while True:
+        try:
+            await service.handle_batch(records)
+            return
+        except Exception:
+            if stop.is_set():
+                raise
+            log.exception("a batch of %d notifications failed; trying again in %.1fs", len(records), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def _heartbeat(redis: RedisClient, service_id: str) -> None:

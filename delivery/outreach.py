@@ -30,7 +30,7 @@ class OutreachChannel:
         risk = orjson.loads(raw_risk) if raw_risk else {}
         inbox = (orjson.loads(raw_inbox) if raw_inbox else {}).get("notifications") or []
         words = [e["text"] for e in explain(risk.get("contributions") or {})]
-        summary = f"{request.subject}. {request.body}".strip(". ")
+        summary = ". ".join(part for part in (request.subject, request.body) if part)
         task = new_task(request.notification_id, uid, request.deliver_at_ms, summary, risk, words, inbox)
         await outreach_store.create(self.redis, self.channels, task)
         return Sent(provider_id=task.id, result="delivered")

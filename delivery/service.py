@@ -51,6 +51,39 @@ log = logging.getLogger(__name__)
 
 #: The consumer group of every delivery service process (scale out by starting more).
 GROUP = "elimu-deliver"
+#: Every attempt at one send, backoff included, ends within this (then: failed, dead-lettered).
+SEND_DEADLINE_S = 45.0
+
+
+class Breaker:
+    """A channel's circuit breaker: after ``THRESHOLD`` transient failures in a row, sends fail at
+    once for ``COOL_S`` (then one is let through to try again). A provider that is down then
+    costs a batch seconds, not its every send's timeouts one after another."""
+
+    THRESHOLD = 5
+    COOL_S = 30.0
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def open(self, now: float) -> bool:
+        if self.opened_at is None:
+            return False
+        if now - self.opened_at >= self.COOL_S:
+            self.opened_at = None  # half open: the next send tries the provider again
+            self.failures = self.THRESHOLD - 1
+            return False
+        return True
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.THRESHOLD:
+            self.opened_at = now
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.opened_at = None
 
 
 def _now_ms() -> int:
@@ -78,7 +111,12 @@ class DeliveryService:
         self.channels = dict(channels)
         self.ledger = ledger
         self.paces = {name: Pace(rates.get(name, 10.0)) for name in self.channels}
-        self._slots = asyncio.Semaphore(concurrency)
+        # Each channel has its own sends in flight, so a hanging mail server holds mail only,
+        # never SMS or push; records are read (Redis) a bounded number at a time, well inside
+        # the client's connection pool.
+        self._slots = {name: asyncio.Semaphore(concurrency) for name in self.channels}
+        self._reading = asyncio.Semaphore(concurrency)
+        self.breakers = {name: Breaker() for name in self.channels}
         self.produce_timeout_s = produce_timeout_s
         self.clock_ms = clock_ms
         self.sleep = sleep
@@ -122,7 +160,8 @@ class DeliveryService:
             sends = tuple(c for c in sends if c == STAFF_CHANNEL)
             if not sends:
                 return
-        recipient = await self._recipient(request.user_id, "PUSH" in sends)
+        async with self._reading:
+            recipient = await self._recipient(request.user_id, "PUSH" in sends)
         await asyncio.gather(*(self._send(rec, request, recipient, c, outcomes, dead) for c in sends))
 
     async def _recipient(self, user_id: str, with_push: bool) -> Recipient:
@@ -168,16 +207,23 @@ class DeliveryService:
         if not recipient.allows(channel, request.type):
             metrics.SUPPRESSED.labels(channel).inc()  # not a send, so not a delivery result
             return
-        state, previous = await self.ledger.claim(nid, channel)
-        if state == "done":
-            # Sent (or given up) before: the outcome is reported again, in case the process that
-            # sent it died before its report reached Kafka (the event id makes it count once).
-            metrics.DUPLICATES.labels(channel).inc()
-            done_result, _, done_reason = (previous or "sent").partition(":")
-            report(done_result, done_reason or None, count=False)
-            return
-        result, reason = await self._attempts(sender, request, recipient)
-        await self.ledger.done(nid, channel, result if reason is None else f"{result}:{reason}")
+        async with self._slots[channel]:
+            state, previous = await self.ledger.claim(nid, channel)
+            if state == "done":
+                # Sent (or given up) before: the outcome is reported again, in case the process
+                # that sent it died before its report reached Kafka (its id makes it count once).
+                metrics.DUPLICATES.labels(channel).inc()
+                done_result, _, done_reason = (previous or "sent").partition(":")
+                report(done_result, done_reason or None, count=False)
+                return
+            try:
+                # One deadline for every attempt: the claim's lease outlasts it (ledger.py), so
+                # no other deliverer takes over a send still in progress.
+                async with asyncio.timeout(SEND_DEADLINE_S):
+                    result, reason = await self._attempts(sender, request, recipient)
+            except TimeoutError:
+                result, reason = "failed", "deadline"
+            await self.ledger.done(nid, channel, result if reason is None else f"{result}:{reason}")
         report(result, reason)
         if result in ("failed", "bounced"):
             dead.append(DeadLetter(rec, f"send_{result}", f"{channel}: {reason}"))
@@ -187,14 +233,20 @@ class DeliveryService:
     ) -> tuple[str, str | None]:
         """(result, reason): ``sent``/``delivered`` and None, or the failure after the last try."""
         channel = sender.name
+        breaker = self.breakers[channel]
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if breaker.open(time.monotonic()):
+                # The provider failed every recent send: fail fast rather than queue behind it.
+                metrics.ATTEMPTS.labels(channel, "breaker_open").inc()
+                return "failed", "provider_down:retries_exhausted"
             await self.paces[channel].take(self.sleep)
             started = time.perf_counter()
             try:
-                async with self._slots:
-                    sent: Sent = await sender.send(request, recipient)
+                sent: Sent = await sender.send(request, recipient)
             except SendFailed as exc:
                 metrics.ATTEMPTS.labels(channel, "permanent" if exc.permanent else "transient").inc()
+                if not exc.permanent:
+                    breaker.failed(time.monotonic())
                 if exc.permanent or attempt == MAX_ATTEMPTS:
                     return exc.result, exc.reason if exc.permanent else f"{exc.reason}:retries_exhausted"
                 await self.sleep(backoff_s(attempt))
@@ -202,6 +254,7 @@ class DeliveryService:
             except Exception as exc:  # a bug in a channel: report it, never stop the service
                 log.exception("%s send of %s failed unexpectedly", channel, request.notification_id)
                 return "failed", f"error:{type(exc).__name__}"
+            breaker.succeeded()
             metrics.ATTEMPTS.labels(channel, "ok").inc()
             metrics.SEND_SECONDS.labels(channel).observe(time.perf_counter() - started)
             return sent.result, None

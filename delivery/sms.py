@@ -19,6 +19,8 @@ from models.delivery import DeliveryRequest, sms_text
 #: The provider's per-recipient status codes.
 ACCEPTED = frozenset({100, 101, 102})
 PERMANENT = frozenset({401, 402, 403, 404, 406, 409})
+#: Of those, the ones about the number (a bounce); 401/402 are our account's (risk hold, sender id).
+NUMBER_REFUSED = frozenset({403, 404, 406, 409})
 
 
 class SmsChannel:
@@ -65,7 +67,7 @@ class SmsChannel:
             f"sms_status_{status}",
             str(recipients[0].get("status") or status)[:100],
             permanent=status in PERMANENT,
-            result="bounced" if status in PERMANENT else "failed",
+            result="bounced" if status in NUMBER_REFUSED else "failed",
         )
 
     async def close(self) -> None:

@@ -45,7 +45,19 @@ def _shared(name: str) -> str:
 
 #: The kinds of per-user key: words without ':' (see the module docstring).
 USER_KINDS = frozenset(
-    {"state", "risk", "matches", "apps", "rewards", "referrals", "growth", "notifications", "profile", "push"}
+    {
+        "state",
+        "risk",
+        "matches",
+        "apps",
+        "rewards",
+        "referrals",
+        "growth",
+        "notifications",
+        "profile",
+        "profilewrite",
+        "push",
+    }
 )
 
 
@@ -193,6 +205,11 @@ def user_profile(user_id: str) -> str:
     return _user(user_id, "profile")
 
 
+def user_profile_written(user_id: str) -> str:
+    """The API's last profile write for the user, kept a few minutes (api/routes/profile.py)."""
+    return _user(user_id, "profilewrite")
+
+
 def user_push_subscriptions(user_id: str) -> str:
     """The user's Web Push subscriptions (hash: endpoint digest -> subscription JSON). The API
     adds and removes them for the user; the delivery service removes one the push service says
@@ -205,6 +222,12 @@ def delivery_claim(notification_id: str, channel: str) -> str:
     send's claim or reach outside ``dlv:``."""
     digest = hashlib.sha256(f"{channel}\x00{notification_id}".encode()).hexdigest()[:40]
     return _shared(f"dlv:{digest}")
+
+
+def unsubscribe_counted(notification_id: str, channel: str) -> str:
+    """Set once an unsubscribe through a notification's link was reported (api/routes/tracking.py)."""
+    digest = hashlib.sha256(f"{channel}\x00{notification_id}".encode()).hexdigest()[:40]
+    return _shared(f"unsub:{digest}")
 
 
 def user_notifications(user_id: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -24,9 +25,11 @@ def private_pem(configured: str | None, data_dir: Path) -> bytes:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pem)
-        os.chmod(tmp, 0o600)
+        # A name no other process (container PIDs repeat) can have, created 0600 from the start.
+        tmp = path.with_suffix(f".{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
         try:
             os.link(tmp, path)  # two processes racing agree on one key: the first link wins
         except FileExistsError:

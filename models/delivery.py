@@ -14,6 +14,7 @@ steer the A/B choice.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,7 +74,7 @@ def parse_notification(raw: bytes) -> DeliveryRequest:
         raise InvalidEvent("not_json", "the value is not JSON") from exc
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", "the value is not a JSON object")
-    channels = obj.get("channels")
+    channels = obj.get("channels", [])  # none: not for the delivery services (a perk's record)
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise InvalidEvent("bad_type", "channels must be a list of strings")
     try:
@@ -102,10 +103,20 @@ def _text(obj: Mapping[str, Any], name: str, limit: int, *, required: bool = Tru
         return ""
     if not isinstance(value, str):
         raise InvalidEvent("bad_type", f"{name} must be a string")
-    # Control characters would let a subject break out into a header of its own; a line break in
-    # a body is kept (the text part shows it), everything else below U+0020 becomes a space.
-    cleaned = "".join(ch if ch >= " " or (ch == "\n" and name == "body") else " " for ch in value)
-    return cleaned[:limit]
+    # Control and line-separating characters would let a subject break out into a header of its
+    # own; a line break in a body is kept (the text part shows it).
+    if name == "body":
+        return "\n".join(header_text(line) for line in value.split("\n"))[:limit]
+    return header_text(value)[:limit]
+
+
+def header_text(value: str) -> str:
+    """``value`` with every control, line and paragraph separator (Unicode Cc, Zl, Zp: what could
+    end a header line or break one) made a space."""
+    return "".join(" " if unicodedata.category(ch) in _BREAKING else ch for ch in value)
+
+
+_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
 
 def too_late(request: DeliveryRequest, now_ms: int) -> bool:

@@ -15,7 +15,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
@@ -71,6 +71,13 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return any(host == h or host.endswith("." + h) for h in allowed)
 
 
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError as exc:
+        raise InvalidSubscription("endpoint has an invalid port") from exc
+
+
 def parse_subscription(data: object, extra_hosts: tuple[str, ...] = ()) -> PushSubscription:
     """The subscription a browser's ``PushSubscription.toJSON()`` gives, checked.
 
@@ -93,8 +100,8 @@ def parse_subscription(data: object, extra_hosts: tuple[str, ...] = ()) -> PushS
     if operator_named:
         if parts.scheme not in ("https", "http"):
             raise InvalidSubscription("endpoint must be an http(s) URL")
-    elif parts.scheme != "https" or not _host_allowed(host, PUSH_HOSTS):
-        raise InvalidSubscription("endpoint must be https on a browser push service")
+    elif parts.scheme != "https" or not _host_allowed(host, PUSH_HOSTS) or _port(parts) not in (None, 443):
+        raise InvalidSubscription("endpoint must be https on a browser push service (port 443)")
     keys = data.get("keys")
     if not isinstance(keys, dict):
         raise InvalidSubscription("keys must hold p256dh and auth")

@@ -28,6 +28,7 @@ from api.state import AppState
 from infra import keys
 from infra.commands import await_key
 from infra.producer import ProducerUnavailable
+from models.career import checked_prefs
 from models.events import MAX_VALUE_BYTES, InvalidEvent, format_ts, validate_profile
 from models.notification_settings import InvalidSettings, settings_view, validated_settings
 
@@ -47,6 +48,9 @@ PROFILE_FIELDS = (
     "email",
     "phone",
 )
+#: How long the API's own last write of a profile is kept beside the worker's view: far past
+#: any worker lag a PUT could still build on.
+WRITTEN_TTL_MS = 15 * 60 * 1000
 #: How long a PUT waits for the worker's view to show it (see the module docstring).
 APPLIED_WAIT_S = 3.0
 #: Largest PUT body: what a `user-profiles` record may be (models.events.MAX_VALUE_BYTES), so
@@ -62,8 +66,15 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def held_profile(state: AppState, user_id: str) -> dict[str, Any] | None:
-    raw = await state.redis.get(keys.user_profile(user_id))
-    return None if raw is None else dict(orjson.loads(raw))
+    """The newer of the worker's view and the API's own last write (kept while the worker may
+    not have applied it): a PUT answered 202 and the next PUT must build on the first, not on a
+    view that does not show it yet, or the first would be written back away."""
+    async with state.redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.user_profile(user_id))
+        pipe.get(keys.user_profile_written(user_id))
+        raw_view, raw_written = await pipe.execute()
+    held = [dict(orjson.loads(raw)) for raw in (raw_view, raw_written) if raw is not None]
+    return max(held, key=lambda doc: int(doc.get("updated_at") or 0), default=None)
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -156,6 +167,9 @@ async def write_profile(
         )
     except ProducerUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+    # Checked by the same rules as the worker's; kept in the view's shape (times in epoch ms).
+    written = {**record, "notification_prefs": checked_prefs(profile.notification_prefs), "updated_at": stamp}
+    await state.redis.set(keys.user_profile_written(user_id), orjson.dumps(written), px=WRITTEN_TTL_MS)
 
     def applied(raw: bytes | str) -> dict[str, Any] | None:
         view = dict(orjson.loads(raw))

@@ -28,6 +28,14 @@ from models.push import MAX_SUBSCRIPTIONS, InvalidSubscription, parse_subscripti
 
 router = APIRouter(tags=["push"])
 
+_ADD_BOUNDED = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 SubscriptionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 
 
@@ -89,14 +97,13 @@ async def subscribe(
         raise ApiError(422, "invalid_subscription", str(exc)) from exc
     await rate_limit(state, principal)
     key = keys.user_push_subscriptions(user_id)
-    held = await state.redis.hkeys(key)
-    held_ids = {k.decode() if isinstance(k, bytes) else k for k in held}
-    if subscription.id not in held_ids and len(held_ids) >= MAX_SUBSCRIPTIONS:
+    value = orjson.dumps({**subscription.to_dict(), "created_ms": now_ms()})
+    # Checked and added in one step: concurrent POSTs cannot pass the bound together.
+    added = await state.redis.eval(_ADD_BOUNDED, 1, key, subscription.id, value, str(MAX_SUBSCRIPTIONS))
+    if int(added) == 0:
         raise ApiError(
             409, "too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} browsers; remove one first"
         )
-    value = orjson.dumps({**subscription.to_dict(), "created_ms": now_ms()})
-    await state.redis.hset(key, subscription.id, value)
     return OrjsonResponse(_public(subscription.id, value), status_code=201)
 
 

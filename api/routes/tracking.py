@@ -28,8 +28,9 @@ from api.errors import ApiError
 from api.rate_limit import RateLimiter
 from api.routes.profile import PROFILE_FIELDS, held_profile, write_profile
 from api.state import AppState
+from infra import keys
 from infra.producer import ProducerUnavailable
-from infra.tracking import MAX_TOKEN_LEN, BadLink, Link, LinkSigner
+from infra.tracking import LINK_TTL_MS, MAX_TOKEN_LEN, BadLink, Link, LinkSigner
 from models.career import DEFAULT_CHANNELS
 from models.delivery import delivery_report, tracking_event
 
@@ -119,17 +120,20 @@ async def unsubscribe(state: StateDep, token: str = Token) -> HTMLResponse:
         prefs["channels"] = [c for c in current if c != link.channel] or list(DEFAULT_CHANNELS)
         profile = {name: held[name] for name in PROFILE_FIELDS if held.get(name) is not None}
         await write_profile(state, link.user_id, held, {**profile, "notification_prefs": prefs})
-    if await _paced(state, link):
-        report = delivery_report(
-            link.notification_id, link.channel, "unsubscribed",
-            type="", template=link.template, variant=link.variant,
-        )  # fmt: skip
-        try:
-            await state.producer.send_all(
-                state.config.outcomes_topic, [("", report)], state.config.produce_timeout_s
-            )
-        except ProducerUnavailable as exc:
-            raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+        # Counted against the message's variant once, and only when it turned a channel off: a
+        # link posted again (or by whoever it was forwarded to) changes no A/B count.
+        counted = keys.unsubscribe_counted(link.notification_id, link.channel)
+        if await state.redis.set(counted, "1", nx=True, px=LINK_TTL_MS):
+            report = delivery_report(
+                link.notification_id, link.channel, "unsubscribed",
+                type="", template=link.template, variant=link.variant,
+            )  # fmt: skip
+            try:
+                await state.producer.send_all(
+                    state.config.outcomes_topic, [("", report)], state.config.produce_timeout_s
+                )
+            except ProducerUnavailable as exc:
+                raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
     channel = escape(link.channel.lower())
     return _page(
         "Unsubscribed",

@@ -29,6 +29,7 @@ USER_KEYS: dict[str, Callable[[str], str]] = {
     "notifications": keys.user_notifications,
     "profile": keys.user_profile,
     "push": keys.user_push_subscriptions,
+    "profilewrite": keys.user_profile_written,
 }
 # Shared key functions of one free argument (a channel, a command id, a referral code).
 SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
@@ -44,6 +45,7 @@ SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
     "leaderboard": keys.leaderboard,
     "referral_ip_claims": keys.referral_ip_claims,
     "delivery_claim": keys.delivery_claim,
+    "unsubscribe_counted": keys.unsubscribe_counted,
 }
 # Functions that do not name a Redis key.
 NOT_KEYS = {"channel_pubsub", "market_scope", "channel_user"}

@@ -336,9 +336,7 @@ def test_a_critical_student_gets_a_staff_task_and_a_message_of_their_own(
     assert student.key == risk_key("u-1", student_kind, NOW // DAY_MS)
     assert student.id != staff.id
     # Only the student's own message is in their inbox.
-    assert [n.type for n in state.notifications.inbox] == (
-        [student_kind] if "IN_APP" in expected else []
-    )
+    assert [n.type for n in state.notifications.inbox] == ([student_kind] if "IN_APP" in expected else [])
 
 
 def test_the_pair_is_sent_once_a_day() -> None:
