@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import re
 import time
+from email.generator import BytesGenerator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 
 import aiosmtplib
 
@@ -31,6 +33,14 @@ log = logging.getLogger(__name__)
 
 _ATOM_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 _POLICY = SMTP.clone(max_line_length=998)
+
+
+def _flatten(message: EmailMessage) -> bytes:
+    out = io.BytesIO()
+    BytesGenerator(out, policy=_POLICY).flatten(message)
+    return out.getvalue()
+
+
 #: Connections kept open to the mail server.
 POOL_SIZE = 4
 
@@ -41,6 +51,8 @@ class EmailChannel:
     def __init__(self, server: SmtpServer, mail_from: str, links: Links, timeout_s: float = 10.0) -> None:
         self.server = server
         self.mail_from = mail_from
+        #: The envelope sender: the address of ``mail_from``.
+        self.sender = parseaddr(mail_from)[1] or "no-reply@localhost"
         self.links = links
         self.timeout_s = timeout_s
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
@@ -84,7 +96,8 @@ class EmailChannel:
         async with self._slots:
             client = await self._connection()
             try:
-                errors, _ = await client.send_message(message)
+                # Flattened here, under our policy: aiosmtplib's own would fold long headers.
+                errors, _ = await client.sendmail(self.sender, [recipient.email], _flatten(message))
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 self._release(client)
                 codes = [r.code for r in exc.recipients]

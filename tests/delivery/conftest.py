@@ -85,6 +85,8 @@ class SmtpPeer:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        #: Each mail's bytes as they came over the wire.
+        self.raw: list[bytes] = []
         self.refuse: set[str] = set()
         self.tempfail: dict[str, int] = {}
         self.rcpt_attempts: Counter[str] = Counter()
@@ -110,6 +112,7 @@ class SmtpPeer:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw: bytes = envelope.original_content or envelope.content
+        self.raw.append(raw)
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
