@@ -8,6 +8,7 @@ by a script, so two officers assigning at once cannot both win). Every change is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import orjson
 
@@ -17,7 +18,9 @@ from infra.redis_conn import RedisClient
 from models.channels import OUTREACH_CHANNEL
 from models.outreach import OutreachError, OutreachTask
 
-#: Resolved tasks kept for the "resolved" list (the oldest are forgotten beyond).
+#: Resolved tasks kept (the oldest are forgotten beyond, task and all: the queue's memory is
+#: bounded; the ledger's done marks, not the task, keep a redelivered notification from
+#: creating it again within a day, and Kafka redelivers nothing older).
 MAX_DONE = 10_000
 _CAS_TRIES = 5
 
@@ -29,6 +32,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+  -- The oldest resolved tasks beyond the bound are forgotten, index and task alike.
+  local old = redis.call('ZRANGE', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
+  for _, id in ipairs(old) do redis.call('HDEL', KEYS[1], id) end
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
 end
 return 1
@@ -98,27 +104,52 @@ async def update(
 
 
 async def listing(
-    redis: RedisClient, status: str, limit: int, before_ms: int | None = None
+    redis: RedisClient, status: str, limit: int, before: tuple[int, str] | None = None
 ) -> list[OutreachTask]:
     """Tasks newest first: unresolved (``open``, ``assigned`` or ``active`` = both) or
-    ``resolved``; ``before_ms`` pages back in time."""
+    ``resolved``. ``before`` = (time, id) of the last task of the previous page: the next page
+    starts right after it, tasks of the same millisecond included (ties are ordered by id)."""
     index = keys.OUTREACH_DONE if status == "resolved" else keys.OUTREACH_OPEN
-    top = f"({before_ms}" if before_ms is not None else "+inf"
+    top = str(before[0]) if before is not None else "+inf"
     wanted: list[OutreachTask] = []
-    # Read in pages: an open/assigned filter may skip some of each page.
     offset = 0
+    # Read in pages: a status filter, and the ties of the cursor's millisecond, skip some.
     while len(wanted) < limit:
-        ids = await redis.zrevrangebyscore(index, top, "-inf", start=offset, num=max(limit, 50))
-        if not ids:
-            break
-        offset += len(ids)
-        raws = await redis.hmget(
-            keys.OUTREACH_TASKS, [str(i, "utf-8") if isinstance(i, bytes) else str(i) for i in ids]
+        rows = cast(
+            list[tuple[bytes | str, float]],
+            await redis.zrevrangebyscore(
+                index, top, "-inf", start=offset, num=max(limit, 50), withscores=True
+            ),
         )
-        for raw in raws:
+        if not rows:
+            break
+        offset += len(rows)
+        ids: list[str] = []
+        for member, score in rows:
+            task_id = member.decode() if isinstance(member, bytes) else str(member)
+            # Equal scores come in reverse order of id: past the cursor means a smaller id.
+            if before is not None and int(score) == before[0] and task_id >= before[1]:
+                continue
+            ids.append(task_id)
+        if not ids:
+            continue
+        for raw in await redis.hmget(keys.OUTREACH_TASKS, ids):
             if raw is None:
                 continue
             task = OutreachTask.from_dict(orjson.loads(raw))
             if status in ("active", "resolved") or task.status == status:
                 wanted.append(task)
     return wanted[:limit]
+
+
+def cursor_of(task: OutreachTask, status: str) -> str:
+    """The page cursor after ``task``: the time it is indexed by, and its id."""
+    return f"{task.updated_ms if status == 'resolved' else task.created_ms}:{task.id}"
+
+
+def parse_cursor(cursor: str) -> tuple[int, str]:
+    """ValueError unless ``cursor`` is what ``cursor_of`` makes."""
+    ms, sep, task_id = cursor.partition(":")
+    if not sep or not ms.isdigit() or not task_id:
+        raise ValueError("not a cursor of this list")
+    return int(ms), task_id

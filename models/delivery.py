@@ -38,6 +38,7 @@ MAX_BACKOFF_S = 8.0
 MAX_SUBJECT_LEN = 200
 MAX_BODY_LEN = 4000
 MAX_SMS_LEN = 459  # three concatenated GSM-7 segments
+MAX_HTML_LEN = 16_000
 
 #: What a send's outcome can be (the delivery results of models/interventions/bandit.py).
 Result = Literal["sent", "delivered", "bounced", "failed", "unsubscribed"]
@@ -60,6 +61,8 @@ class DeliveryRequest:
     template: str
     variant: str
     deliver_at_ms: int
+    #: The mail's HTML body when an admin's template gives one (links are added around it).
+    html: str = ""
 
     def sends(self) -> tuple[str, ...]:
         """The channels the delivery services send this notification on."""
@@ -92,7 +95,14 @@ def parse_notification(raw: bytes) -> DeliveryRequest:
         template=_text(obj, "template", 128, required=False),
         variant=_text(obj, "variant", 64, required=False),
         deliver_at_ms=deliver_at,
+        html=_html(obj.get("html")),
     )
+
+
+def _html(value: object) -> str:
+    if not isinstance(value, str):
+        return ""
+    return value[:MAX_HTML_LEN]
 
 
 def _text(obj: Mapping[str, Any], name: str, limit: int, *, required: bool = True) -> str:

@@ -36,7 +36,11 @@ def render_mail(request: DeliveryRequest, links: MailLinks) -> MailBody:
         f"--\nYou get this because email is on in your notification settings.\n"
         f"Unsubscribe from these emails: {links.unsubscribe}\n"
     )
-    paragraphs = "".join(f"<p>{escape(part)}</p>" for part in request.body.split("\n") if part.strip())
+    # An admin's template gives the HTML (its values were escaped into it when rendered);
+    # otherwise it is built from the text.
+    paragraphs = request.html or "".join(
+        f"<p>{escape(part)}</p>" for part in request.body.split("\n") if part.strip()
+    )
     html = (
         '<!doctype html><html><head><meta charset="utf-8">'
         f"<title>{escape(subject)}</title></head>"

@@ -260,4 +260,5 @@ def notification_message(n: Notification) -> dict[str, object]:
         "created_at": format_ts(n.created_ms),
         "deliver_at": format_ts(n.deliver_at_ms),
         "idempotency_key": n.key,
+        **({"html": n.html} if n.html else {}),
     }

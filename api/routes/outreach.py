@@ -45,15 +45,18 @@ async def list_outreach(
     status: Literal["active", "open", "assigned", "resolved"] = "active",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
-        int | None, Query(ge=0, description="page back: tasks created (resolved) before this epoch ms")
+        str | None, Query(max_length=300, description="the next_before of the previous page")
     ] = None,
 ) -> OrjsonResponse:
     """Tasks newest first; ``active`` is open and assigned together."""
     require_admin(principal)
-    tasks = await outreach_store.listing(state.redis, status, limit, before)
-    last = tasks[-1] if len(tasks) == limit else None
-    cursor = None if last is None else (last.updated_ms if status == "resolved" else last.created_ms)
-    return OrjsonResponse({"tasks": [t.public() for t in tasks], "next_before": cursor})
+    try:
+        cursor = outreach_store.parse_cursor(before) if before else None
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+    tasks = await outreach_store.listing(state.redis, status, limit, cursor)
+    following = outreach_store.cursor_of(tasks[-1], status) if len(tasks) == limit else None
+    return OrjsonResponse({"tasks": [t.public() for t in tasks], "next_before": following})
 
 
 async def _change(

@@ -100,13 +100,22 @@ def choose_variant(
     seed: str,
 ) -> Variant:
     """Thompson sampling: draw from Beta(1 + rewards, 1 + sends - rewards) per variant, pick the
-    highest draw (ties to the earlier variant). Deterministic in (template, stats, seed)."""
+    highest draw (ties to the earlier variant); or, for a template an admin splits by weight,
+    a draw by the weights. Deterministic in (template, stats, seed)."""
     if not template.variants:
         raise ValueError(f"template {template.id!r} has no variants")
     if len(template.variants) == 1:
         return template.variants[0]
-    counts = stats.counts if isinstance(stats, VariantStats) else (stats or {})
     rng = seeded_random(template.id, seed)
+    if template.allocation == "split":
+        total = sum(max(0.0, v.weight) for v in template.variants)
+        point = rng.random() * total
+        for variant in template.variants:
+            point -= max(0.0, variant.weight)
+            if point < 0:
+                return variant
+        return template.variants[-1]
+    counts = stats.counts if isinstance(stats, VariantStats) else (stats or {})
     best, best_draw = template.variants[0], -1.0
     for variant in template.variants:
         sends, rewards = sends_and_rewards(counts.get(variant.id, {}))

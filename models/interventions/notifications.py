@@ -25,12 +25,14 @@ from models.interventions.policy import (
     check_type,
 )
 from models.interventions.quiet_hours import quiet_until
-from models.interventions.templates import render, template_for
+from models.interventions.templates import BUILTIN_LIBRARY, TemplateLibrary, render
 from models.state_budget import json_size
 from models.time_units import DAY_MS, HOUR_MS
 
 # --- throttling and state bounds ----------------------------------------------------------------
 
+#: The HTML of one notification, bounded (an admin's template, filled).
+MAX_HTML_CHARS = 16_000
 MAX_PER_DAY = 3
 CAP_WINDOW_MS = DAY_MS
 MIN_GAP_MS: Mapping[str, int] = {
@@ -110,6 +112,9 @@ class Notification:
     opened_ms: int | None = None
     clicked_ms: int | None = None
     converted_ms: int | None = None
+    #: The mail's HTML (an admin template's), for the delivery services. Kept in state only
+    #: while the notification waits (quiet hours): once sent, the inbox needs the text alone.
+    html: str = ""
 
     @property
     def primary_channel(self) -> str:
@@ -129,6 +134,12 @@ class Notification:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        data = self._fields()
+        if self.html and self.status == "pending":
+            data["html"] = self.html
+        return data
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "user_id": self.user_id,
@@ -179,6 +190,7 @@ class Notification:
             opened_ms=optional_ms("opened_ms"),
             clicked_ms=optional_ms("clicked_ms"),
             converted_ms=optional_ms("converted_ms"),
+            html=str(data.get("html") or "")[:MAX_HTML_CHARS],
         )
 
 
@@ -367,6 +379,8 @@ def decide(
     stats: VariantStats | Mapping[str, Mapping[str, int]] | None,
     urgency: str = "medium",
     channels: Sequence[str] | None = None,
+    templates: TemplateLibrary | None = None,
+    template_id: str | None = None,
 ) -> Decision:
     """The single gate every intervention passes, in this order: duplicate key, opt-out, user
     returned (re-engagement types), throttle, channels, then queue or defer for quiet hours.
@@ -396,7 +410,7 @@ def decide(
             if len(book.pending) >= MAX_PENDING:
                 return Decision(None, THROTTLED)
             deliver_at = until
-    template = template_for(type)
+    template = (templates or BUILTIN_LIBRARY).resolve(type, template_id)
     variant = choose_variant(template, stats, seed=f"{ctx.user_id}\x1f{key}")
     text = render(variant, {**context_variables(ctx, now_ms), **variables})
     n = Notification(
@@ -414,6 +428,7 @@ def decide(
         key=key,
         source=source,
         urgency=urgency,
+        html=text["html"][:MAX_HTML_CHARS],
     )
     book.keys[key] = now_ms
     book.fit_keys()

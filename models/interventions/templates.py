@@ -6,6 +6,7 @@ import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 from models.interventions.policy import check_type
@@ -20,6 +21,30 @@ class Variant:
     subject: str
     body: str
     cta: str
+    #: The mail's HTML body (values are HTML-escaped into it); empty: built from the text.
+    html: str = ""
+    #: Its share of the traffic when the template splits it by weight.
+    weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "subject": self.subject, "body": self.body, "cta": self.cta, "html": self.html,
+                "weight": self.weight}  # fmt: skip
+
+
+def _variant_from_dict(v: Mapping[str, Any]) -> Variant:
+    return Variant(
+        id=str(v["id"]),
+        subject=str(v["subject"]),
+        body=str(v["body"]),
+        cta=str(v["cta"]),
+        html=str(v.get("html") or ""),
+        weight=float(v.get("weight", 1.0)),
+    )
+
+
+#: How a template picks a variant: by results (Thompson sampling on clicks and conversions per
+#: send, models/interventions/bandit.py) or by the weights an admin set (a fixed split).
+ALLOCATIONS = ("auto", "split")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +52,41 @@ class Template:
     id: str
     type: str
     variants: tuple[Variant, ...]
+    allocation: str = "auto"
+    #: Shipped with the engine (read-only), or an admin's (models/interventions/template_admin.py).
+    builtin: bool = True
+    #: An admin's template that replaces the built-in one of its type everywhere.
+    default: bool = False
+    name: str = ""
+    updated_ms: int = 0
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "name": self.name or self.id,
+            "allocation": self.allocation,
+            "builtin": self.builtin,
+            "default": self.default,
+            "updated_ms": self.updated_ms,
+            "variants": [v.to_dict() for v in self.variants],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Template:
+        return cls(
+            id=str(data["id"]),
+            type=str(data["type"]),
+            variants=tuple(map(_variant_from_dict, data["variants"])),
+            allocation=str(data.get("allocation") or "auto"),
+            builtin=bool(data.get("builtin", False)),
+            default=bool(data.get("default", False)),
+            name=str(data.get("name") or ""),
+            updated_ms=int(data.get("updated_ms") or 0),
+        )
 
 
 def _template(type: str, *variants: tuple[str, str, str]) -> Template:
@@ -251,10 +308,8 @@ class _SafeFormatter(string.Formatter):
         return kwargs[root], root
 
     def format_field(self, value: Any, format_spec: str) -> Any:
-        try:
-            return super().format_field(value, format_spec)
-        except (ValueError, TypeError):
-            return str(value)
+        # Format specs are ignored: "{name:>999999999}" must not make a gigabyte of padding.
+        return str(value)
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
         return value  # !r / !s on display text would only add quotes
@@ -271,9 +326,50 @@ def render_text(text: str, variables: Mapping[str, object]) -> str:
 
 
 def render(variant: Variant, variables: Mapping[str, object]) -> dict[str, str]:
-    """{"subject", "body", "cta"} with the placeholders filled; never raises."""
+    """{"subject", "body", "cta", "html"} with the placeholders filled (HTML-escaped into the
+    html); never raises."""
+    html = ""
+    if variant.html:
+        filled = _Defaulting(variables)
+        escaped = {name: escape(filled[name]) for name in placeholders(variant.html)}
+        html = render_text(variant.html, escaped)
     return {
         "subject": render_text(variant.subject, variables),
         "body": render_text(variant.body, variables),
         "cta": render_text(variant.cta, variables),
+        "html": html,
     }
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def placeholders(text: str) -> set[str]:
+    """The names a text's ``{placeholders}`` use (escaped ``{{``/``}}`` are not placeholders)."""
+    return {m.group(1) for m in _PLACEHOLDER.finditer(text.replace("{{", "").replace("}}", ""))}
+
+
+class TemplateLibrary:
+    """The built-in templates and the admins' (from the broadcast topic): what ``decide`` picks
+    a template from, by the id a campaign names or by the notification's type."""
+
+    def __init__(self, custom: Mapping[str, Template] | None = None) -> None:
+        self.custom = dict(custom or {})
+        self._defaults = {t.type: t for t in sorted(self.custom.values(), key=lambda t: t.id) if t.default}
+
+    def get(self, template_id: str) -> Template | None:
+        return self.custom.get(template_id) or TEMPLATES.get(template_id)
+
+    def for_type(self, type: str) -> Template:
+        return self._defaults.get(type) or template_for(type)
+
+    def resolve(self, type: str, template_id: str | None) -> Template:
+        """The template named (when it exists and is for this type), else the type's default."""
+        named = self.get(template_id) if template_id else None
+        return named if named is not None and named.type == type else self.for_type(type)
+
+    def all(self) -> list[Template]:
+        return [*TEMPLATES.values(), *sorted(self.custom.values(), key=lambda t: t.id)]
+
+
+BUILTIN_LIBRARY = TemplateLibrary()

@@ -315,8 +315,10 @@ def test_every_type_has_a_template_and_most_have_an_ab_test() -> None:
 def test_every_variant_renders_with_no_variables(template_id: str) -> None:
     for variant in TEMPLATES[template_id].variants:
         text = render(variant, {})
-        assert set(text) == {"subject", "body", "cta"}
-        for value in text.values():
+        assert set(text) == {"subject", "body", "cta", "html"}
+        assert text["html"] == ""  # the built-in templates have no HTML: the mail builds it
+        for name in ("subject", "body", "cta"):
+            value = text[name]
             assert value and "{" not in value and "}" not in value and "  " not in value
 
 
@@ -328,9 +330,10 @@ def test_render_fills_variables_and_defaults() -> None:
         "subject": "Hi there",
         "body": "Many of them, a few days, .",
         "cta": "Go your level",
+        "html": "",
     }
     filled = render(variant, {"display_name": "Amina", "peer_pct": 72.0, "days_quiet": 3, "level": 4})
-    assert filled == {"subject": "Hi Amina", "body": "72% of them, 3 days, .", "cta": "Go 4"}
+    assert filled == {"subject": "Hi Amina", "body": "72% of them, 3 days, .", "cta": "Go 4", "html": ""}
     # Empty or None values read as the default, not as a blank.
     assert render(variant, {"display_name": "", "level": None})["subject"] == "Hi there"
 
