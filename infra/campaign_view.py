@@ -1,4 +1,5 @@
-"""The campaigns hash (``keys.CAMPAIGNS``): the admin routes' view of the campaign definitions.
+"""The campaigns hash (``keys.CAMPAIGNS``): the admin routes' view of the campaign definitions
+(and the templates hash, ``keys.TEMPLATES``, kept the same way).
 
 Written by every worker from the broadcast topic (streams/interventions.py), and by the API for
 the definition it has just produced, so the admin who made a change reads it at once. Both go
@@ -9,6 +10,7 @@ last, the hash holds each campaign's newest definition.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -34,8 +36,19 @@ return 0
 
 async def mirror_campaigns(redis: RedisClient, campaigns: Iterable[Campaign]) -> None:
     """Write ``campaigns`` into ``keys.CAMPAIGNS`` where Redis has none or an older one."""
+    await _mirror(redis, keys.CAMPAIGNS, ((c.id, c.to_dict(), c.updated_ms) for c in campaigns))
+
+
+async def mirror_templates(redis: RedisClient, documents: Iterable[tuple[str, dict[str, Any], int]]) -> None:
+    """The same for the admins' templates (``keys.TEMPLATES``): (id, document, updated_ms); a
+    deleted template's document is ``{"id", "deleted": true, "updated_ms"}``, so a lagging
+    mirror cannot bring it back."""
+    await _mirror(redis, keys.TEMPLATES, documents)
+
+
+async def _mirror(redis: RedisClient, key: str, documents: Iterable[tuple[str, dict[str, Any], int]]) -> None:
     args: list[str | int] = []
-    for c in campaigns:
-        args += [c.id, orjson.dumps(c.to_dict()).decode(), c.updated_ms]
+    for doc_id, doc, updated_ms in documents:
+        args += [doc_id, orjson.dumps(doc).decode(), updated_ms]
     if args:
-        await redis.eval(_MIRROR_LUA, 1, keys.CAMPAIGNS, *args)
+        await redis.eval(_MIRROR_LUA, 1, key, *args)

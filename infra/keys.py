@@ -248,3 +248,6 @@ INTERVENTION_ANALYTICS = _shared("interventions:analytics")
 CAMPAIGNS = _shared("campaigns")
 #: Hash: campaign id -> its execution log (JSON, `CampaignRun.to_dict`).
 CAMPAIGN_RUNS = _shared("campaign-runs")
+#: Hash of the admins' notification templates (id -> JSON, or a deleted marker), mirrored from
+#: the broadcast topic like the campaigns (infra/campaign_view.py).
+TEMPLATES = _shared("templates")

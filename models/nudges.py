@@ -43,6 +43,7 @@ from models.interventions import (
     risk_key,
     withdraw,
 )
+from models.interventions.templates import BUILTIN_LIBRARY, TemplateLibrary
 from models.risk import RiskScore
 from models.risk_state import RiskSettings, RiskState, next_due
 from models.streaks import local_day
@@ -108,6 +109,7 @@ def plan(
     campaigns: Sequence[camp.Campaign],
     facts: camp.UserFacts,
     variant_counts: VariantCounts,
+    templates: TemplateLibrary = BUILTIN_LIBRARY,
 ) -> NudgeOutcome:
     """Every nudge due for this user at stream time `now_ms` (see the module docstring)."""
     out = NudgeOutcome()
@@ -136,7 +138,7 @@ def plan(
                 variables.update(risk_level=score.level, signals=[s.name for s in score.top_signals[:3]])
             decision = decide(
                 book, ctx, kind, key, now_ms, source="risk", variables=variables,
-                stats=variant_counts(kind), urgency=score.level,
+                stats=variant_counts(kind), urgency=score.level, templates=templates,
             )  # fmt: skip
             _record(out, state, "risk", decision, now_ms)
 
@@ -147,7 +149,7 @@ def plan(
         if local_day(now_ms, ctx.timezone) == day:  # still that day: not too late to save it
             decision = decide(
                 book, ctx, "streak_warning", f"streak:{ctx.user_id}:{day}", now_ms, source="streak",
-                variables={}, stats=variant_counts("streak_warning"), urgency="high",
+                variables={}, stats=variant_counts("streak_warning"), urgency="high", templates=templates,
             )  # fmt: skip
             held = decision.notification
             too_late = held is not None and local_day(held.deliver_at_ms, ctx.timezone) != day
@@ -177,7 +179,8 @@ def plan(
             decision = decide(
                 book, ctx, campaign.intervention, occurrence.idempotency_key, now_ms,
                 source=f"{CAMPAIGN_SOURCE}{campaign.id}", variables={},
-                stats=variant_counts(campaign.intervention),
+                stats=variant_counts(campaign.intervention), templates=templates,
+                template_id=campaign.template,
             )  # fmt: skip
             out.campaign_outcomes.append((campaign.id, key, _campaign_outcome(decision)))
             _record(out, state, f"campaign:{campaign.id}", decision, now_ms)
@@ -219,6 +222,7 @@ def celebrations_for(user_id: str, effects: Effects, milestones: Collection[int]
 def celebrate(
     state: RiskState, ctx: UserContext, celebrations: Sequence[Celebration], now_ms: int,
     variant_counts: VariantCounts,
+    templates: TemplateLibrary = BUILTIN_LIBRARY,
 ) -> NudgeOutcome:  # fmt: skip
     """Celebrations pass the same gate as every nudge (dedup, opt-out, daily cap, quiet hours);
     they are not re-engagement, so a user who is active right now gets them."""
@@ -226,14 +230,18 @@ def celebrate(
     for c in celebrations:
         decision = decide(
             state.notifications, ctx, c.type, c.key, now_ms, source="achievement",
-            variables=c.variables, stats=variant_counts(c.type), urgency="medium",
+            variables=c.variables, stats=variant_counts(c.type), urgency="medium", templates=templates,
         )  # fmt: skip
         _record(out, state, "achievement", decision, now_ms)
     return out
 
 
 def notify(
-    state: RiskState, ctx: UserContext, notices: Sequence[Notice], variant_counts: VariantCounts
+    state: RiskState,
+    ctx: UserContext,
+    notices: Sequence[Notice],
+    variant_counts: VariantCounts,
+    templates: TemplateLibrary = BUILTIN_LIBRARY,
 ) -> NudgeOutcome:
     """The user's career news (models/career_notices.py) through the same gate as every nudge:
     dedup by key, opt-out, quiet hours for the interrupting channels. Not capped (they are news,
@@ -242,7 +250,7 @@ def notify(
     for n in notices:
         decision = decide(
             state.notifications, ctx, n.type, n.key, n.at_ms, source="career",
-            variables=n.variables, stats=variant_counts(n.type), urgency=n.urgency,
+            variables=n.variables, stats=variant_counts(n.type), urgency=n.urgency, templates=templates,
         )  # fmt: skip
         _record(out, state, "career", decision, n.at_ms)
     return out

@@ -6,7 +6,9 @@ Keys and their writers:
   chunks (streams/chunks.py), buffered here and joined only by a worker that becomes the trainer;
 - `intervention-stats`: the interventions' funnel counts, whose per-variant clicks and
   conversions drive the A/B bandit (the analytics agent, streams/interventions.py);
-- `campaign:<id>`: a campaign's definition (the API's admin routes; a tombstone deletes it).
+- `campaign:<id>`: a campaign's definition (the API's admin routes; a tombstone deletes it);
+- `template:<id>`: an admin's notification template (the API's admin routes; a tombstone
+  deletes it).
 Records are applied in topic order; a bad one is logged and skipped, never fatal.
 """
 
@@ -19,6 +21,8 @@ import orjson
 
 from models.campaigns.records import Campaign
 from models.interventions import InterventionStats
+from models.interventions.template_admin import parse_stored_template
+from models.interventions.templates import Template, TemplateLibrary
 from models.risk import IncompatibleModel, RiskModel
 from streams import metrics
 from streams.chunks import ChunkBuffer
@@ -30,6 +34,11 @@ SCORER_KEY = b"risk-scorer"
 CHECKPOINT_KEY = b"risk-checkpoint"
 STATS_KEY = b"intervention-stats"
 CAMPAIGN_PREFIX = b"campaign:"
+TEMPLATE_PREFIX = b"template:"
+
+
+def template_key(template_id: str) -> bytes:
+    return TEMPLATE_PREFIX + template_id.encode()
 
 
 def campaign_key(campaign_id: str) -> bytes:
@@ -49,6 +58,9 @@ class Broadcasts:
         #: Campaign records applied so far: the Redis mirror of the definitions catches up when
         #: it moves (streams/interventions.py); the flag above is the risk sweep's to clear.
         self.campaigns_version = 0
+        self.templates: dict[str, Template] = {}
+        self.templates_version = 0
+        self._library = TemplateLibrary()
 
     def take_campaigns_changed(self) -> bool:
         """Whether a campaign changed since the last call (the risk sweep's signal to recompute
@@ -62,6 +74,10 @@ class Broadcasts:
     def stats_for(self, template: str) -> Any:
         return self.stats.variant_stats(template)
 
+    def template_library(self) -> TemplateLibrary:
+        """The built-in templates and the admins' as last broadcast."""
+        return self._library
+
     def on_record(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         try:
             self._apply(key or b"", value)
@@ -71,6 +87,15 @@ class Broadcasts:
     def _apply(self, key: bytes, value: bytes | None) -> None:
         if self.checkpoint.owns(key):
             self.checkpoint.on_record(key, value)  # a tombstone counts: it deletes a stale chunk
+        elif key.startswith(TEMPLATE_PREFIX):
+            template_id = key[len(TEMPLATE_PREFIX) :].decode()
+            if value is None:
+                self.templates.pop(template_id, None)
+            else:
+                # Checked again on the way in: the topic is signed, but a reader trusts nothing.
+                self.templates[template_id] = parse_stored_template(orjson.loads(value))
+            self._library = TemplateLibrary(self.templates)
+            self.templates_version += 1
         elif key.startswith(CAMPAIGN_PREFIX):
             campaign_id = key[len(CAMPAIGN_PREFIX) :].decode()
             if value is None:

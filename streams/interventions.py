@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from infra import keys, topics
-from infra.campaign_view import mirror_campaigns
+from infra.campaign_view import mirror_campaigns, mirror_templates
 from infra.redis_conn import RedisClient
 from models.outcome_ledger import OutcomeLedger
 from streams.broadcast import STATS_KEY, Broadcasts
@@ -54,6 +54,7 @@ class AnalyticsSlice(SliceBase):
         #: (serving epoch, campaigns version) last mirrored, and the epoch the ledger's views
         #: were last re-projected in by this worker.
         self._campaigns_mirrored: tuple[bytes | str | None, int] | None = None
+        self._templates_mirrored: tuple[bytes | str | None, int] | None = None
         self._ledger_epoch: bytes | str | None = None
 
     def process(self, records: Sequence[Record], upstream: Upstream) -> LedgerChange | None:
@@ -101,6 +102,12 @@ class AnalyticsSlice(SliceBase):
         if mirrored != self._campaigns_mirrored:
             await mirror_campaigns(self.redis, list(broadcasts.campaigns.values()))
             self._campaigns_mirrored = mirrored
+        templates = (epoch, broadcasts.templates_version)
+        if templates != self._templates_mirrored:
+            await mirror_templates(
+                self.redis, [(t.id, t.to_dict(), t.updated_ms) for t in broadcasts.templates.values()]
+            )
+            self._templates_mirrored = templates
         if owns_ledger and epoch != self._ledger_epoch:
             ledger = self.store.get(LEDGER_KEY)
             if ledger is not None:

@@ -24,6 +24,7 @@ from models.campaigns.records import Campaign, UserFacts
 from models.career_notices import Notice
 from models.events import BehaviorEvent
 from models.interventions import Notification, UserContext, recommend_for
+from models.interventions.templates import BUILTIN_LIBRARY, TemplateLibrary
 from models.nudges import Celebration, NudgeOutcome, VariantCounts, celebrate, next_look, notify, plan
 from models.risk import PendingLabel, Resolution, RiskModel, RiskScore
 from models.risk_state import (
@@ -119,6 +120,8 @@ class CampaignSource(Protocol):
 
     def stats_for(self, template: str) -> Any: ...
 
+    def template_library(self) -> TemplateLibrary: ...
+
 
 class RiskProcessor:
     def __init__(
@@ -135,6 +138,8 @@ class RiskProcessor:
         self.users = users
         self.campaigns = campaigns
         self.variant_counts = variant_counts
+        #: The templates decide picks from: built-in, and the admins' once the broadcast is read.
+        self.templates: Callable[[], TemplateLibrary] = lambda: BUILTIN_LIBRARY
         self.model = RiskModel(settings.horizon_ms, grace_ms=settings.grace_ms)
         self.model_version = 0
         #: The partition a user's events and state live on (streams.records.owner_partition).
@@ -153,6 +158,7 @@ class RiskProcessor:
         broadcast view here once both exist: each needs the other)."""
         self.campaigns = source.active_campaigns
         self.variant_counts = source.stats_for
+        self.templates = source.template_library
 
     def adopt_model(self, model: RiskModel) -> None:
         """Swap in a broadcast model (whole object: a score never mixes two versions)."""
@@ -191,14 +197,18 @@ class RiskProcessor:
             if celebrated is not None and celebrated.activity.last_event_ms is not None:
                 now = celebrated.activity.last_event_ms
                 ctx, _ = self.users.context(celebrated, now)
-                self._deliver(celebrated, celebrate(celebrated, ctx, achieved, now, self.variant_counts), out)
+                self._deliver(
+                    celebrated,
+                    celebrate(celebrated, ctx, achieved, now, self.variant_counts, self.templates()),
+                    out,
+                )
         for user_id, news in (notices or {}).items():
             state = self._state(user_id, store, out)
             for n in news:
                 if n.type == "application_update":  # event time; match news is stamped by the clock
                     self._advance(self.partition_of(user_id), n.at_ms)
             ctx, _ = self.users.context(state, max(n.at_ms for n in news))
-            self._deliver(state, notify(state, ctx, news, self.variant_counts), out)
+            self._deliver(state, notify(state, ctx, news, self.variant_counts, self.templates()), out)
         self._store(out, store)
         return out
 
@@ -303,7 +313,14 @@ class RiskProcessor:
         out: RiskOutcome,
     ) -> None:
         nudges = plan(
-            state, ctx, score, now, campaigns=campaigns, facts=facts, variant_counts=self.variant_counts
+            state,
+            ctx,
+            score,
+            now,
+            campaigns=campaigns,
+            facts=facts,
+            variant_counts=self.variant_counts,
+            templates=self.templates(),
         )
         self._deliver(state, nudges, out)
         for campaign_id, key, outcome in nudges.campaign_outcomes:

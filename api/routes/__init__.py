@@ -21,6 +21,7 @@ from api.routes import (
     referrals,
     rewards,
     risk,
+    templates,
     tracking,
     users,
 )
@@ -42,5 +43,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     push.router,
     tracking.router,
     interventions.router,
+    templates.router,
     dashboard.router,
 )
