@@ -19,8 +19,12 @@ import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, time, timedelta
 
 from models.events import format_ts
+from models.streaks import local_day
+from models.time_units import HOUR_MS
+from models.tz import local_instant_ms, zone
 
 #: A batch's new matches for one user from which one digest replaces the single messages.
 DIGEST_FROM = 3
@@ -130,3 +134,60 @@ def _match_notice(m: MatchNews) -> Notice:
     if m.company:
         variables["company"] = m.company
     return Notice("job_match", f"match:{m.job_id}", variables, m.at_ms, urgency="high")
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadline reminders
+
+#: A matched job still open, not applied for: a reminder this long before its deadline...
+REMINDER_LEAD_MS = 48 * HOUR_MS
+#: ... at this local hour (not at 3 a.m. because a deadline falls at 3 a.m. two days on) ...
+REMINDER_AT = time(9, 0)
+#: ... unless that leaves less than this before the deadline: too late to be useful.
+MIN_LEFT_MS = 2 * HOUR_MS
+#: Closing jobs a user's context carries (their best matches first).
+MAX_CLOSING = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ClosingJob:
+    job_id: str
+    title: str
+    company: str | None
+    deadline_ms: int
+
+
+def reminder_instant(job: ClosingJob, timezone: str) -> int | None:
+    """When to remind of ``job``: the first REMINDER_AT local at or after deadline - 48 h; None
+    when that comes too close to the deadline."""
+    tz = zone(timezone)
+    start = job.deadline_ms - REMINDER_LEAD_MS
+    day = date.fromordinal(local_day(start, timezone))
+    at = local_instant_ms(day, REMINDER_AT, tz)
+    if at < start:
+        at = local_instant_ms(day + timedelta(days=1), REMINDER_AT, tz)
+    return at if job.deadline_ms - at >= MIN_LEFT_MS else None
+
+
+def deadline_notices(jobs: Sequence[ClosingJob], timezone: str, now_ms: int) -> list[Notice]:
+    """The reminders due at ``now_ms`` (keyed by job: once each)."""
+    out: list[Notice] = []
+    for job in jobs:
+        at = reminder_instant(job, timezone)
+        if at is None or not at <= now_ms < job.deadline_ms:
+            continue
+        hours = max(1, round((job.deadline_ms - now_ms) / HOUR_MS))
+        variables: dict[str, object] = {
+            "job_title": job.title,
+            "closing": f"in {hours} hours" if hours < 36 else "in two days",
+        }
+        if job.company:
+            variables["company"] = job.company
+        out.append(Notice("deadline_reminder", f"deadline:{job.job_id}", variables, now_ms, urgency="high"))
+    return out
+
+
+def next_reminder(jobs: Sequence[ClosingJob], timezone: str, after_ms: int) -> int | None:
+    """The next reminder instant after ``after_ms`` (for the sweep's agenda)."""
+    instants = [at for job in jobs if (at := reminder_instant(job, timezone)) is not None and at > after_ms]
+    return min(instants, default=None)

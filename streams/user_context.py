@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 
 from models.campaigns.records import UserFacts
 from models.career import CareerState
+from models.career_notices import MAX_CLOSING, ClosingJob
+from models.events import InvalidEvent, parse_ts
 from models.gamification import UserState, weakest_category
 from models.interventions import UserContext
 from models.levels import level_for_xp
@@ -36,6 +38,27 @@ class PeerActivity:
             return
         self._refreshed = now
         self.pct = active_share((s.activity.last_event_ms for s in states), now_ms)
+
+
+def closing_jobs(career: CareerState, now_ms: int) -> tuple[ClosingJob, ...]:
+    """The user's matched jobs still open and not applied for, best matches first (bounded)."""
+    applied = {a.job_id for a in career.applications.values()}
+    found: list[tuple[int, ClosingJob]] = []
+    for entry in career.matches.values():
+        deadline = entry.get("deadline")
+        if not deadline or entry["job_id"] in applied:
+            continue
+        try:
+            deadline_ms = parse_ts(deadline)
+        except InvalidEvent:
+            continue
+        if deadline_ms > now_ms:
+            job = ClosingJob(
+                entry["job_id"], str(entry.get("title") or ""), entry.get("company"), deadline_ms
+            )
+            found.append((-int(entry.get("match_score") or 0), job))
+    found.sort(key=lambda pair: (pair[0], pair[1].job_id))
+    return tuple(job for _, job in found[:MAX_CLOSING])
 
 
 class UserDirectory:
@@ -82,6 +105,7 @@ class UserDirectory:
             weakest_category=weakest_category(user) if user else None,
             discount_pct=self.rules.discount_pct,
             peer_pct=self.peers.pct,
+            closing_jobs=closing_jobs(career, now_ms) if career else (),
         )
         score = state.last.get("score") if state.last else None
         facts = UserFacts(

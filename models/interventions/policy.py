@@ -24,7 +24,7 @@ INTERVENTION_TYPES: tuple[str, ...] = (
 #: Notifications about the user's own career (docs/notifications.md): news the user is waiting
 #: for, not nudges. Outside the daily cap and the gaps, in-app always, on every channel the user
 #: allows, still behind opt-outs and quiet hours.
-CAREER_TYPES: tuple[str, ...] = ("application_update", "job_match", "match_digest")
+CAREER_TYPES: tuple[str, ...] = ("application_update", "job_match", "match_digest", "deadline_reminder")
 TRANSACTIONAL = frozenset(CAREER_TYPES)
 #: Every kind of notification, each a template and an opt-out a user may choose.
 NOTIFICATION_TYPES: tuple[str, ...] = (*INTERVENTION_TYPES, *CAREER_TYPES)
@@ -103,6 +103,9 @@ class UserContext:
     weakest_category: str | None = None
     discount_pct: int | None = None
     peer_pct: float | None = None
+    #: Matched jobs still open that the user has not applied for, with their deadline
+    #: (models/career_notices.py ClosingJob): reminded two days before, at 9:00 local.
+    closing_jobs: tuple[Any, ...] = ()
 
     def opted_out(self, type: str) -> bool:
         opt_out = self.prefs.get("opt_out")

@@ -217,6 +217,15 @@ _TEMPLATE_LIST: tuple[Template, ...] = (
             "See your matches",
         ),
     ),
+    _template(
+        "deadline_reminder",
+        (
+            "{job_title} closes {closing}",
+            "Hi {display_name}, {job_title} at {company} matched your profile and closes {closing}."
+            " You have not applied yet.",
+            "Apply now",
+        ),
+    ),
     # Staff-facing: the body is read by a coach in the outreach queue, not by the student.
     _template(
         "human_outreach",
@@ -263,6 +272,7 @@ DEFAULT_VARIABLES: Mapping[str, str] = {
     "place": "",
     "deadline": "",
     "count": "Several",
+    "closing": "soon",
 }
 
 
