@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 
+from api.bodies import read_json_object
 from api.commands import now_ms, rate_limit
 from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
@@ -77,17 +78,8 @@ async def held_profile(state: AppState, user_id: str) -> dict[str, Any] | None:
     return max(held, key=lambda doc: int(doc.get("updated_at") or 0), default=None)
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise ApiError(413, "payload_too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "not_json", "the body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_profile", "the body must be a JSON object")
-    return body
+async def _profile_body(request: Request) -> dict[str, Any]:
+    return await read_json_object(request, MAX_PROFILE_BYTES, "profile")
 
 
 @router.get(
@@ -106,7 +98,7 @@ async def put_profile(
     user_id: str, request: Request, state: StateDep, principal: PrincipalDep
 ) -> OrjsonResponse:
     require_user_access(principal, user_id)
-    body = await read_json_object(request)
+    body = await _profile_body(request)
     if body.pop("user_id", user_id) != user_id:
         raise ApiError(422, "invalid_profile", "user_id in the body is not the user of the path")
     unknown = sorted(set(body) - set(PROFILE_FIELDS))
@@ -132,7 +124,7 @@ async def put_settings(
     user_id: str, request: Request, state: StateDep, principal: PrincipalDep
 ) -> OrjsonResponse:
     require_user_access(principal, user_id)
-    body = await read_json_object(request)
+    body = await _profile_body(request)
     try:
         prefs = validated_settings(body)
     except InvalidSettings as exc:

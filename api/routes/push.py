@@ -15,11 +15,11 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 
+from api.bodies import read_json_object
 from api.commands import now_ms, rate_limit
 from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
 from api.responses import OrjsonResponse
-from api.routes.profile import read_json_object
 from delivery.config import DeliveryConfig
 from infra import keys
 from infra.settings import Settings
@@ -90,7 +90,7 @@ async def subscribe(
     user_id: str, request: Request, state: StateDep, principal: PrincipalDep
 ) -> OrjsonResponse:
     require_user_access(principal, user_id)
-    body = await read_json_object(request)
+    body = await read_json_object(request, 4096, "subscription")
     try:
         subscription = parse_subscription(body, _delivery_config(state.settings.api_port).push_hosts)
     except InvalidSubscription as exc:

@@ -15,16 +15,17 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 
+from api.bodies import read_json_object
 from api.commands import now_ms
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.errors import ApiError
 from api.responses import OrjsonResponse
-from api.routes.profile import read_json_object
 from api.state import AppState
 from infra import keys
 from infra.campaign_view import mirror_templates
 from infra.producer import ProducerUnavailable
 from infra.topics import BROADCAST as BROADCAST_TOPIC
+from models.campaigns.records import Campaign
 from models.interventions.significance import winner
 from models.interventions.template_admin import InvalidTemplate, check_template_id, parse_template
 from models.interventions.templates import TEMPLATES, Template
@@ -32,6 +33,8 @@ from models.interventions.templates import TEMPLATES, Template
 router = APIRouter(tags=["templates"])
 
 TemplateId = Annotated[str, Path(min_length=1, max_length=64)]
+#: A template's JSON at its largest: five variants of the longest texts, escaped, and a margin.
+MAX_TEMPLATE_BYTES = 256 * 1024
 _ADMIN: dict[int | str, dict[str, Any]] = {403: {"description": "not an admin"}}
 
 
@@ -118,8 +121,8 @@ async def get_template(template_id: TemplateId, state: StateDep, principal: Prin
 @router.post("/v1/admin/templates", status_code=201, responses={**_ADMIN, 409: {}, 422: {}})
 async def create_template(request: Request, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
     require_admin(principal, "templates")
-    body = await read_json_object(request)
-    template_id = body.get("id") or f"t-{uuid.uuid4().hex[:12]}"
+    body = await read_json_object(request, MAX_TEMPLATE_BYTES, "template")
+    template_id = body["id"] if "id" in body else f"t-{uuid.uuid4().hex[:12]}"
     try:
         check_template_id(template_id)
     except InvalidTemplate as exc:
@@ -142,7 +145,7 @@ async def replace_template(
         )
     if template_id not in await _custom(state):
         raise ApiError(404, "template_not_found", f"no template {template_id!r}")
-    body = await read_json_object(request)
+    body = await read_json_object(request, MAX_TEMPLATE_BYTES, "template")
     if body.get("id", template_id) != template_id:
         raise ApiError(422, "invalid_template", "id: the body's id is not the path's", extra={"field": "id"})
     template = _parsed(body, template_id)
@@ -160,7 +163,7 @@ async def delete_template(template_id: TemplateId, state: StateDep, principal: P
     users = [
         doc["id"]
         for doc in map(orjson.loads, await state.redis.hvals(keys.CAMPAIGNS))
-        if doc.get("template") == template_id and not doc.get("deleted")
+        if not doc.get("deleted") and template_id in Campaign.from_dict(doc).template_ids()  # drip steps too
     ]
     if users:
         raise ApiError(409, "template_in_use", f"campaigns use it: {', '.join(sorted(users)[:10])}")

@@ -281,7 +281,10 @@ def _display(name: str, value: object) -> str:
     if isinstance(value, bool) or value is None:
         text = "" if value is None else str(value).lower()
     elif isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float: shown as it is
+            return str(value)
         text = str(int(number)) if number.is_integer() else f"{number:.1f}"
         if name.endswith("_pct"):
             text += "%"

@@ -15,9 +15,11 @@ from models.career_notices import (
     DIGEST_FROM,
     STATUS_WORDS,
     URGENT_STATUSES,
+    ClosingJob,
     MatchNews,
     Notice,
     StatusNews,
+    deadline_notices,
     match_notices,
     status_notice,
 )
@@ -277,6 +279,11 @@ def every_notice() -> list[Notice]:
     found += match_notices([match("j-3", 90, deadline_ms=T0 + 86_400_000)])
     found += match_notices([match(f"d-{i}", 70) for i in range(4)])
     found += match_notices([match(f"e-{i}", 70, None, company=None) for i in range(3)])
+    closing = [
+        ClosingJob("c-1", "Welder", "Acme", T0 + 30 * 3_600_000),
+        ClosingJob("c-2", "Cook", None, T0 + 40 * 3_600_000),
+    ]
+    found += deadline_notices(closing, "UTC", T0)
     return found
 
 
