@@ -214,7 +214,9 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
                 "name": "Come back",
                 "schedule": {"kind": "one_time", "at": at},
                 "target": {"kind": "inactive", "inactive_days": 3},
-                "intervention": "gentle_reminder",
+                # Not gentle_reminder: the sweep already sent every critical student one (with
+                # the staff task), and its 48 h gap would hold the campaign's back for all.
+                "intervention": "personalized_content",
                 "status": "active",
             }
             created = await http.post("/v1/campaigns", json=body, headers=admin)

@@ -87,7 +87,7 @@ def test_up_restarts_a_killed_worker_keeps_serving_and_ctrl_c_stops_everything(t
         api, token = stack["api"], stack["admin_token"]
         before = processes()
         assert {n: p["state"] for n, p in before.items()} == dict.fromkeys(
-            ("kafka", "redis", "worker-0", "worker-1", "api"), "running"
+            ("kafka", "redis", "worker-0", "worker-1", "api", "deliver"), "running"
         )
         pids = [p["pid"] for p in before.values()]
 
