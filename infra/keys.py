@@ -248,6 +248,13 @@ INTERVENTION_ANALYTICS = _shared("interventions:analytics")
 CAMPAIGNS = _shared("campaigns")
 #: Hash: campaign id -> its execution log (JSON, `CampaignRun.to_dict`).
 CAMPAIGN_RUNS = _shared("campaign-runs")
+
+
+def campaign_lock(campaign_id: str) -> str:
+    """The lock the API holds while it changes a campaign (infra/campaign_view.py)."""
+    return _shared(f"campaign-lock:{campaign_id}")
+
+
 #: Hash of the admins' notification templates (id -> JSON, or a deleted marker), mirrored from
 #: the broadcast topic like the campaigns (infra/campaign_view.py).
 TEMPLATES = _shared("templates")

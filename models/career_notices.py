@@ -179,7 +179,7 @@ def deadline_notices(jobs: Sequence[ClosingJob], timezone: str, now_ms: int) -> 
         hours = max(1, round((job.deadline_ms - now_ms) / HOUR_MS))
         variables: dict[str, object] = {
             "job_title": job.title,
-            "closing": f"in {hours} hours" if hours < 36 else "in two days",
+            "closing": f"in {hours} hours" if hours <= 36 else "in two days",
         }
         if job.company:
             variables["company"] = job.company

@@ -9,7 +9,9 @@ channels, quiet hours), so the rules in that module hold whatever the trigger. S
 - streak: a user whose streak is alive, active on local day L and not yet on L + 1, gets a
   `streak_warning` at `STREAK_WARNING_AT` (19:00) local time on L + 1, once (keyed by that day);
 - campaigns: every occurrence between the user's last look and `now` (`models.campaigns.occurrences.due`),
-  if the user is in the audience then, keyed by the occurrence;
+  if the user is in the audience then, keyed by the occurrence, with the occurrence's type and
+  template (a drip step's own); and an admin's manual sends (`sends_due`) to this user or to a
+  filtered audience;
 - deferred: notifications held by quiet hours whose time has come (`interventions.due`).
 All instants are stream time, so a replay decides what live decided.
 
@@ -27,7 +29,7 @@ from typing import Any
 from models.campaigns import occurrences as camp_occurrences
 from models.campaigns import records as camp
 from models.campaigns import targeting as camp_targeting
-from models.career_notices import Notice
+from models.career_notices import Notice, deadline_notices, next_reminder
 from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
@@ -138,7 +140,7 @@ def plan(
                 variables.update(risk_level=score.level, signals=[s.name for s in score.top_signals[:3]])
             decision = decide(
                 book, ctx, kind, key, now_ms, source="risk", variables=variables,
-                stats=variant_counts(kind), urgency=score.level, templates=templates,
+                stats=variant_counts(templates.for_type(kind).id), urgency=score.level, templates=templates,
             )  # fmt: skip
             _record(out, state, "risk", decision, now_ms)
 
@@ -149,7 +151,8 @@ def plan(
         if local_day(now_ms, ctx.timezone) == day:  # still that day: not too late to save it
             decision = decide(
                 book, ctx, "streak_warning", f"streak:{ctx.user_id}:{day}", now_ms, source="streak",
-                variables={}, stats=variant_counts("streak_warning"), urgency="high", templates=templates,
+                variables={}, stats=variant_counts(templates.for_type("streak_warning").id), urgency="high",
+                templates=templates,
             )  # fmt: skip
             held = decision.notification
             too_late = held is not None and local_day(held.deliver_at_ms, ctx.timezone) != day
@@ -159,6 +162,13 @@ def plan(
                 withdraw(book, held)
                 decision = Decision(None, "too_late")
             _record(out, state, "streak", decision, now_ms)
+
+    # Matched jobs about to close (models/career_notices.py): news, through the same gate.
+    reminders = deadline_notices(ctx.closing_jobs, ctx.timezone, now_ms)
+    if reminders:
+        news = notify(state, ctx, reminders, variant_counts, templates)
+        out.delivered.extend(news.delivered)
+        out.decisions.extend(news.decisions)
 
     # A user never looked at starts from their signup (not from the campaign's activation, which
     # would fire occurrences from before they existed); unknown signup: from the activation.
@@ -170,22 +180,62 @@ def plan(
         for stale in occurrences[:-1]:
             out.campaign_outcomes.append((campaign.id, stale.key, "suppressed:superseded"))
         for occurrence in occurrences[-1:]:
-            key = occurrence.key
-            out.campaign_outcomes.append((campaign.id, key, "evaluated"))
-            if not camp_targeting.targets(campaign.target, facts, now_ms):
-                out.campaign_outcomes.append((campaign.id, key, "not_targeted"))
-                continue
-            out.campaign_outcomes.append((campaign.id, key, "targeted"))
-            decision = decide(
-                book, ctx, campaign.intervention, occurrence.idempotency_key, now_ms,
-                source=f"{CAMPAIGN_SOURCE}{campaign.id}", variables={},
-                stats=variant_counts(campaign.intervention), templates=templates,
-                template_id=campaign.template,
-            )  # fmt: skip
-            out.campaign_outcomes.append((campaign.id, key, _campaign_outcome(decision)))
-            _record(out, state, f"campaign:{campaign.id}", decision, now_ms)
+            _fire_campaign(
+                out,
+                state,
+                ctx,
+                facts,
+                campaign,
+                occurrence,
+                campaign.target,
+                now_ms,
+                variant_counts,
+                templates,
+            )
+        # An admin's manual sends (models/campaigns/sends.py): each fires, to the user it names
+        # (no targeting) or to the users its filter (else the campaign's target) selects.
+        for send, occurrence in camp_occurrences.sends_due(campaign, ctx.user_id, since, now_ms):
+            audience = None if send.user_id is not None else (send.target or campaign.target)
+            _fire_campaign(
+                out, state, ctx, facts, campaign, occurrence, audience, now_ms, variant_counts, templates
+            )
     state.campaigns_checked_ms = now_ms
     return out
+
+
+def _fire_campaign(
+    out: NudgeOutcome,
+    state: RiskState,
+    ctx: UserContext,
+    facts: camp.UserFacts,
+    campaign: camp.Campaign,
+    occurrence: camp.Occurrence,
+    audience: camp.Target | None,
+    now_ms: int,
+    variant_counts: VariantCounts,
+    templates: TemplateLibrary,
+) -> None:
+    """One occurrence of a campaign for this user, if `audience` (None: the user was chosen)
+    targets them: the occurrence's type and template (a drip step's own, else the campaign's),
+    keyed by the occurrence, through `decide`; every outcome logged for the campaign's run."""
+    key = occurrence.key
+    out.campaign_outcomes.append((campaign.id, key, "evaluated"))
+    if audience is not None and not camp_targeting.targets(audience, facts, now_ms):
+        out.campaign_outcomes.append((campaign.id, key, "not_targeted"))
+        return
+    out.campaign_outcomes.append((campaign.id, key, "targeted"))
+    kind = occurrence.intervention or campaign.intervention
+    # A step of another type than the campaign's does not inherit the campaign's template.
+    template_id = occurrence.template or (campaign.template if kind == campaign.intervention else None)
+    # The bandit's counts are the chosen template's variants' (an admin's template has its own).
+    template = templates.resolve(kind, template_id)
+    decision = decide(
+        state.notifications, ctx, kind, occurrence.idempotency_key, now_ms,
+        source=f"{CAMPAIGN_SOURCE}{campaign.id}", variables={}, stats=variant_counts(template.id),
+        templates=templates, template_id=template_id,
+    )  # fmt: skip
+    out.campaign_outcomes.append((campaign.id, key, _campaign_outcome(decision)))
+    _record(out, state, f"campaign:{campaign.id}", decision, now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +280,8 @@ def celebrate(
     for c in celebrations:
         decision = decide(
             state.notifications, ctx, c.type, c.key, now_ms, source="achievement",
-            variables=c.variables, stats=variant_counts(c.type), urgency="medium", templates=templates,
+            variables=c.variables, stats=variant_counts(templates.for_type(c.type).id), urgency="medium",
+            templates=templates,
         )  # fmt: skip
         _record(out, state, "achievement", decision, now_ms)
     return out
@@ -250,7 +301,8 @@ def notify(
     for n in notices:
         decision = decide(
             state.notifications, ctx, n.type, n.key, n.at_ms, source="career",
-            variables=n.variables, stats=variant_counts(n.type), urgency=n.urgency, templates=templates,
+            variables=n.variables, stats=variant_counts(templates.for_type(n.type).id), urgency=n.urgency,
+            templates=templates,
         )  # fmt: skip
         _record(out, state, "career", decision, n.at_ms)
     return out
@@ -268,10 +320,16 @@ def next_look(
     warning = streak_warning_instant(state, ctx)
     if warning is not None:
         candidates.append(warning[1])
+    reminder = next_reminder(ctx.closing_jobs, ctx.timezone, state.campaigns_checked_ms or 0)
+    if reminder is not None:
+        candidates.append(reminder)
     # Never looked at: the first occurrence after the campaign's activation (next_due's gate).
     after = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else 0
     for campaign in campaigns:
         at = camp_occurrences.next_due(campaign, ctx.timezone, ctx.signup_ms, after)
         if at is not None:
             candidates.append(at)
+        sent_at = camp_occurrences.next_send(campaign, ctx.user_id, after)
+        if sent_at is not None:
+            candidates.append(sent_at)
     return min(candidates) if candidates else None

@@ -69,7 +69,9 @@ class Broadcasts:
         return changed
 
     def active_campaigns(self) -> list[Campaign]:
-        return [c for c in self.campaigns.values() if c.status == "active"]
+        """The campaigns the sweep evaluates: the active ones, and any with an admin's manual
+        send (which fires whatever the status; the schedule of a draft or paused one does not)."""
+        return [c for c in self.campaigns.values() if c.status == "active" or c.sends]
 
     def stats_for(self, template: str) -> Any:
         return self.stats.variant_stats(template)

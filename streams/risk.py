@@ -100,7 +100,9 @@ def risk_document(score: RiskScore, recommended: list[str], model_version: int) 
 
 
 def stage_feedback(n: Notification, stage: str) -> dict[str, Any]:
-    """One funnel step of one notification, for the analytics (its id makes it countable once)."""
+    """One funnel step of one notification, for the analytics (its id makes it countable once);
+    its source, a campaign notification's key (never a user id, unlike other keys) and its
+    delivery time let a campaign's own funnel and run log count it."""
     return {
         "id": f"{n.id}:{stage}",
         "kind": "stage",
@@ -109,6 +111,9 @@ def stage_feedback(n: Notification, stage: str) -> dict[str, Any]:
         "channel": n.primary_channel,
         "template": n.template,
         "variant": n.variant,
+        "source": n.source,
+        "key": n.key if n.source.startswith("campaign:") else None,
+        "at_ms": n.deliver_at_ms,
     }
 
 
@@ -329,6 +334,7 @@ class RiskProcessor:
                     "id": f"campaign:{campaign_id}:{state.user_id}:{key}:{outcome}",
                     "kind": "campaign",
                     "campaign_id": campaign_id,
+                    "occurrence": key,
                     "outcome": outcome,
                     "at_ms": now,
                 }

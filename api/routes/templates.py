@@ -25,7 +25,7 @@ from infra import keys
 from infra.campaign_view import mirror_templates
 from infra.producer import ProducerUnavailable
 from infra.topics import BROADCAST as BROADCAST_TOPIC
-from models.campaigns.records import Campaign
+from models.campaigns.records import stored_template_ids
 from models.interventions.significance import winner
 from models.interventions.template_admin import InvalidTemplate, check_template_id, parse_template
 from models.interventions.templates import TEMPLATES, Template
@@ -163,7 +163,7 @@ async def delete_template(template_id: TemplateId, state: StateDep, principal: P
     users = [
         doc["id"]
         for doc in map(orjson.loads, await state.redis.hvals(keys.CAMPAIGNS))
-        if not doc.get("deleted") and template_id in Campaign.from_dict(doc).template_ids()  # drip steps too
+        if not doc.get("deleted") and template_id in stored_template_ids(doc)  # drip steps' too
     ]
     if users:
         raise ApiError(409, "template_in_use", f"campaigns use it: {', '.join(sorted(users)[:10])}")

@@ -1,5 +1,6 @@
-"""Why a campaign body or status change is refused: `InvalidCampaign`, naming the culprit field,
-and the small helpers that word and raise it (shared by parsing and status changes)."""
+"""Why a campaign body or status change is refused: `InvalidCampaign`, naming the culprit field
+(`CampaignConflict` when the campaign's state, not the body, refuses it), and the small helpers
+that word and raise it (shared by parsing and status changes)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ class InvalidCampaign(ValueError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the two-argument constructor working through pickle, like InvalidEvent.
         return (type(self), (self.field, self.message))
+
+
+class CampaignConflict(InvalidCampaign):
+    """A change the campaign's current state refuses (a status it cannot go to from the one it
+    has, a send id already used for another send): the API's 409, where a bad body is a 422."""
 
 
 def fail(path: str, message: str) -> NoReturn:

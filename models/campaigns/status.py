@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from models.campaigns.errors import choice, fail
-from models.campaigns.records import STATUSES, Campaign
+from models.campaigns.errors import CampaignConflict, choice, fail
+from models.campaigns.occurrences import next_run
+from models.campaigns.records import STATUSES, WEEKDAY_NAMES, Campaign, DripStep, ManualSend, Target
 from models.events import MAX_TS_MS, format_ts
 
 
@@ -51,9 +52,11 @@ def with_status(c: Campaign, status: str, now_ms: int) -> Campaign:
     if status == c.status:
         return c
     if status == "draft":
-        fail("status", f"cannot go back to draft from {c.status}")
+        raise CampaignConflict("status", f"status cannot go back to draft from {c.status}")
     if status == "paused" and c.status != "active":
-        fail("status", f"only an active campaign can be paused; this one is {c.status}")
+        raise CampaignConflict(
+            "status", f"status: only an active campaign can be paused; this one is {c.status}"
+        )
     if status == "active":
         check_can_fire(c, now_ms)
         return dataclasses.replace(c, status=status, updated_ms=updated, activated_ms=now_ms)
@@ -69,36 +72,36 @@ def effective_status(c: Campaign, now_ms: int) -> str:
 
 
 def public_campaign(c: Campaign, now_ms: int) -> dict[str, Any]:
-    """A campaign as the API shows it: RFC 3339 times, the derived status, only relevant fields."""
+    """A campaign as the API shows it: RFC 3339 times, the derived status, only relevant fields,
+    its `next_run` (`models.campaigns.occurrences.next_run`: an instant, "per user" or null) and
+    its recent manual sends, newest first."""
 
     def when(ms: int | None) -> str | None:
         return None if ms is None else format_ts(ms)
 
-    s, t = c.schedule, c.target
+    s = c.schedule
     schedule: dict[str, Any] = {"kind": s.kind}
     if s.kind == "one_time":
         schedule["at"] = when(s.at_ms)
     elif s.kind == "recurring":
         schedule.update(every=s.every, local_time=s.local_time)
-        if s.every == "weekly":
+        if s.every == "weekly" and s.weekdays:
+            schedule["days"] = [WEEKDAY_NAMES[day] for day in s.weekdays]
+        elif s.every == "weekly":
             schedule["weekday"] = s.weekday
         if s.every == "monthly":
             schedule["day_of_month"] = s.day_of_month
+    elif s.steps:
+        schedule.update(steps=[_public_step(step) for step in s.steps], local_time=s.local_time)
     else:
         schedule.update(offsets_days=list(s.offsets_days), local_time=s.local_time)
-    target: dict[str, Any] = {"kind": t.kind}
-    if t.kind == "at_risk":
-        target["threshold"] = t.threshold
-    elif t.kind == "inactive":
-        target["inactive_days"] = t.inactive_days
-    elif t.kind == "filter":
-        target.update(field=t.field, op=t.op, value=list(t.value) if isinstance(t.value, tuple) else t.value)
+    upcoming = next_run(c, now_ms)
     return {
         "id": c.id,
         "name": c.name,
         "status": effective_status(c, now_ms),
         "schedule": schedule,
-        "target": target,
+        "target": public_target(c.target),
         "intervention": c.intervention,
         "template": c.template,
         "start": when(c.start_ms),
@@ -106,4 +109,33 @@ def public_campaign(c: Campaign, now_ms: int) -> dict[str, Any]:
         "created_at": when(c.created_ms),
         "updated_at": when(c.updated_ms),
         "activated_at": when(c.activated_ms),
+        "next_run": when(upcoming) if isinstance(upcoming, int) else upcoming,
+        "sends": [public_send(send) for send in reversed(c.sends)],
+    }
+
+
+def _public_step(step: DripStep) -> dict[str, Any]:
+    return {name: value for name, value in step.to_dict().items() if value is not None}
+
+
+def public_target(t: Target) -> dict[str, Any]:
+    """A target as the API shows it: its kind and only the fields that apply to it."""
+    target: dict[str, Any] = {"kind": t.kind}
+    if t.kind == "at_risk":
+        target["threshold"] = t.threshold
+    elif t.kind == "inactive":
+        target["inactive_days"] = t.inactive_days
+    elif t.kind == "filter":
+        target.update(field=t.field, op=t.op, value=list(t.value) if isinstance(t.value, tuple) else t.value)
+    return target
+
+
+def public_send(send: ManualSend) -> dict[str, Any]:
+    """A manual send as the API shows it: its audience is `user_id`, `filter`, or (both null) the
+    campaign's own target."""
+    return {
+        "id": send.id,
+        "at": format_ts(send.at_ms),
+        "user_id": send.user_id,
+        "filter": None if send.target is None else public_target(send.target),
     }

@@ -166,11 +166,11 @@ async def test_create_active_stamps_the_activation(
     client: httpx.AsyncClient, redis: Redis, broadcast_topic: str, kafka_bootstrap: str
 ) -> None:
     at_ms = now_ms() + DAY_MS
-    body = await create(client, one_time("flash-sale", at_ms, status="active", template="promo"))
+    body = await create(client, one_time("flash-sale", at_ms, status="active", template="discount_offer"))
     assert body["status"] == "active"
     assert body["schedule"] == {"kind": "one_time", "at": format_ts(at_ms)}
     assert body["target"] == {"kind": "all"}
-    assert body["template"] == "promo"
+    assert body["template"] == "discount_offer"
     assert body["activated_at"] == body["created_at"]
     (record,) = await read_topic(kafka_bootstrap, broadcast_topic, 1)
     produced = orjson.loads(record.value)
@@ -219,7 +219,7 @@ async def test_duplicate_id_is_409_and_changes_nothing(
             {**EVENING, "schedule": {"kind": "recurring", "every": "daily", "local_time": "24:00"}},
             "schedule.local_time",
         ),
-        ({**EVENING, "schedule": {"kind": "recurring", "every": "weekly"}}, "schedule.weekday"),
+        ({**EVENING, "schedule": {"kind": "recurring", "every": "weekly"}}, "schedule.days"),
         ({**EVENING, "schedule": {"kind": "recurring", "every": "daily", "weekday": 1}}, "schedule.weekday"),
         ({**EVENING, "schedule": {"kind": "drip", "offsets_days": [3, 1]}}, "schedule.offsets_days"),
         ({**EVENING, "schedule": {"kind": "one_time", "at": "tomorrow"}}, "schedule.at"),

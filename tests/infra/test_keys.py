@@ -39,6 +39,7 @@ SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
     "channel_dedup": keys.channel_dedup,
     "command_result": keys.command_result,
     "referral_code": keys.referral_code,
+    "campaign_lock": keys.campaign_lock,
 }
 # ... and of two.
 SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import pickle
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,25 +15,53 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.campaigns.errors import InvalidCampaign
-from models.campaigns.execution import MAX_SUPPRESSION_REASONS, CampaignRun
-from models.campaigns.occurrences import MAX_OCCURRENCES, due, next_due, next_occurrence, occurrences
-from models.campaigns.parsing import parse_campaign
+from models.campaigns.changes import deleted_marker, duplicate, edit
+from models.campaigns.errors import CampaignConflict, InvalidCampaign
+from models.campaigns.execution import MAX_RUN_LOG, MAX_SUPPRESSION_REASONS, CampaignRun, funnel_view
+from models.campaigns.occurrences import (
+    MAX_OCCURRENCES,
+    due,
+    next_due,
+    next_occurrence,
+    next_run,
+    next_send,
+    occurrences,
+    sends_due,
+)
+from models.campaigns.parsing import MAX_NAME_LEN, check_templates, parse_campaign
 from models.campaigns.records import (
     CAMPAIGN_KINDS,
     FILTER_FIELDS,
     Campaign,
+    DripStep,
+    ManualSend,
     Occurrence,
     Schedule,
     Target,
     UserFacts,
+    stored_template_ids,
+)
+from models.campaigns.sends import (
+    MAX_SENDS,
+    SEND_DEDUP_MS,
+    SEND_RETENTION_MS,
+    TooManySends,
+    add_send,
+    check_send_id,
+    parse_send,
 )
 from models.campaigns.status import effective_status, public_campaign, with_status
 from models.campaigns.targeting import targets
 from models.events import MAX_TS_MS, format_ts
-from models.interventions import INTERVENTION_TYPES
+from models.interventions import INTERVENTION_TYPES, UserContext
+from models.interventions.templates import Template, TemplateLibrary, Variant
+from models.nudges import NudgeOutcome, next_look, plan
+from models.outcome_ledger import OutcomeLedger
+from models.risk_state import RiskSettings, RiskState
 from models.streaks import local_day
-from tests.models.factories import ms
+from streams.risk import RiskProcessor, stage_feedback
+from tests.models.factories import event, ms
+from tests.models.test_nudges import CountsSpy, context, facts_for
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -194,7 +224,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("minute 60", body(schedule={**DAILY, "local_time": "09:60"}), "schedule.local_time"),
     ("with seconds", body(schedule={**DAILY, "local_time": "09:00:00"}), "schedule.local_time"),
     ("numeric time", body(schedule={**DAILY, "local_time": 900}), "schedule.local_time"),
-    ("weekly without weekday", body(schedule=_without(WEEKLY, "weekday")), "schedule.weekday"),
+    ("weekly without weekday", body(schedule=_without(WEEKLY, "weekday")), "schedule.days"),
     ("weekday 7", body(schedule={**WEEKLY, "weekday": 7}), "schedule.weekday"),
     ("weekday -1", body(schedule={**WEEKLY, "weekday": -1}), "schedule.weekday"),
     ("weekday bool", body(schedule={**WEEKLY, "weekday": True}), "schedule.weekday"),
@@ -205,7 +235,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("day 0", body(schedule={**MONTHLY, "day_of_month": 0}), "schedule.day_of_month"),
     ("day 32", body(schedule={**MONTHLY, "day_of_month": 32}), "schedule.day_of_month"),
     ("weekly with day", body(schedule={**WEEKLY, "day_of_month": 3}), "schedule.day_of_month"),
-    ("drip without offsets", body(schedule={"kind": "drip"}), "schedule.offsets_days"),
+    ("drip without offsets", body(schedule={"kind": "drip"}), "schedule.steps"),
     ("drip empty offsets", body(schedule={**DRIP, "offsets_days": []}), "schedule.offsets_days"),
     ("drip offsets not a list", body(schedule={**DRIP, "offsets_days": 3}), "schedule.offsets_days"),
     ("drip decreasing", body(schedule={**DRIP, "offsets_days": [3, 1]}), "schedule.offsets_days"),
@@ -890,6 +920,7 @@ ZONES = [
     "America/Santiago",
 ]
 T0 = ms("2026-01-01T00:00:00Z")
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 @st.composite
@@ -899,14 +930,29 @@ def campaigns(draw: st.DrawFn) -> Campaign:
     schedule: dict[str, Any]
     if kind == "one_time":
         schedule = {"kind": kind, "at": draw(st.integers(T0, T0 + 400 * DAY))}
-    elif kind == "drip":
+    elif kind == "drip" and draw(st.booleans()):
         offsets = sorted(set(draw(st.lists(st.integers(0, 365), min_size=1, max_size=6))))
         schedule = {"kind": kind, "offsets_days": offsets, "local_time": local_time}
+    elif kind == "drip":
+        # Steps in any order, by days or by hours (keys unique), with a template now and then.
+        delays = draw(
+            st.lists(
+                st.tuples(st.sampled_from(["offset_days", "delay_hours"]), st.integers(0, 400)),
+                min_size=1,
+                max_size=6,
+                unique=True,
+            )
+        )
+        steps = [{unit: min(n, 365) if unit == "offset_days" else n * 7} for unit, n in delays]
+        steps = [step for i, step in enumerate(steps) if step not in steps[:i]]
+        schedule = {"kind": kind, "steps": steps, "local_time": local_time}
     else:
         every = draw(st.sampled_from(["daily", "weekly", "monthly"]))
         schedule = {"kind": kind, "every": every, "local_time": local_time}
-        if every == "weekly":
+        if every == "weekly" and draw(st.booleans()):
             schedule["weekday"] = draw(st.integers(0, 6))
+        elif every == "weekly":
+            schedule["days"] = draw(st.lists(st.sampled_from(WEEKDAYS), min_size=1, max_size=7, unique=True))
         if every == "monthly":
             schedule["day_of_month"] = draw(st.integers(1, 31))
     window: dict[str, Any] = {}
@@ -942,7 +988,10 @@ def test_splitting_a_span_changes_nothing(
     b, end = a + first, a + first + second
     whole = occurrences(c, tz, signup, a, end)
     assert whole == occurrences(c, tz, signup, a, b) + occurrences(c, tz, signup, b, end)
-    assert all(x.at_ms < y.at_ms for x, y in itertools.pairwise(whole))
+    # Time-ordered; only two drip steps can share an instant (a day step and an hour step).
+    assert all(
+        x.at_ms < y.at_ms or (c.schedule.steps and x.at_ms == y.at_ms) for x, y in itertools.pairwise(whole)
+    )
     assert len({o.key for o in whole}) == len(whole)
     low = a if c.start_ms is None else max(a, c.start_ms - 1)
     high = end if c.end_ms is None else min(end, c.end_ms)
@@ -961,10 +1010,14 @@ def test_occurrences_land_on_their_local_date_and_time(
         if s.kind == "one_time":
             assert (o.key, o.at_ms) == ("once", s.at_ms)
             continue
+        if s.kind == "drip" and o.key.startswith("h"):
+            assert signup is not None and o.at_ms == signup + int(o.key[1:]) * HOUR
+            assert int(o.key[1:]) in {step.delay_hours for step in s.drip_steps}
+            continue
         if s.kind == "drip":
             assert signup is not None and o.key.startswith("d")
             offset = int(o.key[1:])
-            assert offset in s.offsets_days
+            assert offset in {step.offset_days for step in s.drip_steps}
             if o.at_ms == signup:  # day 0, signed up after its local time
                 assert offset == 0 and wall.strftime("%H:%M") >= s.local_time
                 continue
@@ -972,7 +1025,7 @@ def test_occurrences_land_on_their_local_date_and_time(
         else:
             assert wall.date().isoformat() == o.key
             if s.every == "weekly":
-                assert wall.weekday() == s.weekday
+                assert wall.weekday() in s.days_of_week
             if s.every == "monthly":
                 assert s.day_of_month is not None
                 assert wall.day == s.day_of_month or (
@@ -1040,4 +1093,850 @@ def test_campaign_run_merges_and_round_trips() -> None:
         "counts": {"sent": 2, "deferred": 1},
         "first_ms": 50,
         "last_ms": 300,
+        "funnel": funnel_view({}),
+        "runs": [],
     }
+
+
+# --- weekly on several days ------------------------------------------------------------------
+
+SEVERAL_DAYS = {"kind": "recurring", "every": "weekly", "days": ["mon", "wed", "fri"], "local_time": "18:00"}
+
+
+def test_weekly_days_by_name_or_number_in_any_order_and_case() -> None:
+    c = make({"kind": "recurring", "every": "weekly", "days": ["fri", " Mon", 2], "local_time": "18:00"})
+    assert c.schedule == Schedule("recurring", every="weekly", local_time="18:00", weekdays=(0, 2, 4))
+    assert c.schedule.days_of_week == (0, 2, 4)
+    # The one-day form is still accepted and kept as written.
+    assert make(WEEKLY).schedule == Schedule("recurring", every="weekly", weekday=2)
+    assert make(WEEKLY).schedule.days_of_week == (2,)
+    every_day = make({"kind": "recurring", "every": "weekly", "days": WEEKDAYS})
+    assert every_day.schedule.days_of_week == (0, 1, 2, 3, 4, 5, 6)
+
+
+def test_weekly_on_several_days_fires_on_each_at_local_time() -> None:
+    c = make(SEVERAL_DAYS)
+    # 2026-01-05 is a Monday; 18:00 in Nairobi is 15:00 UTC.
+    assert spans(c, NAIROBI, "2026-01-04T00:00:00Z", "2026-01-12T00:00:00Z") == [
+        ("2026-01-05", "2026-01-05T15:00:00Z"),
+        ("2026-01-07", "2026-01-07T15:00:00Z"),
+        ("2026-01-09", "2026-01-09T15:00:00Z"),
+    ]
+    # From the middle of a week: the rest of that week, then the next one.
+    assert [key for key, _ in spans(c, NAIROBI, "2026-01-07T16:00:00Z", "2026-01-14T16:00:00Z")] == [
+        "2026-01-09",
+        "2026-01-12",
+        "2026-01-14",
+    ]
+    # In New York across the spring-forward night: still 18:00 local on each day.
+    assert spans(c, NEW_YORK, "2026-03-06T00:00:00Z", "2026-03-10T00:00:00Z") == [
+        ("2026-03-06", "2026-03-06T23:00:00Z"),
+        ("2026-03-09", "2026-03-09T22:00:00Z"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("days", "field"),
+    [
+        ([], "schedule.days"),
+        ("mon", "schedule.days"),
+        (["mon"] * 8, "schedule.days"),
+        (["mon", "tue", "MON"], "schedule.days[2]"),
+        (["funday"], "schedule.days[0]"),
+        ([7], "schedule.days[0]"),
+        ([-1], "schedule.days[0]"),
+        ([True], "schedule.days[0]"),
+        ([1.0], "schedule.days[0]"),
+        ([None], "schedule.days[0]"),
+    ],
+)
+def test_refused_weekly_days(days: Any, field: str) -> None:
+    with pytest.raises(InvalidCampaign) as info:
+        make({"kind": "recurring", "every": "weekly", "days": days})
+    assert info.value.field == field
+
+
+def test_weekly_takes_one_form_of_its_days_and_only_weekly_takes_days() -> None:
+    with pytest.raises(InvalidCampaign) as info:
+        make({"kind": "recurring", "every": "weekly", "days": ["mon"], "weekday": 0})
+    assert info.value.field == "schedule.days"
+    with pytest.raises(InvalidCampaign) as info:
+        make({"kind": "recurring", "every": "daily", "days": ["mon"]})
+    assert info.value.field == "schedule.days"
+    with pytest.raises(InvalidCampaign) as info:
+        make({"kind": "drip", "offsets_days": [0], "days": ["mon"]})
+    assert info.value.field == "schedule.days"
+
+
+# --- drip steps ------------------------------------------------------------------------------
+
+STEPS = [
+    {"offset_days": 0, "template": "welcome"},
+    {"delay_hours": 2, "intervention": "personalized_content"},
+    {"offset_days": 3, "template": "nudge-3", "intervention": "peer_comparison"},
+]
+
+
+def test_drip_steps_parse_with_their_own_delay_template_and_type() -> None:
+    c = make({"kind": "drip", "steps": STEPS, "local_time": "10:00"}, template="gentle_reminder")
+    assert c.schedule.steps == (
+        DripStep(offset_days=0, template="welcome"),
+        DripStep(delay_hours=2, intervention="personalized_content"),
+        DripStep(offset_days=3, template="nudge-3", intervention="peer_comparison"),
+    )
+    assert [step.key for step in c.schedule.drip_steps] == ["d0", "h2", "d3"]
+    assert c.template_ids() == {"welcome", "nudge-3", "gentle_reminder"}
+    # The older form is still accepted and kept as written: steps with the campaign's wording.
+    assert make(DRIP).schedule.offsets_days == (0, 3) and make(DRIP).schedule.steps == ()
+    assert make(DRIP).schedule.drip_steps == (DripStep(offset_days=0), DripStep(offset_days=3))
+    assert make(DRIP).template_ids() == set()
+
+
+def test_drip_steps_fire_in_time_order_each_with_its_template_and_type() -> None:
+    c = make({"kind": "drip", "steps": STEPS, "local_time": "10:00"})
+    signup = ms("2026-01-05T05:00:00Z")  # 08:00 in Nairobi
+    found = occurrences(c, NAIROBI, signup, signup - 1, signup + 10 * DAY)
+    assert [(o.key, format_ts(o.at_ms), o.intervention, o.template) for o in found] == [
+        # 10:00 on the signup day and two hours after signup are the same instant: listed order.
+        ("d0", "2026-01-05T07:00:00Z", None, "welcome"),
+        ("h2", "2026-01-05T07:00:00Z", "personalized_content", None),
+        ("d3", "2026-01-08T07:00:00Z", "peer_comparison", "nudge-3"),
+    ]
+    assert found[2].idempotency_key == "campaign:c-1:d3"
+    # Listed in any order, they still fire in time order; hours count from the signup instant.
+    late = make({"kind": "drip", "steps": [{"offset_days": 1}, {"delay_hours": 30}, {"delay_hours": 1}]})
+    evening = ms("2026-01-05T18:00:00Z")  # 21:00 in Nairobi
+    assert [
+        (o.key, format_ts(o.at_ms)) for o in occurrences(late, NAIROBI, evening, 0, evening + 3 * DAY)
+    ] == [
+        ("h1", "2026-01-05T19:00:00Z"),
+        ("d1", "2026-01-06T06:00:00Z"),
+        ("h30", "2026-01-07T00:00:00Z"),
+    ]
+    assert next_occurrence(late, NAIROBI, evening, evening + HOUR) == ms("2026-01-06T06:00:00Z")
+    assert occurrences(late, NAIROBI, None, 0, MAX_TS_MS) == []  # no signup, no drip
+
+
+@pytest.mark.parametrize(
+    ("steps", "field"),
+    [
+        ([], "schedule.steps"),
+        ({"offset_days": 0}, "schedule.steps"),
+        ([{"offset_days": i} for i in range(21)], "schedule.steps"),
+        (["d0"], "schedule.steps[0]"),
+        ([{}], "schedule.steps[0].offset_days"),
+        ([{"template": "welcome"}], "schedule.steps[0].offset_days"),
+        ([{"offset_days": 1, "delay_hours": 2}], "schedule.steps[0].offset_days"),
+        ([{"offset_days": 366}], "schedule.steps[0].offset_days"),
+        ([{"offset_days": -1}], "schedule.steps[0].offset_days"),
+        ([{"offset_days": "3"}], "schedule.steps[0].offset_days"),
+        ([{"delay_hours": -1}], "schedule.steps[0].delay_hours"),
+        ([{"delay_hours": 24 * 365 + 1}], "schedule.steps[0].delay_hours"),
+        ([{"delay_hours": 1.5}], "schedule.steps[0].delay_hours"),
+        ([{"offset_days": 1}, {"offset_days": 1}], "schedule.steps[1].offset_days"),
+        ([{"delay_hours": 4}, {"offset_days": 4}, {"delay_hours": 4}], "schedule.steps[2].delay_hours"),
+        ([{"offset_days": 1, "subject": "Hi"}], "schedule.steps[0].subject"),
+        ([{"offset_days": 1, "template": ""}], "schedule.steps[0].template"),
+        ([{"offset_days": 1, "template": "t" * 129}], "schedule.steps[0].template"),
+        ([{"offset_days": 1, "intervention": "spam"}], "schedule.steps[0].intervention"),
+        ([{"offset_days": 0}, {"offset_days": 2, "intervention": 3}], "schedule.steps[1].intervention"),
+    ],
+)
+def test_refused_drip_steps(steps: Any, field: str) -> None:
+    with pytest.raises(InvalidCampaign) as info:
+        make({"kind": "drip", "steps": steps})
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_a_drip_takes_one_form_of_its_steps() -> None:
+    with pytest.raises(InvalidCampaign) as info:
+        make({"kind": "drip", "steps": [{"offset_days": 0}], "offsets_days": [0]})
+    assert info.value.field == "schedule.steps"
+
+
+TEMPLATE_TYPES = {
+    "gentle_reminder": "gentle_reminder",
+    "peer_comparison": "peer_comparison",
+    "welcome": "gentle_reminder",
+    "nudge-3": "peer_comparison",
+    "promo": "discount_offer",
+}
+
+
+def test_check_templates_accepts_templates_of_the_type_they_send() -> None:
+    c = make({"kind": "drip", "steps": STEPS}, template="welcome")
+    check_templates(c, TEMPLATE_TYPES)  # welcome and d0 are gentle_reminder, d3 peer_comparison
+    check_templates(daily(), {})  # names none
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"template": "nope"}, "template", "names no template"),
+        ({"template": "promo"}, "template", "is a discount_offer template, not a gentle_reminder one"),
+        (
+            {
+                "schedule": {
+                    "kind": "drip",
+                    "steps": [{"offset_days": 0}, {"offset_days": 1, "template": "x"}],
+                }
+            },
+            "schedule.steps[1].template",
+            "names no template",
+        ),
+        (
+            # A step without its own type sends the campaign's: gentle_reminder, not peer_comparison.
+            {"schedule": {"kind": "drip", "steps": [{"offset_days": 0, "template": "nudge-3"}]}},
+            "schedule.steps[0].template",
+            "not a gentle_reminder one",
+        ),
+        (
+            {
+                "schedule": {
+                    "kind": "drip",
+                    "steps": [{"offset_days": 0, "template": "welcome", "intervention": "discount_offer"}],
+                }
+            },
+            "schedule.steps[0].template",
+            "not a discount_offer one",
+        ),
+    ],
+)
+def test_check_templates_names_a_missing_or_mismatched_template(
+    overrides: dict[str, Any], field: str, words: str
+) -> None:
+    c = parse_campaign(body(**overrides), "c-1", NOW)
+    with pytest.raises(InvalidCampaign, match=re.escape(words)) as info:
+        check_templates(c, TEMPLATE_TYPES)
+    assert info.value.field == field
+
+
+def test_new_forms_round_trip_through_storage_and_the_public_view() -> None:
+    weekly = make({"kind": "recurring", "every": "weekly", "days": ["wed", "mon"]})
+    drip = make({"kind": "drip", "steps": STEPS, "local_time": "10:00"})
+    for c in (weekly, drip):
+        assert Campaign.from_dict(orjson.loads(orjson.dumps(c.to_dict()))) == c
+        # The public schedule is a body that parses back to the same schedule.
+        shown = public_campaign(c, NOW)["schedule"]
+        assert make(shown).schedule == c.schedule
+    assert public_campaign(weekly, NOW)["schedule"] == {
+        "kind": "recurring",
+        "every": "weekly",
+        "local_time": "09:00",
+        "days": ["mon", "wed"],
+    }
+    assert public_campaign(drip, NOW)["schedule"] == {
+        "kind": "drip",
+        "local_time": "10:00",
+        "steps": [
+            {"offset_days": 0, "template": "welcome"},
+            {"delay_hours": 2, "intervention": "personalized_content"},
+            {"offset_days": 3, "template": "nudge-3", "intervention": "peer_comparison"},
+        ],
+    }
+    # Records stored before these forms existed read back unchanged.
+    old = {k: v for k, v in make(DRIP).to_dict().items() if k != "sends"}
+    old["schedule"] = {k: v for k, v in old["schedule"].items() if k not in ("weekdays", "steps")}
+    assert Campaign.from_dict(old) == make(DRIP)
+
+
+# --- next run --------------------------------------------------------------------------------
+
+
+def test_next_run_is_the_next_occurrence_in_utc_or_per_user_for_a_drip() -> None:
+    active = with_status(daily("09:00"), "active", NOW)
+    assert next_run(daily("09:00"), NOW) is None  # a draft does not run
+    assert next_run(active, NOW) == ms("2026-01-01T09:00:00Z")
+    assert next_run(active, ms("2026-01-01T09:00:00Z")) == ms("2026-01-02T09:00:00Z")
+    assert next_run(with_status(active, "paused", NOW + 1), NOW + 1) is None
+    # 2026-01-01 is a Thursday: Friday is next.
+    several = with_status(make(SEVERAL_DAYS), "active", NOW)
+    assert next_run(several, NOW) == ms("2026-01-02T18:00:00Z")
+    at = NOW + 5 * DAY
+    once = with_status(make({"kind": "one_time", "at": at}), "active", NOW)
+    assert (next_run(once, NOW), next_run(once, at)) == (at, None)
+    drip = with_status(make(DRIP, end=NOW + DAY), "active", NOW)
+    assert (next_run(drip, NOW), next_run(drip, NOW + DAY)) == ("per user", None)
+    assert public_campaign(active, NOW)["next_run"] == "2026-01-01T09:00:00Z"
+    assert public_campaign(drip, NOW)["next_run"] == "per user"
+    assert public_campaign(daily(), NOW)["next_run"] is None
+
+
+# --- edit, duplicate, delete -----------------------------------------------------------------
+
+A_SEND = ManualSend("s1", NOW + 1, user_id="u-1")
+
+
+def test_edit_replaces_the_definition_and_keeps_identity_activation_and_sends() -> None:
+    c = dataclasses.replace(with_status(daily(), "active", NOW), sends=(A_SEND,))
+    edited = edit(c, body(name="Evening", schedule=SEVERAL_DAYS, template="welcome"), NOW + HOUR)
+    assert edited == dataclasses.replace(
+        c,
+        name="Evening",
+        schedule=Schedule("recurring", every="weekly", local_time="18:00", weekdays=(0, 2, 4)),
+        template="welcome",
+        updated_ms=NOW + HOUR,
+    )
+    assert (edited.created_ms, edited.activated_ms, edited.status, edited.sends) == (
+        NOW,
+        NOW,
+        "active",
+        (A_SEND,),
+    )
+    # Strictly newer than what it replaces, even in the same millisecond or after a clock step back.
+    assert edit(edited, body(), NOW).updated_ms == NOW + HOUR + 1
+    # Fields left out take their defaults: a PUT replaces the whole definition.
+    assert edit(edited, body(), NOW + DAY).template is None
+
+
+def test_edit_changes_the_status_by_the_usual_rules() -> None:
+    draft = daily()
+    activated = edit(draft, body(status="active"), NOW + HOUR)
+    assert (activated.status, activated.activated_ms) == ("active", NOW + HOUR)
+    paused = edit(activated, body(status="paused"), NOW + 2 * HOUR)
+    assert (paused.status, paused.activated_ms) == ("paused", NOW + HOUR)
+    assert edit(paused, body(), NOW + 3 * HOUR).status == "paused"  # no status: it stays
+    assert edit(paused, body(status="paused"), NOW + 3 * HOUR).status == "paused"
+    for old, status in [(activated, "draft"), (draft, "paused")]:
+        with pytest.raises(CampaignConflict) as conflict:
+            edit(old, body(status=status), NOW + 4 * HOUR)
+        assert conflict.value.field == "status"
+    for bad in ("completed", "archived", 3):
+        with pytest.raises(InvalidCampaign) as info:
+            edit(activated, body(status=bad), NOW + 4 * HOUR)
+        assert info.value.field == "status" and not isinstance(info.value, CampaignConflict)
+
+
+def test_an_edit_that_leaves_an_active_campaign_unable_to_fire_is_refused() -> None:
+    at = NOW + DAY
+    active = with_status(make({"kind": "one_time", "at": at}), "active", NOW)
+    with pytest.raises(InvalidCampaign) as info:
+        edit(active, body(schedule={"kind": "one_time", "at": NOW}), NOW + HOUR)
+    assert info.value.field == "schedule.at" and not isinstance(info.value, CampaignConflict)
+    with pytest.raises(InvalidCampaign) as info:
+        edit(with_status(daily(), "active", NOW), body(end=NOW + HOUR), NOW + HOUR)
+    assert info.value.field == "end"
+    # Paused, it may say so (it cannot be resumed until it can fire again).
+    paused = with_status(active, "paused", NOW + 1)
+    assert edit(paused, body(schedule={"kind": "one_time", "at": NOW}), NOW + HOUR).status == "paused"
+    with pytest.raises(InvalidCampaign) as info:
+        edit(paused, body(schedule={"kind": "one_time", "at": NOW}, status="active"), NOW + HOUR)
+    assert info.value.field == "schedule.at"
+    # One that could already never fire (completed) may still be renamed.
+    renamed = edit(active, body(name="Done", schedule={"kind": "one_time", "at": at}), at + 1)
+    assert (renamed.name, effective_status(renamed, at + 1)) == ("Done", "completed")
+
+
+def test_edit_refuses_bad_bodies_naming_the_field() -> None:
+    c = daily()
+    for bad, field in [
+        (body(id="c-2"), "id"),
+        (body(name=""), "name"),
+        ([1], "campaign"),
+        (None, "campaign"),
+        (body(schedule={"kind": "drip", "steps": []}), "schedule.steps"),
+    ]:
+        with pytest.raises(InvalidCampaign) as info:
+            edit(c, bad, NOW + 1)
+        assert info.value.field == field
+    assert edit(c, body(id="c-1"), NOW + 1).id == "c-1"  # the same id in the body is fine
+
+
+def test_duplicate_is_a_draft_copy_under_a_new_id() -> None:
+    c = dataclasses.replace(with_status(daily(template="welcome"), "active", NOW), sends=(A_SEND,))
+    copy_ = duplicate(c, "c-2", None, NOW + DAY)
+    assert copy_ == dataclasses.replace(
+        c,
+        id="c-2",
+        name="Copy of Morning nudge",
+        status="draft",
+        created_ms=NOW + DAY,
+        updated_ms=NOW + DAY,
+        activated_ms=None,
+        sends=(),
+    )
+    assert duplicate(c, "c-3", "Evening", NOW).name == "Evening"
+    assert len(duplicate(dataclasses.replace(c, name="n" * 200), "c-3", None, NOW).name) == MAX_NAME_LEN
+    for new_id, name, field in [
+        ("c-1", None, "id"),
+        ("bad id", None, "id"),
+        ("c-4", "  ", "name"),
+        ("c-4", 5, "name"),
+    ]:
+        with pytest.raises(InvalidCampaign) as info:
+            duplicate(c, new_id, name, NOW)
+        assert info.value.field == field
+
+
+def test_a_deleted_marker_is_newer_than_the_definition() -> None:
+    c = daily()
+    assert deleted_marker(c, NOW + 5) == {"id": "c-1", "deleted": True, "updated_ms": NOW + 5}
+    assert deleted_marker(c, NOW - 5)["updated_ms"] == NOW + 1
+
+
+# --- manual sends ----------------------------------------------------------------------------
+
+NAIROBI_FILTER = {"kind": "filter", "field": "location", "op": "eq", "value": "Nairobi"}
+
+
+def test_parse_send_bodies() -> None:
+    assert parse_send({"user_id": "u-42"}, "gen", NOW) == (ManualSend("gen", NOW, user_id="u-42"), False)
+    assert parse_send({"filter": NAIROBI_FILTER, "send_id": "retry-1"}, "gen", NOW) == (
+        ManualSend("retry-1", NOW, target=Target("filter", field="location", value="Nairobi")),
+        True,
+    )
+    assert parse_send({"filter": {"kind": "at_risk", "threshold": 80}}, "gen", NOW)[0].target == Target(
+        "at_risk", threshold=80.0
+    )
+    # No audience: the campaign's own; null is the same as absent.
+    assert parse_send({}, "gen", NOW) == (ManualSend("gen", NOW), False)
+    assert parse_send(None, "gen", NOW) == (ManualSend("gen", NOW), False)
+    assert parse_send({"user_id": None, "send_id": None}, "gen", NOW) == (ManualSend("gen", NOW), False)
+    assert check_send_id("a" * 64) == "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [
+        ([], "send"),
+        ("u-1", "send"),
+        ({"user_id": "u-1", "filter": {"kind": "all"}}, "filter"),
+        ({"user_id": 5}, "user_id"),
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "x" * 129}, "user_id"),
+        ({"user_id": "a\nb"}, "user_id"),
+        ({"user_id": "\ud800"}, "user_id"),
+        ({"send_id": "bad id"}, "send_id"),
+        ({"send_id": "-x"}, "send_id"),
+        ({"send_id": "x" * 65}, "send_id"),
+        ({"send_id": 3}, "send_id"),
+        ({"filter": "all"}, "filter"),
+        ({"filter": {"kind": "vip"}}, "filter.kind"),
+        ({"filter": {"kind": "filter", "field": "skills", "op": "eq", "value": "sql"}}, "filter.op"),
+        (
+            {"filter": {"kind": "filter", "field": "location", "op": "in", "value": ["a", 3]}},
+            "filter.value[1]",
+        ),
+        ({"filter": {"kind": "all", "threshold": 3}}, "filter.threshold"),
+        ({"everyone": True}, "everyone"),
+    ],
+)
+def test_refused_send_bodies_name_the_field(obj: Any, field: str) -> None:
+    with pytest.raises(InvalidCampaign) as info:
+        parse_send(obj, "gen", NOW)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_a_send_is_kept_in_the_definition_and_moves_it_forward() -> None:
+    c = daily()
+    send, named = parse_send({"user_id": "u-1"}, "a1", NOW + 5)
+    changed, standing, repeated = add_send(c, send, named, NOW + 5)
+    assert (changed.sends, standing, repeated) == ((send,), send, False)
+    assert changed.updated_ms == NOW + 5 and changed.status == "draft"
+
+
+def test_a_retried_send_is_the_same_send() -> None:
+    c = daily()
+    first, _ = parse_send({"user_id": "u-1", "send_id": "r1"}, "gen", NOW)
+    c, _, _ = add_send(c, first, True, NOW)
+    # The same id and audience later: that send, nothing changed.
+    again, _ = parse_send({"user_id": "u-1", "send_id": "r1"}, "gen", NOW + DAY)
+    assert add_send(c, again, True, NOW + DAY) == (c, first, True)
+    # The same id for another audience is a conflict.
+    other, _ = parse_send({"user_id": "u-2", "send_id": "r1"}, "gen", NOW + 1)
+    with pytest.raises(CampaignConflict) as info:
+        add_send(c, other, True, NOW + 1)
+    assert info.value.field == "send_id"
+    # Without an id: the same audience within SEND_DEDUP_MS is that send, later a new one.
+    unnamed, _ = parse_send({"user_id": "u-1"}, "gen-2", NOW + SEND_DEDUP_MS - 1)
+    assert add_send(c, unnamed, False, NOW + SEND_DEDUP_MS - 1) == (c, first, True)
+    later = dataclasses.replace(unnamed, at_ms=NOW + SEND_DEDUP_MS)
+    changed, standing, repeated = add_send(c, later, False, NOW + SEND_DEDUP_MS)
+    assert (standing, repeated, changed.sends) == (later, False, (first, later))
+    # ... and another audience at once is another send.
+    everyone, _ = parse_send({}, "gen-3", NOW + 2)
+    assert add_send(c, everyone, False, NOW + 2)[1:] == (everyone, False)
+
+
+def test_sends_age_out_and_are_bounded() -> None:
+    c = daily()
+    for i in range(MAX_SENDS):
+        c, _, _ = add_send(c, ManualSend(f"s{i}", NOW + i, user_id=f"u-{i}"), True, NOW + i)
+    assert len(c.sends) == MAX_SENDS
+    with pytest.raises(TooManySends) as info:
+        add_send(c, ManualSend("one-more", NOW + HOUR, user_id="u-x"), True, NOW + HOUR)
+    assert info.value.retry_after_ms == NOW + SEND_RETENTION_MS - (NOW + HOUR)
+    # Once the oldest has aged out there is room; the aged ones are dropped on the way.
+    at = NOW + SEND_RETENTION_MS + 2
+    c, _, repeated = add_send(c, ManualSend("one-more", at, user_id="u-x"), True, at)
+    assert not repeated
+    assert [s.id for s in c.sends] == [f"s{i}" for i in range(3, MAX_SENDS)] + ["one-more"]
+
+
+def test_sends_due_for_the_user_they_name_or_for_everyone() -> None:
+    a, b, d = (
+        ManualSend("a", NOW + 10, user_id="u-1"),
+        ManualSend("b", NOW + 20),
+        ManualSend("d", NOW + 30, "u-2"),
+    )
+    c = dataclasses.replace(daily(), sends=(d, b, a))
+    assert sends_due(c, "u-1", NOW, NOW + 100) == [
+        (a, Occurrence("c-1", "s-a", NOW + 10)),
+        (b, Occurrence("c-1", "s-b", NOW + 20)),
+    ]
+    assert sends_due(c, "u-1", NOW + 10, NOW + 20) == [(b, Occurrence("c-1", "s-b", NOW + 20))]
+    assert [s.id for s, _ in sends_due(c, "u-2", None, NOW + 30)] == ["b", "d"]
+    assert sends_due(c, "u-2", NOW + 30, MAX_TS_MS) == []
+    assert (next_send(c, "u-1", NOW), next_send(c, "u-1", NOW + 20), next_send(c, "u-2", NOW + 20)) == (
+        NOW + 10,
+        None,
+        NOW + 30,
+    )
+    # A send is not gated by status or window: a draft fires it; due() still fires nothing.
+    assert due(c, "UTC", None, NOW, NOW + DAY) == []
+
+
+# --- plan(): drip steps and manual sends through the gate ------------------------------------
+
+WELCOME = Template(
+    id="welcome",
+    type="gentle_reminder",
+    variants=(Variant("w", "Welcome {display_name}", "Your first lesson is ready", "Start"),),
+    builtin=False,
+)
+LIBRARY = TemplateLibrary({"welcome": WELCOME})
+LONG_AGO = NOW - 30 * DAY
+
+
+def plan_for(
+    state: RiskState,
+    ctx: UserContext,
+    now_ms: int,
+    campaigns: list[Campaign],
+    counts: CountsSpy | None = None,
+    **profile: Any,
+) -> NudgeOutcome:
+    return plan(
+        state,
+        ctx,
+        None,
+        now_ms,
+        campaigns=campaigns,
+        facts=facts_for(ctx, **profile),
+        variant_counts=counts or CountsSpy(),
+        templates=LIBRARY,
+    )
+
+
+def test_each_drip_step_sends_its_own_template_and_type() -> None:
+    steps = [
+        {"offset_days": 0, "template": "welcome"},
+        {"offset_days": 2, "intervention": "peer_comparison"},
+        {"offset_days": 5},
+    ]
+    c = with_status(make({"kind": "drip", "steps": steps, "local_time": "10:00"}), "active", NOW)
+    signup = ms("2026-01-05T05:00:00Z")
+    state, ctx = RiskState("u-1"), context("u-1", tz=NAIROBI, signup_ms=signup)
+    counts = CountsSpy()
+    day0 = plan_for(state, ctx, ms("2026-01-05T07:00:00Z"), [c], counts)
+    [n] = day0.delivered
+    assert (n.key, n.type, n.template, n.source) == (
+        "campaign:c-1:d0",
+        "gentle_reminder",
+        "welcome",
+        "campaign:c-1",
+    )
+    assert n.subject == "Welcome there"  # the admin's wording (no display name known)
+    assert counts.asked == ["welcome"]  # the bandit reads the chosen template's variants
+    day2 = plan_for(state, ctx, ms("2026-01-07T07:00:00Z"), [c], counts)
+    [n] = day2.delivered
+    assert (n.key, n.type, n.template) == ("campaign:c-1:d2", "peer_comparison", "peer_comparison")
+    day5 = plan_for(state, ctx, ms("2026-01-10T07:00:00Z"), [c], counts)
+    [n] = day5.delivered
+    assert (n.key, n.type, n.template) == ("campaign:c-1:d5", "gentle_reminder", "gentle_reminder")
+    assert counts.asked == ["welcome", "peer_comparison", "gentle_reminder"]
+
+
+def test_a_step_of_another_type_does_not_inherit_the_campaigns_template() -> None:
+    steps = [{"offset_days": 0}, {"offset_days": 1, "intervention": "peer_comparison"}]
+    c = with_status(make({"kind": "drip", "steps": steps}, template="welcome"), "active", NOW)
+    signup = ms("2026-01-05T05:00:00Z")
+    state, ctx = RiskState("u-1"), context("u-1", signup_ms=signup)
+    [first] = plan_for(state, ctx, ms("2026-01-05T09:00:00Z"), [c]).delivered
+    [second] = plan_for(state, ctx, ms("2026-01-06T09:00:00Z"), [c]).delivered
+    assert (first.template, second.template) == ("welcome", "peer_comparison")
+
+
+def test_an_edit_never_resends_an_occurrence_already_sent() -> None:
+    # (a type without a per-type gap, so only the keys can stop the second day's send)
+    c = with_status(daily("09:00", intervention="achievement_notification"), "active", NOW)
+    state, ctx = RiskState("u-1"), context("u-1", signup_ms=LONG_AGO)
+    assert len(plan_for(state, ctx, ms("2026-01-02T09:00:00Z"), [c]).delivered) == 1
+    # Moved to 18:00 the same day: the same local date, the same key.
+    evening_body = body(
+        schedule={"kind": "recurring", "every": "daily", "local_time": "18:00"},
+        intervention="achievement_notification",
+    )
+    evening = edit(c, evening_body, NOW + DAY)
+    out = plan_for(state, ctx, ms("2026-01-02T18:00:00Z"), [evening])
+    assert out.delivered == [] and out.campaign_outcomes[-1] == ("c-1", "2026-01-02", "suppressed:duplicate")
+    # The next day it fires at its new time.
+    [n] = plan_for(state, ctx, ms("2026-01-03T18:00:00Z"), [evening]).delivered
+    assert n.key == "campaign:c-1:2026-01-03"
+
+
+def test_a_manual_send_reaches_the_one_student_it_names_even_from_a_draft() -> None:
+    at = NOW + HOUR
+    draft = make({"kind": "one_time", "at": NOW + 9 * DAY}, target={"kind": "at_risk", "threshold": 90})
+    c, _, _ = add_send(draft, ManualSend("a", at, user_id="u-1"), True, at)
+    assert c.status == "draft"
+    chosen, other = RiskState("u-1"), RiskState("u-2")
+    ctx1, ctx2 = context("u-1", signup_ms=LONG_AGO), context("u-2", signup_ms=LONG_AGO)
+    chosen.campaigns_checked_ms = other.campaigns_checked_ms = at - 1
+    out = plan_for(chosen, ctx1, at + 5, [c])  # risk unknown: the campaign's target is not asked
+    [n] = out.delivered
+    assert (n.key, n.source, n.type) == ("campaign:c-1:s-a", "campaign:c-1", "gentle_reminder")
+    assert out.campaign_outcomes == [
+        ("c-1", "s-a", "evaluated"),
+        ("c-1", "s-a", "targeted"),
+        ("c-1", "s-a", "sent"),
+    ]
+    assert plan_for(other, ctx2, at + 5, [c]).campaign_outcomes == []
+    # Looked at again: nothing; replayed from scratch: a duplicate, not a second send.
+    assert plan_for(chosen, ctx1, at + HOUR, [c]).campaign_outcomes == []
+    chosen.campaigns_checked_ms = None
+    again = plan_for(chosen, ctx1, at + HOUR, [c])
+    assert again.delivered == [] and again.campaign_outcomes[-1] == ("c-1", "s-a", "suppressed:duplicate")
+    # The sweep looks at the named user when the send falls due, and only at them.
+    settings_ = RiskSettings()
+    fresh1, fresh2 = RiskState("u-1"), RiskState("u-2")
+    fresh1.campaigns_checked_ms = fresh2.campaigns_checked_ms = at - 1
+    assert next_look(fresh1, ctx1, settings_, [c]) == at
+    assert next_look(fresh2, ctx2, settings_, [c]) == next_look(fresh2, ctx2, settings_, [])
+
+
+def test_a_bulk_send_reaches_the_users_its_filter_selects_through_the_gate() -> None:
+    at = NOW + HOUR
+    c = with_status(daily("23:00", target={"kind": "all"}), "active", NOW)
+    c, _, _ = add_send(c, parse_send({"filter": NAIROBI_FILTER}, "b", at)[0], False, at)
+    results = {}
+    for user, location, prefs in [
+        ("u-1", "Nairobi", {}),
+        ("u-2", "Mombasa", {}),
+        ("u-3", "nairobi", {"opt_out": ["gentle_reminder"]}),
+    ]:
+        state = RiskState(user)
+        state.campaigns_checked_ms = at - 1
+        out = plan_for(state, context(user, signup_ms=LONG_AGO, prefs=prefs), at, [c], location=location)
+        results[user] = out.campaign_outcomes[-1][2]
+    assert results == {"u-1": "sent", "u-2": "not_targeted", "u-3": "suppressed:opted_out"}
+    # Without a filter, a send reaches the campaign's own audience.
+    own = with_status(daily("23:00", target=NAIROBI_FILTER), "active", NOW)
+    own, _, _ = add_send(own, ManualSend("c", at), False, at)
+    state = RiskState("u-2")
+    state.campaigns_checked_ms = at - 1
+    out = plan_for(state, context("u-2", signup_ms=LONG_AGO), at, [own], location="Mombasa")
+    assert out.campaign_outcomes[-1] == ("c-1", "s-c", "not_targeted")
+
+
+def test_a_send_and_a_scheduled_occurrence_due_together_both_fire() -> None:
+    c = with_status(daily("09:00", intervention="achievement_notification"), "active", NOW)
+    at = ms("2026-01-02T08:00:00Z")
+    c, _, _ = add_send(c, ManualSend("x", at, user_id="u-1"), True, at)
+    state = RiskState("u-1")
+    state.campaigns_checked_ms = at - 1
+    out = plan_for(
+        state,
+        context("u-1", signup_ms=LONG_AGO, prefs={"channels": ["IN_APP"]}),
+        ms("2026-01-02T09:00:00Z"),
+        [c],
+    )
+    assert sorted(n.key for n in out.delivered) == ["campaign:c-1:2026-01-02", "campaign:c-1:s-x"]
+
+
+# --- the funnel and the run log, from the sweep to the ledger ---------------------------------
+
+
+def test_campaign_run_logs_each_occurrence_with_its_counts_funnel_and_span() -> None:
+    run = CampaignRun("c-1")
+    run.record("evaluated", 100, occurrence="2026-01-02")
+    run.record("sent", 120, occurrence="2026-01-02")
+    run.record("suppressed:throttled", 90, occurrence="2026-01-02")
+    run.record("evaluated", 500, occurrence="d3")
+    run.record("evaluated", 50)  # without an occurrence: the totals only
+    run.record_stage("sent", "2026-01-02", 120)
+    run.record_stage("opened", "2026-01-02")
+    run.record_stage("clicked", "gone")  # a run the log does not hold: the totals only
+    assert run.counts == {"evaluated": 3, "sent": 1, "suppressed:throttled": 1}
+    assert run.funnel == {"sent": 1, "opened": 1, "clicked": 1}
+    day = run.runs["2026-01-02"]
+    assert (day.counts, day.funnel, day.first_ms, day.last_ms) == (
+        {"evaluated": 1, "sent": 1, "suppressed:throttled": 1},
+        {"sent": 1, "opened": 1},
+        90,
+        120,
+    )
+    view = run.to_dict()
+    assert [r["key"] for r in view["runs"]] == ["d3", "2026-01-02"]  # most recent first
+    assert view["funnel"] == {
+        "sent": 1,
+        "opened": 1,
+        "clicked": 1,
+        "converted": 0,
+        "open_rate": 1.0,
+        "click_rate": 1.0,
+        "conversion_rate": 0.0,
+    }
+    assert view["runs"][1]["funnel"]["open_rate"] == 1.0
+    assert CampaignRun.from_dict(orjson.loads(orjson.dumps(view))) == run
+    # A stage with a time starts the run it names (the send is counted before its outcomes).
+    run.record_stage("sent", "s-abc", 700)
+    assert run.runs["s-abc"].funnel == {"sent": 1} and run.runs["s-abc"].first_ms == 700
+
+
+@pytest.mark.parametrize("key", ["", "a b", "x" * 81, "campaign:c-1:d3", "ü"])
+def test_campaign_run_refuses_malformed_occurrence_keys_and_counts_nothing(key: str) -> None:
+    run = CampaignRun("c-1")
+    with pytest.raises(ValueError, match="occurrence key"):
+        run.record("sent", 1, occurrence=key)
+    with pytest.raises(ValueError, match="occurrence key"):
+        run.record_stage("sent", key, 1)
+    assert run == CampaignRun("c-1")
+    with pytest.raises(ValueError, match="unknown stage"):
+        run.record_stage("bounced", "d0", 1)
+
+
+def test_the_run_log_keeps_the_most_recent_runs() -> None:
+    run = CampaignRun("c-1")
+    for i in range(MAX_RUN_LOG + 5):
+        run.record("sent", 1_000 + i, occurrence=f"k{i:03d}")
+    assert len(run.runs) == MAX_RUN_LOG
+    assert set(run.runs) == {f"k{i:03d}" for i in range(5, MAX_RUN_LOG + 5)}
+    # A late report of a forgotten run counts in the totals, and does not push a newer run out.
+    run.record("sent", 1_000, occurrence="k000")
+    assert "k000" not in run.runs and len(run.runs) == MAX_RUN_LOG
+    assert run.counts["sent"] == MAX_RUN_LOG + 6
+    # A newer run pushes the oldest out.
+    run.record("sent", 9_999, occurrence="new")
+    assert "new" in run.runs and "k005" not in run.runs
+
+
+def test_campaign_runs_with_logs_merge() -> None:
+    a, b = CampaignRun("c-1"), CampaignRun("c-1")
+    a.record("sent", 100, occurrence="once")
+    a.record_stage("sent", "once", 100)
+    b.record("sent", 300, occurrence="once")
+    b.record("evaluated", 50, occurrence="d0")
+    b.record_stage("opened", "once", 300)
+    a.merge(b)
+    assert a.funnel == {"sent": 1, "opened": 1}
+    once = a.runs["once"]
+    assert (once.counts, once.funnel, once.first_ms, once.last_ms) == (
+        {"sent": 2},
+        {"sent": 1, "opened": 1},
+        100,
+        300,
+    )
+    assert a.runs["d0"].counts == {"evaluated": 1}
+
+
+def test_the_ledger_counts_a_campaigns_notifications_in_its_own_funnel() -> None:
+    ledger = OutcomeLedger()
+    report = {
+        "id": "n-1:sent", "kind": "stage", "stage": "sent", "type": "gentle_reminder", "channel": "IN_APP",
+        "template": "welcome", "variant": "w", "source": "campaign:c-1", "key": "campaign:c-1:d0",
+        "at_ms": 500,
+    }  # fmt: skip
+    assert ledger.apply(report) == "c-1"
+    assert ledger.apply({**report, "id": "n-1:opened", "stage": "opened"}) == "c-1"
+    assert ledger.apply({**report, "id": "n-1:opened"}) is None  # a repeat
+    outcome = {
+        "id": "r1",
+        "kind": "campaign",
+        "campaign_id": "c-1",
+        "occurrence": "d0",
+        "outcome": "sent",
+        "at_ms": 510,
+    }
+    assert ledger.apply(outcome) == "c-1"
+    run = ledger.runs["c-1"]
+    assert run.funnel == {"sent": 1, "opened": 1}
+    assert (run.runs["d0"].funnel, run.runs["d0"].counts) == ({"sent": 1, "opened": 1}, {"sent": 1})
+    assert (run.runs["d0"].first_ms, run.runs["d0"].last_ms) == (500, 510)
+    # The type/channel/template analytics still count it.
+    assert ledger.stats.by_type["gentle_reminder"]["opened"] == 1
+    # Other sources are not a campaign's; a campaign source without an id is malformed.
+    assert ledger.apply({**report, "id": "n-2:sent", "source": "risk", "key": "risk:u-1:x:1"}) is None
+    assert ledger.apply({k: v for k, v in report.items() if k != "source"} | {"id": "n-3:sent"}) is None
+    with pytest.raises(ValueError, match="names no campaign"):
+        ledger.apply({**report, "id": "n-4:sent", "source": "campaign:"})
+    with pytest.raises(ValueError, match="occurrence key"):
+        ledger.apply({**outcome, "id": "r2", "occurrence": "bad key"})
+    assert ledger.runs["c-1"].counts == {"sent": 1} and "n-4:sent" not in ledger.seen
+
+
+def test_the_sweep_reports_a_sends_occurrence_source_and_key_to_the_ledger() -> None:
+    at = T0 + HOUR
+    c, _, _ = add_send(daily(), ManualSend("x1", at, user_id="a"), True, at)
+    p = RiskProcessor(RiskSettings(), lambda user_id, now_ms: None, _UtcUsers(), campaigns=lambda: [c])
+    store = _Store()
+    p.on_events([(event("lesson_complete", T0, user_id="a"), 10)], store)
+    p.on_events([(event("lesson_complete", at + 1, user_id="b"), 10)], store)
+    out = p.sweep(store, lambda user_id: True)
+    ledger = OutcomeLedger()
+    for report in out.feedback:
+        ledger.apply(orjson.loads(orjson.dumps(report)))
+    [n] = [n for n in out.delivered if n.source == "campaign:c-1"]
+    assert n.user_id == "a" and n.key == "campaign:c-1:s-x1"
+    run = ledger.runs["c-1"]
+    assert run.counts == {"evaluated": 1, "targeted": 1, "sent": 1}
+    assert run.funnel == {"sent": 1}
+    assert set(run.runs) == {"s-x1"} and run.runs["s-x1"].funnel == {"sent": 1}
+    # The student opens it: the campaign's funnel, and that run's, count the open.
+    ledger.apply(stage_feedback(n, "opened"))
+    assert run.funnel == {"sent": 1, "opened": 1} and run.runs["s-x1"].funnel == {"sent": 1, "opened": 1}
+
+
+class _UtcUsers:
+    def context(self, state: RiskState, now_ms: int) -> tuple[UserContext, UserFacts]:
+        first = state.activity.first_seen_ms
+        return (
+            UserContext(state.user_id, signup_ms=first),
+            UserFacts(state.user_id, "UTC", first, None, None, {}),
+        )
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.data: dict[str, RiskState] = {}
+
+    def get(self, key: str) -> RiskState | None:
+        return self.data.get(key)
+
+    def put(self, key: str, state: RiskState) -> None:
+        self.data[key] = state
+
+
+def test_stored_template_ids_read_any_document_leniently() -> None:
+    c = make({"kind": "drip", "steps": STEPS}, template="gentle_reminder")
+    assert stored_template_ids(c.to_dict()) == c.template_ids() == {"welcome", "nudge-3", "gentle_reminder"}
+    assert stored_template_ids({"id": "x", "deleted": True, "updated_ms": 1}) == set()
+    odd = {"template": "t", "schedule": {"steps": [None, {"template": 3}, "x"]}}
+    assert stored_template_ids(odd) == {"t"}
+    assert stored_template_ids({"schedule": "daily"}) == set()
+
+
+def test_the_broadcast_view_hands_the_sweep_active_campaigns_and_any_with_a_send() -> None:
+    from streams.broadcast import Broadcasts, campaign_key
+
+    b = Broadcasts(RiskProcessor(RiskSettings(), lambda user_id, now_ms: None, _UtcUsers()))
+    active = with_status(daily(), "active", NOW)
+    draft = dataclasses.replace(daily(), id="draft")
+    tried = dataclasses.replace(daily(), id="tried", sends=(A_SEND,))
+    for offset, c in enumerate((active, draft, tried)):
+        b.on_record(campaign_key(c.id), orjson.dumps(c.to_dict()), offset)
+    assert [c.id for c in b.active_campaigns()] == ["c-1", "tried"]
+    # The schedule of a draft with a send still never fires; only the send does.
+    assert due(b.campaigns["tried"], "UTC", None, NOW, NOW + 10 * DAY) == []

@@ -17,6 +17,7 @@ import orjson
 
 from infra import keys, topics
 from infra.settings import DEFAULT_RULES
+from models.interventions import CAREER_TYPES as NOTIFICATION_CAREER_TYPES
 from models.risk_state import RiskSettings, RiskState
 from models.rules import Rules
 from models.time_units import DAY_MS
@@ -30,7 +31,7 @@ from tests.streams.harness import JournaledStore, RecordingProducer, RecordingSe
 NOW = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 PARTS = 1
 RULES = Rules.from_toml(DEFAULT_RULES.read_text())
-CAREER_TYPES = {"application_update", "job_match", "match_digest"}
+CAREER_TYPES = set(NOTIFICATION_CAREER_TYPES)
 _offsets = itertools.count()
 
 
@@ -341,3 +342,33 @@ def test_the_news_is_durable_before_the_career_state_marks_the_status_seen() -> 
     career_changelog = order("changelog career-state @career")
     assert order(f"ack {topics.NOTIFICATIONS} @risk") < order("changelog risk-state @risk") < career_changelog
     assert order("redis documents") > career_changelog  # the inbox only after every state
+
+
+def test_a_matched_job_closing_soon_is_reminded_once_by_the_sweep() -> None:
+    w = worker()
+    # A perfect match whose deadline is a day and a half after NOW (14:13Z): its reminder was due
+    # at 09:00Z today (the first 9:00 UTC on or after deadline - 48 h).
+    w.run(profile("amina"), posting("j-soon", deadline=NOW + 36 * 3_600_000))
+    assert "deadline_reminder" not in w.types("amina")
+    w.run(event("amina", "e-1", ago_ms=60_000))  # the partition's stream time reaches NOW
+    asyncio.run(w.engine.risk.sweep_partitions({0}, False))
+    reminders = [n for n in w.notifications("amina") if n["type"] == "deadline_reminder"]
+    assert len(reminders) == 1
+    assert reminders[0]["subject"] == "Data Analyst closes in 36 hours"
+    assert "IN_APP" in reminders[0]["channels"]
+    # Looked at again: the same reminder is not sent twice.
+    w.run(event("amina", "e-2", ago_ms=30_000))
+    asyncio.run(w.engine.risk.sweep_partitions({0}, False))
+    assert [n["type"] for n in w.notifications("amina")].count("deadline_reminder") == 1
+
+
+def test_an_applied_job_is_not_reminded() -> None:
+    w = worker()
+    w.run(
+        profile("amina"),
+        posting("j-soon", deadline=NOW + 36 * 3_600_000),
+        status("amina", "app-1", "submitted", "j-soon", ago_ms=120_000),
+    )
+    w.run(event("amina", "e-1", ago_ms=60_000))
+    asyncio.run(w.engine.risk.sweep_partitions({0}, False))
+    assert "deadline_reminder" not in w.types("amina")
