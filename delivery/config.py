@@ -50,14 +50,21 @@ class SmtpServer:
         )
 
 
+#: The SMS APIs the service speaks (``ELIMU_SMS_PROVIDER``; delivery/sms.py).
+SMS_PROVIDERS = ("africastalking", "twilio")
+
+
 @dataclass(frozen=True)
 class SmsProvider:
-    """An HTTP SMS API in Africa's Talking's request shape (docs/notifications.md)."""
+    """An HTTP SMS API: Africa's Talking's request shape by default, or Twilio's
+    (docs/notifications.md). ``username``/``api_key`` are the account's (Twilio: the account
+    SID and auth token)."""
 
     url: str
     username: str
     api_key: str
     sender_id: str | None = None
+    kind: str = "africastalking"
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,17 @@ class DeliveryConfig:
         if e.get("ELIMU_SMS_URL"):
             if not e.get("ELIMU_SMS_USERNAME") or not e.get("ELIMU_SMS_KEY"):
                 raise BadSetting("ELIMU_SMS_URL needs ELIMU_SMS_USERNAME and ELIMU_SMS_KEY")
+            kind = (e.get("ELIMU_SMS_PROVIDER") or "africastalking").strip().lower()
+            if kind not in SMS_PROVIDERS:
+                raise BadSetting(f"ELIMU_SMS_PROVIDER is one of {', '.join(SMS_PROVIDERS)}")
+            if kind == "twilio" and not e.get("ELIMU_SMS_FROM"):
+                raise BadSetting("Twilio needs ELIMU_SMS_FROM (the number or sender the messages come from)")
             sms = SmsProvider(
                 url=e["ELIMU_SMS_URL"],
                 username=e["ELIMU_SMS_USERNAME"],
                 api_key=e["ELIMU_SMS_KEY"],
                 sender_id=e.get("ELIMU_SMS_FROM") or None,
+                kind=kind,
             )
         rates = {
             channel: float(e[f"ELIMU_{channel}_RATE"])

@@ -22,7 +22,7 @@ from delivery.ledger import Ledger
 from delivery.outreach import OutreachChannel
 from delivery.push import WebPushChannel, vapid_key
 from delivery.service import GROUP, DeliveryService
-from delivery.sms import SmsChannel
+from delivery.sms import SmsChannel, TwilioSmsChannel
 from infra import keys, topics
 from infra.channels import ChannelLog
 from infra.kafka_auth import client_security
@@ -51,7 +51,8 @@ def build_channels(
     if config.smtp is not None:
         channels["EMAIL"] = EmailChannel(config.smtp, config.mail_from, links, config.timeout_s)
     if config.sms is not None:
-        channels["SMS"] = SmsChannel(config.sms, config.timeout_s)
+        sms = TwilioSmsChannel if config.sms.kind == "twilio" else SmsChannel
+        channels["SMS"] = sms(config.sms, config.timeout_s)
 
     async def forget(user_id: str, subscription_id: str) -> None:
         await redis.hdel(keys.user_push_subscriptions(user_id), subscription_id)

@@ -72,3 +72,50 @@ class SmsChannel:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+class TwilioSmsChannel:
+    """SMS through Twilio's Messages API: ``POST`` form ``To``, ``From``, ``Body`` with HTTP basic
+    auth (account SID, auth token). 201 is accepted; a 400 whose error code says the number is
+    invalid, unreachable or opted out is a bounce; 401/403 are our account's (failed, permanent);
+    429 and 5xx transient."""
+
+    name = "SMS"
+    #: Twilio error codes about the recipient (https://www.twilio.com/docs/api/errors).
+    NUMBER_REFUSED = frozenset({21211, 21214, 21408, 21610, 21612, 21614})
+
+    def __init__(self, provider: SmsProvider, timeout_s: float = 10.0) -> None:
+        self.provider = provider
+        self._http = httpx.AsyncClient(
+            timeout=timeout_s, trust_env=False, auth=(provider.username, provider.api_key)
+        )
+
+    async def send(self, request: DeliveryRequest, recipient: Recipient) -> Sent:
+        if not recipient.phone:
+            raise SendFailed("no_address", "the profile has no phone number", permanent=True)
+        form = {"To": recipient.phone, "From": self.provider.sender_id or "", "Body": sms_text(request)}
+        try:
+            response = await self._http.post(self.provider.url, data=form)
+        except httpx.HTTPError as exc:
+            raise SendFailed("sms_unreachable", f"the SMS provider: {exc!r}"[:200], permanent=False) from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise SendFailed(
+                f"sms_http_{response.status_code}", "the SMS provider is busy or failing", permanent=False
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code in (200, 201):
+            return Sent(provider_id=str(body.get("sid") or "") or None)
+        code = body.get("code") if isinstance(body, dict) else None
+        bounced = isinstance(code, int) and code in self.NUMBER_REFUSED
+        raise SendFailed(
+            f"sms_error_{code}" if isinstance(code, int) else f"sms_http_{response.status_code}",
+            str(body.get("message") if isinstance(body, dict) else response.text)[:200],
+            permanent=True,
+            result="bounced" if bounced else "failed",
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()

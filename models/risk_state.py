@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.events import BehaviorEvent
+from models.events import BehaviorEvent, is_valid_id
 from models.interventions import NotificationBook
 from models.risk import (
     DEFAULT_HORIZON_MS,
@@ -55,6 +55,11 @@ AT_RISK_FROM = 40.0
 #: label per event until then: 1,000 such events made 800 KB of state. Beyond the cap the oldest
 #: label is dropped unresolved (one training example lost, never a wrong one).
 MAX_PENDING_LABELS = 16
+#: Jobs a user saved (``job_save`` with ``props.job_id``), remembered for the deadline reminder;
+#: the most recent beyond this are kept.
+MAX_SAVED_JOBS = 20
+#: The type of the event that saves a job.
+JOB_SAVE = "job_save"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,8 @@ class RiskState:
     campaigns_checked_ms: int | None = None
     #: The local day (ordinal) whose streak warning was already considered.
     streak_warned_day: int | None = None
+    #: Saved job id -> when it was saved (models/career_notices.py reminds before it closes).
+    saved_jobs: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +109,7 @@ class RiskState:
             "notifications": self.notifications.to_dict(),
             "campaigns_at": self.campaigns_checked_ms,
             "streak_warned": self.streak_warned_day,
+            **({"saved": self.saved_jobs} if self.saved_jobs else {}),
         }
 
     @classmethod
@@ -120,7 +128,20 @@ class RiskState:
             else NotificationBook(),
             campaigns_checked_ms=data.get("campaigns_at"),
             streak_warned_day=data.get("streak_warned"),
+            saved_jobs={str(k): int(v) for k, v in list((data.get("saved") or {}).items())[-MAX_SAVED_JOBS:]},
         )
+
+
+def remember_saved_job(state: RiskState, event: BehaviorEvent) -> None:
+    """Keep the job a ``job_save`` event names (an id like any other: bounded, printable)."""
+    job_id = event.props.get("job_id")
+    if event.type != JOB_SAVE or not isinstance(job_id, str) or not is_valid_id(job_id):
+        return
+    saved = state.saved_jobs
+    saved.pop(job_id, None)
+    saved[job_id] = event.ts_ms
+    while len(saved) > MAX_SAVED_JOBS:
+        del saved[next(iter(saved))]
 
 
 def observe_activity(

@@ -147,6 +147,11 @@ class CareerProcessor:
             out.touched[user_id] = state
         return state
 
+    def posting(self, job_id: str) -> JobPosting | None:
+        """An open posting this worker holds (its partitions' copies), by id."""
+        self._load_postings()
+        return self.postings.get(job_id)
+
     def forget_partition(self, partition: int) -> None:
         """Drop the partition's candidate index (this worker lost it): rebuilt from the table on
         the next posting if the partition comes back."""

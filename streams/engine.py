@@ -150,14 +150,13 @@ def build_engine(
     users: Store[UserState] = stores(USER_STATE)
     careers: Store[CareerState] = stores(CAREER_STATE)
     copies = PostingCopies(stores(OPEN_POSTINGS))
-    directory = UserDirectory(rules, users.get, careers.get)
+    career = CareerProcessor(ports.partitions_for, copies, **clock)
+    directory = UserDirectory(rules, users.get, careers.get, posting_of=career.posting)
     return Engine(
         engagement=EngagementSlice(
             EngagementProcessor(rules, ports.partitions_for, dedup_window_ms, **clock), users, serving, send
         ),
-        career=CareerSlice(
-            CareerProcessor(ports.partitions_for, copies, **clock), careers, copies, serving, send, n
-        ),
+        career=CareerSlice(career, careers, copies, serving, send, n),
         growth=GrowthSlice(
             # The worker derives each user's referral code itself (the API's function and secret), so
             # a forged code is refused and the code -> user map is rebuilt from the table after a wipe.

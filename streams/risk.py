@@ -33,6 +33,7 @@ from models.risk_state import (
     RiskState,
     expire,
     observe_activity,
+    remember_saved_job,
     rescore,
     score_where_it_happens,
     worth_publishing,
@@ -186,6 +187,7 @@ class RiskProcessor:
         for event, xp in events:
             state = self._state(event.user_id, store, out)
             out.resolutions.extend(observe_activity(state, event, xp, self.settings))
+            remember_saved_job(state, event)
             if event.type in TRACKING_EVENTS:
                 self._track(state, event, out)
             self._advance(self.partition_of(event.user_id), event.ts_ms)

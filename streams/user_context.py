@@ -5,12 +5,12 @@ timezone, streak and level (user-state), the notification preferences and profil
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from models.campaigns.records import UserFacts
 from models.career import CareerState
 from models.career_notices import MAX_CLOSING, ClosingJob
-from models.events import InvalidEvent, parse_ts
+from models.events import InvalidEvent, JobPosting, parse_ts
 from models.gamification import UserState, weakest_category
 from models.interventions import UserContext
 from models.levels import level_for_xp
@@ -40,10 +40,22 @@ class PeerActivity:
         self.pct = active_share((s.activity.last_event_ms for s in states), now_ms)
 
 
-def closing_jobs(career: CareerState, now_ms: int) -> tuple[ClosingJob, ...]:
-    """The user's matched jobs still open and not applied for, best matches first (bounded)."""
+def closing_jobs(
+    career: CareerState,
+    now_ms: int,
+    saved: Mapping[str, int] | None = None,
+    posting_of: Callable[[str], JobPosting | None] = lambda job_id: None,
+) -> tuple[ClosingJob, ...]:
+    """The user's matched and saved jobs still open and not applied for, best matches first,
+    then the saved ones, most recent first (bounded)."""
     applied = {a.job_id for a in career.applications.values()}
     found: list[tuple[int, ClosingJob]] = []
+    for rank, job_id in enumerate(reversed(list(saved or {})), start=1):  # after every match
+        posting = posting_of(job_id)
+        if job_id in career.matches or job_id in applied or posting is None:
+            continue
+        if posting.deadline_ms is not None and posting.deadline_ms > now_ms:
+            found.append((rank, ClosingJob(job_id, posting.title, posting.company, posting.deadline_ms)))
     for entry in career.matches.values():
         deadline = entry.get("deadline")
         if not deadline or entry["job_id"] in applied:
@@ -68,11 +80,14 @@ class UserDirectory:
         user_state: Callable[[str], UserState | None],
         career_state: Callable[[str], CareerState | None],
         peers: PeerActivity | None = None,
+        posting_of: Callable[[str], JobPosting | None] = lambda job_id: None,
     ) -> None:
         self.rules = rules
         self.user_state = user_state
         self.career_state = career_state
         self.peers = peers or PeerActivity()
+        #: An open posting by id (the career slice's index), for the saved jobs' deadlines.
+        self.posting_of = posting_of
 
     def streak_of(self, user_id: str, now_ms: int) -> int | None:
         """The user's streak as of stream time `now_ms`, in their timezone (freezes included)."""
@@ -105,7 +120,7 @@ class UserDirectory:
             weakest_category=weakest_category(user) if user else None,
             discount_pct=self.rules.discount_pct,
             peer_pct=self.peers.pct,
-            closing_jobs=closing_jobs(career, now_ms) if career else (),
+            closing_jobs=closing_jobs(career, now_ms, state.saved_jobs, self.posting_of) if career else (),
         )
         score = state.last.get("score") if state.last else None
         facts = UserFacts(

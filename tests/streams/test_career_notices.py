@@ -372,3 +372,37 @@ def test_an_applied_job_is_not_reminded() -> None:
     w.run(event("amina", "e-1", ago_ms=60_000))
     asyncio.run(w.engine.risk.sweep_partitions({0}, False))
     assert "deadline_reminder" not in w.types("amina")
+
+
+def saved(user: str, event_id: str, job_id: object, ago_ms: int) -> Record:
+    value = {
+        "event_id": event_id,
+        "user_id": user,
+        "type": "job_save",
+        "ts": NOW - ago_ms,
+        "props": {"job_id": job_id},
+    }
+    return rec(topics.BEHAVIOR_EVENTS, user, value)
+
+
+def test_a_saved_job_closing_soon_is_reminded_even_unmatched() -> None:
+    w = worker()
+    # Welding is not amina's skill: no match, but she saved the job.
+    w.run(profile("amina"), posting("j-weld", deadline=NOW + 30 * 3_600_000, **WELDER))
+    w.run(
+        saved("amina", "s-1", "j-weld", ago_ms=120_000),
+        saved("amina", "s-2", {"not": "an id"}, ago_ms=110_000),
+    )
+    assert list(w.risk_state("amina").saved_jobs) == ["j-weld"]
+    w.run(event("amina", "e-1", ago_ms=60_000))
+    asyncio.run(w.engine.risk.sweep_partitions({0}, False))
+    reminders = [n for n in w.notifications("amina") if n["type"] == "deadline_reminder"]
+    assert len(reminders) == 1 and reminders[0]["subject"] == "Welder closes in 30 hours"
+
+
+def test_saved_jobs_are_bounded_most_recent_kept() -> None:
+    w = worker()
+    w.run(profile("amina"))
+    w.run(*(saved("amina", f"s-{i}", f"j-{i}", ago_ms=1_000_000 - i) for i in range(30)))
+    kept = w.risk_state("amina").saved_jobs
+    assert list(kept) == [f"j-{i}" for i in range(10, 30)]
