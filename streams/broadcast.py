@@ -98,6 +98,7 @@ class Broadcasts:
                 self.templates[template_id] = parse_stored_template(orjson.loads(value))
             self._library = TemplateLibrary(self.templates)
             self.templates_version += 1
+            metrics.BROADCAST_APPLIED.labels("template").inc()
         elif key.startswith(CAMPAIGN_PREFIX):
             campaign_id = key[len(CAMPAIGN_PREFIX) :].decode()
             if value is None:
@@ -106,6 +107,7 @@ class Broadcasts:
                 self.campaigns[campaign_id] = Campaign.from_dict(orjson.loads(value))
             self.campaigns_changed = True
             self.campaigns_version += 1
+            metrics.BROADCAST_APPLIED.labels("campaign").inc()
         elif value is None:
             return
         elif key == STATS_KEY:

@@ -104,6 +104,12 @@ RISK_SWEEP_DUE = Gauge(
     "Users on this worker's sweep agenda (re-score or label deadline)",
     registry=REGISTRY,
 )
+BROADCAST_APPLIED = Counter(
+    "elimu_broadcast_applied_total",
+    "Records of elimu-broadcast this worker applied, by kind (campaign, template, stats, model)",
+    ["kind"],
+    registry=REGISTRY,
+)
 RISK_MODEL_LABELS = Gauge(
     "elimu_risk_model_labels",
     "Labels the risk model has learnt (the trainer's count; also the broadcast model's version)",

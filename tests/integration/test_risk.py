@@ -228,6 +228,20 @@ async def test_users_who_go_quiet_rise_to_the_top_of_the_at_risk_list(
                 "/v1/campaigns", json={**body, "id": "x", "intervention": "spam"}, headers=admin
             )
             assert bad.status_code == 422 and bad.json()["error"]["field"] == "intervention"
+
+            # The worker must hold the campaign before stream time passes its instant: a user
+            # looked at past it by a worker that did not know the campaign yet is not evaluated
+            # for it (a campaign is for what comes after the worker learns of it).
+            async def campaign_applied() -> bool:
+                text = (await http.get("/metrics")).text
+                return any(
+                    line.startswith("elimu_broadcast_applied_total{")
+                    and 'kind="campaign"' in line
+                    and float(line.rsplit(" ", 1)[1]) >= 1
+                    for line in text.splitlines()
+                )
+
+            await wait_until(campaign_applied, timeout=30, what="the worker applied the campaign")
             # Stream time passes the campaign's instant when an event newer than it arrives, on each
             # partition (each keeps its own clock): a steady user's login on every partition.
             clocks: dict[int, str] = {}
