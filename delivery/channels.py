@@ -9,7 +9,7 @@ know nothing of Kafka, retries or idempotency: ``delivery.service`` does that on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from models.career import DEFAULT_CHANNELS
@@ -77,7 +77,6 @@ class Sent:
     provider_id: str | None = None
     #: ``delivered`` when the provider's acceptance is the delivery (a push service's 201).
     result: str = "sent"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Channel(Protocol):

@@ -4,6 +4,7 @@ timezone, streak and level (user-state), the notification preferences and profil
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -40,6 +41,13 @@ class PeerActivity:
         self.pct = active_share((s.activity.last_event_ms for s in states), now_ms)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _deadline_ms(text: str) -> int:
+    """A match's stored deadline (RFC 3339) as epoch ms. Cached: a user's context is built after
+    every batch that touches them, and the same few thousand open postings' deadlines recur."""
+    return parse_ts(text)
+
+
 def closing_jobs(
     career: CareerState,
     now_ms: int,
@@ -61,7 +69,7 @@ def closing_jobs(
         if not deadline or entry["job_id"] in applied:
             continue
         try:
-            deadline_ms = parse_ts(deadline)
+            deadline_ms = _deadline_ms(deadline)
         except InvalidEvent:
             continue
         if deadline_ms > now_ms:
