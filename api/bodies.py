@@ -24,3 +24,14 @@ async def read_json_object(request: Request, max_bytes: int, what: str) -> dict[
     if not isinstance(body, dict):
         raise ApiError(422, f"invalid_{what}", "the body must be a JSON object")
     return body
+
+
+async def read_bounded(request: Request, max_bytes: int, what: str) -> bytes:
+    """The raw body, counted as it streams: 413 as soon as it passes ``max_bytes``, so a route
+    with a small limit never holds more (the app-wide limit is far larger)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, "payload_too_large", f"a {what} is at most {max_bytes} bytes")
+    return bytes(body)

@@ -21,6 +21,8 @@ class ApiConfig:
     events_topic: str = topics.BEHAVIOR_EVENTS
     #: Topic that the profile and notification-settings PUTs produce to.
     profiles_topic: str = topics.USER_PROFILES
+    #: Topic a contact verification's code goes out on (the delivery services send it).
+    notifications_topic: str = topics.NOTIFICATIONS
     #: Topic an unsubscribe's report goes to (the interventions analytics read it).
     outcomes_topic: str = topics.INTERVENTION_OUTCOMES
     #: Largest request body accepted; bigger ones get 413 before they are read into memory.

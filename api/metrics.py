@@ -69,6 +69,21 @@ EVENTS_REJECTED = Counter(
     registry=REGISTRY,
 )
 
+TRACKING_IGNORED = Counter(
+    "elimu_api_tracking_ignored_total",
+    "Opens and clicks through tracking links set aside as a machine's (models/scanners.py), by why",
+    ["kind", "why"],
+    registry=REGISTRY,
+)
+
+DELIVERY_RECEIPTS = Counter(
+    "elimu_api_delivery_receipts_total",
+    "SMS delivery reports posted to the webhooks, by provider and outcome: reported (delivered, "
+    "bounced, failed), pending, unknown (no send of that id), duplicate, or refused",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+
 WORKER_METRICS_UNAVAILABLE = Counter(
     "elimu_api_worker_metrics_unavailable_total",
     "Scrapes of /metrics that could not read the workers' snapshots from Redis",

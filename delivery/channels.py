@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from models.career import DEFAULT_CHANNELS
 from models.delivery import DeliveryRequest
 from models.interventions.policy import STAFF_CHANNEL
+from models.interventions.quiet_hours import quiet_until
 from models.push import PushSubscription
 
 
@@ -40,6 +41,19 @@ class Recipient:
 
     #: The browsers the user subscribed for Web Push (read only when PUSH is sent).
     push_subscriptions: tuple[PushSubscription, ...] = ()
+    timezone: str = "UTC"
+    quiet_hours: tuple[str, ...] | None = None
+
+    def quiet_until(self, now_ms: int) -> int | None:
+        """When the user's quiet hours around ``now_ms`` end, on their clock (None: not quiet)."""
+        return quiet_until(now_ms, self.timezone, self.quiet_hours)
+
+    @classmethod
+    def verifying(cls, user_id: str, channel: str, address: str) -> Recipient:
+        """The recipient of a contact verification: the pending address alone, on its channel
+        (models/contact_verification.py)."""
+        email, phone = (address, None) if channel == "EMAIL" else (None, address)
+        return cls(user_id=user_id, email=email, phone=phone, channels=(channel,))
 
     @classmethod
     def from_view(
@@ -55,6 +69,8 @@ class Recipient:
             channels=tuple(prefs.get("channels") or ()),
             opt_out=tuple(prefs.get("opt_out") or ()),
             push_subscriptions=push,
+            timezone=str(view.get("timezone") or "UTC"),
+            quiet_hours=tuple(quiet) if isinstance(quiet := prefs.get("quiet_hours"), list) else None,
         )
 
 

@@ -7,9 +7,12 @@ mail server still sees why nothing was mailed.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from models.receipts import TWILIO_ROUTE
 
 TlsMode = Literal["none", "starttls", "tls"]
 
@@ -88,6 +91,16 @@ class DeliveryConfig:
     rate_per_s: dict[str, float] | None = None
     #: A network call to a provider longer than this is a transient failure.
     timeout_s: float = 10.0
+    #: The URL Twilio calls back with each message's delivery status (``StatusCallback``): the
+    #: API's webhook under ``ELIMU_PUBLIC_URL``, None when that is not set (nothing could reach a
+    #: default loopback address). The API checks Twilio's signature against this same URL.
+    sms_status_callback: str | None = None
+    #: ``ELIMU_BOUNCE_DOMAIN``: mail goes out with the envelope sender ``bounces+<token>@`` it
+    #: (VERP), so each bounce names its mail; None: the envelope sender is ``mail_from``'s.
+    bounce_domain: str | None = None
+    #: ``ELIMU_BOUNCE_LISTEN`` (host, port): this process accepts the bounces over SMTP
+    #: (delivery/bounces.py); the bounce domain's MX leads there. Needs ``bounce_domain``.
+    bounce_listen: tuple[str, int] | None = None
 
     def rate_of(self, channel: str) -> float:
         defaults = {"EMAIL": 50.0, "PUSH": 200.0, "SMS": 10.0, "STAFF": 1000.0}
@@ -117,6 +130,13 @@ class DeliveryConfig:
             for channel in ("EMAIL", "PUSH", "SMS")
             if e.get(f"ELIMU_{channel}_RATE")
         }
+        public_url = e.get("ELIMU_PUBLIC_URL", "").strip().rstrip("/")
+        bounce_domain = _domain(e["ELIMU_BOUNCE_DOMAIN"]) if e.get("ELIMU_BOUNCE_DOMAIN") else None
+        bounce_listen = _host_port(e["ELIMU_BOUNCE_LISTEN"]) if e.get("ELIMU_BOUNCE_LISTEN") else None
+        if bounce_listen is not None and bounce_domain is None:
+            raise BadSetting(
+                "ELIMU_BOUNCE_LISTEN needs ELIMU_BOUNCE_DOMAIN (the domain of the bounce addresses)"
+            )
         return cls(
             smtp=SmtpServer.from_url(e["ELIMU_SMTP"]) if e.get("ELIMU_SMTP") else None,
             mail_from=e.get("ELIMU_MAIL_FROM") or cls.mail_from,
@@ -126,6 +146,30 @@ class DeliveryConfig:
             push_hosts=tuple(
                 h.strip().lower() for h in (e.get("ELIMU_PUSH_HOSTS") or "").split(",") if h.strip()
             ),
-            public_url=(e.get("ELIMU_PUBLIC_URL") or f"http://127.0.0.1:{api_port}").rstrip("/"),
+            public_url=public_url or f"http://127.0.0.1:{api_port}",
             rate_per_s=rates or None,
+            sms_status_callback=f"{public_url}{TWILIO_ROUTE}" if public_url else None,
+            bounce_domain=bounce_domain,
+            bounce_listen=bounce_listen,
         )
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+"
+)
+
+
+def _domain(value: str) -> str:
+    domain = value.strip().lower().rstrip(".")
+    if not _HOSTNAME.fullmatch(domain):
+        raise BadSetting("ELIMU_BOUNCE_DOMAIN is a mail domain (bounces.example.org)")
+    return domain
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadSetting("ELIMU_BOUNCE_LISTEN is host:port (0.0.0.0:2525, [::]:25)")
+    return host, int(port)

@@ -5,6 +5,10 @@ A few connections are kept open and reused (a TLS handshake per mail would cost 
 mail); a connection that fails is dropped and the next send opens a fresh one. SMTP replies are
 sorted the way mail servers mean them: 5xx is permanent (a refused recipient is a bounce), 4xx
 and a lost connection are transient.
+
+With a bounce domain each mail's envelope sender is its own VERP address, so a bounce that comes
+back days later names the mail (delivery/bounces.py); an address a hard bounce declared dead is
+not mailed again (failed, ``suppressed``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from email.generator import BytesGenerator
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -26,8 +31,10 @@ import aiosmtplib
 from delivery.channels import Recipient, SendFailed, Sent
 from delivery.config import SmtpServer
 from infra.tracking import Links
+from models.contact import safe_display_name
 from models.delivery import DeliveryRequest, header_text
 from models.mail import MailLinks, render_mail
+from models.receipts import BounceAddresses
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,24 @@ POOL_SIZE = 4
 class EmailChannel:
     name = "EMAIL"
 
-    def __init__(self, server: SmtpServer, mail_from: str, links: Links, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        server: SmtpServer,
+        mail_from: str,
+        links: Links,
+        timeout_s: float = 10.0,
+        *,
+        bounces: BounceAddresses | None = None,
+        suppressed: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.server = server
         self.mail_from = mail_from
-        #: The envelope sender: the address of ``mail_from``.
+        #: The envelope sender: the address of ``mail_from``, unless ``bounces`` gives each mail
+        #: its own (VERP), so its bounce names it (delivery/bounces.py).
         self.sender = parseaddr(mail_from)[1] or "no-reply@localhost"
+        self.bounces = bounces
+        #: Whether an address is one a hard bounce declared dead (delivery/receipts.py).
+        self.suppressed = suppressed
         self.links = links
         self.timeout_s = timeout_s
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
@@ -61,11 +81,17 @@ class EmailChannel:
     def message(self, request: DeliveryRequest, recipient: Recipient, now_ms: int) -> EmailMessage:
         assert recipient.email is not None
         nid = request.notification_id
-        links = MailLinks(
-            open_pixel=self.links.url("open", request, self.name, now_ms),
-            click=self.links.url("click", request, self.name, now_ms),
-            unsubscribe=self.links.url("unsubscribe", request, self.name, now_ms),
-        )
+        if request.verification:
+            # Transactional: the link confirms the address; nothing is tracked, and there is
+            # nothing to unsubscribe from (the address gets no other mail until confirmed).
+            links = MailLinks(click=self.links.url("verify", request, self.name, now_ms))
+        else:
+            links = MailLinks(
+                click=self.links.url("click", request, self.name, now_ms),
+                open_pixel=self.links.url("open", request, self.name, now_ms),
+                unsubscribe=self.links.url("unsubscribe", request, self.name, now_ms),
+                trap=self.links.url("trap", request, self.name, now_ms),
+            )
         body = render_mail(request, links)
         # Lines up to 998 (RFC 5322), so a long List-Unsubscribe URL stays one plain header that
         # mail clients recognise, not RFC 2047 encoded words.
@@ -74,7 +100,9 @@ class EmailChannel:
         # An Address quotes whatever the name holds: it can never add a mailbox.
         local, _, domain = recipient.email.rpartition("@")
         msg["To"] = Address(
-            display_name=header_text(recipient.display_name or ""), username=local, domain=domain
+            display_name=header_text(safe_display_name(recipient.display_name) or ""),
+            username=local,
+            domain=domain,
         )
         msg["Subject"] = body.subject
         domain = self.mail_from.rpartition("@")[2].rstrip(">").strip() or "localhost"
@@ -82,9 +110,10 @@ class EmailChannel:
         msg["Message-ID"] = make_msgid(idstring=_ATOM_UNSAFE.sub("", nid)[:40] or None, domain=domain)
         # The id lets a mail server's logs, and our tests, tie a mail to its notification.
         msg["X-Elimu-Notification"] = nid
-        # RFC 8058: mail clients show an unsubscribe button that POSTs here, no page to visit.
-        msg["List-Unsubscribe"] = f"<{links.unsubscribe}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if links.unsubscribe:
+            # RFC 8058: mail clients show an unsubscribe button that POSTs here, no page to visit.
+            msg["List-Unsubscribe"] = f"<{links.unsubscribe}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg.set_content(body.text)
         msg.add_alternative(body.html, subtype="html")
         return msg
@@ -92,12 +121,19 @@ class EmailChannel:
     async def send(self, request: DeliveryRequest, recipient: Recipient) -> Sent:
         if not recipient.email:
             raise SendFailed("no_address", "the profile has no email address", permanent=True)
+        if self.suppressed is not None and await self.suppressed(recipient.email):
+            # It bounced for good before: mailing it again only hurts our sending reputation.
+            raise SendFailed("suppressed", "the address bounced for good before", permanent=True)
         message = self.message(request, recipient, int(time.time() * 1000))
+        # The receipt id of a mail is its VERP token: without a bounce domain nothing names it.
+        token, sender = (
+            self.bounces.for_mail(request.notification_id) if self.bounces else (None, self.sender)
+        )
         async with self._slots:
             client = await self._connection()
             try:
                 # Flattened here, under our policy: aiosmtplib's own would fold long headers.
-                errors, _ = await client.sendmail(self.sender, [recipient.email], _flatten(message))
+                errors, _ = await client.sendmail(sender, [recipient.email], _flatten(message))
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 self._release(client)
                 codes = [r.code for r in exc.recipients]
@@ -120,7 +156,7 @@ class EmailChannel:
             self._release(client)
         if errors:  # a single recipient: refused ones raise above; kept for the server's word
             raise SendFailed("recipient_refused", str(errors)[:200], permanent=True, result="bounced")
-        return Sent(provider_id=message["Message-ID"])
+        return Sent(provider_id=token)
 
     async def _connection(self) -> aiosmtplib.SMTP:
         while not self._idle.empty():

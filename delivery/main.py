@@ -15,12 +15,15 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from delivery import metrics
+from delivery.bounces import BounceHandler, start_bounce_listener
 from delivery.channels import Channel
 from delivery.config import DeliveryConfig
+from delivery.deferred import Parked
 from delivery.email import EmailChannel
 from delivery.ledger import Ledger
 from delivery.outreach import OutreachChannel
 from delivery.push import WebPushChannel, vapid_key
+from delivery.receipts import ReceiptIndex
 from delivery.service import GROUP, DeliveryService
 from delivery.sms import SmsChannel, TwilioSmsChannel
 from infra import keys, topics
@@ -33,6 +36,7 @@ from infra.settings import Settings
 from infra.signing import RecordSigner
 from infra.tracking import Links, LinkSigner
 from models.interventions.policy import STAFF_CHANNEL
+from models.receipts import BounceAddresses, VerpSigner, africastalking_callback_url
 from streams.records import Record
 
 log = logging.getLogger(__name__)
@@ -49,10 +53,15 @@ def build_channels(
     when none is configured, and a user without a subscription is simply not pushed)."""
     channels: dict[str, Channel] = {}
     if config.smtp is not None:
-        channels["EMAIL"] = EmailChannel(config.smtp, config.mail_from, links, config.timeout_s)
+        channels["EMAIL"] = EmailChannel(
+            config.smtp, config.mail_from, links, config.timeout_s,
+            bounces=bounce_addresses(config, settings), suppressed=ReceiptIndex(redis).suppressed,
+        )  # fmt: skip
     if config.sms is not None:
-        sms = TwilioSmsChannel if config.sms.kind == "twilio" else SmsChannel
-        channels["SMS"] = sms(config.sms, config.timeout_s)
+        if config.sms.kind == "twilio":
+            channels["SMS"] = TwilioSmsChannel(config.sms, config.timeout_s, config.sms_status_callback)
+        else:
+            channels["SMS"] = SmsChannel(config.sms, config.timeout_s)
 
     async def forget(user_id: str, subscription_id: str) -> None:
         await redis.hdel(keys.user_push_subscriptions(user_id), subscription_id)
@@ -61,6 +70,13 @@ def build_channels(
     vapid = vapid_key(config, settings.data_dir)
     channels["PUSH"] = WebPushChannel(vapid, config.vapid_subject, links, forget, config.timeout_s)
     return channels
+
+
+def bounce_addresses(config: DeliveryConfig, settings: Settings) -> BounceAddresses | None:
+    """The mails' VERP envelope senders, when a bounce domain is configured."""
+    if config.bounce_domain is None:
+        return None
+    return BounceAddresses(VerpSigner(settings.secret()), config.bounce_domain)
 
 
 async def serve(
@@ -88,6 +104,7 @@ async def serve(
         ledger=Ledger(redis, service_id),
         rates={name: config.rate_of(name) for name in channels},
         concurrency=config.concurrency,
+        parked=Parked(redis),
     )
     consumer = AIOKafkaConsumer(
         topic,
@@ -101,12 +118,25 @@ async def serve(
         max_poll_interval_ms=30 * 60 * 1000,
         **client_security(),
     )
+    bounces = bounce_addresses(config, settings)
+    listener: asyncio.Server | None = None
+    if config.bounce_listen is not None and bounces is not None:
+        # First: a port that cannot be bound stops the service before it consumes anything.
+        handler = BounceHandler(bounces, ReceiptIndex(redis), producer)
+        listener = await start_bounce_listener(handler, *config.bounce_listen)
     await consumer.start()
     await producer.start()
+    if config.sms is not None and config.sms.kind == "africastalking":
+        # It signs nothing: the URL is the credential, and only we can tell the operator it.
+        log.info(
+            "Africa's Talking delivery reports: set the dashboard's callback URL to %s",
+            africastalking_callback_url(config.public_url, secret),
+        )
     beat = asyncio.create_task(_heartbeat(redis, service_id))
     log.info("delivery service %s up: channels %s", service_id, sorted(channels) or "none")
     try:
         while not stop.is_set():
+            await _send_parked(service)
             batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_BATCH)
             records = [
                 Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, tuple(m.headers or ()))
@@ -124,6 +154,8 @@ async def serve(
                 log.warning("commit after a batch failed (%s); the ledger dedups the redelivery", exc)
     finally:
         beat.cancel()
+        if listener is not None:
+            listener.close()
         with contextlib.suppress(Exception):
             await consumer.stop()
         with contextlib.suppress(Exception):
@@ -134,6 +166,15 @@ async def serve(
         with contextlib.suppress(Exception):
             await redis.hdel(keys.SERVICE_HEARTBEATS, service_id)
             await redis.aclose()
+
+
+async def _send_parked(service: DeliveryService) -> None:
+    """What quiet hours held back and is due (at most a second late: the poll's timeout). A
+    failure leaves the records parked: their lease lapses and they come due again."""
+    try:
+        await service.handle_parked()
+    except Exception:
+        log.exception("sending the notifications quiet hours held back failed; they stay parked")
 
 
 async def _until_handled(service: DeliveryService, records: list[Record], stop: asyncio.Event) -> None:

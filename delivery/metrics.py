@@ -44,3 +44,16 @@ DEAD_LETTERS = Counter(
     ["topic", "reason"],
     registry=REGISTRY,
 )
+RECEIPTS = Counter(
+    "elimu_delivery_receipts_total",
+    "Providers' later words on sends (bounces by mail; docs/notifications.md): reported "
+    "(delivered, bounced, failed), pending, unknown, duplicate, refused, or sends not_indexed",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+PARKED = Counter(
+    "elimu_delivery_parked_total",
+    "Sends held back because the user was in their quiet hours when they were due (sent after)",
+    ["channel"],
+    registry=REGISTRY,
+)

@@ -14,6 +14,8 @@ too old to be worth sending, or whose send failed for good goes to `dead-letter`
 Each send's result goes back to the engine as a signed report on `elimu-intervention-outcomes`
 (models/delivery.py ``delivery_report``), counted by the interventions analytics and weighed by
 the A/B choice; opens and clicks come back through the tracking links (api/routes/tracking.py).
+An SMS or mail the provider accepted is indexed under the id its later receipt will name
+(delivery/receipts.py), so a delivery report or a bounce days later is reported against it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import orjson
 
 from delivery import metrics
 from delivery.channels import Channel, Recipient, SendFailed, Sent
+from delivery.deferred import Parked
 from delivery.ledger import Ledger
 from delivery.pace import Pace
+from delivery.receipts import ReceiptIndex
 from infra import keys, topics
 from infra.producer import EventProducer
 from infra.redis_conn import RedisClient
@@ -45,6 +49,7 @@ from models.delivery import (
 from models.events import InvalidEvent
 from models.interventions.policy import STAFF_CHANNEL
 from models.push import PushSubscription, stored_subscription
+from models.receipts import RECEIPT_CHANNELS, SentMessage
 from streams.records import DeadLetter, Record
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,7 @@ class DeliveryService:
         produce_timeout_s: float = 15.0,
         clock_ms: Callable[[], int] = _now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        parked: Parked | None = None,
     ) -> None:
         self.redis = redis
         self.producer = producer
@@ -120,7 +126,10 @@ class DeliveryService:
         self.produce_timeout_s = produce_timeout_s
         self.clock_ms = clock_ms
         self.sleep = sleep
+        #: Where sends wait out the user's quiet hours (None: they are never held back).
+        self.parked = parked
         self._off_logged: set[str] = set()
+        self.receipts = ReceiptIndex(redis)
 
     async def handle_batch(self, records: Sequence[Record]) -> None:
         """Send everything ``records`` asks for; returns when every send is done or given up,
@@ -160,9 +169,41 @@ class DeliveryService:
             sends = tuple(c for c in sends if c == STAFF_CHANNEL)
             if not sends:
                 return
-        async with self._reading:
-            recipient = await self._recipient(request.user_id, "PUSH" in sends)
+        if request.verification:
+            # The pending address is the recipient: the profile has no such address yet.
+            recipient = Recipient.verifying(request.user_id, request.channels[0], request.to)
+        else:
+            async with self._reading:
+                recipient = await self._recipient(request.user_id, "PUSH" in sends)
+            sends = await self._park_if_quiet(rec, recipient, sends)
         await asyncio.gather(*(self._send(rec, request, recipient, c, outcomes, dead) for c in sends))
+
+    async def _park_if_quiet(
+        self, rec: Record, recipient: Recipient, sends: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """The sends to make now: the user's channels wait while they are in their quiet hours
+        (delivery/deferred.py), a staff task does not. A contact verification never waits: the
+        user asked for it a moment ago."""
+        until = recipient.quiet_until(self.clock_ms())
+        user_sends = [c for c in sends if c != STAFF_CHANNEL]
+        if until is None or not user_sends or self.parked is None:
+            return sends
+        if not await self.parked.park(rec, until):
+            log.warning("the quiet-hours set is full: sending %s now", rec.key)
+            return sends
+        for channel in user_sends:
+            metrics.PARKED.labels(channel).inc()
+        return tuple(c for c in sends if c == STAFF_CHANNEL)
+
+    async def handle_parked(self) -> int:
+        """Send what quiet hours held back and is due now; the number of records taken."""
+        if self.parked is None:
+            return 0
+        taken = await self.parked.take_due(self.clock_ms())
+        if taken.members:
+            await self.handle_batch(taken.records)
+            await self.parked.done(taken)
+        return len(taken.members)
 
     async def _recipient(self, user_id: str, with_push: bool) -> Recipient:
         raw = await self.redis.get(keys.user_profile(user_id))
@@ -189,7 +230,8 @@ class DeliveryService:
                 nid, channel, result,
                 type=request.type, template=request.template, variant=request.variant, reason=reason,
             )  # fmt: skip
-            outcomes.append(("", report_))
+            if not request.verification:  # not an intervention: nothing for the funnel or A/B
+                outcomes.append(("", report_))
             if count:
                 metrics.DELIVERIES.labels(channel, result, reason or "").inc()
 
@@ -220,25 +262,49 @@ class DeliveryService:
                 # One deadline for every attempt: the claim's lease outlasts it (ledger.py), so
                 # no other deliverer takes over a send still in progress.
                 async with asyncio.timeout(SEND_DEADLINE_S):
-                    result, reason = await self._attempts(sender, request, recipient)
+                    result, reason, provider_id = await self._attempts(sender, request, recipient)
             except TimeoutError:
-                result, reason = "failed", "deadline"
+                result, reason, provider_id = "failed", "deadline", None
             await self.ledger.done(nid, channel, result if reason is None else f"{result}:{reason}")
+        if provider_id and reason is None and channel in RECEIPT_CHANNELS and not request.verification:
+            await self._remember(provider_id, request, recipient, channel)
         report(result, reason)
         if result in ("failed", "bounced"):
             dead.append(DeadLetter(rec, f"send_{result}", f"{channel}: {reason}"))
 
+    async def _remember(
+        self, provider_id: str, request: DeliveryRequest, recipient: Recipient, channel: str
+    ) -> None:
+        """Index a send under its provider's id, for the receipt that names it later
+        (delivery/receipts.py). Best effort: a send that happened is never undone or repeated
+        for the sake of its receipt; without the entry, the receipt is only ignored."""
+        sent = SentMessage(
+            request.notification_id, channel, request.type, request.template, request.variant,
+            request.user_id, address=(recipient.email or "") if channel == "EMAIL" else "",
+        )  # fmt: skip
+        try:
+            await self.receipts.remember(provider_id, sent)
+        except Exception:
+            log.warning(
+                "could not index %s send of %s for its receipt",
+                channel,
+                request.notification_id,
+                exc_info=True,
+            )
+            metrics.RECEIPTS.labels(channel, "not_indexed").inc()
+
     async def _attempts(
         self, sender: Channel, request: DeliveryRequest, recipient: Recipient
-    ) -> tuple[str, str | None]:
-        """(result, reason): ``sent``/``delivered`` and None, or the failure after the last try."""
+    ) -> tuple[str, str | None, str | None]:
+        """(result, reason, provider id): ``sent``/``delivered``, None and the provider's id of
+        the message (if it gave one), or the failure after the last try."""
         channel = sender.name
         breaker = self.breakers[channel]
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if breaker.open(time.monotonic()):
                 # The provider failed every recent send: fail fast rather than queue behind it.
                 metrics.ATTEMPTS.labels(channel, "breaker_open").inc()
-                return "failed", "provider_down:retries_exhausted"
+                return "failed", "provider_down:retries_exhausted", None
             await self.paces[channel].take(self.sleep)
             started = time.perf_counter()
             try:
@@ -248,14 +314,15 @@ class DeliveryService:
                 if not exc.permanent:
                     breaker.failed(time.monotonic())
                 if exc.permanent or attempt == MAX_ATTEMPTS:
-                    return exc.result, exc.reason if exc.permanent else f"{exc.reason}:retries_exhausted"
+                    why = exc.reason if exc.permanent else f"{exc.reason}:retries_exhausted"
+                    return exc.result, why, None
                 await self.sleep(backoff_s(attempt))
                 continue
             except Exception as exc:  # a bug in a channel: report it, never stop the service
                 log.exception("%s send of %s failed unexpectedly", channel, request.notification_id)
-                return "failed", f"error:{type(exc).__name__}"
+                return "failed", f"error:{type(exc).__name__}", None
             breaker.succeeded()
             metrics.ATTEMPTS.labels(channel, "ok").inc()
             metrics.SEND_SECONDS.labels(channel).observe(time.perf_counter() - started)
-            return sent.result, None
+            return sent.result, None, sent.provider_id
         raise AssertionError("unreachable")  # pragma: no cover

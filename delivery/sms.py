@@ -84,8 +84,13 @@ class TwilioSmsChannel:
     #: Twilio error codes about the recipient (https://www.twilio.com/docs/api/errors).
     NUMBER_REFUSED = frozenset({21211, 21214, 21408, 21610, 21612, 21614})
 
-    def __init__(self, provider: SmsProvider, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, provider: SmsProvider, timeout_s: float = 10.0, status_callback: str | None = None
+    ) -> None:
         self.provider = provider
+        #: Where Twilio reports each message's later status (api/routes/webhooks.py), when the
+        #: API has a public address (``DeliveryConfig.sms_status_callback``).
+        self.status_callback = status_callback
         self._http = httpx.AsyncClient(
             timeout=timeout_s, trust_env=False, auth=(provider.username, provider.api_key)
         )
@@ -94,6 +99,8 @@ class TwilioSmsChannel:
         if not recipient.phone:
             raise SendFailed("no_address", "the profile has no phone number", permanent=True)
         form = {"To": recipient.phone, "From": self.provider.sender_id or "", "Body": sms_text(request)}
+        if self.status_callback:
+            form["StatusCallback"] = self.status_callback
         try:
             response = await self._http.post(self.provider.url, data=form)
         except httpx.HTTPError as exc:

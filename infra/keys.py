@@ -57,6 +57,8 @@ USER_KINDS = frozenset(
         "profile",
         "profilewrite",
         "push",
+        "verify-email",
+        "verify-sms",
     }
 )
 
@@ -128,6 +130,9 @@ WORKER_STALLS = f"{PREFIX}:worker-stalls"
 #: Hash of heartbeats of the services that are not workers (``elimu deliver``): their metric
 #: snapshots join the API's /metrics while they beat; /readyz does not count them as workers.
 SERVICE_HEARTBEATS = _shared("services")
+#: Sorted set: `notifications` records held back by the user's quiet hours at send time, scored
+#: by when those end (delivery/deferred.py).
+DELIVERY_PARKED = _shared("dlv-parked")
 
 #: Hash of worker metric snapshots (worker id -> Prometheus text), so one scrape of the API's
 #: /metrics shows every live worker too.
@@ -205,6 +210,16 @@ def user_profile(user_id: str) -> str:
     return _user(user_id, "profile")
 
 
+#: The kind of a user's pending address key, per channel (``contact_pending``).
+PENDING_CONTACT_KINDS = {"EMAIL": "verify-email", "SMS": "verify-sms"}
+
+
+def contact_pending(user_id: str, channel: str) -> str:
+    """A user's address waiting for its code, on ``channel`` (EMAIL or SMS; a hash,
+    ``Pending.to_fields``, expiring with the code): models/contact_verification.py."""
+    return _user(user_id, PENDING_CONTACT_KINDS[channel])
+
+
 def user_profile_written(user_id: str) -> str:
     """The API's last profile write for the user, kept a few minutes (api/routes/profile.py)."""
     return _user(user_id, "profilewrite")
@@ -228,6 +243,13 @@ def unsubscribe_counted(notification_id: str, channel: str) -> str:
     """Set once an unsubscribe through a notification's link was reported (api/routes/tracking.py)."""
     digest = hashlib.sha256(f"{channel}\x00{notification_id}".encode()).hexdigest()[:40]
     return _shared(f"unsub:{digest}")
+
+
+def tracking_trapped(notification_id: str) -> str:
+    """Set while a notification's trap link was just followed: its opens and clicks are a
+    scanner's (models/scanners.py)."""
+    digest = hashlib.sha256(notification_id.encode()).hexdigest()[:40]
+    return _shared(f"trap:{digest}")
 
 
 def user_notifications(user_id: str) -> str:
@@ -258,3 +280,22 @@ def campaign_lock(campaign_id: str) -> str:
 #: Hash of the admins' notification templates (id -> JSON, or a deleted marker), mirrored from
 #: the broadcast topic like the campaigns (infra/campaign_view.py).
 TEMPLATES = _shared("templates")
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery receipts (delivery/receipts.py, docs/notifications.md "Delivery receipts"): the index
+# from the id a provider's later receipt names to the send it is about, and the mail addresses a
+# hard bounce declared dead.
+
+
+def delivery_receipt(channel: str, provider_id: str) -> str:
+    """One send's receipt index entry (a hash, ``models.receipts.SentMessage``), by the id its
+    receipt will name (an SMS provider's message id, a mail's VERP token): a digest, so no
+    provider id, however hostile, can shape a key."""
+    digest = hashlib.sha256(f"{channel}\x00{provider_id}".encode()).hexdigest()[:40]
+    return _shared(f"rcpt:{digest}")
+
+
+#: Set of mail addresses (lower-cased) a hard bounce said are dead: the EMAIL channel fails a send
+#: to one at once (``suppressed``). Nothing removes one automatically (``SREM`` by hand).
+EMAIL_SUPPRESSED = _shared("email-suppressed")

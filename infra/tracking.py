@@ -27,9 +27,11 @@ import orjson
 from models.delivery import DeliveryRequest
 from models.time_units import DAY_MS
 
-#: What a link records: an open (the pixel), a click, an unsubscribe.
-Kind = Literal["open", "click", "unsubscribe"]
-KINDS: tuple[Kind, ...] = ("open", "click", "unsubscribe")
+#: What a link records: an open (the pixel), a click, an unsubscribe; a contact verification's
+#: confirmation (models/contact_verification.py); and the trap, a link no person can see, that
+#: only a machine following every link of a mail (a mail scanner) ever loads.
+Kind = Literal["open", "click", "unsubscribe", "verify", "trap"]
+KINDS: tuple[Kind, ...] = ("open", "click", "unsubscribe", "verify", "trap")
 #: How long a link works after the message was sent.
 LINK_TTL_MS = 60 * DAY_MS
 #: MAC bytes kept: 128 bits, plenty for a link, and short URLs.
@@ -42,6 +44,8 @@ ROUTES: dict[Kind, str] = {
     "open": "/v1/t/open/",
     "click": "/v1/t/click/",
     "unsubscribe": "/v1/t/unsubscribe/",
+    "verify": "/v1/t/verify/",
+    "trap": "/v1/t/more/",
 }
 
 

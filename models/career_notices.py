@@ -52,6 +52,9 @@ class Notice:
     variables: Mapping[str, object]
     at_ms: int
     urgency: str = "medium"
+    #: The matches a ``job_match`` or ``match_digest`` is about: a user who asked for a daily or
+    #: weekly digest gets them in that instead (models/match_digests.py).
+    matches: tuple[MatchNews, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,27 +107,28 @@ def status_notice(news: StatusNews) -> Notice | None:
 def match_notices(matches: Sequence[MatchNews]) -> list[Notice]:
     """The notices for one user's new matches of one batch."""
     if len(matches) >= DIGEST_FROM:
-        best = max(matches, key=lambda m: (m.match_score, m.job_id))
-        places = Counter(m.location for m in matches if m.location)
-        # The most common place, ties to the first in order of name (whatever the batch order).
-        place = min(places, key=lambda p: (-places[p], p)) if places else None
-        where = ""
-        if place is not None:
-            where = f" in {place}" if places[place] == len(matches) else f" in {place} and elsewhere"
         ids = ",".join(sorted(m.job_id for m in matches))
         digest = hashlib.sha256(ids.encode()).hexdigest()[:16]
-        variables: dict[str, object] = {
-            "count": len(matches),
-            "place": where,
-            "job_title": best.title,
-        }
-        if best.company:
-            variables["company"] = best.company
-        return [Notice("match_digest", f"digest:{digest}", variables, max(m.at_ms for m in matches))]
-    return [_match_notice(m) for m in matches if m.is_perfect]
+        return [digest_notice(matches, f"digest:{digest}", max(m.at_ms for m in matches))]
+    return [match_notice(m) for m in matches if m.is_perfect]
 
 
-def _match_notice(m: MatchNews) -> Notice:
+def digest_notice(matches: Sequence[MatchNews], key: str, at_ms: int) -> Notice:
+    """One ``match_digest`` of ``matches`` ("7 new job matches in Nairobi", the best one named)."""
+    best = max(matches, key=lambda m: (m.match_score, m.job_id))
+    places = Counter(m.location for m in matches if m.location)
+    # The most common place, ties to the first in order of name (whatever the batch order).
+    place = min(places, key=lambda p: (-places[p], p)) if places else None
+    where = ""
+    if place is not None:
+        where = f" in {place}" if places[place] == len(matches) else f" in {place} and elsewhere"
+    variables: dict[str, object] = {"count": len(matches), "place": where, "job_title": best.title}
+    if best.company:
+        variables["company"] = best.company
+    return Notice("match_digest", key, variables, at_ms, matches=tuple(matches))
+
+
+def match_notice(m: MatchNews) -> Notice:
     variables: dict[str, object] = {
         "job_title": m.title,
         "match_pct": m.match_score,
@@ -133,7 +137,7 @@ def _match_notice(m: MatchNews) -> Notice:
     }
     if m.company:
         variables["company"] = m.company
-    return Notice("job_match", f"match:{m.job_id}", variables, m.at_ms, urgency="high")
+    return Notice("job_match", f"match:{m.job_id}", variables, m.at_ms, urgency="high", matches=(m,))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,3 +73,30 @@ def normalize_phone(value: str) -> str:
             "bad_phone", "a phone number is + and the country code, 8 to 15 digits in all (E.164)"
         )
     return compact
+
+
+_DOTTED = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def safe_display_name(name: str | None) -> str | None:
+    """``name`` as a message may show it, or None ("there") when it holds something a reader
+    could follow as a link: a name is the user's own text, and a stranger-chosen "name" such as
+    "Prize at win.example.com" must not ride to an inbox in the engine's voice."""
+    if not name:
+        return None
+    if "://" in name or "www." in name.lower():
+        return None
+    for dotted in _DOTTED.findall(name):
+        # A dotted word ending in a TLD a link would use; "J.Doe" or "Amina.Kariuki" do not.
+        if dotted.rsplit(".", 1)[1].lower() in _COMMON_TLDS:
+            return None
+    return name
+
+
+#: TLDs a link in a name would use (the common generic ones and the region's country codes);
+#: a tail outside this list ("Amina.Kariuki") reads as a name.
+_TLD_WORDS = (
+    "com net org info biz io co me app dev xyz top site online link click ly gl to cc us uk ke ug tz "
+    "rw ng za gh et eg ma in pk cn ru de fr es it nl br au ca"
+)
+_COMMON_TLDS = frozenset(_TLD_WORDS.split())

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import orjson
 
+from models.contact import InvalidContact, normalize_email, normalize_phone
+from models.contact_verification import VERIFICATION_TYPE
 from models.events import InvalidEvent, check_id, parse_ts
 from models.time_units import HOUR_MS
 
@@ -63,10 +65,19 @@ class DeliveryRequest:
     deliver_at_ms: int
     #: The mail's HTML body when an admin's template gives one (links are added around it).
     html: str = ""
+    #: The address a contact verification goes to (the pending one, not yet the profile's):
+    #: set for that type only, and it is the only type sent anywhere but the profile's address.
+    to: str = ""
 
     def sends(self) -> tuple[str, ...]:
         """The channels the delivery services send this notification on."""
         return tuple(c for c in self.channels if c in SENT_CHANNELS)
+
+    @property
+    def verification(self) -> bool:
+        """A contact verification: a transactional message, sent whatever the settings say
+        (the user just asked for it) and not an intervention (no funnel, no A/B)."""
+        return self.type == VERIFICATION_TYPE
 
 
 def parse_notification(raw: bytes) -> DeliveryRequest:
@@ -84,11 +95,13 @@ def parse_notification(raw: bytes) -> DeliveryRequest:
         deliver_at = parse_ts(obj.get("deliver_at") or obj.get("created_at"))
     except InvalidEvent as exc:
         raise InvalidEvent("bad_ts", f"deliver_at: {exc.message}") from exc
+    kind = _text(obj, "type", 64)
+    channels_ = tuple(dict.fromkeys(c.upper() for c in channels[:8]))
     return DeliveryRequest(
         notification_id=check_id(_text(obj, "notification_id", 128), "notification_id"),
         user_id=check_id(_text(obj, "user_id", 128), "user_id"),
-        type=_text(obj, "type", 64),
-        channels=tuple(dict.fromkeys(c.upper() for c in channels[:8])),
+        type=kind,
+        channels=channels_,
         subject=_text(obj, "subject", MAX_SUBJECT_LEN, required=False),
         body=_text(obj, "body", MAX_BODY_LEN, required=False),
         cta=_text(obj, "cta", MAX_SUBJECT_LEN, required=False),
@@ -96,7 +109,20 @@ def parse_notification(raw: bytes) -> DeliveryRequest:
         variant=_text(obj, "variant", 64, required=False),
         deliver_at_ms=deliver_at,
         html=_html(obj.get("html")),
+        to=_verification_address(obj, channels_) if kind == VERIFICATION_TYPE else "",
     )
+
+
+def _verification_address(obj: Mapping[str, Any], channels: tuple[str, ...]) -> str:
+    """The checked address of a contact verification: one channel, EMAIL or SMS, and an
+    address of that channel's kind (normalised the way the profile's are)."""
+    if channels not in (("EMAIL",), ("SMS",)):
+        raise InvalidEvent("bad_channels", "a verification goes on exactly one of EMAIL or SMS")
+    address = _text(obj, "to", 254)
+    try:
+        return normalize_email(address) if channels == ("EMAIL",) else normalize_phone(address)
+    except InvalidContact as exc:
+        raise InvalidEvent(exc.reason, exc.message) from exc
 
 
 def _html(value: object) -> str:

@@ -16,9 +16,13 @@ from models.delivery import DeliveryRequest
 
 @dataclass(frozen=True, slots=True)
 class MailLinks:
-    open_pixel: str
     click: str
-    unsubscribe: str
+    #: None in a transactional mail (a contact verification): no tracking, nothing to leave.
+    open_pixel: str = ""
+    unsubscribe: str = ""
+    #: A link no reader sees (hidden, and named for no one); a scanner that follows it gives
+    #: itself away (api/routes/tracking.py).
+    trap: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +35,13 @@ class MailBody:
 def render_mail(request: DeliveryRequest, links: MailLinks) -> MailBody:
     subject = request.subject or "A note from Elimu Pulse"
     cta = request.cta or "Open Elimu Pulse"
-    text = (
-        f"{request.body}\n\n{cta}: {links.click}\n\n"
-        f"--\nYou get this because email is on in your notification settings.\n"
+    footer = (
+        "--\nYou get this because email is on in your notification settings.\n"
         f"Unsubscribe from these emails: {links.unsubscribe}\n"
+        if links.unsubscribe
+        else ""
     )
+    text = f"{request.body}\n\n{cta}: {links.click}\n\n{footer}"
     # An admin's template gives the HTML (its values were escaped into it when rendered);
     # otherwise it is built from the text.
     paragraphs = request.html or "".join(
@@ -49,9 +55,24 @@ def render_mail(request: DeliveryRequest, links: MailLinks) -> MailBody:
         f'<p><a href="{escape(links.click, quote=True)}" '
         'style="background:#1d4ed8;color:#fff;padding:10px 16px;border-radius:6px;text-decoration:none">'
         f"{escape(cta)}</a></p>"
-        '<p style="color:#666;font-size:12px">You get this because email is on in your notification '
-        f'settings. <a href="{escape(links.unsubscribe, quote=True)}">Unsubscribe</a>.</p>'
-        f'<img src="{escape(links.open_pixel, quote=True)}" width="1" height="1" alt="">'
-        "</body></html>"
+        + (
+            '<p style="color:#666;font-size:12px">You get this because email is on in your '
+            f'notification settings. <a href="{escape(links.unsubscribe, quote=True)}">Unsubscribe</a>.</p>'
+            if links.unsubscribe
+            else ""
+        )
+        + (
+            f'<img src="{escape(links.open_pixel, quote=True)}" width="1" height="1" alt="">'
+            if links.open_pixel
+            else ""
+        )
+        + (
+            # Hidden from readers (and from screen readers): only a machine ever follows it.
+            f'<a href="{escape(links.trap, quote=True)}" style="display:none" aria-hidden="true" '
+            'tabindex="-1"></a>'
+            if links.trap
+            else ""
+        )
+        + "</body></html>"
     )
     return MailBody(subject=subject, text=text, html=html)

@@ -30,6 +30,7 @@ from models.campaigns import occurrences as camp_occurrences
 from models.campaigns import records as camp
 from models.campaigns import targeting as camp_targeting
 from models.career_notices import Notice, deadline_notices, next_reminder
+from models.digests import id_digest
 from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
@@ -46,10 +47,12 @@ from models.interventions import (
     withdraw,
 )
 from models.interventions.templates import BUILTIN_LIBRARY, TemplateLibrary
+from models.match_digests import HELD_KINDS, due_at, hold, the_digest
+from models.match_digests import frequency as digest_frequency
 from models.risk import RiskScore
-from models.risk_state import RiskSettings, RiskState, next_due
+from models.risk_state import MAX_CAMPAIGNS_SEEN, RiskSettings, RiskState, next_due
 from models.streaks import local_day
-from models.time_units import DAY_MS
+from models.time_units import DAY_MS, HOUR_MS
 from models.tz import local_instant_ms, zone
 
 STREAK_WARNING_AT = time(19, 0)
@@ -169,12 +172,32 @@ def plan(
         news = notify(state, ctx, reminders, variant_counts, templates)
         out.delivered.extend(news.delivered)
         out.decisions.extend(news.decisions)
+    # The daily or weekly digest of the matches held for it (models/match_digests.py).
+    digest = send_digest(state, ctx, now_ms, variant_counts, templates)
+    out.delivered.extend(digest.delivered)
+    out.decisions.extend(digest.decisions)
 
-    # A user never looked at starts from their signup (not from the campaign's activation, which
-    # would fire occurrences from before they existed); unknown signup: from the activation.
-    since = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else ctx.signup_ms
+    since = _campaigns_since(state, ctx)
+    checked = state.campaigns_checked_ms
+    seen = set(state.campaigns_seen or ())
+    if state.campaigns_seen is None:
+        state.campaigns_seen = []
+
+    def looked_at(campaign_id: str, occurrence: camp.Occurrence) -> bool:
+        """In the lookback (before the last look) and looked at then."""
+        return (
+            checked is not None
+            and occurrence.at_ms <= checked
+            and _seen_digest(campaign_id, occurrence.key) in seen
+        )
+
     for campaign in campaigns:
-        occurrences = camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, now_ms)
+        occurrences = [
+            o
+            for o in camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, now_ms)
+            if not looked_at(campaign.id, o)
+        ]
+        _remember(state, campaign.id, [o.key for o in occurrences])
         # Only the latest occurrence fires: a user looked at late (a slow sweep, a rebalance)
         # gets one nudge, not a burst of stale ones.
         for stale in occurrences[:-1]:
@@ -195,12 +218,60 @@ def plan(
         # An admin's manual sends (models/campaigns/sends.py): each fires, to the user it names
         # (no targeting) or to the users its filter (else the campaign's target) selects.
         for send, occurrence in camp_occurrences.sends_due(campaign, ctx.user_id, since, now_ms):
+            if looked_at(campaign.id, occurrence):
+                continue
+            _remember(state, campaign.id, [occurrence.key])
             audience = None if send.user_id is not None else (send.target or campaign.target)
             _fire_campaign(
                 out, state, ctx, facts, campaign, occurrence, audience, now_ms, variant_counts, templates
             )
     state.campaigns_checked_ms = now_ms
     return out
+
+
+#: How far before a user's last look campaigns are looked at again. A campaign (or a manual
+#: send) reaches the workers through the broadcast topic a moment after an admin saved it; a user
+#: looked at in that moment, at a stream time past the campaign's instant, would otherwise never
+#: get it. Occurrences already looked at are remembered (`RiskState.campaigns_seen`).
+CAMPAIGN_LOOKBACK_MS = HOUR_MS
+
+
+def _campaigns_since(state: RiskState, ctx: UserContext) -> int | None:
+    """From when campaigns are looked at for this user. A user never looked at starts from their
+    signup (not from a campaign's activation, which would fire occurrences from before they
+    existed; unknown signup: from the activation)."""
+    if state.campaigns_checked_ms is None:
+        return ctx.signup_ms
+    if state.campaigns_seen is None:  # written before looks were remembered: no lookback yet
+        return state.campaigns_checked_ms
+    return state.campaigns_checked_ms - CAMPAIGN_LOOKBACK_MS
+
+
+def _seen_digest(campaign_id: str, key: str) -> str:
+    return id_digest(f"{campaign_id}\x00{key}")
+
+
+def _remember(state: RiskState, campaign_id: str, keys: Sequence[str]) -> None:
+    if keys:
+        remembered = state.campaigns_seen if state.campaigns_seen is not None else []
+        remembered.extend(_seen_digest(campaign_id, k) for k in keys)
+        del remembered[:-MAX_CAMPAIGNS_SEEN]
+        state.campaigns_seen = remembered
+
+
+def _missed_campaign(state: RiskState, ctx: UserContext, campaigns: Sequence[camp.Campaign]) -> bool:
+    """Whether a campaign that arrived after the user's last look has an occurrence (or a send)
+    within the lookback they were not looked at for: they are due at once."""
+    checked = state.campaigns_checked_ms
+    if checked is None or state.campaigns_seen is None:
+        return False
+    since, seen = checked - CAMPAIGN_LOOKBACK_MS, set(state.campaigns_seen)
+    for campaign in campaigns:
+        keys = [o.key for o in camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, checked)]
+        keys += [o.key for _, o in camp_occurrences.sends_due(campaign, ctx.user_id, since, checked)]
+        if any(_seen_digest(campaign.id, k) not in seen for k in keys):
+            return True
+    return False
 
 
 def _fire_campaign(
@@ -298,13 +369,49 @@ def notify(
     dedup by key, opt-out, quiet hours for the interrupting channels. Not capped (they are news,
     not nudges), and sent on every channel the user allows, in-app always."""
     out = NudgeOutcome()
+    how_often = digest_frequency(ctx.prefs)
     for n in notices:
+        channels: list[str] | None = None
+        if how_often is not None and n.type in HELD_KINDS and n.matches:
+            # A digest reader: the inbox has it now, their other channels in the digest.
+            state.digest = hold(state.digest, [n])
+            channels = ["IN_APP"]
         decision = decide(
             state.notifications, ctx, n.type, n.key, n.at_ms, source="career",
             variables=n.variables, stats=variant_counts(templates.for_type(n.type).id), urgency=n.urgency,
-            templates=templates,
+            channels=channels, templates=templates,
         )  # fmt: skip
         _record(out, state, "career", decision, n.at_ms)
+    return out
+
+
+def digest_due(state: RiskState, ctx: UserContext) -> int | None:
+    """When the matches held for the user's digest go out (at once if they turned digests off
+    since: what was held is not lost)."""
+    if not state.digest:
+        return None
+    how_often = digest_frequency(ctx.prefs)
+    if how_often is None:
+        return max(m.at_ms for m in state.digest)
+    return due_at(state.digest, ctx.timezone, how_often)
+
+
+def send_digest(
+    state: RiskState, ctx: UserContext, now_ms: int, variant_counts: VariantCounts, templates: TemplateLibrary
+) -> NudgeOutcome:
+    """The held matches as one digest on every channel the user allows, once it is due."""
+    due = digest_due(state, ctx)
+    if due is None or due > now_ms:
+        return NudgeOutcome()
+    notice = the_digest(ctx.user_id, state.digest, due)
+    state.digest = []
+    out = NudgeOutcome()
+    decision = decide(
+        state.notifications, ctx, notice.type, notice.key, now_ms, source="career",
+        variables=notice.variables, stats=variant_counts(templates.for_type(notice.type).id),
+        urgency=notice.urgency, templates=templates,
+    )  # fmt: skip
+    _record(out, state, "career", decision, now_ms)
     return out
 
 
@@ -323,6 +430,11 @@ def next_look(
     reminder = next_reminder(ctx.closing_jobs, ctx.timezone, state.campaigns_checked_ms or 0)
     if reminder is not None:
         candidates.append(reminder)
+    digest = digest_due(state, ctx)
+    if digest is not None:
+        candidates.append(digest)
+    if _missed_campaign(state, ctx, campaigns):
+        candidates.append(state.campaigns_checked_ms or 0)
     # Never looked at: the first occurrence after the campaign's activation (next_due's gate).
     after = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else 0
     for campaign in campaigns:

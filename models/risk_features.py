@@ -79,6 +79,9 @@ FORMAT = 1
 APPLICATION_TYPES = frozenset({"job_apply", "job_application", "application_submitted"})
 NOTIFICATION_OPENED = "notification_opened"
 NOTIFICATION_CLICKED = "notification_clicked"
+_FEEDBACK_TYPES = frozenset({NOTIFICATION_OPENED, NOTIFICATION_CLICKED})
+#: The ``via`` of the opens and clicks the tracking links record (models/delivery.py).
+TRACKED_VIA = frozenset({"email", "push", "sms"})
 # Base XP of the shipped rules (CONTRACT §6), used only when the engine does not pass the XP it awarded.
 XP_APPROX: dict[str, float] = {
     "lesson_complete": 50.0,
@@ -169,6 +172,9 @@ def observe(profile: ActivityProfile, event: BehaviorEvent, xp: float | None = N
     Late events land in their own day; events older than the 56-day horizon (relative to the
     newest event seen) only update `first_seen_ms` and the hour histogram.
     """
+    if feedback_only(event):
+        _count_feedback(profile, event)
+        return profile
     ts = event.ts_ms
     profile.first_seen_ms = ts if profile.first_seen_ms is None else min(profile.first_seen_ms, ts)
     previous = profile.last_event_ms
@@ -211,6 +217,33 @@ def observe(profile: ActivityProfile, event: BehaviorEvent, xp: float | None = N
         row[_CLICKS] += 1
     row[_XP] += XP_APPROX.get(event.type, 0.0) if xp is None else min(max(xp, 0.0), MAX_XP)
     return profile
+
+
+def feedback_only(event: BehaviorEvent) -> bool:
+    """An open or click of a mail, push or SMS recorded by the engine's tracking links: the
+    notification's feedback, not the user's activity. A mail scanner or a mail app's privacy
+    prefetch loads those links too, so they neither make a user look active (recency, active
+    days, the hour habit) nor prove a pending label retained; only the `notif_*` counts see them.
+    An open in the app (no ``via``) is the user in the app, and counts as activity."""
+    return event.type in _FEEDBACK_TYPES and event.props.get("via") in TRACKED_VIA
+
+
+def _count_feedback(profile: ActivityProfile, event: BehaviorEvent) -> None:
+    last = profile.last_event_ms
+    if last is None:
+        return  # no activity yet: no window for a count to land in
+    day = event.ts_ms // DAY_MS
+    if day <= last // DAY_MS - WINDOW_DAYS:
+        return  # older than the window the activity keeps
+    # Feedback usually comes after the last activity (a quiet user opening a nudge): its day
+    # moves the window's end as activity would, so the rows stay within one window.
+    oldest_kept = day - WINDOW_DAYS + 1
+    for stale in [d for d in profile.days if d < oldest_kept]:
+        del profile.days[stale]
+    row = profile.days.get(day)
+    if row is None:
+        row = profile.days[day] = [0.0] * _ROW
+    row[_OPENS if event.type == NOTIFICATION_OPENED else _CLICKS] += 1
 
 
 def _weight(age: int, n_days: int, skip_days: int, elapsed: float) -> float:

@@ -27,8 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.career_notices import MatchNews
 from models.events import BehaviorEvent, is_valid_id
 from models.interventions import NotificationBook
+from models.match_digests import from_rows, to_rows
 from models.risk import (
     DEFAULT_HORIZON_MS,
     PendingLabel,
@@ -38,10 +40,13 @@ from models.risk import (
     resolve_expired,
     resolve_seen,
 )
-from models.risk_features import ActivityProfile, features, observe
+from models.risk_features import ActivityProfile, features, feedback_only, observe
 from models.time_units import DAY_MS, HOUR_MS
 
 RISK_STATE_VERSION = 1
+#: Campaign occurrences remembered as looked at, per user (`RiskState.campaigns_seen`): far more
+#: than fall in one lookback (a few campaigns, each firing at most a few times an hour).
+MAX_CAMPAIGNS_SEEN = 64
 #: A change smaller than this (in points of the 0-100 score) is not published again, unless the
 #: level changes: re-scoring every hour must not rewrite every user's view every hour.
 PUBLISH_DELTA = 1.0
@@ -96,6 +101,14 @@ class RiskState:
     streak_warned_day: int | None = None
     #: Saved job id -> when it was saved (models/career_notices.py reminds before it closes).
     saved_jobs: dict[str, int] = field(default_factory=dict)
+    #: Matches held for the user's daily or weekly digest (models/match_digests.py).
+    digest: list[MatchNews] = field(default_factory=list)
+    #: Digests of the campaign occurrences (and manual sends) already looked at for this user,
+    #: newest last (models/nudges.py: a campaign that reached the worker late is looked at
+    #: again over a short lookback, and these are not looked at twice).
+    #: None in a state written before this was kept: its first look has no lookback (its
+    #: earlier looks would look unseen and be logged again).
+    campaigns_seen: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +123,8 @@ class RiskState:
             "campaigns_at": self.campaigns_checked_ms,
             "streak_warned": self.streak_warned_day,
             **({"saved": self.saved_jobs} if self.saved_jobs else {}),
+            **({"digest": to_rows(self.digest)} if self.digest else {}),
+            **({"cseen": self.campaigns_seen} if self.campaigns_seen is not None else {}),
         }
 
     @classmethod
@@ -129,6 +144,10 @@ class RiskState:
             campaigns_checked_ms=data.get("campaigns_at"),
             streak_warned_day=data.get("streak_warned"),
             saved_jobs={str(k): int(v) for k, v in list((data.get("saved") or {}).items())[-MAX_SAVED_JOBS:]},
+            digest=from_rows(data.get("digest"), data["user_id"]),
+            campaigns_seen=None
+            if data.get("cseen") is None
+            else [str(d) for d in data["cseen"]][-MAX_CAMPAIGNS_SEEN:],
         )
 
 
@@ -147,8 +166,11 @@ def remember_saved_job(state: RiskState, event: BehaviorEvent) -> None:
 def observe_activity(
     state: RiskState, event: BehaviorEvent, xp: float | None, settings: RiskSettings
 ) -> list[Resolution]:
-    """Fold an (already deduplicated) event in; pendings it proves retained resolve as 0."""
+    """Fold an (already deduplicated) event in; pendings it proves retained resolve as 0
+    (a tracked open or click proves nothing: `feedback_only`)."""
     observe(state.activity, event, xp)
+    if feedback_only(event):
+        return []
     state.pending, retained = resolve_seen(state.pending, event.ts_ms, settings.horizon_ms)
     return [Resolution(p, 0, event.ts_ms) for p in retained]
 

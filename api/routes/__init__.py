@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from api import dashboard
 from api.routes import (
     careers,
+    contact,
     events,
     goals,
     health,
@@ -24,6 +25,7 @@ from api.routes import (
     templates,
     tracking,
     users,
+    webhooks,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -37,11 +39,13 @@ ROUTERS: tuple[APIRouter, ...] = (
     goals.router,
     ops.router,
     outreach.router,
+    contact.router,
     risk.router,
     notifications.router,
     profile.router,
     push.router,
     tracking.router,
+    webhooks.router,
     interventions.router,
     templates.router,
     dashboard.router,

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Path, Request, Response
 
 from api.bodies import read_json_object
 from api.commands import now_ms, rate_limit
+from api.delivery_settings import delivery_config
 from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
 from api.responses import OrjsonResponse
-from delivery.config import DeliveryConfig
 from infra import keys
 from infra.settings import Settings
 from infra.vapid import private_pem, public_key_b64
@@ -40,11 +40,6 @@ SubscriptionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-
 
 
 @lru_cache(maxsize=4)
-def _delivery_config(api_port: int) -> DeliveryConfig:
-    return DeliveryConfig.from_env(api_port)
-
-
-@lru_cache(maxsize=4)
 def _public_key(configured: str | None, data_dir: str) -> str:
     from pathlib import Path as FsPath
 
@@ -52,7 +47,7 @@ def _public_key(configured: str | None, data_dir: str) -> str:
 
 
 def vapid_public_key(settings: Settings) -> str:
-    config = _delivery_config(settings.api_port)
+    config = delivery_config(settings.api_port)
     return _public_key(config.vapid_private_key, str(settings.data_dir))
 
 
@@ -92,7 +87,7 @@ async def subscribe(
     require_user_access(principal, user_id)
     body = await read_json_object(request, 4096, "subscription")
     try:
-        subscription = parse_subscription(body, _delivery_config(state.settings.api_port).push_hosts)
+        subscription = parse_subscription(body, delivery_config(state.settings.api_port).push_hosts)
     except InvalidSubscription as exc:
         raise ApiError(422, "invalid_subscription", str(exc)) from exc
     await rate_limit(state, principal)

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from models.contact import safe_display_name
 from models.events import format_ts
 from models.interventions.bandit import VariantStats, choose_variant
 from models.interventions.policy import (
@@ -335,12 +336,13 @@ def _throttled(book: NotificationBook, type: str, now_ms: int) -> bool:
 def _chosen_channels(ctx: UserContext, type: str, urgency: str, channels: Sequence[str] | None) -> list[str]:
     if type in STAFF_TYPES:
         return []
-    if type in TRANSACTIONAL:  # every channel the user allows, and the inbox always
-        allowed = allowed_channels(ctx)
-        return allowed if "IN_APP" in allowed else ["IN_APP", *allowed]
-    if channels is None:
-        return channels_for(urgency, ctx)
     allowed = allowed_channels(ctx)
+    if type in TRANSACTIONAL:  # every channel the user allows (or of those asked), the inbox always
+        allowed = allowed if "IN_APP" in allowed else ["IN_APP", *allowed]
+        if channels is None:
+            return allowed
+    elif channels is None:
+        return channels_for(urgency, ctx)
     chosen: list[str] = []
     for c in channels:
         name = c.upper()
@@ -352,8 +354,10 @@ def _chosen_channels(ctx: UserContext, type: str, urgency: str, channels: Sequen
 def context_variables(ctx: UserContext, now_ms: int) -> dict[str, object]:
     """Template variables known from the context alone; the caller's variables override them."""
     values: dict[str, object] = {"user_id": ctx.user_id, "level": ctx.level}
-    if ctx.display_name:
-        values["display_name"] = ctx.display_name
+    # A name that reads like a link is not repeated in the engine's voice (it would be by mail).
+    name = safe_display_name(ctx.display_name)
+    if name:
+        values["display_name"] = name
     if ctx.streak > 0:
         values["streak"] = ctx.streak
     if ctx.last_active_ms is not None and now_ms - ctx.last_active_ms >= 2 * DAY_MS:

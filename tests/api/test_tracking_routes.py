@@ -44,6 +44,10 @@ def path_of(url: str) -> str:
 
 
 LINKS = Links(LinkSigner(SECRET), "http://api.test")
+#: A mail app's user agent (httpx's own reads as an HTTP library: models/scanners.py).
+BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+#: When a mail whose link a person follows was sent: past the gateways' first seconds.
+A_MINUTE_AGO = 60_000
 
 
 @pytest.fixture
@@ -59,6 +63,7 @@ async def tracked(make_client: Callable[..., Any], topics_: dict[str, str]) -> h
     client: httpx.AsyncClient = await make_client(
         events_topic=topics_["events"], profiles_topic=topics_["profiles"], outcomes_topic=topics_["outcomes"]
     )
+    client.headers["user-agent"] = BROWSER
     return client
 
 
@@ -69,7 +74,7 @@ async def tracked(make_client: Callable[..., Any], topics_: dict[str, str]) -> h
 async def test_the_open_pixel_records_one_open_of_that_notification(
     tracked: httpx.AsyncClient, kafka_bootstrap: str, topics_: dict[str, str]
 ) -> None:
-    url = LINKS.url("open", request(), "EMAIL", now_ms())
+    url = LINKS.url("open", request(), "EMAIL", now_ms() - A_MINUTE_AGO)
     for _ in range(3):  # a mail client loading the image again
         response = await tracked.get(path_of(url))
         assert response.status_code == 200, response.text
@@ -94,6 +99,33 @@ async def test_a_click_records_a_click_and_lands_on_a_page(
         "click:n-1",
         "push",
     )
+
+
+async def test_machine_opens_and_clicks_are_set_aside(
+    tracked: httpx.AsyncClient, kafka_bootstrap: str, topics_: dict[str, str]
+) -> None:
+    """A gateway's open on arrival, a scanner that followed the hidden link, a declared bot: none
+    is counted; a person's click on a mail read later is (the one event on the topic)."""
+    just_sent = LINKS.url("open", request("n-soon"), "EMAIL", now_ms())
+    assert (await tracked.get(path_of(just_sent))).status_code == 200  # the pixel is still served
+    trap = LINKS.url("trap", request("n-trap"), "EMAIL", now_ms() - A_MINUTE_AGO)
+    assert (await tracked.get(path_of(trap))).status_code == 204
+    for kind in ("open", "click"):
+        response = await tracked.get(
+            path_of(LINKS.url(kind, request("n-trap"), "EMAIL", now_ms() - A_MINUTE_AGO))
+        )
+        assert response.status_code == 200
+    bot = LINKS.url("click", request("n-bot"), "EMAIL", now_ms() - A_MINUTE_AGO)
+    response = await tracked.get(
+        path_of(bot), headers={"user-agent": "Mozilla/5.0 (compatible; bingbot/2.0)"}
+    )
+    assert response.status_code == 200
+    person = LINKS.url("click", request("n-person"), "EMAIL", now_ms() - A_MINUTE_AGO)
+    assert (await tracked.get(path_of(person))).status_code == 200
+    records = await read_topic(kafka_bootstrap, topics_["events"], 1)
+    assert [orjson.loads(r.value)["event_id"] for r in records] == ["click:n-person"]
+    # Read past the one: the end offset shows nothing else was ever produced.
+    assert await end_offset(kafka_bootstrap, topics_["events"]) == 1
 
 
 def forged(token: str) -> str:
@@ -154,9 +186,9 @@ async def test_the_one_click_post_turns_the_channel_off_and_counts_against_the_v
     kafka_bootstrap: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from api.routes import profile as profile_routes
+    from api import profile_writes
 
-    monkeypatch.setattr(profile_routes, "APPLIED_WAIT_S", 0.2)  # no worker applies it here
+    monkeypatch.setattr(profile_writes, "APPLIED_WAIT_S", 0.2)  # no worker applies it here
     client: httpx.AsyncClient = await make_client(
         events_topic=topics_["events"], profiles_topic=topics_["profiles"], outcomes_topic=topics_["outcomes"]
     )
@@ -186,9 +218,9 @@ async def test_unsubscribing_from_the_last_channel_leaves_the_inbox(
     kafka_bootstrap: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from api.routes import profile as profile_routes
+    from api import profile_writes
 
-    monkeypatch.setattr(profile_routes, "APPLIED_WAIT_S", 0.2)
+    monkeypatch.setattr(profile_writes, "APPLIED_WAIT_S", 0.2)
     client: httpx.AsyncClient = await make_client(
         events_topic=topics_["events"], profiles_topic=topics_["profiles"], outcomes_topic=topics_["outcomes"]
     )

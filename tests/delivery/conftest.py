@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 
 from delivery.channels import Channel
 from delivery.config import DeliveryConfig, SmsProvider, SmtpServer
+from delivery.deferred import Parked
 from delivery.ledger import Ledger
 from delivery.main import build_channels
 from delivery.service import DeliveryService
@@ -579,7 +580,14 @@ class Harness:
         """Retries and pacing without the wait (what they would have waited is kept)."""
         self.sleeps.append(seconds)
 
-    def service(self, config: DeliveryConfig, owner: str = "deliver-test-a") -> DeliveryService:
+    def service(
+        self,
+        config: DeliveryConfig,
+        owner: str = "deliver-test-a",
+        *,
+        parked: Parked | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> DeliveryService:
         links = Links(LinkSigner(SECRET), config.public_url)
         channels = build_channels(config, links, self.settings, self.redis)
         self._channels.extend(channels.values())
@@ -592,6 +600,8 @@ class Harness:
             rates={name: config.rate_of(name) for name in channels},
             concurrency=config.concurrency,
             sleep=self._sleep,
+            clock_ms=clock_ms,
+            parked=parked,
         )
 
     async def close(self) -> None:

@@ -31,6 +31,8 @@ USER_KEYS: dict[str, Callable[[str], str]] = {
     "push": keys.user_push_subscriptions,
     "profilewrite": keys.user_profile_written,
 }
+# Per-user key functions that also take a channel, by the kinds they write.
+USER_CHANNEL_KEYS: dict[str, Callable[[str, str], str]] = {"contact_pending": keys.contact_pending}
 # Shared key functions of one free argument (a channel, a command id, a referral code).
 SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
     "channel_seq": keys.channel_seq,
@@ -40,6 +42,7 @@ SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
     "command_result": keys.command_result,
     "referral_code": keys.referral_code,
     "campaign_lock": keys.campaign_lock,
+    "tracking_trapped": keys.tracking_trapped,
 }
 # ... and of two.
 SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
@@ -47,6 +50,7 @@ SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
     "referral_ip_claims": keys.referral_ip_claims,
     "delivery_claim": keys.delivery_claim,
     "unsubscribe_counted": keys.unsubscribe_counted,
+    "delivery_receipt": keys.delivery_receipt,
 }
 # Functions that do not name a Redis key.
 NOT_KEYS = {"channel_pubsub", "market_scope", "channel_user"}
@@ -68,8 +72,8 @@ ids = st.lists(st.one_of(separators, st.text(min_size=0, max_size=6)), max_size=
 def test_every_key_function_is_classified() -> None:
     functions = {name for name, f in vars(keys).items() if inspect.isfunction(f) and not name.startswith("_")}
     classified = {f.__name__ for f in USER_KEYS.values()} | set(SHARED_KEYS_1) | set(SHARED_KEYS_2)
-    assert functions == classified | NOT_KEYS
-    assert set(USER_KEYS) == keys.USER_KINDS
+    assert functions == classified | set(USER_CHANNEL_KEYS) | NOT_KEYS
+    assert set(USER_KEYS) | set(keys.PENDING_CONTACT_KINDS.values()) == keys.USER_KINDS
     assert all(":" not in kind and "}" not in kind for kind in keys.USER_KINDS)
 
 
@@ -94,8 +98,9 @@ def test_no_user_key_is_a_shared_key(user_id: str, a: str, b: str) -> None:
     shared = set(SHARED_CONSTANTS.values())
     shared |= {f(a) for f in SHARED_KEYS_1.values()}
     shared |= {f(a, b) for f in SHARED_KEYS_2.values()}
-    for f in USER_KEYS.values():
-        key = f(user_id)
+    per_user = [f(user_id) for f in USER_KEYS.values()]
+    per_user += [keys.contact_pending(user_id, channel) for channel in keys.PENDING_CONTACT_KINDS]
+    for key in per_user:
         assert key.startswith(keys.USER_PREFIX)
         assert key not in shared
     for key in shared:

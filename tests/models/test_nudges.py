@@ -651,6 +651,35 @@ def test_next_look_skips_campaign_occurrences_already_checked() -> None:
     assert next_look(checked, ctx, settings, [campaign]) == STREAK_AT
 
 
+def test_a_campaign_that_reached_the_worker_after_the_users_look_still_fires_once() -> None:
+    """The broadcast race: the user was looked at (stream time past the campaign's instant)
+    before the worker knew the campaign. The lookback catches it, once."""
+    at = ms("2026-03-11T01:00:00Z")
+    campaign = one_time(at_ms=at)
+    ctx = context(last_active_ms=LAST, streak=3)
+    settings = RiskSettings(rescore_ms=5 * DAY_MS)
+    state = look_state(checked_ms=at + 10 * 60_000)
+    state.campaigns_seen = []  # a state of this version: its looks are remembered
+    # Rescheduled when the campaigns change: due at once for the occurrence it missed.
+    assert next_look(state, ctx, settings, [campaign]) == at + 10 * 60_000
+    out = run(state, ctx, None, at + 11 * 60_000, campaigns=[campaign])
+    assert [n.type for n in out.delivered] == ["gentle_reminder"]
+    assert next_look(state, ctx, settings, [campaign]) == STREAK_AT  # nothing missed any more
+    again = run(state, ctx, None, at + 12 * 60_000, campaigns=[campaign])
+    assert again.delivered == [] and again.campaign_outcomes == []  # not looked at twice
+    # Past the lookback, a campaign that old is not fired for a user looked at since.
+    late = look_state(checked_ms=at + 2 * HOUR_MS)
+    late.campaigns_seen = []
+    assert run(late, ctx, None, at + 2 * HOUR_MS + 60_000, campaigns=[campaign]).delivered == []
+
+
+def test_a_state_from_before_looks_were_remembered_gets_no_lookback_once() -> None:
+    at = ms("2026-03-11T01:00:00Z")
+    state = look_state(checked_ms=at + 10 * 60_000)  # campaigns_seen None: an older state
+    out = run(state, context(last_active_ms=LAST), None, at + 11 * 60_000, campaigns=[one_time(at_ms=at)])
+    assert out.delivered == [] and state.campaigns_seen == []
+
+
 def test_next_look_drops_the_streak_warning_once_it_was_considered() -> None:
     state = look_state()
     ctx = context(last_active_ms=LAST, streak=3)

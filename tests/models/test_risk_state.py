@@ -11,7 +11,7 @@ import pytest
 
 from models.interventions import UserContext, decide, deliver
 from models.risk import PendingLabel, RiskModel, RiskScore, risk_level
-from models.risk_features import FEATURE_NAMES
+from models.risk_features import FEATURE_NAMES, features
 from models.risk_state import (
     AT_RISK_FROM,
     HOUR_MS,
@@ -129,6 +129,28 @@ def test_activity_within_the_horizon_resolves_a_pending_as_retained() -> None:
     assert (r.label, r.pending.scored_at_ms, r.resolved_at_ms) == (0, T0, T0 + 2 * DAY_MS)
     assert state.pending == []
     assert state.activity.last_event_ms == T0 + 2 * DAY_MS  # the event was folded in too
+
+
+def test_a_tracked_open_or_click_is_feedback_not_activity() -> None:
+    """A mail scanner loads a mail's pixel and links too: those never prove a user retained nor
+    make them look active; only the notification counts see them (an in-app open does count)."""
+    state = RiskState("u-1", pending=[pending(T0)])
+    observe_activity(state, event("lesson_completed", T0 - DAY_MS), None, SETTINGS)
+    for kind in ("notification_opened", "notification_clicked"):
+        tracked = event(kind, T0 + DAY_MS, notification_id="n-1", via="email")
+        assert observe_activity(state, tracked, None, SETTINGS) == []
+    assert state.activity.last_event_ms == T0 - DAY_MS and len(state.pending) == 1
+    counts = features(state.activity, T0 + DAY_MS)
+    assert (counts["notif_opens_28d"], counts["notif_clicks_28d"]) == (math.log1p(1), math.log1p(1))
+    in_app = event("notification_opened", T0 + DAY_MS, notification_id="n-2")
+    [r] = observe_activity(state, in_app, None, SETTINGS)
+    assert r.label == 0 and state.activity.last_event_ms == T0 + DAY_MS
+
+
+def test_feedback_before_any_activity_is_dropped() -> None:
+    state = RiskState("u-1")
+    observe_activity(state, event("notification_opened", T0, via="push"), None, SETTINGS)
+    assert state.activity.last_event_ms is None and state.activity.days == {}
 
 
 def test_activity_at_the_scoring_instant_does_not_resolve() -> None:
