@@ -23,7 +23,7 @@ from infra import keys
 from infra.commands import await_key
 from infra.producer import ProducerUnavailable
 from models.career import checked_prefs
-from models.events import InvalidEvent, format_ts, validate_profile
+from models.events import InvalidEvent, UserProfile, format_ts, validate_profile
 
 #: The fields a profile PUT sets: those of ``user-profiles`` (CONTRACT §4) and the contact.
 PROFILE_FIELDS = (
@@ -63,6 +63,14 @@ async def held_profile(state: AppState, user_id: str) -> dict[str, Any] | None:
     return max(held, key=lambda doc: int(doc.get("updated_at") or 0), default=None)
 
 
+def check_profile(user_id: str, fields: dict[str, Any], stamp: int) -> UserProfile:
+    """``fields`` as the worker will read them (``validate_profile``), or 422 with its reason."""
+    try:
+        return validate_profile({**fields, "user_id": user_id, "updated_at": format_ts(stamp)}, stamp)
+    except InvalidEvent as exc:
+        raise ApiError(422, "invalid_profile", exc.message, extra={"reason": exc.reason}) from exc
+
+
 async def write_profile(
     state: AppState, user_id: str, held: dict[str, Any], fields: dict[str, Any]
 ) -> OrjsonResponse:
@@ -70,10 +78,7 @@ async def write_profile(
     with the view once it shows it (200), else with what was written (202)."""
     stamp = max(now_ms(), int(held.get("updated_at") or 0) + 1)
     record = {**fields, "user_id": user_id, "updated_at": format_ts(stamp)}
-    try:
-        profile = validate_profile(record, stamp)
-    except InvalidEvent as exc:
-        raise ApiError(422, "invalid_profile", exc.message, extra={"reason": exc.reason}) from exc
+    profile = check_profile(user_id, fields, stamp)
     # Sent as normalised (the address's domain lower-cased, the number in E.164), which is what
     # the view will show.
     record.update(email=profile.email, phone=profile.phone)

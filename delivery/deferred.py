@@ -25,8 +25,10 @@ from infra import keys
 from infra.redis_conn import RedisClient
 from streams.records import Record
 
-#: Records parked at most (all users); past it, a record is sent at once.
-MAX_PARKED = 100_000
+#: Records parked at most (all users); past it, a record is sent at once. A record is ~2 KB
+#: (up to ~22 KB with an admin's HTML): a few tens of MB of Redis typically, 450 MB at worst.
+#: Only a backlog that runs into the night parks anything, so this is far above what one holds.
+MAX_PARKED = 20_000
 #: How long taken records stay taken before another deliverer may take them again.
 LEASE_MS = 120_000
 #: Records taken per look.

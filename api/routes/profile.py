@@ -21,10 +21,17 @@ import orjson
 from fastapi import APIRouter, Request
 
 from api.bodies import read_json_object
-from api.commands import rate_limit
+from api.commands import now_ms, rate_limit
 from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
-from api.profile_writes import PROFILE_FIELDS, held_profile, profile_fields, shown, write_profile
+from api.profile_writes import (
+    PROFILE_FIELDS,
+    check_profile,
+    held_profile,
+    profile_fields,
+    shown,
+    write_profile,
+)
 from api.responses import OrjsonResponse
 from api.routes.contact import changed_contacts, start, with_pending
 from models.contact import InvalidContact
@@ -75,6 +82,9 @@ async def put_profile(
         raise ApiError(422, "invalid_profile", f"{unknown[0]}: not a profile field{hint}")
     await rate_limit(state, principal)
     held = await held_profile(state, user_id) or {}
+    # The whole profile is checked before any code goes out: a PUT refused for another field
+    # sends nothing.
+    check_profile(user_id, {**body, "notification_prefs": held.get("notification_prefs") or {}}, now_ms())
     try:
         changed = changed_contacts(held, body)
     except InvalidContact as exc:

@@ -261,3 +261,13 @@ async def test_a_verification_request_parses_only_with_one_checked_address() -> 
         orjson.dumps({**base, "type": "gentle_reminder", "channels": ["EMAIL"], "to": "x@y.co"})
     )
     assert other.to == ""
+
+
+async def test_a_put_refused_for_another_field_sends_no_code(
+    client: httpx.AsyncClient, topics_: dict[str, str], kafka_bootstrap: str
+) -> None:
+    body = {"email": "fine@example.org", "timezone": "Mars/Olympus_Mons"}
+    response = await client.put(profile_path("u-4"), json=body, headers=bearer("u-4"))
+    assert response.status_code == 422, response.text
+    assert await end_offset(kafka_bootstrap, topics_["notifications"]) == 0
+    assert (await client.get(verify_path("u-4"), headers=bearer("u-4"))).json() == {"pending": []}
