@@ -56,6 +56,11 @@ WEEKLY_BUCKETS_KEPT = 5
 #: A user who sends more within the dedup window moves their own dedup floor forward instead
 #: of growing state: events older than the oldest digest forgotten are refused as too_late.
 MAX_SEEN = 4096
+#: Purchase days of freezes kept (a year of one a day; credits make far fewer possible).
+MAX_BOUGHT = 366
+#: The platform event growth writes when a user redeemed the streak_freeze perk (streams/growth.py):
+#: the freeze is added on the stream, once per redemption (its event id is the redemption's).
+FREEZE_BOUGHT = "streak_freeze_bought"
 #: How many of the oldest digests one eviction drops (amortises the sort).
 _SEEN_EVICT = MAX_SEEN // 8
 
@@ -118,6 +123,9 @@ class UserState:
     watermark_ms: int = 0
     timezone: str = "UTC"
     updated_at_ms: int = 0
+    #: The local days freezes were bought on (the streak_freeze perk), sorted: the streak walk
+    #: takes them on their days (models/streaks.py `compute_streak`), newest MAX_BOUGHT kept.
+    bought_freezes: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; compact because it is written to a changelog on every update.
@@ -143,6 +151,7 @@ class UserState:
             "wm": self.watermark_ms,
             "tz": self.timezone,
             "updated": self.updated_at_ms,
+            **({"bought": self.bought_freezes} if self.bought_freezes else {}),
         }
 
     @classmethod
@@ -172,6 +181,7 @@ class UserState:
             watermark_ms=data["wm"],
             timezone=data["tz"],
             updated_at_ms=data["updated"],
+            bought_freezes=sorted(int(day) for day in data.get("bought") or ())[-MAX_BOUGHT:],
         )
 
 
@@ -243,6 +253,12 @@ def apply_event(state: UserState, event: BehaviorEvent, rules: Rules, dedup_wind
             "the oldest event id this user's dedup memory still holds; it can no longer be told "
             "apart from a duplicate",
         )
+    if event.type == FREEZE_BOUGHT:
+        _remember(state, digest, event.ts_ms, dedup_window_ms)
+        streak_before = state.streak
+        _buy_freeze(state, local_day(event.ts_ms, state.timezone), rules)
+        level = level_for_xp(state.xp, rules.levels).level
+        return Effects(event.event_id, False, 0, (), level, level, (), streak_before, state.streak, ())
     if event.type not in rules.known_types:
         _remember(state, digest, event.ts_ms, dedup_window_ms)
         return _no_effects(state, event, rules, duplicate=False)
@@ -412,13 +428,31 @@ def _add_active_day(state: UserState, day: int, rules: Rules) -> bool:
     i = bisect.bisect_left(days, day)
     if i < len(days) and days[i] == day:
         return False
-    if i == len(days):
+    if i == len(days) and not (state.bought_freezes and state.bought_freezes[-1] > day):
         state.streak = extend_streak(state.streak, day, rules.streak_milestones, rules.max_freezes)
         days.append(day)
     else:
+        # A day before the newest one (a late event), or before a freeze bought later: the walk
+        # over everything gives the order the live steps would not.
         days.insert(i, day)
-        state.streak = compute_streak(days, rules.streak_milestones, rules.max_freezes)
+        _rewalk(state, rules)
     return True
+
+
+def _buy_freeze(state: UserState, day: int, rules: Rules) -> None:
+    bisect.insort(state.bought_freezes, day)
+    del state.bought_freezes[:-MAX_BOUGHT]
+    _rewalk(state, rules)
+
+
+def _rewalk(state: UserState, rules: Rules) -> None:
+    state.streak = compute_streak(
+        state.active_days,
+        rules.streak_milestones,
+        rules.max_freezes,
+        state.bought_freezes,
+        rules.max_held_freezes,
+    )
 
 
 def metric_value(state: UserState, metric: str) -> int:
@@ -538,7 +572,9 @@ def public_view(state: UserState, rules: Rules, today_local: int | None = None) 
     does not keep seeing yesterday's number.
     """
     streak = (
-        state.streak if today_local is None else streak_as_of(state.streak, today_local, rules.max_freezes)
+        state.streak
+        if today_local is None
+        else streak_as_of(state.streak, today_local, rules.max_held_freezes)
     )
     catalogue = rules.badge_by_id
     badges = []

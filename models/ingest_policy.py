@@ -91,6 +91,7 @@ PLATFORM_EVENT_TYPES = frozenset(
         "application_submitted",
         "profile_complete",
         "reward_redeemed",
+        "streak_freeze_bought",
     }
 )
 

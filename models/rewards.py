@@ -107,9 +107,13 @@ class Perk:
             raise ValueError(f"perk {self.perk_id!r} must cost at least 1 credit")
 
 
+#: The kind of perk the engine fulfils itself: a freeze added to the user's streak
+#: (models/gamification.py); every other kind is fulfilled by the platform.
+FREEZE_PERK_KIND = "streak_freeze"
+
 # Data, not code: adding a perk is adding a row.
 _PERKS = (
-    Perk("streak_freeze", "Streak freeze", 150, "streak_freeze"),
+    Perk("streak_freeze", "Streak freeze", 150, FREEZE_PERK_KIND),
     Perk("discount_10", "10% discount voucher", 300, "voucher"),
     Perk("mock_interview", "Mock interview with a mentor", 400, "session", max_per_user=2),
     Perk("early_access", "Early access to new courses", 500, "access", max_per_user=1),

@@ -91,6 +91,8 @@ class Rules:
     levels: tuple[Level, ...]
     streak_milestones: tuple[int, ...] = (7, 14, 30, 60, 100, 365)
     max_freezes: int = 2
+    #: The most freezes a user may hold, bought ones included (``[streaks] max_held``).
+    max_held_freezes: int = 5
     badges: tuple[BadgeDef, ...]
     # Anti-cheat: repeatable action XP (bonuses included) a user can earn per UTC day.
     daily_xp_cap: int = 3000
@@ -191,7 +193,11 @@ def _build(doc: dict[str, Any]) -> Rules:
     xp = _table(doc.get("xp", {}), "[xp]")
     _check_keys(xp, "[xp]", {"daily_first_event", "level_up_per_level", "daily_cap"}, set())
     streaks = _table(doc.get("streaks", {}), "[streaks]")
-    _check_keys(streaks, "[streaks]", {"milestones", "max_freezes"}, set())
+    _check_keys(streaks, "[streaks]", {"milestones", "max_freezes", "max_held"}, set())
+    max_freezes = _int(streaks.get("max_freezes", 2), "streaks.max_freezes")
+    max_held = _int(streaks.get("max_held", max(5, max_freezes)), "streaks.max_held")
+    if max_held < max_freezes:
+        raise ValueError("rules: streaks.max_held must be at least streaks.max_freezes")
     scoring = _table(doc.get("scoring", {}), "[scoring]")
     _check_keys(scoring, "[scoring]", {"high_score", "category_types"}, set())
 
@@ -209,7 +215,8 @@ def _build(doc: dict[str, Any]) -> Rules:
         level_up_xp_per_level=_int(xp.get("level_up_per_level", 25), "xp.level_up_per_level"),
         levels=levels,
         streak_milestones=milestones,
-        max_freezes=_int(streaks.get("max_freezes", 2), "streaks.max_freezes"),
+        max_freezes=max_freezes,
+        max_held_freezes=max_held,
         badges=badges,
         daily_xp_cap=_int(xp.get("daily_cap", 3000), "xp.daily_cap", minimum=1),
         category_types=category_types,

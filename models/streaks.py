@@ -2,8 +2,13 @@
 
 Days are `date.toordinal()` integers of the user's local date, so consecutive days differ by
 one whatever DST does to the length of the day in between. The streak is a pure function of
-the SET of active days: the walk below always visits them in ascending order, which is what
-makes late and re-delivered events harmless.
+the SET of active days (and of the days freezes were bought on): the walk below always visits
+them in ascending order, which is what makes late and re-delivered events harmless.
+
+Freezes are earned at milestones (at most `max_freezes` held that way) or bought with credits
+(the `streak_freeze` perk, models/rewards.py), which may lift what is held up to `max_held`. A
+bought freeze protects the days from its purchase on: it never mends a streak that had already
+ended before it was bought.
 """
 
 from __future__ import annotations
@@ -67,8 +72,9 @@ def extend_streak(state: StreakState, day: int, milestones: Collection[int], max
         used += freezes
         freezes = 0
         current = 1
-    if current in milestones:
-        freezes = min(max_freezes, freezes + 1)
+    if current in milestones and freezes < max_freezes:
+        # Earned freezes stop at max_freezes; bought ones above it are kept, not taken back.
+        freezes += 1
     return StreakState(
         current=current,
         longest=max(state.longest, current),
@@ -78,11 +84,44 @@ def extend_streak(state: StreakState, day: int, milestones: Collection[int], max
     )
 
 
-def compute_streak(active_days: Iterable[int], milestones: Collection[int], max_freezes: int) -> StreakState:
+def buy_freeze(state: StreakState, day: int, max_held: int) -> StreakState:
+    """One bought freeze, on the user's local `day` (on or after their last active day's walk).
+
+    A streak that had already ended before `day` (more days missed than freezes held) ends
+    first, so the new freeze covers only days from `day` on. Past `max_held` it is not kept."""
+    last = state.last_active_day
+    if last is not None and day - last - 1 > state.freezes:
+        state = StreakState(0, state.longest, 0, None, state.freezes_used + state.freezes)
+    return StreakState(
+        current=state.current,
+        longest=state.longest,
+        freezes=min(max_held, state.freezes + 1),
+        last_active_day=state.last_active_day,
+        freezes_used=state.freezes_used,
+    )
+
+
+def compute_streak(
+    active_days: Iterable[int],
+    milestones: Collection[int],
+    max_freezes: int,
+    bought_days: Iterable[int] = (),
+    max_held: int | None = None,
+) -> StreakState:
+    """The walk over the active days, with each bought freeze taken on its day before that
+    day's activity (bought in the morning, it already covers the gap that activity closes)."""
     milestone_set = frozenset(milestones)
+    held = max_freezes if max_held is None else max_held
+    bought = sorted(bought_days)
     state = EMPTY_STREAK
+    i = 0
     for day in sorted(set(active_days)):
+        while i < len(bought) and bought[i] <= day:
+            state = buy_freeze(state, bought[i], held)
+            i += 1
         state = extend_streak(state, day, milestone_set, max_freezes)
+    for day in bought[i:]:
+        state = buy_freeze(state, day, held)
     return state
 
 
@@ -94,7 +133,7 @@ def streak_as_of(state: StreakState, today: int, max_freezes: int) -> StreakStat
     again compute_streak reaches the same freeze arithmetic on its own.
     """
     last = state.last_active_day
-    freezes = min(state.freezes, max_freezes)
+    freezes = min(state.freezes, max_freezes)  # the most a user may hold (`Rules.max_held_freezes`)
     if last is None or today <= last + 1:
         return StreakState(state.current, state.longest, freezes, last, state.freezes_used)
     missed = today - last - 1

@@ -40,8 +40,9 @@ from models.challenges import (
     public_goal,
     settle_goals,
 )
+from models.digests import id_digest
 from models.events import FUTURE_TOLERANCE_MS, MAX_ID_LEN, BehaviorEvent, InvalidEvent, check_id
-from models.gamification import UserState
+from models.gamification import FREEZE_BOUGHT, UserState
 from models.growth import GrowthState, ReferredBy
 from models.referrals import (
     MAX_DEVICE_BYTES,
@@ -55,7 +56,16 @@ from models.referrals import (
     bounded_text,
     new_referral,
 )
-from models.rewards import GRANT_TOO_LARGE, MAX_GRANT, GrantRefused, balance, grant, redeem
+from models.rewards import (
+    CATALOGUE,
+    FREEZE_PERK_KIND,
+    GRANT_TOO_LARGE,
+    MAX_GRANT,
+    GrantRefused,
+    balance,
+    grant,
+    redeem,
+)
 from models.rules import Rules
 from models.streaks import local_day
 from models.time_units import DAY_MS
@@ -290,7 +300,15 @@ class GrowthProcessor:
                 "cost": result.cost,
                 "at_ms": ts,
             }
-            out.redemptions.append(data)
+            if CATALOGUE[result.perk_id].kind == FREEZE_PERK_KIND:
+                # The engine fulfils this one itself: a freeze added to the streak on the stream,
+                # once (the event's id is the redemption's; models/gamification.py).
+                event_id = f"freeze:{id_digest(result.request_id)}"
+                out.actions.append(
+                    _action(state.user_id, event_id, FREEZE_BOUGHT, ts, perk_id=result.perk_id)
+                )
+            else:
+                out.redemptions.append(data)
             out.pushes.append(Push(state.user_id, "reward_redeemed", data, f"redeem:{result.request_id}"))
         return answer
 

@@ -103,7 +103,7 @@ class UserDirectory:
         if state is None:
             return None
         today = local_day(now_ms, state.timezone)
-        return streak_as_of(state.streak, today, self.rules.max_freezes).current
+        return streak_as_of(state.streak, today, self.rules.max_held_freezes).current
 
     def context(self, state: RiskState, now_ms: int) -> tuple[UserContext, UserFacts]:
         uid = state.user_id

@@ -137,6 +137,14 @@ async def test_referral_credits_the_referrer_and_racing_redeems_spend_once(
             assert body["balance"] == 50
             history = (await a.get("/v1/rewards/history", headers=auth("rita"))).json()["history"]
             assert [h["kind"] for h in history].count("redeem") == 1
+
+            # The engine fulfils the freeze itself: one more freeze held on the streak, once.
+            async def freeze_held() -> Any:
+                view = (await a.get("/v1/users/rita", headers=auth("rita"))).json()
+                return view if view["streak"]["freezes"] >= 1 else None
+
+            view = await wait_until(freeze_held, timeout=30, what="the bought freeze on the streak")
+            assert view["streak"]["freezes"] == 1
     finally:
         for proc in (api_a, api_b, worker):
             proc.stop()

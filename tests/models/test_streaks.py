@@ -5,6 +5,7 @@ from datetime import date
 
 import pytest
 
+from models.gamification import FREEZE_BOUGHT, UserState, apply_event
 from models.streaks import (
     EMPTY_STREAK,
     StreakState,
@@ -14,7 +15,7 @@ from models.streaks import (
     local_day,
     streak_as_of,
 )
-from tests.models.factories import ms
+from tests.models.factories import default_rules, event, ms
 
 MILESTONES = (7, 14, 30, 60, 100, 365)
 D0 = date(2026, 11, 2).toordinal()
@@ -246,3 +247,53 @@ def test_filling_a_day_can_shorten_the_longest_streak() -> None:
     days = [*run(1, 5), 7, *run(9, 10), *run(20, 12), *run(33, 12)]
     assert streak([d + D0 for d in days]).longest == 34
     assert streak([d + D0 for d in [*days, 6]]).longest == 29
+
+
+# --- bought freezes (the streak_freeze perk) -----------------------------------------------------
+
+
+def test_a_bought_freeze_covers_a_later_missed_day() -> None:
+    days = [*run(D0, 3), D0 + 4]  # day D0+3 missed
+    assert streak(days).current == 1  # no freeze earned yet: the streak starts over
+    bought = compute_streak(days, MILESTONES, 2, bought_days=[D0 + 2], max_held=5)
+    assert (bought.current, bought.freezes, bought.freezes_used) == (4, 0, 1)
+
+
+def test_a_bought_freeze_never_mends_a_streak_that_had_already_ended() -> None:
+    days = [*run(D0, 3), D0 + 5]  # D0+3 and D0+4 missed; bought on D0+4, the streak ended on D0+3
+    after = compute_streak(days, MILESTONES, 2, bought_days=[D0 + 4], max_held=5)
+    assert after.current == 1 and after.freezes == 1  # kept for later, not spent on the past
+    # Bought on the first missed day, it covers that day and the next is one too many.
+    early = compute_streak(days, MILESTONES, 2, bought_days=[D0 + 3], max_held=5)
+    assert early.current == 1 and early.freezes == 0
+
+
+def test_bought_freezes_are_held_up_to_max_held_and_milestones_never_take_them_back() -> None:
+    many = compute_streak(run(D0, 2), MILESTONES, 2, bought_days=[D0 + 1] * 7, max_held=5)
+    assert many.freezes == 5
+    # Reaching the 7-day milestone while holding more than max_freezes earns nothing, loses nothing.
+    week = compute_streak(run(D0, 7), MILESTONES, 2, bought_days=[D0, D0, D0], max_held=5)
+    assert week.freezes == 3
+    assert streak_as_of(week, D0 + 9, 5).current == 7  # two missed days, covered
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_buying_and_activity_in_any_arrival_order_give_the_walk(seed: int) -> None:
+    """What the engine does live (a purchase re-walks, a later day extends, an earlier day
+    re-walks) is the walk over all days with each purchase taken before its day's activity."""
+    rng = random.Random(seed)
+    rules = default_rules()
+    active = sorted(rng.sample(range(D0, D0 + 40), rng.randint(1, 25)))
+    bought = [rng.randint(D0, D0 + 40) for _ in range(rng.randint(0, 4))]
+    arrivals = [("day", day) for day in active] + [("buy", day) for day in bought]
+    rng.shuffle(arrivals)
+    state = UserState("u-1")
+    base = ms("2026-11-02T10:00:00Z")
+    for i, (kind, day) in enumerate(arrivals):
+        ts = base + (day - D0) * 86_400_000 + i
+        kind_type = FREEZE_BOUGHT if kind == "buy" else "lesson_complete"
+        apply_event(state, event(kind_type, ts, event_id=f"e{i}"), rules, 60 * 86_400_000)
+    expected = compute_streak(
+        active, rules.streak_milestones, rules.max_freezes, bought, rules.max_held_freezes
+    )
+    assert state.streak == expected

@@ -14,7 +14,7 @@ from infra import topics
 from infra.settings import DEFAULT_RULES
 from models.challenges import MAX_CATEGORY_LEN, challenge_for
 from models.events import BehaviorEvent
-from models.gamification import UserState
+from models.gamification import FREEZE_BOUGHT, UserState
 from models.growth import STATE_BUDGET_BYTES, GrowthState
 from models.rewards import MAX_BALANCE, MAX_GRANT, MAX_LOTS, MAX_REASON_BYTES, balance
 from models.rules import Rules
@@ -516,3 +516,23 @@ def test_growth_state_stays_under_its_byte_budget_under_adversarial_input(
     assert state.ledger.granted > 0 and len(state.ledger.lots) <= MAX_LOTS
     assert sum(g.status == "expired" for g in state.goals.values()) > 0
     print(f"growth state: peak {max(sizes)} bytes, {max(before_guard)} before the guard")
+
+
+def test_a_streak_freeze_is_fulfilled_on_the_stream_once_and_other_perks_by_the_platform(
+    rules: Rules,
+) -> None:
+    proc, store = GrowthProcessor(rules, lambda t: PARTS, clock_ms=lambda: NOW), Store()
+    proc.process([command("fay", "grant", "g1", grant_id="g1", amount=1000, reason="welcome")], [], store)
+    out = proc.process(
+        [
+            command("fay", "redeem", "fay:r1", perk_id="streak_freeze"),
+            command("fay", "redeem", "fay:r2", perk_id="discount_10"),
+        ],
+        [],
+        store,
+    )
+    (freeze,) = [a for a in out.actions if a["type"] == FREEZE_BOUGHT]
+    assert freeze["user_id"] == "fay" and freeze["event_id"].startswith("freeze:") and freeze["ts"] == NOW
+    assert [r["perk_id"] for r in out.redemptions] == ["discount_10"]  # the platform fulfils that one
+    retry = proc.process([command("fay", "redeem", "fay:r1", perk_id="streak_freeze")], [], store)
+    assert [a for a in retry.actions if a["type"] == FREEZE_BOUGHT] == []  # a retry buys nothing more
