@@ -37,6 +37,16 @@ non-linearities that matter (recency, counts) are handled by the log1p transform
 `models.risk_features`. Until a first label is learnt every prediction is 0.5 (an untrained
 scaler maps inputs to 0), which `confidence` reports as 0.
 
+The served score. The pipeline above is one of four candidates (`CANDIDATES`): `logistic` (it,
+blended with the recency prior by evidence), `recency` (the prior alone), `silence` (usual active
+days missed, `silence_score`) and `blend` (the mean of their logits). Every resolved label keeps
+each candidate's score at scoring time (the logistic's in `PendingLabel.model_probability`, the
+others recomputed from the label's features); once a day of stream time, `select` ranks them by
+same-day ROC AUC (`same_day_auc`) over the labels of the last SELECT_DAYS whole days that have
+all resolved, and serves the best, with hysteresis, through a Platt map fitted on the same
+labels so the served score stays a probability on one scale. Recency is served until the labels
+prove another candidate (docs/risk.md, "The served score").
+
 Weekly and monthly risk. The model estimates p = P(dropped within the horizon H). Assuming a
 constant hazard (each H-long period independently carries the same drop probability), the risk of
 dropping within d days is 1 - (1 - p) ** (d / H): `weekly_risk` (d = 7, equal to p when H = 7
@@ -90,10 +100,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import groupby
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -139,6 +152,37 @@ PRIOR_LABELS = 200
 PRIOR_MIDPOINT_D = 3.0
 PRIOR_SLOPE = 0.6
 
+#: The candidates the served score is chosen from (`RiskModel.select`): the River model blended
+#: with the recency prior, the recency prior alone, and silence measured in the user's own
+#: expected active days (`silence_score`).
+LOGISTIC = "logistic"
+RECENCY = "recency"
+SILENCE = "silence"
+BLEND = "blend"
+CANDIDATES: tuple[str, ...] = (LOGISTIC, RECENCY, SILENCE, BLEND)
+#: The selection ranks the candidates on the labels scored over this many whole UTC days, the
+#: most recent days whose labels have all resolved (a day's 1s resolve a horizon after its 0s:
+#: a day still open would hold only 0s). Whole weeks: how students behave changes with the day
+#: of the week (weekend-only students), and a window of a few days made the choice follow the
+#: calendar (measured: 12 switches in 9 weeks between two candidates of equal merit).
+SELECT_DAYS = 14
+#: Labels the window keeps at most. Beyond it the window keeps only the labels of a fixed
+#: subset of users (half of them, then a quarter...: `sample_bits`), so it still spans
+#: SELECT_DAYS whole days, and its size, and the checkpoint's, stay bounded at any volume.
+SELECT_WINDOW = 8_000
+#: No selection before the window holds this many labels of each class (an AUC on a handful of
+#: positives is noise).
+SELECT_MIN_CLASS = 60
+#: Hysteresis: a challenger replaces the served candidate only when its AUC over the window is
+#: higher by more than this, so two candidates of equal merit do not take turns.
+SELECT_MARGIN = 0.01
+#: Calibration maps (a, b) are kept within these bounds (a > 0: a map never reverses a ranking).
+CALIBRATION_MIN_SLOPE = 0.05
+CALIBRATION_MAX = 100.0
+#: `silence_score`: the logistic in log(expected active days missed); 0.5 at 2 missed.
+SILENCE_MIDPOINT = 2.0
+SILENCE_SLOPE = 1.5
+
 # Contract §6: critical >= 80, high >= 60, medium >= 40, low below.
 LEVELS: tuple[tuple[float, str], ...] = ((80.0, "critical"), (60.0, "high"), (40.0, "medium"))
 
@@ -169,6 +213,78 @@ def recency_prior(features: Mapping[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-(days - PRIOR_MIDPOINT_D) * PRIOR_SLOPE))
 
 
+def silence_score(features: Mapping[str, float]) -> float:
+    """P(drop) from silence measured in the user's own rhythm: days since the last event times
+    the share of days the user is active (over the last 28 days, or their tenure if shorter),
+    i.e. how many of their usual active days they have missed. Three quiet days are nothing for
+    a student who comes twice a week and a lot for one who comes daily: the recency prior ranks
+    both alike. A logistic in log(days missed) makes it a probability (0.5 at two missed days).
+    Pure function of the features, so its score at scoring time is recomputed from a label's
+    snapshot."""
+    logit, _ = _silence_logit(features)
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
+def blend_score(model_p: float, recency: float, silence: float) -> float:
+    """The blend candidate: the mean of the other three candidates' logits. Equal weights, not
+    learnt ones: weights refitted as labels arrive move the score's scale every time, and a
+    score whose scale moves ranks worse across days than any of its parts (measured)."""
+    return _sigmoid((_logit(model_p) + _logit(recency) + _logit(silence)) / 3.0)
+
+
+def _silence_logit(features: Mapping[str, float]) -> tuple[float, float]:
+    """(logit, the activity rate's share of it): logit = slope x (log(missed + 0.05) -
+    log(midpoint)), with missed the `missed_days` feature (usual active days missed, by day of
+    the week). Without it (a profile of an older release), days of silence x the share of
+    active days; the rate's share, slope x log(rate), then lowers the risk of rare visitors."""
+    if "missed_days" in features:
+        missed = max(float(features["missed_days"]), 0.0)
+        return SILENCE_SLOPE * (math.log(missed + 0.05) - math.log(SILENCE_MIDPOINT)), 0.0
+    days = max(float(features.get("recency_d", 0.0)), 0.0)
+    tenure = min(max(math.expm1(float(features.get("tenure_log_d", 0.0))), 1.0), 28.0)
+    rate = min(max(float(features.get("active_days_28d", 0.0)) * 28.0 / tenure, 1.0 / 28.0), 1.0)
+    logit = SILENCE_SLOPE * (math.log(days * rate + 0.05) - math.log(SILENCE_MIDPOINT))
+    return logit, SILENCE_SLOPE * math.log(rate)
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def fit_calibration(scores: Sequence[float], labels: Sequence[int]) -> tuple[float, float]:
+    """Platt scaling: (a, b) minimising the log loss of sigmoid(a x logit(s) + b) on the labels,
+    by Newton's method, with a small pull towards the identity (1, 0) so that a handful of
+    labels cannot throw the map far; a is kept >= CALIBRATION_MIN_SLOPE (a map never reverses
+    a ranking) and both within CALIBRATION_MAX."""
+    z = [_logit(s) for s in scores]
+    a, b = 1.0, 0.0
+    ridge = 1.0
+    for _ in range(12):
+        g_a, g_b = ridge * (a - 1.0), ridge * b
+        h_aa, h_ab, h_bb = ridge, 0.0, ridge
+        for zi, y in zip(z, labels, strict=True):
+            p = _sigmoid(a * zi + b)
+            r, w = p - y, p * (1.0 - p)
+            g_a += r * zi
+            g_b += r
+            h_aa += w * zi * zi
+            h_ab += w * zi
+            h_bb += w
+        det = h_aa * h_bb - h_ab * h_ab
+        if det <= 0.0:
+            break
+        step_a = (h_bb * g_a - h_ab * g_b) / det
+        step_b = (h_aa * g_b - h_ab * g_a) / det
+        a = min(max(a - step_a, CALIBRATION_MIN_SLOPE), CALIBRATION_MAX)
+        b = min(max(b - step_b, -CALIBRATION_MAX), CALIBRATION_MAX)
+        if abs(step_a) < 1e-6 and abs(step_b) < 1e-6:
+            break
+    return a, b
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1.0 - 1e-6)
     return math.log(p / (1.0 - p))
@@ -183,15 +299,28 @@ class PendingLabel:
     user_id: str
     scored_at_ms: int
     features: dict[str, float]
-    probability: float
+    probability: float  # the served score
+    #: The logistic candidate's probability at scoring time, when another candidate was served
+    #: or not (the other candidates are functions of `features`, recomputed when it resolves).
+    #: None on labels written before candidates existed: the served probability stands in.
+    model_probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "user_id": self.user_id,
             "scored_at_ms": self.scored_at_ms,
             "features": dict(self.features),
             "probability": self.probability,
         }
+        if self.model_probability is not None:
+            out["model_probability"] = self.model_probability
+        return out
+
+    def candidate_scores(self) -> tuple[float, ...]:
+        """Each candidate's score at scoring time, in `CANDIDATES` order."""
+        model_p = self.probability if self.model_probability is None else self.model_probability
+        recency, silence = recency_prior(self.features), silence_score(self.features)
+        return model_p, recency, silence, blend_score(model_p, recency, silence)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingLabel:
@@ -199,11 +328,13 @@ class PendingLabel:
         labels topic, the per-user changelog). Raises `IncompatibleModel` (a ValueError)."""
         features = read_object(need(data, "features"), "features")
         check_features(features, "features")
+        model_p = data.get("model_probability")
         return cls(
             user_id=read_user(need(data, "user_id"), "user_id"),
             scored_at_ms=read_int(need(data, "scored_at_ms"), "scored_at_ms", 0, MAX_TS_MS),
             features={k: float(v) for k, v in features.items()},
             probability=read_float(need(data, "probability"), "probability", 0.0, 1.0),
+            model_probability=None if model_p is None else read_float(model_p, "model_probability", 0.0, 1.0),
         )
 
 
@@ -234,6 +365,11 @@ class RiskScore:
     confidence: float
     top_signals: tuple[Signal, ...]
     scored_at_ms: int
+    #: The logistic candidate's probability (equal to `probability` when it is served): what a
+    #: label snapshot keeps so the selection can compare it with the served one.
+    model_probability: float | None = None
+    #: The candidate `probability` comes from (`CANDIDATES`).
+    served: str = LOGISTIC
 
     def to_dict(self) -> dict[str, Any]:
         """The `risk-scores` record: contract fields first (`score`, `level`, `updated_at`)."""
@@ -263,25 +399,29 @@ class CalibrationBin:
 # Evaluation (pure functions over (probability, label) pairs)
 
 
+_first = itemgetter(0)
+
+
 def roc_auc(pairs: Iterable[tuple[float, int]]) -> float | None:
     """Exact ROC AUC (Mann-Whitney U / (P x N)); tied probabilities share their average rank.
 
     None when one class is absent (AUC is undefined then).
     """
-    ordered = sorted(pairs, key=lambda pair: pair[0])
+    ordered = sorted(pairs, key=_first)
     positives = sum(1 for _, y in ordered if y)
     negatives = len(ordered) - positives
     if positives == 0 or negatives == 0:
         return None
     rank_sum = 0.0
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1][0] == ordered[i][0]:
-            j += 1
-        average_rank = (i + j) / 2.0 + 1.0  # ranks are 1-based
-        rank_sum += average_rank * sum(1 for k in range(i, j + 1) if ordered[k][1])
-        i = j + 1
+    i = 0  # rank of the group's first item, 0-based
+    # One pass over runs of tied scores (groupby runs in C: the trainer ranks its window of
+    # candidates every few seconds for its report).
+    for _, group in groupby(ordered, key=_first):
+        labels = [y for _, y in group]
+        size = len(labels)
+        average_rank = i + (size - 1) / 2.0 + 1.0  # ranks are 1-based
+        rank_sum += average_rank * sum(1 for y in labels if y)
+        i += size
     u = rank_sum - positives * (positives + 1) / 2.0
     return u / (positives * negatives)
 
@@ -316,12 +456,64 @@ def calibration_bins(pairs: Iterable[tuple[float, int]], bins: int = 10) -> list
 # Pending labels of one user (pure; used by `RiskModel`'s own book and by per-user engine state)
 
 
+class WindowRow(NamedTuple):
+    """One resolved label of the selection window: its outcome, the UTC day it was scored on,
+    the probability served then, each candidate's score then (in `CANDIDATES` order), and its
+    user's `user_key` (what the window samples on)."""
+
+    label: int
+    day: int
+    served: float
+    scores: tuple[float, ...]
+    key: int
+
+
+def user_key(user_id: str) -> int:
+    """A user's 32-bit key for sampling the window: CRC-32, the same in every process (Python's
+    own `hash` of a string is salted per process, and the trainer must be deterministic)."""
+    return zlib.crc32(user_id.encode())
+
+
+def _sampled(key: int, bits: int) -> bool:
+    return key & ((1 << bits) - 1) == 0
+
+
+def same_day_auc(rows: Iterable[tuple[int, float, int]]) -> float | None:
+    """ROC AUC over the pairs (dropped, retained) scored on the same UTC day, from (day, score,
+    label) rows: the day's Mann-Whitney U summed over days, over the day's positives x negatives
+    summed. Why not pooled: an at-risk list ranks students against each other at one moment,
+    and the resolved labels come from weeks of scores whose base rate moves (new cohorts, a
+    model still learning its scale). A pooled AUC also scores whether a Monday's 0.3 outranks
+    a Friday's 0.2, which no one acts on, and it penalises any score whose scale moves, however
+    well it ranks each day. None when no day has both classes."""
+    by_day: dict[int, list[tuple[float, int]]] = {}
+    for day, score, label in rows:
+        by_day.setdefault(day, []).append((score, label))
+    u = weight = 0.0
+    for pairs in by_day.values():
+        positives = sum(y for _, y in pairs)
+        negatives = len(pairs) - positives
+        auc = roc_auc(pairs) if positives and negatives else None
+        if auc is not None:
+            u += auc * positives * negatives
+            weight += positives * negatives
+    return u / weight if weight else None
+
+
 def evaluation(
-    pairs: Iterable[tuple[float, int]], baseline_pairs: Iterable[tuple[float, int]], bins: int = 10
+    pairs: Iterable[tuple[float, int]],
+    baseline_pairs: Iterable[tuple[float, int]],
+    bins: int = 10,
+    *,
+    served: str = RECENCY,
+    window: Iterable[WindowRow] = (),
 ) -> dict[str, Any]:
     """How well scores ranked and were calibrated on resolved labels (``pairs`` of
-    (predicted, label)), beside the recency-only baseline on the same labels."""
+    (predicted, label)), beside the recency-only baseline on the same labels; and the candidate
+    `served`, with every candidate's AUC over the selection `window` (`RiskModel.window`)
+    beside the served scores' on the same labels."""
     pairs = list(pairs)
+    window = list(window)
     return {
         "n": len(pairs),
         "positives": sum(y for _, y in pairs),
@@ -330,6 +522,14 @@ def evaluation(
         # The same labels ranked by days of silence alone: what the model must beat.
         "baseline_roc_auc": roc_auc(baseline_pairs),
         "brier": brier_score(pairs),
+        "served": served,
+        "candidates": {
+            "window": len(window),
+            "positives": sum(row.label for row in window),
+            "auc_method": "same-day (pairs scored on the same UTC day; see same_day_auc)",
+            "served_roc_auc": same_day_auc((row.day, row.served, row.label) for row in window),
+            "roc_auc": candidate_aucs(window),
+        },
         "calibration": [
             {
                 "lower": b.lower,
@@ -340,6 +540,14 @@ def evaluation(
             }
             for b in calibration_bins(pairs, bins)
         ],
+    }
+
+
+def candidate_aucs(window: Sequence[WindowRow]) -> dict[str, float | None]:
+    """Each candidate's same-day ROC AUC over `window` (None: no day with both classes)."""
+    return {
+        name: same_day_auc((row.day, row.scores[i], row.label) for row in window)
+        for i, name in enumerate(CANDIDATES)
     }
 
 
@@ -431,6 +639,25 @@ class RiskModel:
         # (recency_d at scoring time, label) of the same resolutions: the recency-only baseline.
         self.baseline_pairs: deque[tuple[float, int]] = deque(maxlen=max_eval_pairs)
         self._book = _Book()
+        #: The candidate whose probability is served (`select`). The logistic candidate until
+        #: the labels say otherwise: before any label it *is* the recency prior (the evidence
+        #: blend), so a new deployment ranks by recency either way.
+        self.served = RECENCY
+        #: The most recent resolutions, each with every candidate's score at scoring time:
+        #: what `select` ranks the candidates on.
+        self.window: list[WindowRow] = []
+        #: The window keeps the labels of users whose id hashes to 0 modulo 2 ** sample_bits.
+        self.sample_bits = 0
+        #: The UTC day (of stream time) of the last selection.
+        self.select_day = -1
+        #: Per candidate, the map (a, b) its score is served through: sigmoid(a x logit(s) + b),
+        #: fitted on the window by `select` (Platt scaling). Identity until the first selection.
+        #: Why: candidates speak different scales (the recency prior says 0.14 for a user seen
+        #: now, the learnt model ~0.05 at a 7% drop rate). Served raw, a switch from one to the
+        #: other would shift every score, and the scores served before and after a switch would
+        #: no longer rank together (measured: a pooled AUC 0.06-0.12 below either candidate).
+        #: Mapped, every candidate serves a probability on the same, observed scale.
+        self.calibration: dict[str, tuple[float, float]] = {name: (1.0, 0.0) for name in CANDIDATES}
 
     # --- prediction -------------------------------------------------------------------------
 
@@ -438,13 +665,51 @@ class RiskModel:
         steps = list(self.model.steps.values())
         return steps[0], steps[-1]
 
-    def _contributions(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
-        """P(dropped within the horizon) and each feature's share of the logit.
+    def _contributions(self, x: Mapping[str, float]) -> tuple[float, dict[str, float], float]:
+        """P(dropped within the horizon) of the served candidate, each feature's share of its
+        logit, and the logistic candidate's probability (kept by label snapshots).
 
-        The model's probability blended with `recency_prior` by evidence (w = n / (n + 200)):
-        contributions are the model's, scaled by w, with the prior's logit share, (1 - w) x
-        logit(prior), added to `recency_d`.
+        The logistic candidate is always computed (a label must keep its score whichever is
+        served); the recency and silence candidates are a few float operations on top.
         """
+        model_p, contributions = self._logistic(x)
+        raw: float | None = None  # the candidate's own probability, when not sigmoid(logit)
+        if self.served == BLEND:
+            logit_s, rate_share = _silence_logit(x)
+            silence = "missed_days" if "missed_days" in x else "recency_d"
+            logit_r = _logit(recency_prior(x))
+            logit = (_logit(model_p) + logit_r + logit_s) / 3.0
+            shares = {name: c / 3.0 for name, c in contributions.items()}
+            for name, c in (
+                (silence, logit_s - rate_share),
+                ("active_days_28d", rate_share),
+                ("recency_d", logit_r),
+            ):
+                if name in x:
+                    shares[name] = shares.get(name, 0.0) + c / 3.0
+            contributions = shares
+        elif self.served == RECENCY:
+            raw = recency_prior(x)
+            logit = _logit(raw)
+            # The whole logit is silence: the explanation says so, and nothing else.
+            contributions = {"recency_d": logit} if "recency_d" in x else {}
+        elif self.served == SILENCE:
+            logit, rate_share = _silence_logit(x)
+            silence = "missed_days" if "missed_days" in x else "recency_d"
+            shares = {silence: logit - rate_share, "active_days_28d": rate_share}
+            contributions = {k: v for k, v in shares.items() if k in x}
+        else:
+            raw, logit = model_p, _logit(model_p)
+        a, b = self.calibration[self.served]
+        if (a, b) == (1.0, 0.0):  # no map yet: the candidate's probability, to the last bit
+            return (_sigmoid(logit) if raw is None else raw), contributions, model_p
+        # The map scales every share of the logit alike; its intercept is no feature's.
+        return _sigmoid(a * logit + b), {k: a * v for k, v in contributions.items()}, model_p
+
+    def _logistic(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+        """The logistic candidate: the River model's probability blended with `recency_prior`
+        by evidence (w = n / (n + 200)); contributions are the model's, scaled by w, with the
+        prior's logit share, (1 - w) x logit(prior), added to `recency_d`."""
         scaler, classifier = self._steps()
         standardized: dict[str, float] = scaler.transform_one(dict(x))
         model_p = float(classifier.predict_proba_one(standardized)[True])
@@ -458,12 +723,12 @@ class RiskModel:
 
     def predict(self, features: Mapping[str, float]) -> tuple[float, list[Signal]]:
         """P(dropped within the horizon) and every feature's contribution (no side effects)."""
-        probability, contributions = self._contributions(features)
+        probability, contributions, _ = self._contributions(features)
         return probability, [Signal(name, c, float(features[name])) for name, c in contributions.items()]
 
     def assess(self, user_id: str, features: Mapping[str, float], now_ms: int) -> RiskScore:
         """Score a user at event time `now_ms`, without keeping a pending label."""
-        probability, contributions = self._contributions(features)
+        probability, contributions, model_p = self._contributions(features)
         horizon_days = self.horizon_ms / DAY_MS
         weekly = horizon_risk(probability, horizon_days, 7.0)
         monthly = horizon_risk(probability, horizon_days, 28.0)
@@ -481,6 +746,8 @@ class RiskModel:
             confidence=confidence,
             top_signals=tuple(Signal(name, -neg, float(features[name])) for neg, name in rising),
             scored_at_ms=now_ms,
+            model_probability=model_p,
+            served=self.served,
         )
 
     def score(
@@ -489,14 +756,14 @@ class RiskModel:
         """Score a user at event time `now_ms`; snapshot a pending label unless one is recent."""
         result = self.assess(user_id, features, now_ms)
         if snapshot:
-            self._snapshot(user_id, dict(features), now_ms, result.probability)
+            self._snapshot(user_id, dict(features), now_ms, result)
         return result
 
-    def _snapshot(self, user_id: str, features: dict[str, float], now_ms: int, probability: float) -> None:
+    def _snapshot(self, user_id: str, features: dict[str, float], now_ms: int, result: RiskScore) -> None:
         queue = self._book.pending.setdefault(user_id, [])
         if not wants_snapshot(queue, now_ms, self.snapshot_gap_ms):
             return
-        pending = PendingLabel(user_id, now_ms, features, probability)
+        pending = PendingLabel(user_id, now_ms, features, result.probability, result.model_probability)
         queue.append(pending)
         heapq.heappush(self._book.deadlines, (now_ms + self.horizon_ms, now_ms, user_id))
 
@@ -555,6 +822,23 @@ class RiskModel:
         pending, label = resolution.pending, resolution.label
         self.pairs.append((pending.probability, label))
         self.baseline_pairs.append((pending.features.get("recency_d", 0.0), label))
+        sample_key = user_key(pending.user_id)
+        if _sampled(sample_key, self.sample_bits):
+            day = pending.scored_at_ms // DAY_MS
+            scores = pending.candidate_scores()
+            self.window.append(WindowRow(label, day, pending.probability, scores, sample_key))
+            # Ends: at 32 bits only key 0 is kept. A flood of one user's labels (their key) is
+            # bounded by the per-user snapshot rate upstream.
+            while len(self.window) > SELECT_WINDOW and self.sample_bits < 32:
+                self.sample_bits += 1
+                self.window = [row for row in self.window if _sampled(row.key, self.sample_bits)]
+            del self.window[:-SELECT_WINDOW]
+        # Once a day of stream time: every score of a day then comes from one candidate through
+        # one map, so the day's ranking is one score's (a change mid-day mixes two scales).
+        day_now = resolution.resolved_at_ms // DAY_MS
+        if day_now > self.select_day:
+            self.select_day = day_now
+            self.select()
         if not self.learn_on_resolve:
             return
         if label == 0 and self.defer_negatives:
@@ -586,10 +870,49 @@ class RiskModel:
     def deferred_count(self) -> int:
         return len(self._book.deferred)
 
+    # --- choosing the served candidate ---------------------------------------------------------
+
+    def complete_window(self, *, trim: bool = False) -> list[WindowRow]:
+        """The window's labels scored on the last SELECT_DAYS days whose labels have all resolved
+        by the latest selection's day (`trim`: and forget the labels of older days)."""
+        lag = -(-(self.horizon_ms + self.grace_ms) // DAY_MS) + 1  # a day's labels resolve by then
+        last = self.select_day - lag
+        first = last - SELECT_DAYS + 1
+        if trim:
+            self.window = [row for row in self.window if row.day >= first]
+        return [row for row in self.window if first <= row.day <= last]
+
+    def select(self) -> str:
+        """Serve the candidate that ranked the recent resolved labels best (prequentially: every
+        score in the window was made before its label was known).
+
+        Model selection rather than a blend: the served probability stays one candidate's, so
+        its explanation (`top_signals`) is exact and its calibration is that candidate's own.
+        Nothing changes before the window holds SELECT_MIN_CLASS labels of each class, and a
+        challenger must beat the served candidate by SELECT_MARGIN. Deterministic in the labels'
+        order, so a trainer replaying the same labels serves the same candidate."""
+        complete = self.complete_window(trim=True)
+        positives = sum(row.label for row in complete)
+        if min(positives, len(complete) - positives) < SELECT_MIN_CLASS:
+            return self.served
+        labels = [row.label for row in complete]
+        for i, name in enumerate(CANDIDATES):
+            self.calibration[name] = fit_calibration([row.scores[i] for row in complete], labels)
+        aucs = candidate_aucs(complete)
+        known = {name: auc for name, auc in aucs.items() if auc is not None}
+        best = max(known, key=lambda name: known[name])  # ties: the first in CANDIDATES order
+        if known[best] > known.get(self.served, 0.0) + SELECT_MARGIN:
+            self.served = best
+        return self.served
+
     # --- evaluation -------------------------------------------------------------------------
 
     def evaluation(self, bins: int = 10) -> dict[str, Any]:
-        return evaluation(self.pairs, self.baseline_pairs, bins)
+        """`evaluation` of the served scores, with every candidate's AUC over the selection
+        window beside the served one's on the same labels, and which candidate is served."""
+        return evaluation(
+            self.pairs, self.baseline_pairs, bins, served=self.served, window=self.complete_window()
+        )
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -605,7 +928,7 @@ class RiskModel:
         deferred = list(book.deferred.items())
         pairs = () if scoring_only else self.pairs
         baseline = () if scoring_only else self.baseline_pairs
-        body = {
+        body: dict[str, Any] = {
             "config": {
                 "horizon_ms": self.horizon_ms,
                 "grace_ms": self.grace_ms,
@@ -636,7 +959,17 @@ class RiskModel:
             },
             "pairs": _pack_pairs(pairs),
             "baseline_pairs": _pack_pairs(baseline),
+            # What a scorer needs: which candidate to serve, through which map. The window
+            # only the trainer needs.
+            "served": self.served,
+            "calibration": list(self.calibration[self.served]),
         }
+        if not scoring_only:
+            body["selection"] = _pack_window(self.window, self.select_day, self.sample_bits)
+        if pending:  # -1: none kept (a label from before candidates existed)
+            body["pending"]["model_probability"] = pack_floats(
+                -1.0 if p.model_probability is None else p.model_probability for p in pending
+            )
         body["features"] = names.names  # last: the rows above added theirs
         from river.__version__ import __version__ as river_version
 
@@ -700,7 +1033,22 @@ class RiskModel:
             _unpack_pairs(need(body, "baseline_pairs"), max_eval_pairs, "baseline_pairs", -math.inf, math.inf)
         )
         model._book = _read_book(body, names)
-        if scoring_only and (model.pairs or model.baseline_pairs or model._book != _Book()):
+        # Optional: a document written before candidates existed serves the logistic model.
+        served = body.get("served", LOGISTIC)
+        if served not in CANDIDATES:
+            raise IncompatibleModel(f"served must be one of {CANDIDATES}")
+        model.served = served
+        if "calibration" in body:  # the served candidate's map; the others are refitted before use
+            item = read_list(body["calibration"], "calibration", 2)
+            if len(item) != 2:
+                raise IncompatibleModel("calibration is the served candidate's [a, b]")
+            model.calibration[served] = (
+                read_float(item[0], "calibration a", CALIBRATION_MIN_SLOPE, CALIBRATION_MAX),
+                read_float(item[1], "calibration b", -CALIBRATION_MAX, CALIBRATION_MAX),
+            )
+        if "selection" in body:
+            model.window, model.select_day, model.sample_bits = _unpack_window(body["selection"])
+        if scoring_only and (model.pairs or model.baseline_pairs or model.window or model._book != _Book()):
             raise IncompatibleModel("a scoring-only model carries no pending labels or evaluation")
         return model
 
@@ -725,9 +1073,17 @@ def _read_book(body: dict[str, Any], names: FeatureNames) -> _Book:
     probabilities = unpack_floats(need(table, "probability"), "pending.probability", count)
     if count and not 0.0 <= min(probabilities) <= max(probabilities) <= 1.0:
         raise IncompatibleModel("pending probability must lie in [0, 1]")
+    model_ps: Sequence[float | None] = [None] * count
+    if "model_probability" in table:  # absent before candidates existed
+        column = unpack_floats(table["model_probability"], "pending.model_probability", count)
+        if not all(v == -1.0 or 0.0 <= v <= 1.0 for v in column):
+            raise IncompatibleModel("pending model_probability must be -1 or lie in [0, 1]")
+        model_ps = [None if v == -1.0 else v for v in column]
     rows = decode_rows(need(table, "x"), names, count, "pending.x")
-    for user, at, p, x in zip(read_users(users, "pending user"), scored, probabilities, rows, strict=True):
-        book.pending.setdefault(user, []).append(PendingLabel(user, read_int(at, "scored_at"), x, p))
+    for user, at, p, x, model_p in zip(
+        read_users(users, "pending user"), scored, probabilities, rows, model_ps, strict=True
+    ):
+        book.pending.setdefault(user, []).append(PendingLabel(user, read_int(at, "scored_at"), x, p, model_p))
 
     table, (users, scored), count = _columns(need(body, "deferred"), "deferred", ("user", "scored_at"))
     rows = decode_rows(need(table, "x"), names, count, "deferred.x")
@@ -746,6 +1102,61 @@ def _read_book(body: dict[str, Any], names: FeatureNames) -> _Book:
     # order is made a heap again instead of resolving labels out of time order.
     heapq.heapify(book.deadlines)
     return book
+
+
+def _pack_window(window: Iterable[WindowRow], select_day: int, sample_bits: int) -> dict[str, Any]:
+    """The selection window as columns: labels one byte each, scoring days and user keys as
+    integers, the served probability and each candidate's score (in the order `candidates`
+    names) as float64."""
+    items = list(window)
+    return {
+        "candidates": list(CANDIDATES),
+        "select_day": select_day,
+        "sample_bits": sample_bits,
+        # Whole numbers as float64 (exact below 2 ** 53): 11 bytes of base64 each, not JSON.
+        "key": pack_floats(float(row.key) for row in items),
+        "n": len(items),
+        "y": pack_bytes(bytes(row.label for row in items)),
+        "day": pack_floats(float(row.day) for row in items),
+        "served_p": pack_floats(row.served for row in items),
+        "scores": pack_floats(v for row in items for v in row.scores),
+    }
+
+
+def _whole(values: Sequence[float], what: str, hi: int) -> list[int]:
+    if not all(v.is_integer() and 0 <= v <= hi for v in values):
+        raise IncompatibleModel(f"{what}: every value is a whole number in [0, {hi}]")
+    return [int(v) for v in values]
+
+
+def _unpack_window(value: Any) -> tuple[list[WindowRow], int, int]:
+    """The window `_pack_window` wrote, checked: the candidates are exactly this release's (a
+    window of other candidates means nothing to this selection), at most SELECT_WINDOW labels
+    of 0 or 1, every score a probability."""
+    packed = read_object(value, "selection")
+    names = read_list(need(packed, "candidates"), "selection.candidates", len(CANDIDATES))
+    if tuple(names) != CANDIDATES:
+        raise IncompatibleModel(f"selection candidates must be {list(CANDIDATES)}")
+    select_day = read_int(need(packed, "select_day"), "selection.select_day", -1, MAX_TS_MS // DAY_MS)
+    sample_bits = read_int(need(packed, "sample_bits"), "selection.sample_bits", 0, 32)
+    count = read_int(need(packed, "n"), "selection.n", 0, SELECT_WINDOW)
+    keys = _whole(unpack_floats(need(packed, "key"), "selection.key", count), "selection.key", 2**32 - 1)
+    labels = unpack_bytes(need(packed, "y"), "selection.y", count)
+    if labels.translate(None, b"\x00\x01"):
+        raise IncompatibleModel("selection: every label is 0 or 1")
+    days = _whole(
+        unpack_floats(need(packed, "day"), "selection.day", count), "selection.day", MAX_TS_MS // DAY_MS
+    )
+    served = unpack_floats(need(packed, "served_p"), "selection.served_p", count)
+    width = len(CANDIDATES)
+    scores = unpack_floats(need(packed, "scores"), "selection.scores", count * width)
+    if any(not 0.0 <= v <= 1.0 for v in (*served, *scores)):
+        raise IncompatibleModel("selection: a score outside [0, 1]")
+    window = [
+        WindowRow(labels[i], days[i], served[i], tuple(scores[i * width : (i + 1) * width]), keys[i])
+        for i in range(count)
+    ]
+    return window, select_day, sample_bits
 
 
 def _pack_pairs(pairs: Iterable[tuple[float, int]]) -> dict[str, Any]:

@@ -38,6 +38,10 @@ SIGNAL_WORDS: dict[str, tuple[str, str]] = {
     "notif_opens_28d": ("Does not open notifications.", "Opens notifications."),
     "notif_clicks_28d": ("Does not follow notification links.", "Follows notification links."),
     "hour_concentration": ("No regular study time.", "Studies at a regular time of day."),
+    "missed_days": (
+        "Has missed several of their usual study days.",
+        "Not missing their usual study days.",
+    ),
 }
 
 

@@ -49,6 +49,11 @@ are heavy-tailed and the model on top is linear, so a power user must not domina
   uniformly over the day, 1 = always the same hour). Regular study times mark a habit; the
   histogram is halved whenever it exceeds `HOUR_CAP` events, so it forgets old habits
   geometrically and stays bounded. Below `MIN_HOUR_EVENTS` events it reads 0 (unknown).
+- `missed_days`: how many of the user's usual active days have passed since their last event,
+  by day of the week (`_missed_days`): silence in the user's own rhythm, so a weekend-only
+  student is not "three days quiet" every Wednesday. Regularity of days, which the MOOC
+  drop-out work (KDD Cup 2015 and after) found predictive; it is also the `silence` candidate
+  of models.risk.
 
 Dropped on purpose: device/platform (not behaviour, and one-hot columns would dilute a small linear
 model), per-type counts beyond the ones above (most are collinear with `events_*`), and raw
@@ -109,6 +114,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "notif_opens_28d",
     "notif_clicks_28d",
     "hour_concentration",
+    "missed_days",
 )
 
 # Columns of one day row.
@@ -259,9 +265,15 @@ def _weight(age: int, n_days: int, skip_days: int, elapsed: float) -> float:
 
 
 def _streak_guess(profile: ActivityProfile, today: int) -> int:
-    day = today if today in profile.days else today - 1
+    days = profile.days
+
+    def active(day: int) -> bool:  # a row of notification feedback alone is no activity
+        row = days.get(day)
+        return row is not None and row[_N] > 0
+
+    day = today if active(today) else today - 1
     streak = 0
-    while day in profile.days:
+    while active(day):
         streak += 1
         day -= 1
     return streak
@@ -290,11 +302,15 @@ def features(profile: ActivityProfile, now_ms: int, streak: int | None = None) -
     score_all = [0.0, 0.0]
     score_recent = [0.0, 0.0]
     score_before = [0.0, 0.0]
+    # Active days per day of the week over the 28 whole days before today (`missed_days`).
+    weekday_active = [0] * 7
     for day, row in profile.days.items():
         age = today - day
         if age < 0 or age > 28:
             continue
         n = row[_N]
+        if 1 <= age <= 28 and n > 0:
+            weekday_active[day % 7] += 1
         w1 = _weight(age, 1, 0, elapsed)
         w7 = _weight(age, 7, 0, elapsed)
         w28 = _weight(age, 28, 0, elapsed)
@@ -309,14 +325,15 @@ def features(profile: ActivityProfile, now_ms: int, streak: int | None = None) -
         opens += w28 * row[_OPENS]
         clicks += w28 * row[_CLICKS]
         if age <= 27:
-            active28 += 1
+            # A day with notification feedback alone (`feedback_only`) is not an active day.
+            active28 += n > 0
             score_all[0] += row[_SCORE_SUM]
             score_all[1] += row[_SCORE_N]
             bucket = score_recent if age <= 6 else score_before
             bucket[0] += row[_SCORE_SUM]
             bucket[1] += row[_SCORE_N]
             if age <= 6:
-                active7 += 1
+                active7 += n > 0
     last = profile.last_event_ms
     hours_since = 24.0 * WINDOW_DAYS if last is None else max(0.0, (now_ms - last) / HOUR_MS)
     first = profile.first_seen_ms
@@ -344,4 +361,39 @@ def features(profile: ActivityProfile, now_ms: int, streak: int | None = None) -
         "notif_opens_28d": math.log1p(opens),
         "notif_clicks_28d": math.log1p(clicks),
         "hour_concentration": hour_concentration(profile.hours),
+        "missed_days": _missed_days(weekday_active, today, elapsed, first, last),
     }
+
+
+def _weekday_counts(start: int, end: int) -> list[int]:
+    """How many days of each weekday (day % 7) lie in [start, end), in O(7): this runs per score."""
+    n = max(end - start, 0)
+    counts = [n // 7] * 7
+    for day in range(start, start + n % 7):
+        counts[day % 7] += 1
+    return counts
+
+
+def _missed_days(
+    weekday_active: list[int], today: int, elapsed: float, first_ms: int | None, last_ms: int | None
+) -> float:
+    """How many of the user's usual active days have passed since their last event: the sum,
+    over the days after the last event's day up to now (today by the fraction elapsed), of the
+    user's rate of activity on that day of the week over the 28 whole days before today (only
+    days since they were first seen count; each rate is pulled towards the user's overall rate
+    by one day of evidence, so one Tuesday does not make a rule). A student who comes every
+    Saturday and Sunday has missed almost nothing on a Thursday; one who comes daily has
+    missed four days. Capped at `WINDOW_DAYS`."""
+    if last_ms is None or first_ms is None:
+        return 0.0
+    last_day = last_ms // DAY_MS
+    if last_day >= today:
+        return 0.0
+    seen_from = max(first_ms // DAY_MS, today - 28)
+    span = _weekday_counts(seen_from, today)  # days of each weekday since seen (at most 28)
+    total = sum(span)
+    overall = sum(weekday_active) / total if total else 0.5
+    rates = [(weekday_active[w] + overall) / (span[w] + 1) for w in range(7)]
+    quiet = _weekday_counts(max(last_day + 1, today - WINDOW_DAYS), today)  # whole quiet days
+    missed = rates[today % 7] * elapsed + sum(r * n for r, n in zip(rates, quiet, strict=True))
+    return min(missed, float(WINDOW_DAYS))

@@ -193,7 +193,9 @@ def rescore(
     x = features(state.activity, now_ms, streak)
     result = model.assess(state.user_id, x, now_ms)
     if is_live(state, now_ms, settings) and snapshot_due(state, now_ms, settings):
-        state.pending.append(PendingLabel(state.user_id, now_ms, x, result.probability))
+        state.pending.append(
+            PendingLabel(state.user_id, now_ms, x, result.probability, result.model_probability)
+        )
         del state.pending[:-MAX_PENDING_LABELS]
         state.snapshot_at_ms = now_ms
     state.scored_at_ms = now_ms

@@ -41,7 +41,7 @@ import orjson
 from river import linear_model, optim, preprocessing
 
 from models.events import BehaviorEvent
-from models.risk import RiskModel, brier_score, calibration_bins, roc_auc
+from models.risk import CANDIDATES, RiskModel, brier_score, calibration_bins, roc_auc, same_day_auc
 from models.risk_features import ActivityProfile, features, observe
 from models.time_units import DAY_MS, HOUR_MS
 
@@ -234,12 +234,17 @@ def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
     # scored_at, online p, baseline p, label, features
     rows: list[tuple[int, float, float, int, dict[str, float]]] = []
 
+    # scoring day, served p, each candidate's score, label: the candidates side by side
+    candidate_rows: list[tuple[int, float, tuple[float, ...], int]] = []
+
     def settle(resolved: list[Any]) -> None:
         for r in resolved:
             pending = r.pending
             b = waiting.pop((pending.user_id, pending.scored_at_ms))
             baseline.learn(math.expm1(pending.features["recency_log_h"]), r.label)
             rows.append((pending.scored_at_ms, pending.probability, b, r.label, pending.features))
+            day = pending.scored_at_ms // DAY_MS
+            candidate_rows.append((day, pending.probability, pending.candidate_scores(), r.label))
 
     def sweep(now: int) -> None:
         settle(model.advance(now))
@@ -298,6 +303,14 @@ def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
             "recency_only": _metrics([recency[i] for i in late]),
             "offline_hindsight": _metrics([offline[i] for i in late]),
         },
+        "same_day_roc_auc": {
+            **{
+                name: same_day_auc((d, sc[i], y) for d, _, sc, y in candidate_rows)
+                for i, name in enumerate(CANDIDATES)
+            },
+            "served": same_day_auc((d, p, y) for d, p, _, y in candidate_rows),
+            "served_at_end": model.served,
+        },
         "online_calibration": [
             {
                 "bin": f"{b.lower:.1f}-{b.upper:.1f}",
@@ -320,13 +333,194 @@ def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# Populations that differ in how dropping out shows: the served score against each candidate
+
+
+#: How dropping out shows, one population each (`simulate_population`).
+POPULATIONS: dict[str, str] = {
+    "sudden_stop": "regular users who stop at a random day, with no warning in their behaviour",
+    "slow_fade": "most users fade for 1-3 weeks (fewer days, shorter sessions, lower scores), then stop",
+    "loyal_sparse": "half come 1-2 days a week and stay; half come daily and stop at random",
+    "weekend_only": "most come on Saturdays and Sundays only; the rest on weekdays; both stop at random",
+    "returners": "users take breaks of 2-12 days and come back; a few stop for good",
+}
+
+
+def _population_day(
+    kind: str, rng: random.Random, u: _User, day: int, state: dict[str, float]
+) -> tuple[float, bool]:
+    """(P(active today), gone for good after today) for a user of population `kind`; `state`
+    holds what the population remembers per user (a fade's start, a break's end)."""
+    weekend = (day % 7) >= 5  # START_MS is a Monday
+    if kind == "sudden_stop":
+        return u.p_active, rng.random() < 0.03
+    if kind == "slow_fade":
+        if day >= state["fade_from"]:
+            u.motivation = max(0.0, u.motivation - state["fade_rate"])
+        p = u.p_active * (0.1 + 0.9 * u.motivation)
+        return p, u.motivation < 0.08 or rng.random() < 0.004
+    if kind == "loyal_sparse":
+        return u.p_active, rng.random() < state["hazard"]
+    if kind == "weekend_only":
+        if state["weekender"]:
+            return (0.85 if weekend else 0.03), rng.random() < 0.015
+        return (0.15 if weekend else u.p_active), rng.random() < 0.015
+    if kind == "returners":
+        if day < state["break_until"]:
+            return 0.0, rng.random() < 0.01
+        if rng.random() < 0.05:
+            state["break_until"] = day + rng.randint(2, 12)
+            return 0.0, False
+        return u.p_active, rng.random() < 0.01
+    raise ValueError(f"unknown population {kind!r}; known: {', '.join(POPULATIONS)}")
+
+
+def simulate_population(kind: str, users: int, days: int, seed: int) -> list[BehaviorEvent]:
+    """A history of `users` students of one population over `days` days, in event-time order.
+    What a user does on an active day (events, sessions, scores) follows `_day_events`, driven by
+    the user's motivation, which only fades in `slow_fade`."""
+    if kind not in POPULATIONS:
+        raise ValueError(f"unknown population {kind!r}; known: {', '.join(POPULATIONS)}")
+    rng = random.Random(f"{kind}:{seed}")
+    seq = [0]
+    events: list[BehaviorEvent] = []
+    for i in range(users):
+        u = _new_user(rng, i, days)
+        u.motivation = rng.uniform(0.6, 1.0)
+        state: dict[str, float] = {"break_until": -1.0}
+        if kind == "slow_fade":
+            fades = rng.random() < 0.7
+            state["fade_from"] = u.join_day + rng.uniform(3, days) if fades else math.inf
+            state["fade_rate"] = rng.uniform(0.04, 0.1)
+        elif kind == "loyal_sparse":
+            sparse = rng.random() < 0.5
+            u.p_active = rng.uniform(0.12, 0.3) if sparse else rng.uniform(0.7, 0.95)
+            state["hazard"] = 0.004 if sparse else 0.035
+        elif kind == "weekend_only":
+            state["weekender"] = float(rng.random() < 0.6)
+        for day in range(u.join_day, days):
+            p, gone = _population_day(kind, rng, u, day, state)
+            if day == u.join_day or rng.random() < p:
+                events.extend(_day_events(rng, u, day, seq, None))
+            if gone:
+                break
+    events.sort(key=lambda e: (e.ts_ms, e.event_id))
+    return events
+
+
+def run_population(kind: str, users: int, days: int, seed: int) -> dict[str, Any]:
+    """Replay one population through `RiskModel` (as `run` does) and rank its resolved labels
+    by each candidate's score at scoring time and by the served score: every one prequential."""
+    t0 = time.perf_counter()
+    events = simulate_population(kind, users, days, seed)
+    model = RiskModel()
+    profiles: dict[str, ActivityProfile] = {}
+    slot: dict[str, int] = {}
+    # (scoring day, served probability, each candidate's score, label) of every resolution
+    rows: list[tuple[int, float, tuple[float, ...], int]] = []
+    timeline: list[str] = [model.served]
+
+    def settle(resolved: list[Any]) -> None:
+        for r in resolved:
+            p = r.pending
+            rows.append((p.scored_at_ms // DAY_MS, p.probability, p.candidate_scores(), r.label))
+        if model.served != timeline[-1]:
+            timeline.append(model.served)
+
+    def sweep(now: int) -> None:
+        settle(model.advance(now))
+        hour = (now // HOUR_MS) % 24
+        for uid, profile in profiles.items():
+            last = profile.last_event_ms
+            if slot[uid] != hour or last is None or now - last > model.horizon_ms:
+                continue
+            model.score(uid, features(profile, now), now)
+
+    next_sweep = START_MS + HOUR_MS
+    for ev in events:
+        while next_sweep <= ev.ts_ms:
+            sweep(next_sweep)
+            next_sweep += HOUR_MS
+        settle(model.on_activity(ev.user_id, ev.ts_ms))
+        profile = profiles.get(ev.user_id)
+        if profile is None:
+            profile = profiles[ev.user_id] = ActivityProfile()
+            slot[ev.user_id] = int(ev.user_id.split("-")[1]) % 24
+        observe(profile, ev)
+    end = START_MS + days * DAY_MS
+    while next_sweep <= end:
+        sweep(next_sweep)
+        next_sweep += HOUR_MS
+
+    def same_day(i: int | None) -> float | None:  # None: the served score; else candidate i
+        auc = same_day_auc((d, p if i is None else s[i], y) for d, p, s, y in rows)
+        return None if auc is None else round(auc, 4)
+
+    def pooled(i: int | None) -> float | None:
+        auc = roc_auc((p if i is None else s[i], y) for _, p, s, y in rows)
+        return None if auc is None else round(auc, 4)
+
+    aucs = {name: same_day(i) for i, name in enumerate(CANDIDATES)}
+    known = [auc for auc in aucs.values() if auc is not None]
+    return {
+        "population": kind,
+        "users": users,
+        "days": days,
+        "seed": seed,
+        "events": len(events),
+        "labels": len(rows),
+        "dropped_rate": round(sum(y for *_, y in rows) / max(len(rows), 1), 4),
+        "auc_method": "same-day (models.risk.same_day_auc), every label of the run",
+        "candidates_roc_auc": aucs,
+        "served_roc_auc": same_day(None),
+        "best_candidate_roc_auc": max(known) if known else None,
+        "pooled_roc_auc": {**{name: pooled(i) for i, name in enumerate(CANDIDATES)}, "served": pooled(None)},
+        "served_timeline": timeline,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _print_populations(users: int, days: int, seed: int) -> int:
+    results = [run_population(kind, users, days, seed) for kind in POPULATIONS]
+    names = list(CANDIDATES)
+    print(
+        f"same-day ROC AUC per population ({users} users x {days} days, seed {seed});"
+        " served vs best candidate:"
+    )
+    print(
+        f"{'population':<14}"
+        + "".join(f"{n:>10}" for n in names)
+        + f"{'served':>10}{'gap':>9}  served over time"
+    )
+    for r in results:
+        aucs, served, best = r["candidates_roc_auc"], r["served_roc_auc"], r["best_candidate_roc_auc"]
+        gap = "" if served is None or best is None else f"{served - best:+.4f}"
+        cells = "".join(f"{aucs[n] if aucs[n] is not None else '-':>10}" for n in names)
+        print(
+            f"{r['population']:<14}{cells}{served if served is not None else '-':>10}{gap:>9}"
+            f"  {' > '.join(r['served_timeline'])}"
+        )
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="elimu bench risk")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--epochs", type=int, default=5, help="passes of the offline hindsight model")
+    p.add_argument(
+        "--populations",
+        action="store_true",
+        help="only the simulated populations (POPULATIONS), every candidate beside the served score",
+    )
+    p.add_argument("--population-users", type=int, default=300)
+    p.add_argument("--population-days", type=int, default=63)
     args = p.parse_args(argv)
+    if args.populations:
+        return _print_populations(args.population_users, args.population_days, args.seed)
     r = run(args.users, args.days, args.seed, args.epochs)
     on, rec, off = r["online"], r["recency_only"], r["offline_hindsight"]
     print(
@@ -337,5 +531,13 @@ def main(argv: list[str]) -> int:
         f" offline hindsight AUC {off['roc_auc']} Brier {off['brier']}",
         flush=True,
     )
+    same_day = r["same_day_roc_auc"]
+    print(
+        "same-day ROC AUC: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in same_day.items() if isinstance(v, float))
+        + f"; served at the end: {same_day['served_at_end']}",
+        flush=True,
+    )
     print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
-    return 0
+    # Then each population, every candidate beside the served score.
+    return _print_populations(args.population_users, args.population_days, args.seed)

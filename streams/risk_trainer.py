@@ -357,6 +357,10 @@ class RiskTrainer(SliceBase):
         for name, field in (("online", "roc_auc"), ("recency", "baseline_roc_auc")):
             if evaluation[field] is not None:
                 metrics.RISK_AUC.labels(name).set(evaluation[field])
+        # Each candidate's same-day AUC over the selection window (models/risk.py `select`).
+        for name, auc in evaluation["candidates"]["roc_auc"].items():
+            if auc is not None:
+                metrics.RISK_AUC.labels(f"candidate_{name}").set(auc)
         if evaluation["brier"] is not None:
             metrics.RISK_BRIER.set(evaluation["brier"])
         evaluation["labels_learnt"] = model.n_learned

@@ -56,6 +56,7 @@ SIGNAL_TYPES: Mapping[str, str] = {
     "recency_d": "gentle_reminder",
     "events_1d": "gentle_reminder",
     "hour_concentration": "gentle_reminder",
+    "missed_days": "gentle_reminder",
     "freq_trend_7d": "peer_comparison",
     "events_7d": "peer_comparison",
     "events_28d": "peer_comparison",

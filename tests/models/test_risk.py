@@ -15,6 +15,7 @@ import models.risk as risk_module
 from models.risk import (
     DAY_MS,
     FORMAT_VERSION,
+    LOGISTIC,
     PRIOR_LABELS,
     IncompatibleModel,
     PendingLabel,
@@ -197,8 +198,14 @@ def test_quiet_users_get_higher_risk_after_training() -> None:
     assert m.pending("q") == [] and m.pending("a") == []  # snapshot=False
 
 
+def serving_logistic(m: RiskModel) -> RiskModel:
+    """`m` serving its logistic candidate unmapped: what the tests of that candidate check."""
+    m.served, m.calibration[LOGISTIC] = LOGISTIC, (1.0, 0.0)
+    return m
+
+
 def test_top_signals_are_named_positive_contributions() -> None:
-    m = trained()
+    m = serving_logistic(trained())
     s = m.score("q", QUIET, T0 + 100 * DAY_MS)
     names = [sig.name for sig in s.top_signals]
     assert names[0] in ("recency_d", "events_7d") and set(names) <= set(QUIET) and len(names) <= 3
@@ -233,7 +240,7 @@ def test_untrained_model_ranks_by_recency_with_no_confidence() -> None:
 def test_recency_prior_is_monotone_and_fades_with_evidence() -> None:
     priors = [recency_prior({"recency_d": d}) for d in (0.0, 1.0, 3.0, 7.0, 30.0)]
     assert priors == sorted(priors) and priors[2] == pytest.approx(0.5) and priors[-1] > 0.99
-    m = trained()
+    m = serving_logistic(trained())
     w = m.n_learned / (m.n_learned + PRIOR_LABELS)
     scaler, classifier = m.model.steps.values()
     model_p = classifier.predict_proba_one(scaler.transform_one(dict(QUIET)))[True]
@@ -365,8 +372,9 @@ def test_scoring_only_round_trip_is_small_and_predicts_the_same() -> None:
         assert scorer.assess("u", x, T0) == m.assess("u", x, T0)
     assert scorer.n_learned == m.n_learned and scorer._book == type(m._book)()
     assert (len(scorer.pairs), scorer.pending_count) == (0, 0)
-    # Three features learnt and one only predicted on: well under a kilobyte.
-    assert len(data) < 1_000 < len(m.to_bytes())
+    # Three features learnt and one only predicted on, the served candidate and its map: about
+    # a kilobyte.
+    assert len(data) < 1_100 < len(m.to_bytes())
     assert RiskModel.from_bytes(data).n_learned == m.n_learned  # a full reader takes it too
     with pytest.raises(IncompatibleModel, match="scoring-only"):
         RiskModel.from_bytes(m.to_bytes(), scoring_only=True)

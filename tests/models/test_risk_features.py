@@ -301,3 +301,19 @@ def test_single_pass_features_equal_the_per_window_definition(seed: int) -> None
         fast = features(profile, now)
         for name, value in _reference_features(profile, now).items():
             assert fast[name] == pytest.approx(value, abs=1e-12), (name, now)
+
+
+def test_missed_days_counts_the_users_usual_days_by_weekday() -> None:
+    # Four weeks of Saturdays and Sundays (DAY0 is a Monday: days 5, 6, 12, 13, ...).
+    weekender = profile_of(
+        *[("lesson_complete", at(d, 10), {}) for w in range(4) for d in (7 * w + 5, 7 * w + 6)]
+    )
+    daily = profile_of(*[("lesson_complete", at(d, 10), {}) for d in range(28)])
+    thursday = at(31, 12)  # four days after the weekender's last Sunday, three after the daily's last day
+    assert features(weekender, thursday)["missed_days"] < 0.5  # weekdays: nothing missed
+    # 3.5 days of silence at the rate of the last 28 days (25 active of 28: the quiet ones count).
+    assert 2.5 < features(daily, thursday)["missed_days"] < 3.5
+    assert features(weekender, at(34, 23.9))["missed_days"] > 1.5  # a whole weekend missed
+    assert features(daily, at(27, 20))["missed_days"] == 0.0  # active today
+    assert features(ActivityProfile(), thursday)["missed_days"] == 0.0
+    assert features(daily, at(200))["missed_days"] <= WINDOW_DAYS

@@ -147,6 +147,19 @@ def test_a_tracked_open_or_click_is_feedback_not_activity() -> None:
     assert r.label == 0 and state.activity.last_event_ms == T0 + DAY_MS
 
 
+def test_days_of_feedback_alone_are_not_active_days_nor_a_streak() -> None:
+    state = RiskState("u-1")
+    observe_activity(state, event("lesson_completed", T0), None, SETTINGS)
+    before = features(state.activity, T0 + 6 * DAY_MS)
+    for day in range(1, 6):
+        opened = event("notification_opened", T0 + day * DAY_MS, notification_id=f"n-{day}", via="email")
+        observe_activity(state, opened, None, SETTINGS)
+    after = features(state.activity, T0 + 6 * DAY_MS)
+    for name in ("active_days_7d", "active_days_28d", "streak", "recency_d", "events_7d"):
+        assert after[name] == before[name], name
+    assert after["notif_opens_28d"] == math.log1p(5)
+
+
 def test_feedback_before_any_activity_is_dropped() -> None:
     state = RiskState("u-1")
     observe_activity(state, event("notification_opened", T0, via="push"), None, SETTINGS)

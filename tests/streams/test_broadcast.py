@@ -20,7 +20,7 @@ from models.campaigns.parsing import parse_campaign
 from models.campaigns.records import Campaign, UserFacts
 from models.campaigns.status import with_status
 from models.interventions import InterventionStats, UserContext
-from models.risk import FORMAT_VERSION, RiskModel
+from models.risk import FORMAT_VERSION, LOGISTIC, RiskModel
 from models.risk_state import RiskSettings, RiskState
 from streams.broadcast import CHECKPOINT_KEY, SCORER_KEY, STATS_KEY, Broadcasts, campaign_key
 from streams.chunks import (
@@ -481,10 +481,12 @@ def test_a_broadcast_scorer_is_adopted_by_the_processor() -> None:
     b = Broadcasts(p)
     original = p.model
     trained = trained_model(5)
+    trained.served = LOGISTIC  # the learnt candidate, so the new model's scores differ
 
     b.on_record(SCORER_KEY, trained.to_bytes(scoring_only=True), 0)
 
     assert p.model is not original
+    assert p.model.served == LOGISTIC  # the scorer carries the candidate it serves
     assert p.model.n_learned == 5
     assert p.model_version == 5
     x = {"recency_d": 2.0, "events_7d": 1.0}

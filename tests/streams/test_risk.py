@@ -10,7 +10,7 @@ import pytest
 from models.campaigns.records import UserFacts
 from models.events import BehaviorEvent
 from models.interventions import UserContext
-from models.risk import PendingLabel, Resolution, RiskModel, recency_prior
+from models.risk import LOGISTIC, PendingLabel, Resolution, RiskModel, recency_prior
 from models.risk_state import AT_RISK_FROM, HOUR_MS, RiskSettings, RiskState
 from models.time_units import DAY_MS
 from streams.risk import (
@@ -318,6 +318,7 @@ def test_adopt_model_swaps_the_model_and_its_version() -> None:
     assert first.published[0][1]["model_version"] == 0
 
     model = trained_model(12)
+    model.served = LOGISTIC  # the learnt candidate, so the new model's scores differ
     p.adopt_model(model)
     assert p.model is model and p.model_version == 12
 
