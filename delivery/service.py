@@ -131,12 +131,16 @@ class DeliveryService:
         self._off_logged: set[str] = set()
         self.receipts = ReceiptIndex(redis)
 
-    async def handle_batch(self, records: Sequence[Record]) -> None:
+    async def handle_batch(self, records: Sequence[Record], *, parked: bool = False) -> None:
         """Send everything ``records`` asks for; returns when every send is done or given up,
-        and its outcome and any dead letter are in Kafka (the caller commits after)."""
+        and its outcome and any dead letter are in Kafka (the caller commits after).
+
+        ``parked``: records quiet hours held back (``handle_parked``). They were fresh enough
+        when parked, and the wait was the user's own wish, not a backlog: they are not judged
+        stale again (a notification parked at 22:00 is sent at 07:00, past ``MAX_SEND_DELAY_MS``)."""
         outcomes: list[tuple[str, dict[str, Any]]] = []
         dead: list[DeadLetter] = []
-        await asyncio.gather(*(self._handle(rec, outcomes, dead) for rec in records))
+        await asyncio.gather(*(self._handle(rec, outcomes, dead, not parked) for rec in records))
         if outcomes:
             await self.producer.send_all(topics.INTERVENTION_OUTCOMES, outcomes, self.produce_timeout_s)
         if dead:
@@ -146,7 +150,11 @@ class DeliveryService:
                 metrics.DEAD_LETTERS.labels(d.record.topic, d.reason).inc()
 
     async def _handle(
-        self, rec: Record, outcomes: list[tuple[str, dict[str, Any]]], dead: list[DeadLetter]
+        self,
+        rec: Record,
+        outcomes: list[tuple[str, dict[str, Any]]],
+        dead: list[DeadLetter],
+        check_late: bool = True,
     ) -> None:
         if not self.signer.verify(rec.topic, rec.key, rec.value, rec.headers):
             dead.append(DeadLetter(rec, "bad_signature", "a notification without the engine's signature"))
@@ -159,7 +167,7 @@ class DeliveryService:
         sends = request.sends()
         if not sends:
             return
-        if too_late(request, self.clock_ms()):
+        if check_late and too_late(request, self.clock_ms()):
             # A message to the student is stale by now; a staff task is still worth doing.
             stale = [c for c in sends if c != STAFF_CHANNEL]
             if stale:
@@ -201,7 +209,7 @@ class DeliveryService:
             return 0
         taken = await self.parked.take_due(self.clock_ms())
         if taken.members:
-            await self.handle_batch(taken.records)
+            await self.handle_batch(taken.records, parked=True)
             await self.parked.done(taken)
         return len(taken.members)
 

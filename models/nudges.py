@@ -29,8 +29,8 @@ from typing import Any
 from models.campaigns import occurrences as camp_occurrences
 from models.campaigns import records as camp
 from models.campaigns import targeting as camp_targeting
+from models.campaigns.looks import CampaignLooks
 from models.career_notices import Notice, deadline_notices, next_reminder
-from models.digests import id_digest
 from models.gamification import Effects
 from models.interventions import (
     DEFERRED,
@@ -39,6 +39,7 @@ from models.interventions import (
     Decision,
     Notification,
     UserContext,
+    allowed_channels,
     decide,
     deliver,
     due,
@@ -50,9 +51,9 @@ from models.interventions.templates import BUILTIN_LIBRARY, TemplateLibrary
 from models.match_digests import HELD_KINDS, due_at, hold, the_digest
 from models.match_digests import frequency as digest_frequency
 from models.risk import RiskScore
-from models.risk_state import MAX_CAMPAIGNS_SEEN, RiskSettings, RiskState, next_due
+from models.risk_state import RiskSettings, RiskState, next_due
 from models.streaks import local_day
-from models.time_units import DAY_MS, HOUR_MS
+from models.time_units import DAY_MS
 from models.tz import local_instant_ms, zone
 
 STREAK_WARNING_AT = time(19, 0)
@@ -177,18 +178,14 @@ def plan(
     out.delivered.extend(digest.delivered)
     out.decisions.extend(digest.decisions)
 
-    since = _campaigns_since(state, ctx)
-    checked = state.campaigns_checked_ms
-    seen = set(state.campaigns_seen or ())
-    if state.campaigns_seen is None:
-        state.campaigns_seen = []
+    looks, checked = _campaign_looks(state), state.campaigns_checked_ms
+    since = ctx.signup_ms if checked is None else looks.since(checked)
 
     def looked_at(campaign_id: str, occurrence: camp.Occurrence) -> bool:
-        """In the lookback (before the last look) and looked at then."""
+        """Within the lookback, and looked at then. One after the last look is new to this look
+        (the same key at a new instant is an edited campaign: its key says duplicate, logged)."""
         return (
-            checked is not None
-            and occurrence.at_ms <= checked
-            and _seen_digest(campaign_id, occurrence.key) in seen
+            checked is not None and occurrence.at_ms <= checked and looks.looked_at(campaign_id, occurrence)
         )
 
     for campaign in campaigns:
@@ -197,7 +194,7 @@ def plan(
             for o in camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, now_ms)
             if not looked_at(campaign.id, o)
         ]
-        _remember(state, campaign.id, [o.key for o in occurrences])
+        looks.remember(campaign.id, occurrences)
         # Only the latest occurrence fires: a user looked at late (a slow sweep, a rebalance)
         # gets one nudge, not a burst of stale ones.
         for stale in occurrences[:-1]:
@@ -220,56 +217,37 @@ def plan(
         for send, occurrence in camp_occurrences.sends_due(campaign, ctx.user_id, since, now_ms):
             if looked_at(campaign.id, occurrence):
                 continue
-            _remember(state, campaign.id, [occurrence.key])
+            looks.remember(campaign.id, [occurrence])
             audience = None if send.user_id is not None else (send.target or campaign.target)
             _fire_campaign(
                 out, state, ctx, facts, campaign, occurrence, audience, now_ms, variant_counts, templates
             )
     state.campaigns_checked_ms = now_ms
+    looks.prune(now_ms)
     return out
 
 
-#: How far before a user's last look campaigns are looked at again. A campaign (or a manual
-#: send) reaches the workers through the broadcast topic a moment after an admin saved it; a user
-#: looked at in that moment, at a stream time past the campaign's instant, would otherwise never
-#: get it. Occurrences already looked at are remembered (`RiskState.campaigns_seen`).
-CAMPAIGN_LOOKBACK_MS = HOUR_MS
-
-
-def _campaigns_since(state: RiskState, ctx: UserContext) -> int | None:
-    """From when campaigns are looked at for this user. A user never looked at starts from their
-    signup (not from a campaign's activation, which would fire occurrences from before they
-    existed; unknown signup: from the activation)."""
-    if state.campaigns_checked_ms is None:
-        return ctx.signup_ms
-    if state.campaigns_seen is None:  # written before looks were remembered: no lookback yet
-        return state.campaigns_checked_ms
-    return state.campaigns_checked_ms - CAMPAIGN_LOOKBACK_MS
-
-
-def _seen_digest(campaign_id: str, key: str) -> str:
-    return id_digest(f"{campaign_id}\x00{key}")
-
-
-def _remember(state: RiskState, campaign_id: str, keys: Sequence[str]) -> None:
-    if keys:
-        remembered = state.campaigns_seen if state.campaigns_seen is not None else []
-        remembered.extend(_seen_digest(campaign_id, k) for k in keys)
-        del remembered[:-MAX_CAMPAIGNS_SEEN]
-        state.campaigns_seen = remembered
+def _campaign_looks(state: RiskState) -> CampaignLooks:
+    """The user's memory of campaign looks; a state from before it existed starts it with the
+    lookback floored at its last look (those earlier looks were not remembered). A user never
+    looked at (signup-based) needs no floor."""
+    if state.campaign_looks is None:
+        floor = state.campaigns_checked_ms if state.campaigns_checked_ms is not None else -1
+        state.campaign_looks = CampaignLooks(floor)
+    return state.campaign_looks
 
 
 def _missed_campaign(state: RiskState, ctx: UserContext, campaigns: Sequence[camp.Campaign]) -> bool:
     """Whether a campaign that arrived after the user's last look has an occurrence (or a send)
     within the lookback they were not looked at for: they are due at once."""
-    checked = state.campaigns_checked_ms
-    if checked is None or state.campaigns_seen is None:
+    checked, looks = state.campaigns_checked_ms, state.campaign_looks
+    if checked is None or looks is None:
         return False
-    since, seen = checked - CAMPAIGN_LOOKBACK_MS, set(state.campaigns_seen)
+    since = looks.since(checked)
     for campaign in campaigns:
-        keys = [o.key for o in camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, checked)]
-        keys += [o.key for _, o in camp_occurrences.sends_due(campaign, ctx.user_id, since, checked)]
-        if any(_seen_digest(campaign.id, k) not in seen for k in keys):
+        missed = camp_occurrences.due(campaign, ctx.timezone, ctx.signup_ms, since, checked)
+        missed += [o for _, o in camp_occurrences.sends_due(campaign, ctx.user_id, since, checked)]
+        if any(not looks.looked_at(campaign.id, o) for o in missed):
             return True
     return False
 
@@ -371,16 +349,17 @@ def notify(
     out = NudgeOutcome()
     how_often = digest_frequency(ctx.prefs)
     for n in notices:
-        channels: list[str] | None = None
-        if how_often is not None and n.type in HELD_KINDS and n.matches:
-            # A digest reader: the inbox has it now, their other channels in the digest.
-            state.digest = hold(state.digest, [n])
-            channels = ["IN_APP"]
+        held = how_often is not None and n.type in HELD_KINDS and bool(n.matches)
+        # A digest reader: the inbox has it now, their other channels in the digest.
         decision = decide(
             state.notifications, ctx, n.type, n.key, n.at_ms, source="career",
             variables=n.variables, stats=variant_counts(templates.for_type(n.type).id), urgency=n.urgency,
-            channels=channels, templates=templates,
+            channels=["IN_APP"] if held else None, templates=templates,
         )  # fmt: skip
+        if held and decision.notification is not None:
+            # Held only when it is news: a repeat the inbox refused (duplicate, opted out) is
+            # not announced again in the next digest.
+            state.digest = hold(state.digest, [n])
         _record(out, state, "career", decision, n.at_ms)
     return out
 
@@ -406,10 +385,14 @@ def send_digest(
     notice = the_digest(ctx.user_id, state.digest, due)
     state.digest = []
     out = NudgeOutcome()
+    # The inbox already has every match: the digest is for the user's other channels.
+    channels = [c for c in allowed_channels(ctx) if c != "IN_APP"]
+    if not channels:
+        return out
     decision = decide(
         state.notifications, ctx, notice.type, notice.key, now_ms, source="career",
         variables=notice.variables, stats=variant_counts(templates.for_type(notice.type).id),
-        urgency=notice.urgency, templates=templates,
+        urgency=notice.urgency, channels=channels, templates=templates,
     )  # fmt: skip
     _record(out, state, "career", decision, now_ms)
     return out

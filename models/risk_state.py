@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.campaigns.looks import CampaignLooks
 from models.career_notices import MatchNews
 from models.events import BehaviorEvent, is_valid_id
 from models.interventions import NotificationBook
@@ -44,9 +45,6 @@ from models.risk_features import ActivityProfile, features, feedback_only, obser
 from models.time_units import DAY_MS, HOUR_MS
 
 RISK_STATE_VERSION = 1
-#: Campaign occurrences remembered as looked at, per user (`RiskState.campaigns_seen`): far more
-#: than fall in one lookback (a few campaigns, each firing at most a few times an hour).
-MAX_CAMPAIGNS_SEEN = 64
 #: A change smaller than this (in points of the 0-100 score) is not published again, unless the
 #: level changes: re-scoring every hour must not rewrite every user's view every hour.
 PUBLISH_DELTA = 1.0
@@ -103,12 +101,9 @@ class RiskState:
     saved_jobs: dict[str, int] = field(default_factory=dict)
     #: Matches held for the user's daily or weekly digest (models/match_digests.py).
     digest: list[MatchNews] = field(default_factory=list)
-    #: Digests of the campaign occurrences (and manual sends) already looked at for this user,
-    #: newest last (models/nudges.py: a campaign that reached the worker late is looked at
-    #: again over a short lookback, and these are not looked at twice).
-    #: None in a state written before this was kept: its first look has no lookback (its
-    #: earlier looks would look unseen and be logged again).
-    campaigns_seen: list[str] | None = None
+    #: The campaign occurrences (and manual sends) already looked at within the lookback
+    #: (models/campaigns/looks.py); None in a state written before they were remembered.
+    campaign_looks: CampaignLooks | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +119,7 @@ class RiskState:
             "streak_warned": self.streak_warned_day,
             **({"saved": self.saved_jobs} if self.saved_jobs else {}),
             **({"digest": to_rows(self.digest)} if self.digest else {}),
-            **({"cseen": self.campaigns_seen} if self.campaigns_seen is not None else {}),
+            **({"looks": self.campaign_looks.to_dict()} if self.campaign_looks is not None else {}),
         }
 
     @classmethod
@@ -145,9 +140,7 @@ class RiskState:
             streak_warned_day=data.get("streak_warned"),
             saved_jobs={str(k): int(v) for k, v in list((data.get("saved") or {}).items())[-MAX_SAVED_JOBS:]},
             digest=from_rows(data.get("digest"), data["user_id"]),
-            campaigns_seen=None
-            if data.get("cseen") is None
-            else [str(d) for d in data["cseen"]][-MAX_CAMPAIGNS_SEEN:],
+            campaign_looks=CampaignLooks.from_dict(data.get("looks")),
         )
 
 

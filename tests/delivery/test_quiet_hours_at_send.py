@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from delivery.config import DeliveryConfig
 from delivery.deferred import Parked
 from infra import keys
+from models.delivery import MAX_SEND_DELAY_MS
 from tests.delivery.conftest import (
     Harness,
     SmsPeer,
@@ -76,6 +77,26 @@ async def test_a_send_due_in_quiet_hours_waits_for_their_end_then_goes_once(
         ("EMAIL", "sent"),
         ("SMS", "sent"),
     ]
+
+
+async def test_a_parked_record_is_sent_when_quiet_hours_end_even_past_the_staleness_bound(
+    harness: Harness, config: DeliveryConfig, smtp_peer: SmtpPeer, unique: str
+) -> None:
+    """Due at 18:00, 4.5 h of backlog, quiet from 22:00 to 07:00: it wakes 13 h after its time.
+    The wait was the user's wish: it is sent, not dead-lettered too_late."""
+    clock = [now_ms()]
+    who = await quiet_user(harness.redis, unique, clock[0])
+    parked = Parked(harness.redis, f"{keys.DELIVERY_PARKED}:{unique}")
+    service = harness.service(config, parked=parked, clock_ms=lambda: clock[0])
+    due = clock[0] - 4 * 3_600_000  # 4 h behind already
+    await service.handle_batch(
+        [record(notification(who.uid, f"n-{unique}", ("EMAIL",), deliver_at_ms=due), who.uid)]
+    )
+    assert smtp_peer.to(str(who.email)) == [] and await harness.redis.zcard(parked.key) == 1
+    clock[0] += MAX_SEND_DELAY_MS  # the window ends long after: 16 h past its time
+    await quiet_user(harness.redis, unique, clock[0] - 3 * 3_600_000)  # no longer quiet now
+    assert await service.handle_parked() == 1
+    assert len(smtp_peer.to(str(who.email))) == 1
 
 
 async def test_a_record_parked_again_while_handled_stays_parked(

@@ -55,7 +55,8 @@ def test_a_daily_reader_gets_the_inbox_now_and_one_digest_at_nine_next_morning()
     assert [n.type for n in early.delivered] == [] and len(state.digest) == 4
     due = run(state, ctx, None, nine, facts=facts_for(ctx))
     (digest,) = due.delivered
-    assert (digest.type, digest.channels) == ("match_digest", ("IN_APP", "EMAIL", "PUSH"))
+    # The inbox has had each match since it came: the digest goes to the other channels.
+    assert (digest.type, digest.channels) == ("match_digest", ("EMAIL", "PUSH"))
     assert digest.subject == "4 new job matches in Nairobi" and "Analyst j-1 at Acme first" in digest.body
     assert state.digest == [] and digest_due(state, ctx) is None
     again = run(state, ctx, None, nine + 3_600_000, facts=facts_for(ctx))
@@ -83,6 +84,23 @@ def test_turning_the_digest_off_sends_what_was_held_at_once() -> None:
     assert digest_due(state, ctx) == ms("2026-03-10T10:00:00Z")
     (told,) = run(state, ctx, None, ms("2026-03-10T11:00:00Z"), facts=facts_for(ctx)).delivered
     assert told.type == "job_match" and state.digest == []
+
+
+def test_news_the_inbox_already_had_is_not_held_again() -> None:
+    state, ctx = RiskState("u-1"), context(tz=NAIROBI, prefs=prefs("daily"))
+    news = match_notices([match("j-1", "2026-03-10T10:00:00Z")])
+    notify(state, ctx, news, CountsSpy())
+    nine = ms("2026-03-11T09:00:00+03:00")
+    run(state, ctx, None, nine, facts=facts_for(ctx))  # day 1's digest tells j-1
+    again = notify(state, ctx, news, CountsSpy())  # the same news again (a replayed posting)
+    assert again.delivered == [] and state.digest == [] and digest_due(state, ctx) is None
+
+
+def test_a_digest_reader_with_the_inbox_only_gets_no_second_copy() -> None:
+    state, ctx = RiskState("u-1"), context(tz=NAIROBI, prefs={"channels": ["IN_APP"], "digest": "daily"})
+    notify(state, ctx, match_notices([match("j-1", "2026-03-10T10:00:00Z")]), CountsSpy())
+    out = run(state, ctx, None, ms("2026-03-11T09:00:00+03:00"), facts=facts_for(ctx))
+    assert out.delivered == [] and state.digest == []
 
 
 def test_status_news_is_never_held() -> None:

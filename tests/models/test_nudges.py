@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from models.campaigns.looks import CampaignLooks
 from models.campaigns.parsing import parse_campaign
 from models.campaigns.records import Campaign, UserFacts
 from models.campaigns.status import with_status
@@ -659,7 +660,7 @@ def test_a_campaign_that_reached_the_worker_after_the_users_look_still_fires_onc
     ctx = context(last_active_ms=LAST, streak=3)
     settings = RiskSettings(rescore_ms=5 * DAY_MS)
     state = look_state(checked_ms=at + 10 * 60_000)
-    state.campaigns_seen = []  # a state of this version: its looks are remembered
+    state.campaign_looks = CampaignLooks(floor_ms=-1)  # a state of this version: looks remembered
     # Rescheduled when the campaigns change: due at once for the occurrence it missed.
     assert next_look(state, ctx, settings, [campaign]) == at + 10 * 60_000
     out = run(state, ctx, None, at + 11 * 60_000, campaigns=[campaign])
@@ -669,7 +670,7 @@ def test_a_campaign_that_reached_the_worker_after_the_users_look_still_fires_onc
     assert again.delivered == [] and again.campaign_outcomes == []  # not looked at twice
     # Past the lookback, a campaign that old is not fired for a user looked at since.
     late = look_state(checked_ms=at + 2 * HOUR_MS)
-    late.campaigns_seen = []
+    late.campaign_looks = CampaignLooks(floor_ms=-1)
     assert run(late, ctx, None, at + 2 * HOUR_MS + 60_000, campaigns=[campaign]).delivered == []
 
 
@@ -677,7 +678,26 @@ def test_a_state_from_before_looks_were_remembered_gets_no_lookback_once() -> No
     at = ms("2026-03-11T01:00:00Z")
     state = look_state(checked_ms=at + 10 * 60_000)  # campaigns_seen None: an older state
     out = run(state, context(last_active_ms=LAST), None, at + 11 * 60_000, campaigns=[one_time(at_ms=at)])
-    assert out.delivered == [] and state.campaigns_seen == []
+    assert out.delivered == [] and state.campaign_looks is not None
+    # Its lookback never reaches before the look the memory started at.
+    assert state.campaign_looks.floor_ms == at + 10 * 60_000
+    again = run(state, context(last_active_ms=LAST), None, at + 12 * 60_000, campaigns=[one_time(at_ms=at)])
+    assert again.delivered == [] and again.campaign_outcomes == []
+
+
+def test_many_campaigns_in_one_hour_are_each_looked_at_once() -> None:
+    """Past any count: the memory is kept by time, so a second look re-evaluates nothing and
+    the user is not rescheduled at once over and over."""
+    at = ms("2026-03-11T01:00:00Z")
+    campaigns = [one_time(f"c{i}", at_ms=at + i * 30_000) for i in range(70)]
+    ctx = context(last_active_ms=LAST, streak=3)
+    state = look_state(checked_ms=at - 60_000)
+    state.campaign_looks = CampaignLooks(floor_ms=-1)
+    first = run(state, ctx, None, at + HOUR_MS, campaigns=campaigns)
+    assert len(first.delivered) >= 1
+    second = run(state, ctx, None, at + HOUR_MS + 60_000, campaigns=campaigns)
+    assert second.campaign_outcomes == []
+    assert next_look(state, ctx, RiskSettings(rescore_ms=5 * DAY_MS), campaigns) != state.campaigns_checked_ms
 
 
 def test_next_look_drops_the_streak_warning_once_it_was_considered() -> None:
