@@ -35,6 +35,7 @@ from infra.redis_conn import RedisClient, connect
 from infra.settings import Settings
 from infra.signing import RecordSigner
 from infra.tracking import Links, LinkSigner
+from models.contact_verification import CodeSealer
 from models.interventions.policy import STAFF_CHANNEL
 from models.receipts import BounceAddresses, VerpSigner, africastalking_callback_url
 from streams.records import Record
@@ -105,6 +106,7 @@ async def serve(
         rates={name: config.rate_of(name) for name in channels},
         concurrency=config.concurrency,
         parked=Parked(redis),
+        codes=CodeSealer(secret),
     )
     consumer = AIOKafkaConsumer(
         topic,

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -38,6 +39,7 @@ from infra import keys, topics
 from infra.producer import EventProducer
 from infra.redis_conn import RedisClient
 from infra.signing import RecordSigner
+from models.contact_verification import CODE_PLACEHOLDER, CodeSealer, pending_id_of
 from models.delivery import (
     MAX_ATTEMPTS,
     DeliveryRequest,
@@ -110,6 +112,7 @@ class DeliveryService:
         clock_ms: Callable[[], int] = _now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         parked: Parked | None = None,
+        codes: CodeSealer | None = None,
     ) -> None:
         self.redis = redis
         self.producer = producer
@@ -128,6 +131,8 @@ class DeliveryService:
         self.sleep = sleep
         #: Where sends wait out the user's quiet hours (None: they are never held back).
         self.parked = parked
+        #: Unseals contact-verification codes (None: verifications are dead-lettered).
+        self.codes = codes
         self._off_logged: set[str] = set()
         self.receipts = ReceiptIndex(redis)
 
@@ -178,6 +183,11 @@ class DeliveryService:
             if not sends:
                 return
         if request.verification:
+            unsealed = self._with_code(request)
+            if unsealed is None:
+                dead.append(DeadLetter(rec, "bad_code", "a verification whose code does not unseal"))
+                return
+            request = unsealed
             # The pending address is the recipient: the profile has no such address yet.
             recipient = Recipient.verifying(request.user_id, request.channels[0], request.to)
         else:
@@ -185,6 +195,20 @@ class DeliveryService:
                 recipient = await self._recipient(request.user_id, "PUSH" in sends)
             sends = await self._park_if_quiet(rec, recipient, sends)
         await asyncio.gather(*(self._send(rec, request, recipient, c, outcomes, dead) for c in sends))
+
+    def _with_code(self, request: DeliveryRequest) -> DeliveryRequest | None:
+        """A verification with its code written into its text (it travels sealed)."""
+        if self.codes is None:
+            return None
+        code = self.codes.unseal(request.user_id, pending_id_of(request.notification_id), request.code_sealed)
+        if code is None:
+            return None
+        return replace(
+            request,
+            subject=request.subject.replace(CODE_PLACEHOLDER, code),
+            body=request.body.replace(CODE_PLACEHOLDER, code),
+            code_sealed="",
+        )
 
     async def _park_if_quiet(
         self, rec: Record, recipient: Recipient, sends: tuple[str, ...]

@@ -13,6 +13,7 @@ API's 422.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 #: RFC 5321: a path is at most 256 octets with its brackets, so an address at most 254; the
 #: local part at most 64.
@@ -75,28 +76,25 @@ def normalize_phone(value: str) -> str:
     return compact
 
 
-_DOTTED = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# After NFKC (which folds fullwidth and other look-alike dots and slashes to ASCII): a letter or
+# digit, a dot, a letter or digit is how every host name reads; a name rarely needs it.
+_DOT_BETWEEN = re.compile(r"[^\W_]\.[^\W_]")
+#: Characters a link or an address needs and a name does not.
+_LINK_MARKS = frozenset("/@:\\")
+#: Dots a name could hide a host name with that NFKC does not fold to ".".
+_DOT_LIKE = frozenset("\u2024\u2027\u00b7\u0701\u0702\u2e31\u30fb\uff61\u3002")
 
 
 def safe_display_name(name: str | None) -> str | None:
     """``name`` as a message may show it, or None ("there") when it holds something a reader
     could follow as a link: a name is the user's own text, and a stranger-chosen "name" such as
-    "Prize at win.example.com" must not ride to an inbox in the engine's voice."""
+    "Prize at win.example.com" must not ride to an inbox in the engine's voice. Strict on
+    purpose (linear, no backtracking): "J.Doe" reads "there" too; "J. Doe" is kept."""
     if not name:
         return None
-    if "://" in name or "www." in name.lower():
+    text = unicodedata.normalize("NFKC", name)
+    if any(ch in _LINK_MARKS or ch in _DOT_LIKE for ch in text) or "www" in text.lower():
         return None
-    for dotted in _DOTTED.findall(name):
-        # A dotted word ending in a TLD a link would use; "J.Doe" or "Amina.Kariuki" do not.
-        if dotted.rsplit(".", 1)[1].lower() in _COMMON_TLDS:
-            return None
+    if _DOT_BETWEEN.search(text):
+        return None
     return name
-
-
-#: TLDs a link in a name would use (the common generic ones and the region's country codes);
-#: a tail outside this list ("Amina.Kariuki") reads as a name.
-_TLD_WORDS = (
-    "com net org info biz io co me app dev xyz top site online link click ly gl to cc us uk ke ug tz "
-    "rw ng za gh et eg ma in pk cn ru de fr es it nl br au ca"
-)
-_COMMON_TLDS = frozenset(_TLD_WORDS.split())

@@ -8,19 +8,29 @@ the profile, where the delivery services read it. Addresses written to ``user-pr
 platform itself are the platform's word and are used as they are (CONTRACT §4).
 
 A code is six digits: guessable one time in a million, and ``MAX_ATTEMPTS`` wrong guesses end
-the pending address. It is kept as an HMAC, never in clear. Sends are paced per user and per
-address (``USER_SENDS`` / ``ADDRESS_SENDS``), so the routes cannot be turned into a way to flood
-a stranger's inbox or phone with codes.
+the pending address. It is kept as an HMAC in Redis, and travels to the deliverer sealed
+(``CodeSealer``, AES-GCM with a key derived from the secret): the `notifications` record, and any
+dead-letter copy of it, carries ``{code}`` in its text and the sealed code beside it, so whoever
+can read Kafka cannot confirm an address. Sends are paced per user, per user and address, per
+address whoever asks, and per channel in all (``SEND_LIMITS``), so the routes cannot be turned
+into a way to flood a stranger's inbox or phone with codes, nor to run up an SMS bill; the
+address is paced in its canonical form (``canonical_address``), so spelling it another way does
+not buy more codes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from models.time_units import DAY_MS, HOUR_MS, MINUTE_MS
 
@@ -35,11 +45,23 @@ TTL_MS: dict[Channel, int] = {"EMAIL": DAY_MS, "SMS": 15 * MINUTE_MS}
 #: Wrong codes before the pending address is dropped (a fresh one must be asked for).
 MAX_ATTEMPTS = 5
 CODE_DIGITS = 6
-#: Codes sent: per user (any address) and per address (any user), as (count, per ms).
-USER_SENDS = (5, HOUR_MS)
-ADDRESS_SENDS = (3, DAY_MS)
+#: Codes sent at most, as (count, per ms), by what the bucket is keyed on: the user (any
+#: address); the user and the address (the owner's own allowance); the address whoever asks (what
+#: a stranger can receive); the channel in all (an SMS bill has a ceiling).
+SEND_LIMITS: dict[str, tuple[int, int]] = {
+    "user": (5, HOUR_MS),
+    "user-address": (3, DAY_MS),
+    "address": (10, DAY_MS),
+    "channel-SMS": (500, HOUR_MS),
+    "channel-EMAIL": (5000, HOUR_MS),
+}
+#: Mail providers that ignore dots in the local part.
+_DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+#: The placeholder the code takes in a verification's text until the deliverer unseals it.
+CODE_PLACEHOLDER = "{code}"
 
 _LABEL = b"elimu-pulse/contact-codes/v1"
+_SEAL_LABEL = b"elimu-pulse/contact-codes-sealed/v1"
 
 Check = Literal["ok", "wrong", "expired", "exhausted", "none"]
 
@@ -138,17 +160,54 @@ class CodeBook:
         return "exhausted" if pending.attempts >= MAX_ATTEMPTS else "wrong"
 
 
+def canonical_address(channel: Channel, address: str) -> str:
+    """One spelling per mailbox, for pacing: the whole address lower-cased, a ``+tag`` dropped,
+    dots dropped where the provider ignores them; a number is already E.164."""
+    if channel != "EMAIL":
+        return address
+    local, _, domain = address.lower().rpartition("@")
+    local = local.split("+", 1)[0]
+    if domain in _DOTLESS:
+        local, domain = local.replace(".", ""), _DOTLESS[domain]
+    return f"{local}@{domain}"
+
+
+class CodeSealer:
+    """Seals a code for the `notifications` record and unseals it in the deliverer (AES-GCM,
+    bound to the user and the pending request, so a sealed code cannot be moved to another)."""
+
+    def __init__(self, secret: str) -> None:
+        key = hmac.new(secret.encode("utf-8"), _SEAL_LABEL, hashlib.sha256).digest()
+        self._aead = AESGCM(key)
+
+    def seal(self, user_id: str, pending_id: str, code: str) -> str:
+        nonce = secrets.token_bytes(12)
+        sealed = self._aead.encrypt(nonce, code.encode(), f"{user_id}\x00{pending_id}".encode())
+        return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def unseal(self, user_id: str, pending_id: str, sealed: str) -> str | None:
+        """The code, or None when ``sealed`` is not one sealed here for this user and request."""
+        try:
+            raw = base64.urlsafe_b64decode(sealed.encode()[:256])
+            code = self._aead.decrypt(raw[:12], raw[12:], f"{user_id}\x00{pending_id}".encode()).decode()
+        except (ValueError, InvalidTag, binascii.Error, UnicodeDecodeError):
+            return None
+        return code if code.isdigit() and len(code) == CODE_DIGITS else None
+
+
 def normalize_code(code: str) -> str:
     """What a person may type: spaces and dashes between the digits are dropped."""
     return "".join(ch for ch in code[:32] if ch not in " -")
 
 
 def verification_message(
-    user_id: str, pending: Pending, code: str, now_iso: str, link_hint: bool
+    user_id: str, pending: Pending, sealed_code: str, now_iso: str, link_hint: bool
 ) -> dict[str, Any]:
     """The `notifications` record that carries the code to the pending address. ``to`` names the
     address (models/delivery.py reads it for this type only); the id is the pending request's,
-    which the email's confirmation link names."""
+    which the email's confirmation link names. The text holds ``{code}``; the code travels
+    sealed (``CodeSealer``) in ``code_sealed``."""
+    code = CODE_PLACEHOLDER
     minutes = TTL_MS[pending.channel] // MINUTE_MS
     if pending.channel == "EMAIL":
         subject = "Confirm your email address for Elimu Pulse"
@@ -177,6 +236,7 @@ def verification_message(
         "variant": "",
         "created_at": now_iso,
         "deliver_at": now_iso,
+        "code_sealed": sealed_code,
     }
 
 

@@ -68,6 +68,8 @@ class DeliveryRequest:
     #: The address a contact verification goes to (the pending one, not yet the profile's):
     #: set for that type only, and it is the only type sent anywhere but the profile's address.
     to: str = ""
+    #: A contact verification's code, sealed (models/contact_verification.py ``CodeSealer``).
+    code_sealed: str = ""
 
     def sends(self) -> tuple[str, ...]:
         """The channels the delivery services send this notification on."""
@@ -110,6 +112,7 @@ def parse_notification(raw: bytes) -> DeliveryRequest:
         deliver_at_ms=deliver_at,
         html=_html(obj.get("html")),
         to=_verification_address(obj, channels_) if kind == VERIFICATION_TYPE else "",
+        code_sealed=_text(obj, "code_sealed", 256) if kind == VERIFICATION_TYPE else "",
     )
 
 

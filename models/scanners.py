@@ -27,9 +27,13 @@ TRAPPED_FOR_MS = 10 * MINUTE_MS
 #: Channels whose links pass through mail gateways.
 SCANNED_CHANNELS = frozenset({"EMAIL"})
 
+# Named crawlers and scanners, and HTTP libraries; not a bare "bot" (CUBOT is a phone brand).
 _MACHINE_AGENT = re.compile(
-    r"(?i)bot\b|bot/|crawl|spider|slurp|preview|scanner|safelinks|proofpoint|mimecast|barracuda"
-    r"|python-|curl/|wget/|go-http|okhttp|java/|headless|phantomjs|libwww|httpclient|axios/"
+    r"(?i)googlebot|bingbot|yandexbot|duckduckbot|baiduspider|applebot|slackbot|twitterbot"
+    r"|linkedinbot|discordbot|telegrambot|facebookexternalhit|whatsapp/|skypeuripreview"
+    r"|linkpreview|[a-z]*crawler|spider|slurp|scanner|safelinks|proofpoint|mimecast|barracuda"
+    r"|\(compatible;[^)]*\bbot\b|python-|curl/|wget/|go-http|okhttp|java/|headless|phantomjs"
+    r"|libwww|httpclient|axios/"
 )
 
 

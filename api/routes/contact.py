@@ -35,12 +35,13 @@ from infra.producer import ProducerUnavailable
 from infra.tracking import MAX_TOKEN_LEN
 from models.contact import normalize_email, normalize_phone
 from models.contact_verification import (
-    ADDRESS_SENDS,
     FIELDS,
-    USER_SENDS,
+    SEND_LIMITS,
     Channel,
     CodeBook,
+    CodeSealer,
     Pending,
+    canonical_address,
     pending_id_of,
     verification_message,
 )
@@ -51,6 +52,11 @@ router = APIRouter(tags=["profile"])
 Token = Path(min_length=1, max_length=MAX_TOKEN_LEN)
 MAX_BODY_BYTES = 1024
 
+# Removes the pending request only if it is still the one confirmed (not replaced meanwhile).
+_TAKE_IF_SAME = """
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # Counts a wrong guess only while the pending address exists, so a guess racing the expiry (or
 # the confirmation) never leaves a stray hash without a TTL behind.
 _COUNT_ATTEMPT = """
@@ -69,14 +75,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _paced(state: AppState, user_id: str, address: str) -> None:
-    """429 when this user, or anyone, has asked for too many codes to ``address`` lately."""
-    digest = hashlib.sha256(address.encode()).hexdigest()[:32]
-    for scope, subject, (count, per_ms) in (
-        ("verify-user", user_id, USER_SENDS),
-        ("verify-address", digest, ADDRESS_SENDS),
-    ):
-        limiter = RateLimiter(state.redis, scope, count / (per_ms / 1000), count)
+async def _paced(state: AppState, user_id: str, channel: Channel, address: str) -> None:
+    """429 when too many codes were asked for lately: by this user, by this user for this
+    address, for this address by anyone (in its canonical spelling), or on this channel in all
+    (models/contact_verification.py ``SEND_LIMITS``)."""
+    digest = hashlib.sha256(canonical_address(channel, address).encode()).hexdigest()[:32]
+    subjects = {
+        "user": user_id,
+        "user-address": f"{user_id}:{digest}",
+        "address": digest,
+        f"channel-{channel}": channel,
+    }
+    for scope, subject in subjects.items():
+        count, per_ms = SEND_LIMITS[scope]
+        limiter = RateLimiter(state.redis, f"verify-{scope}", count / (per_ms / 1000), count)
         decision = await limiter.take(subject)
         if not decision.allowed:
             raise ApiError(
@@ -87,14 +99,18 @@ async def _paced(state: AppState, user_id: str, address: str) -> None:
             )
 
 
-async def start(state: AppState, user_id: str, channel: Channel, address: str) -> Pending:
+async def start(
+    state: AppState, user_id: str, channel: Channel, address: str, *, again: bool = False
+) -> Pending:
     """Hold ``address`` as pending and send its code, unless that very address is already
-    pending and its code still works (a profile PUT repeated does not send codes again)."""
+    pending and its code still works (a profile PUT repeated does not send codes again; with
+    ``again``, a fresh code replaces it). Paced before anything changes: a refused request
+    leaves the pending code as it was."""
     now = now_ms()
     current = await pending(state, user_id, channel)
-    if current is not None and current.address == address and current.expires_ms > now:
+    if not again and current is not None and current.address == address and current.expires_ms > now:
         return current
-    await _paced(state, user_id, address)
+    await _paced(state, user_id, channel, address)
     fresh, code = CodeBook(state.secret).new(user_id, channel, address, now)
     key = keys.contact_pending(user_id, channel)
     async with state.redis.pipeline(transaction=True) as pipe:
@@ -102,27 +118,44 @@ async def start(state: AppState, user_id: str, channel: Channel, address: str) -
         pipe.hset(key, mapping=fresh.to_fields())  # type: ignore[arg-type]  # dict invariance
         pipe.pexpireat(key, fresh.expires_ms)
         await pipe.execute()
-    message = verification_message(user_id, fresh, code, format_ts(now), link_hint=channel == "EMAIL")
+    sealed = CodeSealer(state.secret).seal(user_id, fresh.id, code)
+    message = verification_message(user_id, fresh, sealed, format_ts(now), link_hint=channel == "EMAIL")
     try:
         await state.producer.send_all(
             state.config.notifications_topic, [(user_id, message)], state.config.produce_timeout_s
         )
     except ProducerUnavailable as exc:
-        await state.redis.delete(key)
+        # The new code never left: put back what was pending before (if anything).
+        await _restore(state, key, current)
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
     return fresh
 
 
+async def _restore(state: AppState, key: str, previous: Pending | None) -> None:
+    async with state.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        if previous is not None and previous.expires_ms > now_ms():
+            pipe.hset(key, mapping=previous.to_fields())  # type: ignore[arg-type]  # dict invariance
+            pipe.pexpireat(key, previous.expires_ms)
+        await pipe.execute()
+
+
 async def _confirm(state: AppState, user_id: str, confirmed: Pending) -> OrjsonResponse:
-    """Write the confirmed address into the profile; only the caller that removed the pending
-    request writes (two confirmations racing write once)."""
-    if not await state.redis.delete(keys.contact_pending(user_id, confirmed.channel)):
+    """Write the confirmed address into the profile. Only the caller that removed this very
+    request writes (two confirmations racing write once; a request replaced meanwhile is not
+    removed), and a write that fails puts the request back, so the code still works."""
+    key = keys.contact_pending(user_id, confirmed.channel)
+    if not await state.redis.eval(_TAKE_IF_SAME, 1, key, confirmed.id):
         raise ApiError(409, "already_confirmed", "this address was just confirmed or replaced")
     held = await held_profile(state, user_id) or {}
     fields = {**profile_fields(held), FIELDS[confirmed.channel]: confirmed.address}
-    return await write_profile(
-        state, user_id, held, {**fields, "notification_prefs": held.get("notification_prefs") or {}}
-    )
+    try:
+        return await write_profile(
+            state, user_id, held, {**fields, "notification_prefs": held.get("notification_prefs") or {}}
+        )
+    except ApiError:
+        await _restore(state, key, confirmed)
+        raise
 
 
 def _channel(value: object) -> Channel:
@@ -189,8 +222,7 @@ async def resend(user_id: str, request: Request, state: StateDep, principal: Pri
     held = await pending(state, user_id, channel)
     if held is None:
         raise ApiError(404, "nothing_pending", f"no {FIELDS[channel]} is waiting for a code")
-    await state.redis.delete(keys.contact_pending(user_id, channel))
-    fresh = await start(state, user_id, channel, held.address)
+    fresh = await start(state, user_id, channel, held.address, again=True)
     return OrjsonResponse({**fresh.view(), "expires_at": format_ts(fresh.expires_ms)}, status_code=202)
 
 

@@ -19,7 +19,13 @@ from redis.asyncio import Redis
 from api import profile_writes
 from infra import keys
 from infra.tracking import Links, LinkSigner
-from models.contact_verification import MAX_ATTEMPTS, VERIFICATION_TYPE
+from models.contact_verification import (
+    MAX_ATTEMPTS,
+    SEND_LIMITS,
+    VERIFICATION_TYPE,
+    CodeSealer,
+    pending_id_of,
+)
 from models.delivery import DeliveryRequest, parse_notification
 from models.events import InvalidEvent
 from tests.api.conftest import SECRET, bearer, end_offset, read_topic
@@ -64,9 +70,14 @@ async def client(make_client: Callable[..., Any], topics_: dict[str, str]) -> ht
 
 
 def code_of(record: ConsumerRecord[bytes, bytes]) -> str:
-    match = re.search(r"\b(\d{6})\b", orjson.loads(record.value)["body"])
-    assert match, record.value
-    return match.group(1)
+    """The code a record carries, unsealed as the deliverer unseals it (never in clear)."""
+    value = orjson.loads(record.value)
+    assert re.search(r"\b\d{6}\b", value["body"]) is None and "{code}" in value["body"]
+    code = CodeSealer(SECRET).unseal(
+        value["user_id"], pending_id_of(value["notification_id"]), value["code_sealed"]
+    )
+    assert code is not None, record.value
+    return code
 
 
 async def test_a_new_email_waits_for_its_code_which_goes_to_that_address(
@@ -207,19 +218,55 @@ async def test_a_repeated_put_sends_no_second_code_and_removal_needs_none(
     assert await end_offset(kafka_bootstrap, topics_["notifications"]) == 1
 
 
-async def test_codes_to_one_address_are_paced_whoever_asks(
+async def test_codes_to_one_address_are_paced_whoever_asks_however_spelled(
     client: httpx.AsyncClient, topics_: dict[str, str], kafka_bootstrap: str
 ) -> None:
-    """Many accounts naming one stranger's number cannot text them a stream of codes."""
+    """Many accounts naming one stranger's mailbox, each spelling it another way, cannot mail
+    them a stream of codes: 10 a day reach it, in all."""
+    limit = SEND_LIMITS["address"][0]
+    spellings = [
+        f"V.ictim+{i}@Gmail.com" if i % 2 else f"victim+{i}@googlemail.com" for i in range(limit + 2)
+    ]
     answers = []
-    for i in range(5):
+    for i, address in enumerate(spellings):
         user = f"spam-{i}"
-        response = await client.put(
-            profile_path(user), json={"phone": "+254 799 999 999"}, headers=bearer(user)
-        )
+        response = await client.put(profile_path(user), json={"email": address}, headers=bearer(user))
         answers.append(response.status_code)
-    assert answers == [202, 202, 202, 429, 429]
-    assert await end_offset(kafka_bootstrap, topics_["notifications"]) == 3
+    assert answers == [202] * limit + [429, 429]
+    assert await end_offset(kafka_bootstrap, topics_["notifications"]) == limit
+
+
+async def test_a_refused_resend_leaves_the_code_already_sent_working(
+    client: httpx.AsyncClient, topics_: dict[str, str], kafka_bootstrap: str
+) -> None:
+    await client.put(profile_path("u-5"), json={"phone": "+254 711 555 000"}, headers=bearer("u-5"))
+    (sent,) = await read_topic(kafka_bootstrap, topics_["notifications"], 1)
+    own = SEND_LIMITS["user-address"][0]
+    answers = [
+        (
+            await client.post(f"{verify_path('u-5')}/resend", json={"channel": "SMS"}, headers=bearer("u-5"))
+        ).status_code
+        for _ in range(own)
+    ]
+    assert answers == [202] * (own - 1) + [429]  # the owner's own allowance for that number
+    *_, last = await read_topic(kafka_bootstrap, topics_["notifications"], own)
+    # The refused resend changed nothing: the newest code sent still confirms.
+    body = {"channel": "SMS", "code": code_of(last)}
+    assert (await client.post(verify_path("u-5"), json=body, headers=bearer("u-5"))).status_code in (200, 202)
+    assert code_of(sent) != "" and sent.offset == 0
+
+
+async def test_confirming_a_request_replaced_meanwhile_removes_nothing(
+    client: httpx.AsyncClient, topics_: dict[str, str], kafka_bootstrap: str, redis: Redis
+) -> None:
+    """The mailed link of an older request: 404, and the newer one still waits for its code."""
+    await client.put(profile_path("u-6"), json={"email": "six@example.org"}, headers=bearer("u-6"))
+    (first,) = await read_topic(kafka_bootstrap, topics_["notifications"], 1)
+    links = Links(LinkSigner(SECRET), "http://api.test")
+    old_link = links.url("verify", parse_notification(first.value), "EMAIL", now_ms())
+    await client.post(f"{verify_path('u-6')}/resend", json={"channel": "EMAIL"}, headers=bearer("u-6"))
+    assert (await client.post(old_link.removeprefix("http://api.test"))).status_code == 404
+    assert await redis.exists(keys.contact_pending("u-6", "EMAIL"))
 
 
 @pytest.mark.parametrize(
@@ -243,6 +290,7 @@ async def test_a_verification_request_parses_only_with_one_checked_address() -> 
         "type": VERIFICATION_TYPE,
         "body": "code 123456",
         "deliver_at": "2026-12-07T10:00:00Z",
+        "code_sealed": "sealed",
     }
     ok: DeliveryRequest = parse_notification(
         orjson.dumps({**base, "channels": ["SMS"], "to": "+254 700 000 001"})
@@ -253,6 +301,7 @@ async def test_a_verification_request_parses_only_with_one_checked_address() -> 
         {"channels": ["PUSH"], "to": "a@b.co"},
         {"channels": ["EMAIL"], "to": "a@b.co, c@d.co"},
         {"channels": ["EMAIL"]},
+        {"channels": ["EMAIL"], "to": "a@b.co", "code_sealed": None},  # no code, nothing to send
     ):
         with pytest.raises(InvalidEvent):
             parse_notification(orjson.dumps({**base, **bad}))

@@ -52,6 +52,7 @@ from infra.settings import Settings
 from infra.signing import RecordSigner
 from infra.tracking import Links, LinkSigner
 from infra.vapid import private_pem, public_key_b64
+from models.contact_verification import CodeSealer
 from models.events import format_ts
 from models.push import PushSubscription, parse_subscription
 from streams.records import Record
@@ -602,6 +603,7 @@ class Harness:
             sleep=self._sleep,
             clock_ms=clock_ms,
             parked=parked,
+            codes=CodeSealer(SECRET),
         )
 
     async def close(self) -> None:

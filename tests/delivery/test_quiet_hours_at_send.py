@@ -121,14 +121,21 @@ async def test_a_record_parked_again_while_handled_stays_parked(
 async def test_a_verification_code_is_never_held_back(
     harness: Harness, config: DeliveryConfig, sms_peer: SmsPeer, unique: str
 ) -> None:
-    from models.contact_verification import CodeBook, verification_message
+    from models.contact_verification import CodeBook, CodeSealer, verification_message
     from models.events import format_ts
+    from tests.delivery.conftest import SECRET
 
     clock = [now_ms()]
     who = await quiet_user(harness.redis, unique, clock[0])
     parked = Parked(harness.redis, f"{keys.DELIVERY_PARKED}:{unique}")
     service = harness.service(config, parked=parked, clock_ms=lambda: clock[0])
     pending, code = CodeBook("test-secret").new(who.uid, "SMS", "+254711000444", clock[0])
-    value = verification_message(who.uid, pending, code, format_ts(clock[0]), link_hint=False)
+    value = verification_message(
+        who.uid,
+        pending,
+        CodeSealer(SECRET).seal(who.uid, pending.id, code),
+        format_ts(clock[0]),
+        link_hint=False,
+    )
     await service.handle_batch([record(value, who.uid)])
     assert len(sms_peer.to("+254711000444")) == 1 and await harness.redis.zcard(parked.key) == 0

@@ -10,11 +10,12 @@ import html
 import re
 from urllib.parse import unquote
 
+import orjson
 import pytest
 
 from delivery.config import DeliveryConfig
 from infra.tracking import ROUTES, LinkSigner
-from models.contact_verification import CodeBook, pending_id_of, verification_message
+from models.contact_verification import CodeBook, CodeSealer, pending_id_of, verification_message
 from models.events import format_ts
 from tests.delivery.conftest import (
     PUBLIC_URL,
@@ -50,8 +51,13 @@ async def test_a_code_reaches_the_pending_address_only_and_is_not_an_interventio
     new_mail, code_mail = book.new(who.uid, "EMAIL", f"new.{unique}@example.org", now_ms())
     new_phone, code_sms = book.new(who.uid, "SMS", "+254700000002", now_ms())
     stamp = format_ts(now_ms())
-    mail_value = verification_message(who.uid, new_mail, code_mail, stamp, link_hint=True)
-    sms_value = verification_message(who.uid, new_phone, code_sms, stamp, link_hint=False)
+    sealer = CodeSealer(SECRET)
+    mail_value = verification_message(
+        who.uid, new_mail, sealer.seal(who.uid, new_mail.id, code_mail), stamp, link_hint=True
+    )
+    sms_value = verification_message(
+        who.uid, new_phone, sealer.seal(who.uid, new_phone.id, code_sms), stamp, link_hint=False
+    )
     # A nudge after them: its report shows the batch's reports were written.
     nudge = notification(who.uid, f"n-{unique}", ("EMAIL",))
     service = harness.service(config)
@@ -75,6 +81,8 @@ async def test_a_code_reaches_the_pending_address_only_and_is_not_an_interventio
 
     [sms] = sms_peer.to(new_phone.address)
     assert code_sms in sms["message"] and sms_peer.to(str(who.phone)) == []
+    # The record on Kafka never held the code in clear: only the deliverer unsealed it.
+    assert code_sms not in orjson.dumps(sms_value).decode() and "{code}" in str(sms_value["body"])
 
     written = await outcomes.everything()
     assert reports_of(written, nudge["notification_id"]) == []  # suppressed, not sent: no report
@@ -83,12 +91,30 @@ async def test_a_code_reaches_the_pending_address_only_and_is_not_an_interventio
     assert await dead_letters.everything() == []
 
 
+async def test_a_verification_whose_code_does_not_unseal_is_dead_lettered(
+    harness: Harness, config: DeliveryConfig, sms_peer: SmsPeer, dead_letters: Tail, unique: str
+) -> None:
+    """Sealed for another request (or tampered): nothing is sent, the reason says why."""
+    uid = f"u-{unique}"
+    book, sealer = CodeBook(SECRET), CodeSealer(SECRET)
+    one, code = book.new(uid, "SMS", "+254700000011", now_ms())
+    other, _ = book.new(uid, "SMS", "+254700000011", now_ms())
+    value = verification_message(
+        uid, one, sealer.seal(uid, other.id, code), format_ts(now_ms()), link_hint=False
+    )
+    await harness.service(config).handle_batch([record(value, uid)])
+    letters = await dead_letters.wait_for(lambda got: len(got) >= 1, "the dead letter")
+    assert [letter.value["reason"] for letter in letters] == ["bad_code"]
+    assert sms_peer.to("+254700000011") == []
+
+
 async def test_a_forged_verification_is_dead_lettered_and_sends_nothing(
     harness: Harness, config: DeliveryConfig, smtp_peer: SmtpPeer, dead_letters: Tail, unique: str
 ) -> None:
     """Anyone able to write to the broker could otherwise mail any address anything."""
     pending, code = CodeBook(SECRET).new(f"u-{unique}", "EMAIL", f"victim.{unique}@example.org", now_ms())
-    value = verification_message(f"u-{unique}", pending, code, format_ts(now_ms()), link_hint=True)
+    sealed = CodeSealer(SECRET).seal(f"u-{unique}", pending.id, code)
+    value = verification_message(f"u-{unique}", pending, sealed, format_ts(now_ms()), link_hint=True)
     service = harness.service(config)
     await service.handle_batch([record(value, f"u-{unique}", secret="a-forger-s-own-secret-0123456789")])
     letters = await dead_letters.wait_for(lambda got: len(got) >= 1, "the forged record's dead letter")

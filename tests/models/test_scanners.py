@@ -47,3 +47,15 @@ def test_a_trapped_notification_is_a_scanner_whatever_it_says() -> None:
 )
 def test_declared_machines_are_set_aside(agent: str) -> None:
     assert reason(agent=agent) == "agent"
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 Safari/537.36",
+        PHONE,
+    ],
+)
+def test_people_on_phones_named_like_bots_count(agent: str) -> None:
+    assert reason(agent=agent) is None

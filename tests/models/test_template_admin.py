@@ -607,14 +607,14 @@ def test_a_deferred_notification_keeps_its_escaped_html_until_it_is_sent() -> No
     library = TemplateLibrary({"warm": parse_template(raw, "warm", NOW)})
     book = NotificationBook()
     night = T0 + 10 * 3_600_000  # 22:00 UTC: inside quiet hours
-    context = UserContext("u-1", prefs=NIGHT, display_name="<b>Ann</b>")
+    context = UserContext("u-1", prefs=NIGHT, display_name="<b>Ann & Co")
     decision = decide(
         book, context, "gentle_reminder", "k1", night,
         source="risk", variables={}, stats=None, urgency="high", templates=library,
     )  # fmt: skip
     n = decision.notification
     assert n is not None and decision.reason == "deferred"
-    assert n.html == "<p>Hi &lt;b&gt;Ann&lt;/b&gt;</p>"
+    assert n.html == "<p>Hi &lt;b&gt;Ann &amp; Co</p>"
     assert n.to_dict()["html"] == n.html
     assert orjson.loads(orjson.dumps(book.to_dict()))["pending"][0]["html"] == n.html
     deliver(book, n, night + 9 * 3_600_000)
