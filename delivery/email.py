@@ -7,8 +7,8 @@ sorted the way mail servers mean them: 5xx is permanent (a refused recipient is 
 and a lost connection are transient.
 
 With a bounce domain each mail's envelope sender is its own VERP address, so a bounce that comes
-back days later names the mail (delivery/bounces.py); an address a hard bounce declared dead is
-not mailed again (failed, ``suppressed``).
+back days later names the mail (delivery/bounces.py); an address a bounce declared dead is not
+mailed again for 90 days (failed, ``suppressed``), except a contact verification to it.
 """
 
 from __future__ import annotations
@@ -121,8 +121,12 @@ class EmailChannel:
     async def send(self, request: DeliveryRequest, recipient: Recipient) -> Sent:
         if not recipient.email:
             raise SendFailed("no_address", "the profile has no email address", permanent=True)
-        if self.suppressed is not None and await self.suppressed(recipient.email):
-            # It bounced for good before: mailing it again only hurts our sending reputation.
+        if (
+            self.suppressed is not None
+            and not request.verification  # its owner asks to (re)confirm it: if dead, it bounces
+            and await self.suppressed(recipient.email)
+        ):
+            # A bounce said it is dead: mailing it again only hurts our sending reputation.
             raise SendFailed("suppressed", "the address bounced for good before", permanent=True)
         message = self.message(request, recipient, int(time.time() * 1000))
         # The receipt id of a mail is its VERP token: without a bounce domain nothing names it.

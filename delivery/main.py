@@ -37,7 +37,7 @@ from infra.signing import RecordSigner
 from infra.tracking import Links, LinkSigner
 from models.contact_verification import CodeSealer
 from models.interventions.policy import STAFF_CHANNEL
-from models.receipts import BounceAddresses, VerpSigner, africastalking_callback_url
+from models.receipts import BounceAddresses, VerpSigner, africastalking_callback_url, callback_token
 from streams.records import Record
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,13 @@ def bounce_addresses(config: DeliveryConfig, settings: Settings) -> BounceAddres
     if config.bounce_domain is None:
         return None
     return BounceAddresses(VerpSigner(settings.secret()), config.bounce_domain)
+
+
+def callback_url_fingerprint(public_url: str, secret: str) -> str:
+    """Africa's Talking's callback URL with its token cut to 6 characters (30 of its 160 bits):
+    enough to tell whether the dashboard holds the current one, too little to post to it."""
+    token = callback_token(secret)
+    return africastalking_callback_url(public_url, secret).replace(token, token[:6] + "…")
 
 
 async def serve(
@@ -129,10 +136,11 @@ async def serve(
     await consumer.start()
     await producer.start()
     if config.sms is not None and config.sms.kind == "africastalking":
-        # It signs nothing: the URL is the credential, and only we can tell the operator it.
+        # It signs nothing: the URL is the credential, so the log shows only its fingerprint.
         log.info(
-            "Africa's Talking delivery reports: set the dashboard's callback URL to %s",
-            africastalking_callback_url(config.public_url, secret),
+            "Africa's Talking delivery reports: the dashboard's callback URL is %s "
+            "(`elimu sms-callback-url` prints it whole)",
+            callback_url_fingerprint(config.public_url, secret),
         )
     beat = asyncio.create_task(_heartbeat(redis, service_id))
     log.info("delivery service %s up: channels %s", service_id, sorted(channels) or "none")

@@ -6,6 +6,9 @@ receipt will name (``remember``); the SMS webhooks (api/routes/webhooks.py) and 
 listener (delivery/bounces.py) report a receipt with ``publish_receipt``: the first final word
 about a send is reported, later ones (a provider repeating its callback, a second DSN) are not,
 however long after: the analytics only remember recent report ids (models/outcome_ledger.py).
+
+It also keeps the mail addresses a DSN declared dead (``suppress``), each for 90 days; a
+confirmation of the address by its owner lifts that at once (``lift_suppression``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Literal
 from infra import keys
 from infra.producer import EventProducer
 from infra.redis_conn import RedisClient
-from models.receipts import RECEIPT_TTL_MS, Final, SentMessage
+from models.receipts import RECEIPT_TTL_MS, SUPPRESSION_TTL_MS, Final, SentMessage
 
 # Marks the first final word on a send, atomically against a racing second one; an entry that
 # expired (or never was) is not recreated. KEYS: the entry  ARGV: the result
@@ -62,10 +65,16 @@ class ReceiptIndex:
         await self.redis.hdel(keys.delivery_receipt(channel, provider_id), "final")
 
     async def suppress(self, address: str) -> None:
-        await self.redis.sadd(keys.EMAIL_SUPPRESSED, address.strip().lower())
+        """Suppress ``address`` for ``SUPPRESSION_TTL_MS`` (from now: a later bounce renews it)."""
+        await self.redis.set(keys.email_suppressed(address), "1", px=SUPPRESSION_TTL_MS)
 
     async def suppressed(self, address: str) -> bool:
-        return bool(await self.redis.sismember(keys.EMAIL_SUPPRESSED, address.strip().lower()))
+        return bool(await self.redis.exists(keys.email_suppressed(address)))
+
+
+async def lift_suppression(redis: RedisClient, address: str) -> bool:
+    """Mail ``address`` again (its owner confirmed it works); True when it was suppressed."""
+    return bool(await redis.delete(keys.email_suppressed(address)))
 
 
 async def publish_receipt(

@@ -285,7 +285,7 @@ TEMPLATES = _shared("templates")
 # ---------------------------------------------------------------------------------------------
 # Delivery receipts (delivery/receipts.py, docs/notifications.md "Delivery receipts"): the index
 # from the id a provider's later receipt names to the send it is about, and the mail addresses a
-# hard bounce declared dead.
+# bounce declared dead (for a while).
 
 
 def delivery_receipt(channel: str, provider_id: str) -> str:
@@ -296,6 +296,10 @@ def delivery_receipt(channel: str, provider_id: str) -> str:
     return _shared(f"rcpt:{digest}")
 
 
-#: Set of mail addresses (lower-cased) a hard bounce said are dead: the EMAIL channel fails a send
-#: to one at once (``suppressed``). Nothing removes one automatically (``SREM`` by hand).
-EMAIL_SUPPRESSED = _shared("email-suppressed")
+def email_suppressed(address: str) -> str:
+    """Present while a mail address is suppressed: a DSN said it is dead (delivery/receipts.py
+    ``suppress``), so the EMAIL channel fails a send to it at once. One key per address, expiring
+    (``SUPPRESSION_TTL_MS``): checked in O(1), lifted by deleting it (``lift_suppression``). The
+    address (trimmed, lower-cased) is hashed: no address, however hostile, can shape a key."""
+    digest = hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()[:40]
+    return _shared(f"email-suppressed:{digest}")

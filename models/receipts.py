@@ -38,6 +38,10 @@ RECEIPT_CHANNELS = frozenset({"EMAIL", "SMS"})
 #: SMS report comes within the message's validity (hours). A week covers both with a margin; a
 #: receipt later than that is ignored (counted as unknown).
 RECEIPT_TTL_MS = 7 * DAY_MS
+#: How long a dead address stays suppressed: a mailbox can be re-created, a domain revived or an
+#: address reassigned, and a DSN can be wrong. A new bounce renews it; the owner confirming the
+#: address lifts it (delivery/receipts.py ``lift_suppression``).
+SUPPRESSION_TTL_MS = 90 * DAY_MS
 
 #: A later result: the provider delivered it, the address or number is dead (a bounce), or it
 #: failed for another reason (expired, filtered, the provider's trouble).
@@ -51,16 +55,33 @@ TWILIO_ROUTE = "/v1/webhooks/sms/twilio"
 MAX_CALLBACK_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 64
 #: A DSN is a short report plus (at most) the original's headers or body; ours are small mails.
-MAX_DSN_BYTES = 256 * 1024
+MAX_DSN_BYTES = 64 * 1024
 #: Parts of the report and recipient blocks read from one DSN (ours has one recipient).
 MAX_DSN_PARTS = 16
 MAX_DSN_RECIPIENTS = 50
+#: The MIME structure a DSN may have: parts nested at most this deep (a returned mail's
+#: alternatives sit at 4: report, returned part, mail, alternatives), and at most this many parts
+#: in all (the delivery-status blocks not counted). Anything more complex is refused before or
+#: while it is walked (``DsnTooComplex``).
+MAX_MIME_DEPTH = 5
+MAX_MIME_PARTS = 50
+#: Enhanced status codes (RFC 3463) that say the address itself is dead: 5.1.1 no such mailbox,
+#: 5.1.2 no such domain, 5.1.10 a null MX (RFC 7505). Only these suppress the address. Others
+#: are reported ``bounced`` without it: 5.7.x (policy, DMARC, reputation: our fault or the
+#: server's mood), 5.2.2 (mailbox full), 5.2.1 (mailbox disabled, which RFC 3463 says may be
+#: temporary), 5.4.x (routing), 5.3.x (the server's trouble).
+DEAD_ADDRESS_CODES = frozenset({"5.1.1", "5.1.2", "5.1.10"})
 #: The longest reason text kept from a provider (it becomes a report's ``reason``).
 MAX_REASON_LEN = 64
 
 
 class BadReceipt(ValueError):
     """A callback or mail that is not a receipt we can read (malformed, oversized, wrong kind)."""
+
+
+class DsnTooComplex(BadReceipt):
+    """A mail whose structure no DSN has (nested too deep, too many parts, too costly to read):
+    refused outright, unlike a plain mail that is simply not a DSN."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +109,7 @@ class SentMessage:
     template: str
     variant: str
     user_id: str
-    #: The mail's recipient address (EMAIL): a hard bounce suppresses it.
+    #: The mail's recipient address (EMAIL): a DSN that names it dead suppresses it.
     address: str = ""
 
     _FIELDS = ("notification_id", "channel", "type", "template", "variant", "user_id", "address")
@@ -362,15 +383,21 @@ _DELIVERED_ACTIONS = frozenset({"delivered", "expanded"})
 
 @dataclass(frozen=True, slots=True)
 class Bounce:
-    """What a DSN says of the mail: ``result`` None when nothing final; ``hard`` when the
-    address is dead for good (a 5.x.x failure): it is suppressed."""
+    """What a DSN says of the mail: ``result`` None when nothing final; ``dead`` the recipient
+    addresses (lower-cased) it says are dead for good (``DEAD_ADDRESS_CODES``)."""
 
     result: Final | None
     reason: str | None = None
+    dead: frozenset[str] = frozenset()
 
     @property
     def hard(self) -> bool:
         return self.result == "bounced"
+
+    def suppresses(self, address: str) -> bool:
+        """Whether the DSN says ``address`` (the one the mail went to) is dead: a dead-address
+        code in a block whose Final- or Original-Recipient is that address (any case)."""
+        return bool(address) and address.strip().lower() in self.dead
 
 
 def parse_dsn(raw: bytes) -> Bounce:
@@ -378,34 +405,88 @@ def parse_dsn(raw: bytes) -> Bounce:
     with a ``message/delivery-status`` part whose per-recipient blocks say ``Action`` and
     ``Status``. A permanent failure (``failed`` with 5.x.x) is ``bounced``; another failure
     ``failed``; ``delivered``/``expanded`` ``delivered``; ``delayed``/``relayed`` nothing. With
-    several recipients the worst word wins. BadReceipt for anything that is not a DSN (an
-    auto-reply, spam, an oversized or broken mail)."""
+    several recipients the worst word wins. The recipients of failed blocks with a dead-address
+    code are ``dead``. BadReceipt for anything that is not a DSN (an auto-reply, spam, an
+    oversized or broken mail); DsnTooComplex for one nested deeper than ``MAX_MIME_DEPTH`` or with
+    more than ``MAX_MIME_PARTS`` parts."""
     if len(raw) > MAX_DSN_BYTES:
         raise BadReceipt(f"a DSN is at most {MAX_DSN_BYTES} bytes")
+    # Before the parser sees it: its nesting is recursion, so a mail of containers in containers
+    # costs time and stack. Each container declares itself; more of them than parts allowed is
+    # refused unread (a folded header still matches: ``\s`` takes the line break).
+    if len(_CONTAINER.findall(raw)) > MAX_MIME_PARTS:
+        raise DsnTooComplex(f"more than {MAX_MIME_PARTS} MIME containers")
     try:
         message = BytesParser(policy=compat32).parsebytes(raw)
+        _check_structure(message)
         blocks = list(_recipient_blocks(message))
     except BadReceipt:
         raise
+    except RecursionError as exc:
+        raise DsnTooComplex("nested too deep to read") from exc
     except Exception as exc:  # the parser is lenient, but a hostile mail must never crash us
         raise BadReceipt(f"unreadable mail: {type(exc).__name__}") from exc
     if not blocks:
         raise BadReceipt("the report names no recipient")
     outcomes: list[Bounce] = []
+    dead: set[str] = set()
     for block in blocks[:MAX_DSN_RECIPIENTS]:
         action = _key(str(block.get("Action", "")))
         status = _STATUS.match(str(block.get("Status", "")))
-        code = ".".join(status.groups()) if status else ""
+        code = ".".join(str(int(n)) for n in status.groups()) if status else ""
         if action == "failed":
             hard = code.startswith("5.")
             outcomes.append(Bounce("bounced" if hard else "failed", f"dsn_{code or 'failed'}"))
+            if code in DEAD_ADDRESS_CODES:
+                dead.update(_recipients(block))
         elif action in _DELIVERED_ACTIONS:
             outcomes.append(Bounce("delivered"))
     for wanted in ("bounced", "failed", "delivered"):
         for outcome in outcomes:
             if outcome.result == wanted:
-                return outcome
+                return Bounce(outcome.result, outcome.reason, frozenset(dead))
     return Bounce(None)
+
+
+#: A header declaring a part that holds parts (a multipart or an encapsulated message).
+#: A line may end in CR, LF or both, as the parser splits them.
+_CONTAINER = re.compile(rb"(?i)(?:^|[\r\n])content-type:\s*(?:multipart|message)/")
+#: The address types of a recipient field: ``rfc822`` (RFC 3464) and ``utf-8`` (RFC 6533).
+_ADDRESS_TYPES = frozenset({"rfc822", "utf-8"})
+
+
+def _recipients(block: Message) -> set[str]:
+    """The addresses (lower-cased) a block's ``Final-Recipient`` and ``Original-Recipient`` name
+    (``rfc822;addr``, any spacing, any case)."""
+    found: set[str] = set()
+    for name in ("Final-Recipient", "Original-Recipient"):
+        for value in block.get_all(name) or ():
+            kind, sep, address = str(value).partition(";")
+            if sep and kind.strip().lower() in _ADDRESS_TYPES:
+                address = address.strip().strip("<>").strip().lower()
+                if "@" in address:
+                    found.add(address)
+    return found
+
+
+def _check_structure(message: Message) -> None:
+    """DsnTooComplex when the parsed mail nests deeper than ``MAX_MIME_DEPTH`` or has more than
+    ``MAX_MIME_PARTS`` parts (walked without recursion; a delivery-status part's blocks are
+    header blocks, bounded by ``MAX_DSN_RECIPIENTS`` where they are read, not parts)."""
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    parts = 0
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if parts > MAX_MIME_PARTS:
+            raise DsnTooComplex(f"more than {MAX_MIME_PARTS} MIME parts")
+        if depth > MAX_MIME_DEPTH:
+            raise DsnTooComplex(f"MIME parts nested deeper than {MAX_MIME_DEPTH}")
+        if part.get_content_type() in _DELIVERY_STATUS_TYPES:
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
 
 
 def _recipient_blocks(message: Message) -> Iterable[Message]:

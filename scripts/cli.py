@@ -69,6 +69,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sms_callback_url(args: argparse.Namespace) -> int:
+    from delivery.config import DeliveryConfig
+    from models.receipts import africastalking_callback_url
+
+    settings = Settings.from_env()
+    print(
+        africastalking_callback_url(DeliveryConfig.from_env(settings.api_port).public_url, settings.secret())
+    )
+    return 0
+
+
 async def _produce(bootstrap: str, topic: str, lines: TextIO) -> tuple[int, int]:
     from aiokafka import AIOKafkaProducer
 
@@ -166,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--admin", action="store_true")
     tok.add_argument("--ttl", type=int, default=24 * 3600, help="seconds")
     tok.set_defaults(func=cmd_token)
+
+    sub.add_parser(
+        "sms-callback-url", help="print Africa's Talking's delivery report URL (a credential)"
+    ).set_defaults(func=cmd_sms_callback_url)
 
     prod = sub.add_parser("produce", help="publish JSON lines to a topic, keyed as the contract says")
     prod.add_argument("topic")

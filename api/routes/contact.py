@@ -30,6 +30,7 @@ from api.rate_limit import RateLimiter
 from api.responses import OrjsonResponse
 from api.routes.tracking import checked_link, page
 from api.state import AppState
+from delivery.receipts import lift_suppression
 from infra import keys
 from infra.producer import ProducerUnavailable
 from infra.tracking import MAX_TOKEN_LEN
@@ -150,12 +151,16 @@ async def _confirm(state: AppState, user_id: str, confirmed: Pending) -> OrjsonR
     held = await held_profile(state, user_id) or {}
     fields = {**profile_fields(held), FIELDS[confirmed.channel]: confirmed.address}
     try:
-        return await write_profile(
+        response = await write_profile(
             state, user_id, held, {**fields, "notification_prefs": held.get("notification_prefs") or {}}
         )
     except ApiError:
         await _restore(state, key, confirmed)
         raise
+    if confirmed.channel == "EMAIL":
+        # The code reached that mailbox: a suppression from an old bounce no longer holds.
+        await lift_suppression(state.redis, confirmed.address)
+    return response
 
 
 def _channel(value: object) -> Channel:

@@ -7,7 +7,7 @@ and reported like the send's own result, signed, on the outcomes topic: the firs
 on a send counts, a repeated callback does not.
 
 * Africa's Talking signs nothing: its callback URL carries a token derived from ``ELIMU_SECRET``
-  (``elimu deliver`` logs the URL to set in the dashboard); a wrong token is a 404.
+  (``elimu sms-callback-url`` prints the URL to set in the dashboard); a wrong token is a 404.
 * Twilio signs each callback (``X-Twilio-Signature``) with the account's auth token over the URL
   it called, which is the ``StatusCallback`` we gave it: built from ``ELIMU_PUBLIC_URL``, never
   from the request's Host (behind a proxy that is not the URL Twilio called). 403 when it does
@@ -15,7 +15,9 @@ on a send counts, a repeated callback does not.
 
 A report for an id we do not know (older than the index, or another system's) is answered 200
 and ignored (``elimu_api_delivery_receipts_total{outcome="unknown"}``): the provider would only
-retry it. Bodies are bounded and each source is rate limited.
+retry it. Bodies are bounded and each source is rate limited: a Twilio report after its
+signature is checked, one that fails the check (or is no form) in a bucket of its own, so junk
+cannot use up a source's allowance for the real reports.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ router = APIRouter(tags=["webhooks"])
 #: Per source address. A provider posts a few reports per message (sent, delivered), from a few
 #: addresses, so a campaign's burst must pass; a flood of junk must not reach Redis and Kafka.
 RATE_SCOPE, RATE_PER_S, RATE_BURST = "webhook", 100.0, 1000
+#: Requests that fail the check of their sender (a bad Twilio signature, or a body no provider
+#: sends) are charged here, per source, not to the bucket above: junk from an address a provider
+#: shares cannot get the provider's real reports refused.
+UNSIGNED_SCOPE, UNSIGNED_PER_S, UNSIGNED_BURST = "webhook-unsigned", 10.0, 100
 #: The SMS channel's receipts are indexed under this channel (the service's name for it).
 CHANNEL = "SMS"
 
@@ -76,8 +82,14 @@ DeliveryDep = Annotated[DeliveryConfig, Depends(delivery_settings)]
 Token = Path(min_length=1, max_length=64)
 
 
-async def _paced(state: AppState, request: Request, provider: str) -> None:
-    limiter = RateLimiter(state.redis, RATE_SCOPE, RATE_PER_S, RATE_BURST)
+async def _paced(state: AppState, request: Request, provider: str, *, signed: bool = True) -> None:
+    """Charge the request to its source's bucket (``signed``: it passed its provider's check,
+    or there is none to pass before this; else the bucket of failed checks): 429 when empty."""
+    limiter = (
+        RateLimiter(state.redis, RATE_SCOPE, RATE_PER_S, RATE_BURST)
+        if signed
+        else RateLimiter(state.redis, UNSIGNED_SCOPE, UNSIGNED_PER_S, UNSIGNED_BURST)
+    )
     source = request.client.host if request.client else "unknown"
     decision = await limiter.take(source)
     if not decision.allowed:
@@ -146,9 +158,15 @@ async def twilio_report(request: Request, state: StateDep, delivery: DeliveryDep
     if sms is None or sms.kind != "twilio" or url is None:
         # Without Twilio's auth token and our public URL no signature can be checked.
         raise ApiError(404, "not_found", "no Twilio account is configured (ELIMU_SMS_*, ELIMU_PUBLIC_URL)")
-    await _paced(state, request, "twilio")
-    form = await _form(request, "twilio")
+    # The signature first: only a report Twilio signed is charged to the source's bucket.
+    try:
+        form = await _form(request, "twilio")
+    except ApiError:
+        await _paced(state, request, "twilio", signed=False)
+        raise
     if not twilio_signature_valid(sms.api_key, url, form, request.headers.get("x-twilio-signature", "")):
+        await _paced(state, request, "twilio", signed=False)
         metrics.DELIVERY_RECEIPTS.labels("twilio", "bad_signature").inc()
         raise ApiError(403, "forbidden", "the report is not signed by our Twilio account")
+    await _paced(state, request, "twilio")
     return await _report(state, "twilio", _receipt(form, "twilio"))

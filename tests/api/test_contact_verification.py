@@ -196,8 +196,10 @@ async def test_the_mailed_link_confirms_on_post_only_and_a_replaced_link_is_dead
     page = await client.get(url)  # what a mail scanner does: it must not confirm
     assert page.status_code == 200 and "first@example.org" in page.text and 'method="post"' in page.text
     assert await redis.exists(keys.contact_pending("u-1", "EMAIL"))
+    await redis.set(keys.email_suppressed("first@example.org"), "1")  # an old bounce
     confirmed = await client.post(url)
     assert confirmed.status_code == 200 and "confirmed" in confirmed.text
+    assert not await redis.exists(keys.email_suppressed("first@example.org"))  # it works: lifted
     _, record = await read_topic(kafka_bootstrap, topics_["profiles"], 2)
     assert orjson.loads(record.value)["email"] == "first@example.org"
     assert (await client.post(url)).status_code == 404  # used

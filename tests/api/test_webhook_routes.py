@@ -247,3 +247,27 @@ async def test_the_api_reads_the_twilio_settings_as_the_deliverer_does(
         assert answer.json() == {"outcome": "delivered"}, answer.text
     finally:
         delivery_config.cache_clear()
+
+
+async def test_twilio_reports_failing_the_signature_are_charged_apart_from_the_real_ones(
+    hooks: httpx.AsyncClient, index: ReceiptIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "RATE_PER_S", 0.01)
+    monkeypatch.setattr(webhooks, "RATE_BURST", 2)
+    monkeypatch.setattr(webhooks, "UNSIGNED_PER_S", 0.01)
+    monkeypatch.setattr(webhooks, "UNSIGNED_BURST", 3)
+    await index.remember("SM0009", sms("n-9"))
+    fields = {"MessageSid": "SM0009", "MessageStatus": "delivered"}
+    # Junk from the source Twilio posts from: unsigned, badly signed, not a form.
+    junk = [
+        await hooks.post(TWILIO_ROUTE, data=fields),
+        await hooks.post(TWILIO_ROUTE, data=fields, headers=signed(fields, token="not-ours")),
+        await hooks.post(TWILIO_ROUTE, json=fields),
+        await hooks.post(TWILIO_ROUTE, data=fields),
+    ]
+    assert [a.status_code for a in junk] == [403, 403, 400, 429]  # its own bucket ran dry
+    assert_error(junk[-1], 429, "rate_limited")
+    # Twilio's real reports are still taken, and charged to the source's own bucket.
+    real = [await hooks.post(TWILIO_ROUTE, data=fields, headers=signed(fields)) for _ in range(3)]
+    assert [a.status_code for a in real] == [200, 200, 429]
+    assert [a.json()["outcome"] for a in real[:2]] == ["delivered", "duplicate"]

@@ -1,15 +1,20 @@
 """Delivery receipts end to end (docs/notifications.md, "Delivery receipts"): a mail sent through
 the service to a real SMTP peer with its VERP envelope sender, its bounce mailed back over SMTP to
 the bounce listener; an SMS sent through a Twilio-shaped peer, its status callback POSTed, signed,
-to the API. Each ends as a signed report on the real broker's outcomes topic, and a hard bounce
-keeps the address from being mailed again."""
+to the API. Each ends as a signed report on the real broker's outcomes topic, and a bounce that
+names the mail's address dead keeps it from being mailed again (for a while). The listener's own
+limits are tried with real SMTP clients."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
+import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -23,14 +28,26 @@ from redis.asyncio import Redis
 from api.app import create_app
 from api.config import ApiConfig
 from api.routes.webhooks import delivery_settings
+from delivery import bounces as bounce_listener
 from delivery.bounces import BounceHandler, start_bounce_listener
 from delivery.config import DeliveryConfig, SmsProvider
-from delivery.receipts import ReceiptIndex
+from delivery.receipts import ReceiptIndex, lift_suppression
 from infra import keys
 from infra.net import free_port
 from infra.settings import Settings
 from infra.signing import RecordSigner
-from models.receipts import MAX_DSN_BYTES, RECEIPT_TTL_MS, TWILIO_ROUTE, BounceAddresses, VerpSigner
+from models.contact_verification import CodeBook, CodeSealer, verification_message
+from models.events import format_ts
+from models.receipts import (
+    MAX_DSN_BYTES,
+    RECEIPT_TTL_MS,
+    SUPPRESSION_TTL_MS,
+    TWILIO_ROUTE,
+    BadReceipt,
+    BounceAddresses,
+    VerpSigner,
+    callback_token,
+)
 from tests.conftest import create_topic, wait_until
 from tests.delivery.conftest import (
     MAIL_FROM,
@@ -42,13 +59,14 @@ from tests.delivery.conftest import (
     Tail,
     User,
     notification,
+    now_ms,
     record,
     reports_of,
     save_profile,
 )
 from tests.delivery.test_delivery import produce, run_serve, stop_serving
 from tests.delivery.test_twilio import SID, TOKEN, Twilio
-from tests.models.test_receipts import dsn
+from tests.models.test_receipts import _nested, dsn
 
 pytestmark = pytest.mark.integration
 
@@ -100,17 +118,29 @@ def receipts_config(mail_peer: EnvelopeSmtpPeer, twilio_peer: Twilio) -> Deliver
     )
 
 
-@pytest.fixture
-async def listener(harness: Harness) -> AsyncIterator[int]:
-    """The bounce listener, as ``elimu deliver`` starts it, on a free port."""
+@contextlib.asynccontextmanager
+async def running_listener(harness: Harness, **limits: Any) -> AsyncIterator[int]:
+    """The bounce listener, as ``elimu deliver`` starts it (``limits`` its own), on a free port."""
     bounces = BounceAddresses(VerpSigner(SECRET), BOUNCE_DOMAIN)
     port = free_port()
     server = await start_bounce_listener(
-        BounceHandler(bounces, ReceiptIndex(harness.redis), harness.producer), "127.0.0.1", port
+        BounceHandler(bounces, ReceiptIndex(harness.redis), harness.producer), "127.0.0.1", port, **limits
     )
-    yield port
-    server.close()
-    await server.wait_closed()
+    try:
+        yield port
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def listener(harness: Harness) -> AsyncIterator[int]:
+    async with running_listener(harness) as port:
+        yield port
+
+
+async def is_suppressed(redis: Redis, address: str) -> bool:
+    return bool(await redis.exists(keys.email_suppressed(address)))
 
 
 async def bounce(port: int, recipient: str, raw: bytes) -> str:
@@ -169,7 +199,7 @@ async def test_a_hard_bounce_is_reported_and_the_address_is_not_mailed_again(
         assert refused.value.recipients[0].code == 550
     reply = await bounce(listener, bounce_address, b"Subject: Out of office\r\n\r\nBack on Monday.\r\n")
     assert "not a delivery status notification" in reply
-    assert not await redis.sismember(keys.EMAIL_SUPPRESSED, who.email.lower())
+    assert not await is_suppressed(redis, who.email)
 
     # The mailbox does not exist: the receiving server's DSN comes back to the bounce address
     # (null sender; an MTA that upper-cases the local part changes nothing).
@@ -184,7 +214,9 @@ async def test_a_hard_bounce_is_reported_and_the_address_is_not_mailed_again(
         "streak_risk.v2",
         "B",
     )
-    assert await redis.sismember(keys.EMAIL_SUPPRESSED, who.email.lower())
+    assert await is_suppressed(redis, who.email.lower())
+    # For 90 days (a later bounce renews it), not forever.
+    assert 0 < await redis.pttl(keys.email_suppressed(who.email)) <= SUPPRESSION_TTL_MS
 
     # The same DSN again (a server retrying) is not a second bounce.
     await bounce(listener, bounce_address, dsn(("failed", "5.1.1")))
@@ -219,7 +251,7 @@ async def test_a_soft_failure_is_reported_failed_and_suppresses_nothing(
     await bounce(listener, bounce_address, dsn(("failed", "4.4.7")))
     reports = signed_reports(await outcomes.everything(), nid)
     assert [(r["result"], r.get("reason")) for r in reports] == [("sent", None), ("failed", "dsn_4.4.7")]
-    assert not await redis.sismember(keys.EMAIL_SUPPRESSED, who.email.lower())
+    assert not await is_suppressed(redis, who.email)
     await service.handle_batch([record(notification(who.uid, f"n2-{unique}", ("EMAIL",)), who.uid)])
     assert len(mail_peer.to(who.email)) == 2
 
@@ -321,15 +353,197 @@ async def test_elimu_deliver_listens_for_bounces_when_configured(
         await wait_until(lambda: _mailed(mail_peer, who.email or ""), what="the mail")
         [sender] = mail_peer.senders
         assert sender.startswith("bounces+") and sender.endswith(f"@{BOUNCE_DOMAIN}")
-        assert (await bounce(port, sender, dsn(("failed", "5.1.1")))).endswith("OK")
+        dead = dsn(("failed", "5.1.1"), final_recipient=f"rfc822;{who.email}")
+        assert (await bounce(port, sender, dead)).endswith("OK")
         await outcomes.wait_for(lambda rs: len(reports_of(rs, nid)) == 2, "the sent and bounced reports")
     finally:
         await stop_serving(stop, task)
     assert [r["result"] for r in signed_reports(outcomes.records, nid)] == ["sent", "bounced"]
-    assert await redis.sismember(keys.EMAIL_SUPPRESSED, who.email.lower())
+    assert await is_suppressed(redis, who.email)
     with pytest.raises(OSError):  # stopped with the service
         await bounce(port, sender, dsn(("failed", "5.1.1")))
 
 
 async def _mailed(peer: EnvelopeSmtpPeer, address: str) -> bool:
     return len(peer.to(address)) == 1
+
+
+async def test_only_a_dsn_naming_the_mails_address_dead_suppresses_it(
+    harness: Harness,
+    receipts_config: DeliveryConfig,
+    mail_peer: EnvelopeSmtpPeer,
+    listener: int,
+    outcomes: Tail,
+    redis: Redis,
+    unique: str,
+) -> None:
+    who = user(unique)
+    assert who.email is not None
+    await save_profile(redis, who)
+    service = harness.service(receipts_config)
+    elsewhere = "rfc822; x@elsewhere.example"
+    cases = [
+        # A policy refusal (spam filter, DMARC, reputation) of this very address: bounced, but
+        # the address is fine.
+        ("policy", dsn(("failed", "5.7.1"), final_recipient=f"rfc822; {who.email}"), "dsn_5.7.1"),
+        ("full", dsn(("failed", "5.2.2"), final_recipient=f"rfc822; {who.email}"), "dsn_5.2.2"),
+        # A dead-address code, about some other address (a forwarder's, a forged DSN's).
+        ("other", dsn(("failed", "5.1.1"), final_recipient=elsewhere, original_recipient=None), "dsn_5.1.1"),
+    ]  # fmt: skip
+    for name, raw, reason in cases:
+        nid = f"n-{name}-{unique}"
+        await service.handle_batch([record(notification(who.uid, nid, ("EMAIL",)), who.uid)])
+        assert (await bounce(listener, mail_peer.senders[-1], raw)).endswith("OK")
+        reports = signed_reports(await outcomes.everything(), nid)
+        assert [(r["result"], r.get("reason")) for r in reports] == [("sent", None), ("bounced", reason)]
+        assert not await is_suppressed(redis, who.email), name
+    assert len(mail_peer.to(who.email)) == len(cases)  # each went out: nothing suppressed
+    assert not await redis.exists(keys.email_suppressed("x@elsewhere.example"))
+
+
+async def test_a_suppressed_address_still_gets_its_verification_and_is_lifted_by_a_confirmation(
+    harness: Harness,
+    receipts_config: DeliveryConfig,
+    mail_peer: EnvelopeSmtpPeer,
+    outcomes: Tail,
+    redis: Redis,
+    unique: str,
+) -> None:
+    who = user(unique)
+    assert who.email is not None
+    await save_profile(redis, who)
+    service = harness.service(receipts_config)
+    await ReceiptIndex(redis).suppress(who.email.upper())  # any case: the same address
+    nudge = f"n-{unique}"
+    await service.handle_batch([record(notification(who.uid, nudge, ("EMAIL",)), who.uid)])
+    [report] = signed_reports(await outcomes.everything(), nudge)
+    assert (report["result"], report.get("reason")) == ("failed", "suppressed")
+    assert mail_peer.messages == []
+
+    # The user asks to (re)confirm the address: its code goes out, suppressed or not.
+    pending, code = CodeBook(SECRET).new(who.uid, "EMAIL", who.email, now_ms())
+    sealed = CodeSealer(SECRET).seal(who.uid, pending.id, code)
+    value = verification_message(who.uid, pending, sealed, format_ts(now_ms()), link_hint=True)
+    await service.handle_batch([record(value, who.uid)])
+    [mail] = mail_peer.messages  # to the address (its domain lower-cased by the verification)
+    assert mail["To"].addresses[0].addr_spec.lower() == who.email.lower()
+    assert code in str(mail.get_body(("plain",)))
+
+    # Confirmed: the suppression is lifted, and the next nudge is mailed.
+    assert await lift_suppression(redis, f" {who.email} ")
+    assert not await lift_suppression(redis, who.email)  # nothing left to lift
+    later = f"n2-{unique}"
+    await service.handle_batch([record(notification(who.uid, later, ("EMAIL",)), who.uid)])
+    assert len(mail_peer.to(who.email)) == 1 and len(mail_peer.messages) == 2
+    assert [r["result"] for r in signed_reports(await outcomes.everything(), later)] == ["sent"]
+
+
+async def _connects(port: int) -> bool:
+    """Whether the listener greets a new connection (220), not refusing it."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10)
+    try:
+        await client.connect()
+    except aiosmtplib.SMTPConnectResponseError as exc:
+        assert exc.code == 421, exc
+        return False
+    client.close()
+    return True
+
+
+async def test_the_listener_takes_a_bounded_number_of_sessions_each_for_a_bounded_time(
+    harness: Harness,
+) -> None:
+    async with running_listener(harness, max_sessions=2, session_lifetime_s=60) as port:
+        first, second = (aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) for _ in range(2))
+        await first.connect()
+        await second.connect()
+        third = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10)
+        with pytest.raises(aiosmtplib.SMTPConnectResponseError) as busy:
+            await third.connect()
+        assert busy.value.code == 421
+        await first.quit()
+        await wait_until(lambda: _connects(port), what="a session freed by a QUIT")
+        await second.noop()  # the others never noticed
+        await second.quit()
+
+    # A client that keeps its session busy (NOOPs reset the idle timer) is still cut off.
+    async with (
+        running_listener(harness, max_sessions=1, session_lifetime_s=0.5) as port,
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as busy_client,
+    ):
+
+        async def cut_off() -> bool:
+            try:
+                await busy_client.noop()
+            except aiosmtplib.SMTPServerDisconnected:
+                return True
+            return False
+
+        await wait_until(cut_off, interval=0.05, what="the session closed at its lifetime")
+        await wait_until(lambda: _connects(port), what="its place taken by a new session")
+
+
+async def test_a_dsn_is_read_off_the_event_loop_and_refused_when_it_takes_too_long(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def stuck(raw: bytes) -> None:
+        started.set()
+        release.wait(5)
+        finished.set()
+        raise BadReceipt("too late anyway")
+
+    monkeypatch.setattr(bounce_listener, "parse_dsn", stuck)
+    monkeypatch.setattr(bounce_listener, "PARSE_TIMEOUT_S", 1.0)
+    address = BounceAddresses(VerpSigner(SECRET), BOUNCE_DOMAIN).for_mail(f"n-{unique}")[1]
+    try:
+        async with running_listener(harness) as port:
+            sending = asyncio.create_task(bounce(port, address, dsn(("failed", "5.1.1"))))
+            await wait_until(lambda: asyncio.sleep(0, started.is_set()), what="the parse under way")
+            # Meanwhile the loop serves everyone else.
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as other:
+                await other.noop()
+            assert not finished.is_set()
+            with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+                await sending
+            assert refused.value.code == 554  # it overran its time: refused, not taken
+    finally:
+        release.set()
+
+
+async def test_a_dsn_nested_too_deep_is_refused_and_an_auto_reply_dropped(
+    listener: int, outcomes: Tail, unique: str
+) -> None:
+    address = BounceAddresses(VerpSigner(SECRET), BOUNCE_DOMAIN).for_mail(f"n-{unique}")[1]
+    for raw in (_nested(6), _nested(400), _nested(400, newline=b"\r")):
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await bounce(listener, address, raw)
+        assert refused.value.code == 554
+    assert "dropped" in await bounce(listener, address, b"Subject: Away\r\n\r\nBack Monday.\r\n")
+
+
+async def test_the_africastalking_callback_url_is_logged_as_a_fingerprint(
+    settings: Settings,
+    receipts_config: DeliveryConfig,
+    kafka_bootstrap: str,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    at = SmsProvider("https://api.sandbox.africastalking.com/version1/messaging", "sandbox", "k")
+    config = dataclasses.replace(receipts_config, sms=at, sms_status_callback=None)
+    topic = await create_topic(kafka_bootstrap, f"notifications-{unique}")
+    caplog.set_level(logging.INFO, logger="delivery.main")
+    stop, task = await run_serve(settings, config, topic, f"deliver-{unique}")
+    try:
+        await wait_until(
+            lambda: asyncio.sleep(0, any("delivery service" in r.getMessage() for r in caplog.records)),
+            what="the service up",
+        )
+    finally:
+        await stop_serving(stop, task)
+    token = callback_token(settings.secret())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert token not in logged and token[:7] not in logged
+    assert f"/v1/webhooks/sms/africastalking/{token[:6]}…" in logged
+    assert "elimu sms-callback-url" in logged

@@ -1,11 +1,15 @@
 """The delivery receipts' settings (delivery/config.py): the bounce domain and listener, and the
-Twilio status callback URL, refused early when they cannot work."""
+Twilio status callback URL, refused early when they cannot work; and the Africa's Talking
+callback URL as ``elimu sms-callback-url`` prints it and ``elimu deliver`` logs it."""
 
 from __future__ import annotations
 
 import pytest
 
 from delivery.config import BadSetting, DeliveryConfig
+from delivery.main import callback_url_fingerprint
+from models.receipts import callback_token, callback_token_valid
+from scripts.cli import main as elimu
 
 
 def test_the_bounce_settings_are_read() -> None:
@@ -50,3 +54,23 @@ def test_twilio_is_asked_to_call_back_only_at_a_configured_public_url() -> None:
     assert config.public_url == "https://pulse.example.org"
     default = DeliveryConfig.from_env(8000, {})
     assert (default.public_url, default.sms_status_callback) == ("http://127.0.0.1:8000", None)
+
+
+def test_elimu_sms_callback_url_prints_the_whole_url_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "cli-secret-for-the-callback-url-0123456789"
+    monkeypatch.setenv("ELIMU_SECRET", secret)
+    monkeypatch.setenv("ELIMU_PUBLIC_URL", "https://pulse.example.org/")
+    assert elimu(["sms-callback-url"]) == 0
+    url = capsys.readouterr().out.strip()
+    prefix = "https://pulse.example.org/v1/webhooks/sms/africastalking/"
+    assert url.startswith(prefix) and callback_token_valid(secret, url[len(prefix) :])
+
+
+def test_the_deliverer_logs_only_a_fingerprint_of_the_callback_url() -> None:
+    secret = "log-secret-for-the-callback-url-0123456789"
+    token = callback_token(secret)
+    shown = callback_url_fingerprint("https://pulse.example.org", secret)
+    assert shown == f"https://pulse.example.org/v1/webhooks/sms/africastalking/{token[:6]}…"
+    assert token[:7] not in shown

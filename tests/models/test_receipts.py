@@ -25,9 +25,12 @@ from models.receipts import (
     MAX_CALLBACK_BYTES,
     MAX_DSN_BYTES,
     MAX_FORM_FIELDS,
+    MAX_MIME_DEPTH,
+    MAX_MIME_PARTS,
     VERP_TOKEN_LEN,
     BadReceipt,
     BounceAddresses,
+    DsnTooComplex,
     Receipt,
     SentMessage,
     VerpSigner,
@@ -348,6 +351,7 @@ def dsn(
     report_type: str = "delivery-status",
     status_type: str = "message/delivery-status",
     final_recipient: str = "rfc822; amani@example.org",
+    original_recipient: str | None = "rfc822;amani@example.org",
 ) -> bytes:
     """A bounce as Postfix writes one: the human part, the delivery status (a per-message block
     and a block per recipient: (Action, Status)), the original's headers."""
@@ -364,10 +368,12 @@ def dsn(
         _block(Reporting_MTA="dns; mx.example.org", Arrival_Date="Mon, 3 Mar 2025 10:00:00 +0300")
     ]
     for action, code in recipients:
+        fields = {"Final_Recipient": final_recipient}
+        if original_recipient is not None:
+            fields["Original_Recipient"] = original_recipient
         blocks.append(
             _block(
-                Final_Recipient=final_recipient,
-                Original_Recipient="rfc822;amani@example.org",
+                **fields,
                 Action=action,
                 Status=code,
                 Remote_MTA="dns; mail.example.org",
@@ -408,6 +414,153 @@ def test_a_dsn_says_how_the_mail_went(
     bounce = parse_dsn(dsn(*recipients))
     assert (bounce.result, bounce.reason) == (result, reason)
     assert bounce.hard == (result == "bounced")
+
+
+@pytest.mark.parametrize(
+    ("code", "dead"),
+    [
+        ("5.1.1", True),  # no such mailbox
+        ("5.1.2", True),  # no such domain
+        ("5.1.10", True),  # null MX: the domain takes no mail
+        ("5.2.1", False),  # mailbox disabled: may be temporary (RFC 3463)
+        ("5.2.2", False),  # mailbox full
+        ("5.7.1", False),  # refused by policy (spam, a block list): not the address
+        ("5.7.26", False),  # DMARC failed: our fault
+        ("5.7.0", False),
+        ("5.4.4", False),  # no route: DNS trouble
+        ("5.0.0", False),
+        ("5.3.0", False),
+    ],
+)
+def test_only_a_dead_address_code_suppresses_though_every_5xx_is_bounced(code: str, dead: bool) -> None:
+    bounce = parse_dsn(dsn(("failed", code)))
+    assert (bounce.result, bounce.reason) == ("bounced", f"dsn_{code}")
+    assert bounce.suppresses("amani@example.org") is dead
+    assert bounce.suppresses("Amani@Example.ORG ") is dead  # compared lower-cased, trimmed
+
+
+def test_a_dead_address_is_suppressed_only_when_the_dsn_names_the_address_the_mail_went_to() -> None:
+    # The Final-Recipient (the mailbox the server tried) or the Original-Recipient (what we sent
+    # to, kept when a forward rewrote it) must be the mail's address.
+    rewritten = parse_dsn(dsn(("failed", "5.1.1"), final_recipient="rfc822; old-alias@forward.example.net"))
+    assert rewritten.suppresses("amani@example.org")
+    assert not rewritten.suppresses("old-alias@example.org")
+    other = parse_dsn(
+        dsn(("failed", "5.1.1"), final_recipient="rfc822;Someone@Example.org", original_recipient=None)
+    )
+    assert other.result == "bounced"
+    assert other.suppresses("someone@example.org")
+    assert not other.suppresses("amani@example.org")  # a bounce of someone else's address
+    assert not other.suppresses("")
+    # Any spacing and case in the field; an address type we do not know names nothing.
+    spaced = parse_dsn(
+        dsn(("failed", "5.1.1"), final_recipient="RFC822 ;  <Amani@Example.org> ", original_recipient=None)
+    )
+    assert spaced.suppresses("amani@example.org")
+    x400 = parse_dsn(
+        dsn(("failed", "5.1.1"), final_recipient="x400; amani@example.org", original_recipient=None)
+    )
+    assert not x400.suppresses("amani@example.org")
+    # A soft failure and a policy refusal name nothing dead, whoever they name.
+    assert not parse_dsn(dsn(("failed", "4.4.7"))).suppresses("amani@example.org")
+    assert parse_dsn(dsn(("delivered", "2.0.0"))).dead == frozenset()
+
+
+def test_with_several_recipients_only_the_dead_ones_are_named() -> None:
+    report = MIMEMultipart("report", report_type="delivery-status")
+    status = Message()
+    status["Content-Type"] = "message/delivery-status"
+    status.set_payload(
+        [
+            _block(Reporting_MTA="dns; mx.example.org"),
+            _block(Final_Recipient="rfc822; dead@example.org", Action="failed", Status="5.1.1"),
+            _block(Final_Recipient="rfc822; blocked@example.org", Action="failed", Status="5.7.1"),
+        ]
+    )
+    report.attach(status)
+    bounce = parse_dsn(report.as_bytes())
+    assert bounce.dead == frozenset({"dead@example.org"})
+
+
+def _nested(depth: int, *, newline: bytes = b"\r\n") -> bytes:
+    """A DSN whose returned mail is multiparts in multiparts ``depth`` deep."""
+    inner = b"Content-Type: text/plain" + newline + newline + b"x" + newline
+    for level in range(depth):
+        b = f"b{level}".encode()
+        inner = (
+            b"Content-Type: multipart/mixed; boundary=" + b + newline + newline
+            + b"--" + b + newline + inner + b"--" + b + b"--" + newline
+        )  # fmt: skip
+    return (
+        dsn(("failed", "5.1.1"))
+        .replace(b"Content-Type: text/rfc822-headers", b"Content-Type: message/rfc822")
+        .replace(b"From: Elimu Pulse", inner + b"From: Elimu Pulse", 1)
+    )
+
+
+def test_a_dsn_returning_a_whole_mail_is_read() -> None:
+    # The report, the returned mail, its alternatives: as deep as real bounces go.
+    original = EmailMessage()
+    original["Subject"] = "Your streak"
+    original.set_content("text")
+    original.add_alternative("<p>html</p>", subtype="html")
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report.attach(MIMEText("Undeliverable."))
+    status = Message()
+    status["Content-Type"] = "message/delivery-status"
+    status.set_payload([_block(Reporting_MTA="dns; mx"), _block(
+        Final_Recipient="rfc822; amani@example.org", Action="failed", Status="5.1.1"
+    )])  # fmt: skip
+    report.attach(status)
+    returned = Message()
+    returned["Content-Type"] = "message/rfc822"
+    returned.set_payload([original])
+    report.attach(returned)
+    bounce = parse_dsn(report.as_bytes())
+    assert bounce.result == "bounced" and bounce.suppresses("amani@example.org")
+    assert parse_dsn(_nested(2)).result == "bounced"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _nested(MAX_MIME_DEPTH + 1),
+        _nested(MAX_MIME_PARTS + 1),  # refused before the parser sees it
+        _nested(400),
+        # Bare CR line ends: the parser splits on them too.
+        _nested(400, newline=b"\r"),
+        # Many parts side by side, shallow.
+        dsn(("failed", "5.1.1")).replace(
+            b"Content-Type: text/rfc822-headers",
+            b"Content-Type: multipart/mixed; boundary=p\r\n\r\n"
+            + b"--p\r\n\r\nx\r\n" * (MAX_MIME_PARTS + 1)
+            + b"--p--\r\nContent-Type: text/plain",
+        ),
+    ],
+    ids=["too-deep", "too-many-containers", "very-deep", "bare-cr", "too-many-parts"],
+)
+def test_a_dsn_nested_too_deep_or_with_too_many_parts_is_refused(raw: bytes) -> None:
+    with pytest.raises(DsnTooComplex):
+        parse_dsn(raw)
+
+
+def test_a_parser_out_of_stack_is_a_dsn_too_complex(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.receipts
+
+    def overflow(message: Message) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(models.receipts, "_check_structure", overflow)
+    with pytest.raises(DsnTooComplex):
+        parse_dsn(dsn(("failed", "5.1.1")))
+
+
+def test_a_dsn_is_at_most_64_kib() -> None:
+    assert MAX_DSN_BYTES == 64 * 1024
+    raw = dsn(("failed", "5.1.1"))
+    assert parse_dsn(raw + b" " * (MAX_DSN_BYTES - len(raw))).result == "bounced"
+    with pytest.raises(BadReceipt):
+        parse_dsn(raw + b" " * (MAX_DSN_BYTES - len(raw) + 1))
 
 
 #: A bounce as it comes over the wire from Postfix (CRLF, the blocks written by hand).
