@@ -43,6 +43,7 @@ SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
     "referral_code": keys.referral_code,
     "campaign_lock": keys.campaign_lock,
     "tracking_trapped": keys.tracking_trapped,
+    "email_suppressed": keys.email_suppressed,
 }
 # ... and of two.
 SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
