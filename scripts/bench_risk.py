@@ -34,6 +34,7 @@ import math
 import random
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,15 @@ import orjson
 from river import linear_model, optim, preprocessing
 
 from models.events import BehaviorEvent
-from models.risk import CANDIDATES, RiskModel, brier_score, calibration_bins, roc_auc, same_day_auc
+from models.risk import (
+    CANDIDATES,
+    Resolution,
+    RiskModel,
+    brier_score,
+    calibration_bins,
+    roc_auc,
+    same_day_auc,
+)
 from models.risk_features import ActivityProfile, features, observe
 from models.time_units import DAY_MS, HOUR_MS
 
@@ -221,6 +230,35 @@ def _metrics(pairs: list[tuple[float, int]]) -> dict[str, Any]:
     }
 
 
+def _replay(
+    events: list[BehaviorEvent],
+    days: int,
+    model: RiskModel,
+    profiles: dict[str, ActivityProfile],
+    slot: dict[str, int],
+    sweep: Callable[[int], None],
+    settle: Callable[[list[Resolution]], None],
+) -> None:
+    """The engine's order: the hourly sweep up to each event's time, then the event (resolving
+    what it proves retained, then folding it into its user's profile); then the sweeps to the end.
+    Each user is swept in the hour ``slot`` gives them (the engine spreads users over the hour)."""
+    next_sweep = START_MS + HOUR_MS
+    for ev in events:
+        while next_sweep <= ev.ts_ms:
+            sweep(next_sweep)
+            next_sweep += HOUR_MS
+        settle(model.on_activity(ev.user_id, ev.ts_ms))
+        profile = profiles.get(ev.user_id)
+        if profile is None:
+            profile = profiles[ev.user_id] = ActivityProfile()
+            slot[ev.user_id] = int(ev.user_id.split("-")[1]) % 24
+        observe(profile, ev)
+    end = START_MS + days * DAY_MS
+    while next_sweep <= end:
+        sweep(next_sweep)
+        next_sweep += HOUR_MS
+
+
 def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
     t0 = time.perf_counter()
     events = simulate(users, days, seed)
@@ -259,21 +297,7 @@ def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
                 waiting[(uid, now)] = baseline.predict(math.expm1(x["recency_log_h"]))
 
     t1 = time.perf_counter()
-    next_sweep = START_MS + HOUR_MS
-    for ev in events:
-        while next_sweep <= ev.ts_ms:
-            sweep(next_sweep)
-            next_sweep += HOUR_MS
-        settle(model.on_activity(ev.user_id, ev.ts_ms))
-        profile = profiles.get(ev.user_id)
-        if profile is None:
-            profile = profiles[ev.user_id] = ActivityProfile()
-            slot[ev.user_id] = int(ev.user_id.split("-")[1]) % 24
-        observe(profile, ev)
-    end = START_MS + days * DAY_MS
-    while next_sweep <= end:
-        sweep(next_sweep)
-        next_sweep += HOUR_MS
+    _replay(events, days, model, profiles, slot, sweep, settle)
     t_replay = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -437,21 +461,7 @@ def run_population(kind: str, users: int, days: int, seed: int) -> dict[str, Any
                 continue
             model.score(uid, features(profile, now), now)
 
-    next_sweep = START_MS + HOUR_MS
-    for ev in events:
-        while next_sweep <= ev.ts_ms:
-            sweep(next_sweep)
-            next_sweep += HOUR_MS
-        settle(model.on_activity(ev.user_id, ev.ts_ms))
-        profile = profiles.get(ev.user_id)
-        if profile is None:
-            profile = profiles[ev.user_id] = ActivityProfile()
-            slot[ev.user_id] = int(ev.user_id.split("-")[1]) % 24
-        observe(profile, ev)
-    end = START_MS + days * DAY_MS
-    while next_sweep <= end:
-        sweep(next_sweep)
-        next_sweep += HOUR_MS
+    _replay(events, days, model, profiles, slot, sweep, settle)
 
     def same_day(i: int | None) -> float | None:  # None: the served score; else candidate i
         auc = same_day_auc((d, p if i is None else s[i], y) for d, p, s, y in rows)
