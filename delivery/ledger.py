@@ -19,7 +19,7 @@ import time
 from typing import Literal
 
 from infra import keys
-from infra.redis_conn import RedisClient
+from infra.redis_conn import RedisClient, as_text
 from models.delivery import MAX_SEND_DELAY_MS
 
 #: How long a claim holds before another deliverer may assume its holder died.
@@ -49,7 +49,7 @@ class Ledger:
             if await self.redis.set(key, mine, nx=True, px=self.lease_ms):
                 return "claimed", None
             held = await self.redis.get(key)
-            text = held.decode() if isinstance(held, bytes) else held
+            text = None if held is None else as_text(held)
             if text is not None and text.startswith("done:"):
                 return "done", text[5:]
             if time.monotonic() > deadline:  # a lease that never lapses is a clock problem

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from infra import keys
 from infra.producer import EventProducer
-from infra.redis_conn import RedisClient
+from infra.redis_conn import RedisClient, as_text
 from models.receipts import RECEIPT_TTL_MS, SUPPRESSION_TTL_MS, Final, SentMessage
 
 # Marks the first final word on a send, atomically against a racing second one; an entry that
@@ -59,7 +59,7 @@ class ReceiptIndex:
     async def mark(self, channel: str, provider_id: str, result: Final) -> str:
         """ "" when ``result`` is now the send's final word; else the word it already had, or "?"."""
         held = await self._mark(keys=[keys.delivery_receipt(channel, provider_id)], args=[result])
-        return held.decode() if isinstance(held, bytes) else str(held)
+        return as_text(held) if isinstance(held, bytes | str) else str(held)
 
     async def unmark(self, channel: str, provider_id: str) -> None:
         await self.redis.hdel(keys.delivery_receipt(channel, provider_id), "final")

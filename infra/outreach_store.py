@@ -14,7 +14,7 @@ import orjson
 
 from infra import keys
 from infra.channels import ChannelLog
-from infra.redis_conn import RedisClient
+from infra.redis_conn import RedisClient, as_text
 from models.channels import OUTREACH_CHANNEL
 from models.outreach import OutreachError, OutreachTask
 
@@ -126,7 +126,7 @@ async def listing(
         offset += len(rows)
         ids: list[str] = []
         for member, score in rows:
-            task_id = member.decode() if isinstance(member, bytes) else str(member)
+            task_id = as_text(member)
             # Equal scores come in reverse order of id: past the cursor means a smaller id.
             if before is not None and int(score) == before[0] and task_id >= before[1]:
                 continue

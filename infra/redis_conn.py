@@ -28,6 +28,12 @@ CLUSTER_SCHEME = "redis+cluster"
 RedisClient: TypeAlias = Redis | RedisCluster
 
 
+def as_text(value: bytes | str) -> str:
+    """A reply as text: the clients answer bytes unless told to decode (ours are not), and a
+    test's client may be. Undecodable bytes are replaced, never raised on: a reply is data."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def is_cluster_url(url: str) -> bool:
     return url.startswith(f"{CLUSTER_SCHEME}://")
 

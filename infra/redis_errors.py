@@ -23,6 +23,8 @@ from typing import Literal
 
 from redis import exceptions as rx
 
+from infra.redis_conn import as_text
+
 Kind = Literal[
     "connection", "timeout", "readonly", "busy", "noscript", "oom", "wrongtype", "response", "data"
 ]
@@ -86,10 +88,6 @@ def retried(exc: BaseException) -> bool:
     return kind_of(exc) in RETRIED
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
 class RefusedWrites(rx.ResponseError):
     """Some writes of a script were refused; every other write of that call was made.
 
@@ -111,7 +109,7 @@ class RefusedWrites(rx.ResponseError):
     @classmethod
     def from_script(cls, errors: Sequence[Sequence[bytes | str]]) -> RefusedWrites:
         """From a serving script's ``errors`` list (infra/channels.py)."""
-        return cls([(_text(reason), _text(where)) for reason, where in errors])
+        return cls([(as_text(reason), as_text(where)) for reason, where in errors])
 
 
 def check(errors: Sequence[Sequence[bytes | str]]) -> None:

@@ -26,6 +26,7 @@ from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
 from infra.metrics_relay import render_live_workers
+from infra.redis_conn import as_text
 
 router = APIRouter(tags=["operations"])
 
@@ -90,12 +91,8 @@ async def _workers_check(state: AppState) -> dict[str, Any]:
                 live.add(worker)
         except ValueError:
             continue
-    stalled = {_text(w): orjson.loads(v) for w, v in stalls.items() if w in live}
+    stalled = {as_text(w): orjson.loads(v) for w, v in stalls.items() if w in live}
     check: dict[str, Any] = {"ok": bool(live) and not stalled, "live": len(live), "known": len(beats)}
     if stalled:
         check["stalled"] = stalled
     return check
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

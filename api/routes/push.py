@@ -22,6 +22,7 @@ from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra import keys
+from infra.redis_conn import as_text
 from infra.settings import Settings
 from infra.vapid import private_pem, public_key_b64
 from models.push import MAX_SUBSCRIPTIONS, InvalidSubscription, parse_subscription
@@ -68,7 +69,7 @@ def _public(subscription_id: str, raw: bytes | str) -> dict[str, Any]:
 async def list_subscriptions(user_id: str, state: StateDep, principal: PrincipalDep) -> OrjsonResponse:
     require_user_access(principal, user_id)
     stored = await state.redis.hgetall(keys.user_push_subscriptions(user_id))
-    items = [_public(k.decode() if isinstance(k, bytes) else k, v) for k, v in stored.items()]
+    items = [_public(as_text(k), v) for k, v in stored.items()]
     return OrjsonResponse({"subscriptions": sorted(items, key=lambda s: s["id"])})
 
 

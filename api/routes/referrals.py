@@ -27,7 +27,7 @@ from api.errors import ApiError
 from api.ids import StrictId
 from api.responses import OrjsonResponse
 from infra import keys
-from infra.redis_conn import RedisClient
+from infra.redis_conn import RedisClient, as_text
 from models.events import format_ts
 from models.referrals import HELD, ReferrerBook, growth_analytics, normalize_code, referral_code
 
@@ -39,7 +39,7 @@ IP_CLAIMS_TTL_S = 2 * 86_400
 
 async def _code_owner(redis: RedisClient, code: str) -> str | None:
     raw: bytes | str | None = await redis.get(keys.referral_code(code))
-    return raw.decode() if isinstance(raw, bytes) else raw
+    return None if raw is None else as_text(raw)
 
 
 def _client_ip(request: Request) -> str | None:
