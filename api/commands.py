@@ -64,15 +64,7 @@ def subject_of(principal: Principal, user_id: str | None) -> str:
 async def rate_limit(state: AppState, principal: Principal) -> None:
     # Built per request: register_script is local (no round trip) and AppState has no slot for
     # a growth limiter; the bucket itself lives in Redis, so nothing is lost between requests.
-    limiter = RateLimiter(state.redis, RATE_SCOPE, RATE_PER_S, RATE_BURST)
-    decision = await limiter.take(principal.sub)
-    if not decision.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
-            "too many requests; slow down",
-            headers={"Retry-After": limiter.retry_after_header(decision)},
-        )
+    await RateLimiter(state.redis, RATE_SCOPE, RATE_PER_S, RATE_BURST).require(principal.sub)
 
 
 def server_command_id(user_id: str) -> str:
@@ -88,6 +80,7 @@ async def submit(
     fields: dict[str, Any],
     *,
     reuse_answer: bool = False,
+    timeout_s: float = COMMAND_TIMEOUT_S,
 ) -> Answer | None:
     """Produce one command and wait for its answer; None when none came in time.
 
@@ -106,7 +99,7 @@ async def submit(
         )
     except ProducerUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
-    return await await_result(state.redis, command_id, COMMAND_TIMEOUT_S)
+    return await await_result(state.redis, command_id, timeout_s)
 
 
 def pending(command_id: str) -> OrjsonResponse:

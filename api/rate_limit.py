@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from api.errors import ApiError
 from infra import keys
 from infra.redis_conn import RedisClient
 
@@ -81,6 +82,14 @@ class RateLimiter:
             keys=[bucket_key(self.scope, principal)], args=[self.rate_per_s, self.burst, cost]
         )
         return Decision(bool(int(allowed)), float(wait))
+
+    async def require(
+        self, principal: str, message: str = "too many requests; slow down", code: str = "rate_limited"
+    ) -> None:
+        """Take a token, or refuse the request: 429 with ``Retry-After``."""
+        decision = await self.take(principal)
+        if not decision.allowed:
+            raise ApiError(429, code, message, headers={"Retry-After": self.retry_after_header(decision)})
 
     def max_cost(self, limit: int) -> int:
         """The most one call may cost: ``limit``, or the burst when that is smaller."""

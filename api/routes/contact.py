@@ -33,6 +33,7 @@ from api.state import AppState
 from delivery.receipts import lift_suppression
 from infra import keys
 from infra.producer import ProducerUnavailable
+from infra.redis_conn import as_text
 from infra.tracking import MAX_TOKEN_LEN
 from models.contact import normalize_email, normalize_phone
 from models.contact_verification import (
@@ -68,12 +69,8 @@ return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 
 async def pending(state: AppState, user_id: str, channel: Channel) -> Pending | None:
     raw = await state.redis.hgetall(keys.contact_pending(user_id, channel))
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
     return Pending.from_fields(fields) if fields else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _paced(state: AppState, user_id: str, channel: Channel, address: str) -> None:
@@ -90,14 +87,9 @@ async def _paced(state: AppState, user_id: str, channel: Channel, address: str) 
     for scope, subject in subjects.items():
         count, per_ms = SEND_LIMITS[scope]
         limiter = RateLimiter(state.redis, f"verify-{scope}", count / (per_ms / 1000), count)
-        decision = await limiter.take(subject)
-        if not decision.allowed:
-            raise ApiError(
-                429,
-                "verification_paced",
-                "too many codes asked for lately; try again later",
-                headers={"Retry-After": limiter.retry_after_header(decision)},
-            )
+        await limiter.require(
+            subject, "too many codes asked for lately; try again later", "verification_paced"
+        )
 
 
 async def start(
