@@ -109,6 +109,17 @@ class Parked:
         records = [r for r in map(_decode, members) if r is not None]
         return Taken(records, list(members), now_ms + LEASE_MS)
 
+    async def drop_user(self, user_id: str) -> int:
+        """Remove every record parked for ``user_id`` (the user was erased); how many. Walks the
+        set, which ``MAX_PARKED`` bounds: erasure is rare, and no index to keep in step with it."""
+        key = user_id.encode()
+        mine: list[bytes | str] = []
+        async for member, _ in self.redis.zscan_iter(self.key, count=1000):
+            record = _decode(member)
+            if record is not None and record.key == key:
+                mine.append(member)
+        return int(await self.redis.zrem(self.key, *mine)) if mine else 0
+
     async def done(self, taken: Taken) -> None:
         if taken.members:
             await self._done(keys=[self.key], args=[taken.lease_score, *taken.members])

@@ -56,3 +56,17 @@ async def await_key(
             return None
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's data (docs/security.md "A user's data"): commands every per-user slice shares, applied
+# by the privacy slice (streams/privacy.py) rather than by growth, whose commands the rest are.
+
+#: Erase everything the engine holds about the user: every state table tombstoned, the Redis views,
+#: channel history and leaderboard entries deleted.
+ERASE_USER = "erase_user"
+#: Gather the user's state from every table into the command's answer (the API adds what Redis holds).
+EXPORT_USER = "export_user"
+PRIVACY_COMMANDS = frozenset({ERASE_USER, EXPORT_USER})
+#: An export's answer holds the user's personal data: kept only until the API has read it.
+EXPORT_TTL_S = 300

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from functools import lru_cache
 
-from models.time_units import DAY_MS
+from models.time_units import DAY_MS, SECOND_MS, WEEK_MS
 
 PERIODS = ("daily", "weekly", "all_time")
 
@@ -20,6 +20,21 @@ _TIME_SPAN = 1 << _TIME_BITS
 MAX_EXACT_XP = (1 << 22) - 1
 _EPOCH_2020_S = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+#: How long period leaderboards outlive their period in Redis, so "yesterday" can still be read.
+BUCKET_TTL_S = {"daily": 9 * DAY_MS // SECOND_MS, "weekly": 6 * WEEK_MS // SECOND_MS}
+
+
+def live_buckets(now_ms: int) -> list[tuple[str, str]]:
+    """Every (period, bucket) whose board can still exist at ``now_ms``: each period's buckets back
+    to its expiry (all-time has one). What a user's erasure and export visit."""
+    found: set[tuple[str, str]] = set()
+    for period in PERIODS:
+        ttl_ms = BUCKET_TTL_S.get(period, 0) * SECOND_MS
+        for back in range(-(-ttl_ms // DAY_MS) + 1):
+            found.add((period, bucket(period, now_ms - back * DAY_MS)))
+    return sorted(found)
 
 
 def bucket(period: str, ts_ms: int) -> str:

@@ -40,6 +40,7 @@ from streams import metrics, redis_faults
 from streams.broadcast import Broadcasts
 from streams.delivery import deliver_refusals
 from streams.engine import STATE_TABLES, Ports, StateTable, build_engine, only_slices
+from streams.erasure import RedisEraser
 from streams.faust_tuning import BatchHandler, EngineApp, LeanMonitor
 from streams.progress import Progress
 from streams.records import DeadLetter, Record, split_forged
@@ -232,7 +233,15 @@ class Worker:
             rescore_ms=int(s.risk_rescore_minutes * 60_000),
             checkpoint_s=s.risk_checkpoint_s,
         )
-        ports = Ports(self._send, self.serving, n, self._partitions_for, s.secret().encode(), self.redis)
+        ports = Ports(
+            self._send,
+            self.serving,
+            n,
+            self._partitions_for,
+            s.secret().encode(),
+            self.redis,
+            eraser=RedisEraser(self.redis),
+        )
         engine = build_engine(
             self.rules, self.risk_settings, s.dedup_window_days * DAY_MS, ports, self._store
         )

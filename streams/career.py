@@ -157,6 +157,11 @@ class CareerProcessor:
         the next posting if the partition comes back."""
         self.candidates.pop(partition, None)
 
+    def forget_user(self, user_id: str) -> None:
+        """Take an erased user out of the candidate indexes, so no posting matches them again."""
+        for index in self.candidates.values():
+            index.remove(user_id)
+
     def _index(self, partition: int, store: CareerStore) -> CandidateIndex:
         index = self.candidates.get(partition)
         if index is None:
@@ -194,7 +199,9 @@ class CareerProcessor:
     def _apply_profile(
         self, rec: Record, now: int, store: CareerStore, out: CareerOutcome, dirty: set[str]
     ) -> None:
-        profile = parse_profile(rec.value or b"", now)
+        if rec.value is None:
+            return  # an erased user's profile tombstone (streams/engagement.py says why)
+        profile = parse_profile(rec.value, now)
         if not self._owned(rec, profile.user_id, out):
             return
         state = self._state(profile.user_id, store, out)

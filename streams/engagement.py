@@ -120,7 +120,11 @@ class EngagementProcessor:
     def _apply_profile(
         self, rec: Record, now: int, store: StateStore, out: BatchOutcome, dirty: set[str]
     ) -> None:
-        profile = parse_profile(rec.value or b"", now)
+        if rec.value is None:
+            # A tombstone: the compacted topic forgets an erased user's profile (the API's DELETE
+            # writes it). Not a refusal; the erasure itself is a signed command (streams/privacy.py).
+            return
+        profile = parse_profile(rec.value, now)
         if not self._owned_here(rec, profile.user_id, out):
             return
         state = self._state(profile.user_id, store, out)

@@ -26,11 +26,14 @@ from streams.career_pipeline import CareerSlice
 from streams.delivery import Send
 from streams.engagement import EngagementProcessor
 from streams.engagement_pipeline import EngagementSlice
+from streams.erasure import Eraser
 from streams.growth import GrowthProcessor
 from streams.growth_pipeline import GrowthSlice
 from streams.interventions import AnalyticsSlice
 from streams.market import MarketProcessor
 from streams.market_pipeline import MarketSlice, PostingsSlice
+from streams.privacy import PrivacyProcessor
+from streams.privacy_pipeline import PrivacySlice
 from streams.records import owner_partition
 from streams.risk import RiskProcessor
 from streams.risk_pipeline import RiskSlice
@@ -70,6 +73,14 @@ OPEN_POSTINGS = StateTable(
 JOBS = StateTable("jobs", "elimu_job_posting", JobPosting.from_dict, single_partition=True)
 LEDGER = StateTable("intervention-analytics", "elimu_outcome_ledger", OutcomeLedger.from_dict, True)
 STATE_TABLES = (USER_STATE, CAREER_STATE, GROWTH_STATE, RISK_STATE, OPEN_POSTINGS, JOBS, LEDGER)
+#: The per-user tables (what an erasure tombstones, what an export reads) and the slice that
+#: persists each (streams/privacy_pipeline.py).
+TABLE_OWNERS = {
+    USER_STATE: "engagement",
+    CAREER_STATE: "career",
+    GROWTH_STATE: "growth",
+    RISK_STATE: "risk",
+}
 
 
 class Stores(Protocol):
@@ -92,6 +103,8 @@ class Ports:
     secret: bytes
     #: For the admin routes' campaign mirror (``AnalyticsSlice.reproject``).
     redis: Any = None
+    #: Removes an erased user's Redis views (``streams.erasure.RedisEraser`` in the worker).
+    eraser: Eraser | None = None
 
 
 @dataclass
@@ -103,13 +116,15 @@ class Engine:
     postings: PostingsSlice
     market: MarketSlice
     analytics: AnalyticsSlice
+    privacy: PrivacySlice
     users: Store[UserState]
 
     def agents(self, *extra: tuple[str, list[Slice]]) -> list[tuple[str, list[Slice]]]:
         """Each agent's name and slices. The per-user agent's order is its delivery contract:
-        growth and risk read what engagement applied."""
+        growth and risk read what engagement applied; privacy comes last, so an erasure removes
+        what the others wrote for the user in the same batch."""
         return [
-            ("engagement", [self.career, self.engagement, self.growth, self.risk]),
+            ("engagement", [self.career, self.engagement, self.growth, self.risk, self.privacy]),
             ("postings", [self.postings]),
             ("market", [self.market]),
             ("interventions", [self.analytics]),
@@ -136,6 +151,17 @@ def only_slices(
     return kept
 
 
+class NoViews:
+    """The eraser of an engine without Redis views (an in-process bench): nothing to remove."""
+
+    async def erase(self, user_id: str, referral_code: str | None, now_ms: int) -> dict[str, int]:
+        return {}
+
+
+def _referral_code_of(state: GrowthState | None) -> str | None:
+    return None if state is None or state.book is None else state.book.code or None
+
+
 def build_engine(
     rules: Rules,
     risk: RiskSettings,
@@ -149,9 +175,23 @@ def build_engine(
     n, send, serving = ports.partitions, ports.send, ports.serving
     users: Store[UserState] = stores(USER_STATE)
     careers: Store[CareerState] = stores(CAREER_STATE)
+    growths: Store[GrowthState] = stores(GROWTH_STATE)
+    risks: Store[RiskState] = stores(RISK_STATE)
     copies = PostingCopies(stores(OPEN_POSTINGS))
     career = CareerProcessor(ports.partitions_for, copies, **clock)
     directory = UserDirectory(rules, users.get, careers.get, posting_of=career.posting)
+    tables: dict[StateTable, Store[Any]] = {
+        USER_STATE: users,
+        CAREER_STATE: careers,
+        GROWTH_STATE: growths,
+        RISK_STATE: risks,
+    }
+    privacy = PrivacyProcessor(
+        {table.name: store for table, store in tables.items()},
+        forget=[career.forget_user],
+        partitions_for=ports.partitions_for,
+        referral_code_of=lambda user_id: _referral_code_of(growths.get(user_id)),
+    )
     return Engine(
         engagement=EngagementSlice(
             EngagementProcessor(rules, ports.partitions_for, dedup_window_ms, **clock), users, serving, send
@@ -163,7 +203,7 @@ def build_engine(
             GrowthProcessor(
                 rules, ports.partitions_for, code_of=functools.partial(referral_code, ports.secret), **clock
             ),
-            stores(GROWTH_STATE),
+            growths,
             serving,
             send,
             n,
@@ -175,7 +215,7 @@ def build_engine(
                 directory,
                 partition_of=lambda user_id: owner_partition(user_id.encode(), n),
             ),
-            stores(RISK_STATE),
+            risks,
             serving,
             send,
             rules.streak_milestones,
@@ -184,5 +224,13 @@ def build_engine(
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),
         analytics=AnalyticsSlice(stores(LEDGER), serving, send, ports.redis),
+        privacy=PrivacySlice(
+            privacy,
+            {table.name: owner for table, owner in TABLE_OWNERS.items()},
+            ports.eraser or NoViews(),
+            serving,
+            send,
+            clock_ms,
+        ),
         users=users,
     )

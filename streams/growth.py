@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from infra import topics
+from infra.commands import PRIVACY_COMMANDS
 from models.challenges import (
     MAX_ACTIVE_GOALS,
     apply_to_challenge,
@@ -256,8 +257,10 @@ class GrowthProcessor:
         command_id = _str(cmd, "command_id", MAX_COMMAND_ID_BYTES)
         owner = misrouted_owner(rec, user_id, self.partitions_for(rec.topic))
         if owner is not None:
-            out.misrouted.append((rec, user_id.encode(), owner))
+            out.misrouted.append((rec, user_id.encode(), owner))  # every type, privacy's too
             return
+        if kind in PRIVACY_COMMANDS:
+            return  # the privacy slice's (streams/privacy.py): it spans every table, not growth's
         ts = cmd.get("ts")
         if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
             raise InvalidEvent("bad_type", "command ts must be epoch milliseconds")

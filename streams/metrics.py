@@ -56,6 +56,9 @@ BATCH_SIZE = Histogram(
 SERVING_REBUILDS = Counter(
     "elimu_serving_rebuilds_total", "Times this worker re-projected its state into Redis", registry=REGISTRY
 )
+USERS_ERASED = Counter(
+    "elimu_users_erased_total", "Users erased on request (DELETE /v1/users/{id})", registry=REGISTRY
+)
 WORKER_STALLED = Gauge(
     "elimu_worker_stalled_seconds",
     "How long this worker's oldest batch has been in flight past the stall threshold (0 = progressing)",

@@ -22,14 +22,12 @@ from infra.redis_conn import RedisClient, by_slot
 from infra.redis_errors import RETRIED, RefusedWrites
 from models.channels import leaderboard_channel, user_channel
 from models.gamification import UserState, public_view
-from models.leaderboard import PERIODS, decode_score, encode_score
+from models.leaderboard import BUCKET_TTL_S, PERIODS, decode_score, encode_score
 from models.levels import level_progress
 from models.rules import Rules
 from streams import redis_faults
 from streams.engagement import Applied, BatchOutcome
 
-#: How long period leaderboards outlive their period, so "yesterday" can still be read.
-BUCKET_TTL_S = {"daily": 9 * 86400, "weekly": 6 * 7 * 86400}
 LEADERBOARD_PUSH_SIZE = 10
 #: Users per Redis call when re-projecting a whole partition.
 PROJECT_CHUNK = 2000
