@@ -102,32 +102,36 @@ class WeeklyStats:
         """Count one applied event: its score (None or out of range: not a scored session), its
         practice seconds (validated and clamped by the fold) and the XP it earned."""
         points = valid_score(score)
-        practice_s = max(0, practice_s)
-        xp = max(0, xp)
-        if points is None and not practice_s and not xp:
+        if points is None and practice_s <= 0 and xp <= 0:
             return
         week = week_of(ts_ms)
-        newest = max(self.weeks, default=week)
-        if week <= newest - WEEKS_KEPT:
-            return
         row = self.weeks.get(week)
         if row is None:
+            # Only a new week costs a look at the others (most events fall in an existing week).
+            newest = max(self.weeks, default=week)
+            if week <= newest - WEEKS_KEPT:
+                return
             row = self.weeks[week] = [0, 0, 0, 0, 0]
             if week > newest:
                 for old in [w for w in self.weeks if w <= week - WEEKS_KEPT]:
                     del self.weeks[old]
         total = self.total
         if points is not None:
-            for counts in (row, total):
-                counts[SESSIONS] += 1
-                counts[SCORE_SUM] += points
-                counts[BEST] = max(counts[BEST], points)
-        if practice_s:
+            row[SESSIONS] += 1
+            row[SCORE_SUM] += points
+            total[SESSIONS] += 1
+            total[SCORE_SUM] += points
+            if points > row[BEST]:
+                row[BEST] = points
+            if points > total[BEST]:
+                total[BEST] = points
+        if practice_s > 0:
             # min(cap, Σ) whatever the order: the increment is what the cap lets through.
             added = min(WEEK_S, row[PRACTICE] + practice_s) - row[PRACTICE]
             row[PRACTICE] += added
             total[PRACTICE] += added
-        row[XP] += xp
+        if xp > 0:
+            row[XP] += xp
 
     def encode(self) -> list[int]:
         """A flat list of ints (the state is written to a changelog on every update): the format,
