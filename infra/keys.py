@@ -14,7 +14,9 @@ Channel keys are shared keys ``elimu:ch:{<channel>}:<kind>``, except a user's ch
 key is a fixed-size digest, so no channel name or dedup key can make one channel's key another's.
 
 On a Redis Cluster, what one script call touches shares a hash tag: a user's keys and their
-channel's, one other channel's, one leaderboard, the lag sampler's three keys.
+channel's, one other channel's, one leaderboard, the lag sampler's three keys. The statistics
+ranking (``STATS_RANKING``) is one key in a slot of its own: the batch write reaches it in its own
+per-slot call (streams/serving.py ``_write_by_slot``), never in a script with a user's keys.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ PREFIX = "elimu"
 USER_PREFIX = f"{PREFIX}:u:"
 #: The layout's version, part of the serving epoch's name: bumping it makes every worker
 #: re-project its state under the new names on upgrade (the old keys become garbage; see
-#: docs/operations.md for how to delete them).
-LAYOUT_VERSION = 3
+#: docs/operations.md for how to delete them). 4: the statistics view and ranking, which the
+#: re-projection fills for every user at once.
+LAYOUT_VERSION = 4
 
 
 class KeyspaceError(ValueError):
@@ -59,6 +62,7 @@ USER_KINDS = frozenset(
         "push",
         "verify-email",
         "verify-sms",
+        "stats",
     }
 )
 
@@ -73,6 +77,17 @@ def user_state(user_id: str) -> str:
 
 def user_risk(user_id: str) -> str:
     return _user(user_id, "risk")
+
+
+def user_stats(user_id: str) -> str:
+    """What ``GET /v1/users/{id}/stats`` is built from (JSON, ``models.stats.stats_document``),
+    written by the worker with the user's view."""
+    return _user(user_id, "stats")
+
+
+#: Sorted set: every ranked student's all-time average score (member = user id, so a student is
+#: there once), for the statistics' percentile (models/stats.py ``WeeklyStats.ranking_value``).
+STATS_RANKING = _shared("stats-ranking")
 
 
 def leaderboard(period: str, bucket: str) -> str:

@@ -34,6 +34,7 @@ from models.events import BehaviorEvent, InvalidEvent, UserProfile, format_ts
 from models.leaderboard import bucket, period_keys
 from models.levels import level_for_xp, level_progress
 from models.rules import BadgeDef, Rules, XpRule
+from models.stats import MIN_CATEGORY_SESSIONS, WeeklyStats
 from models.streaks import EMPTY_STREAK, StreakState, compute_streak, extend_streak, local_day, streak_as_of
 from models.time_units import DAY_MS
 from models.tz import is_valid_timezone
@@ -126,6 +127,8 @@ class UserState:
     #: The local days freezes were bought on (the streak_freeze perk), sorted: the streak walk
     #: takes them on their days (models/streaks.py `compute_streak`), newest MAX_BOUGHT kept.
     bought_freezes: list[int] = field(default_factory=list)
+    #: Scores, practice and XP per UTC ISO week, 52 weeks at most, and all-time (models/stats.py).
+    weekly: WeeklyStats = field(default_factory=WeeklyStats)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; compact because it is written to a changelog on every update.
@@ -152,6 +155,7 @@ class UserState:
             "tz": self.timezone,
             "updated": self.updated_at_ms,
             **({"bought": self.bought_freezes} if self.bought_freezes else {}),
+            **({"wk": self.weekly.encode()} if self.weekly else {}),
         }
 
     @classmethod
@@ -182,6 +186,7 @@ class UserState:
             timezone=data["tz"],
             updated_at_ms=data["updated"],
             bought_freezes=sorted(int(day) for day in data.get("bought") or ())[-MAX_BOUGHT:],
+            weekly=WeeklyStats.decode(data.get("wk")),
         )
 
 
@@ -277,15 +282,18 @@ def apply_event(state: UserState, event: BehaviorEvent, rules: Rules, dedup_wind
     if rule is not None:
         _action_xp(state, event, rule, rules, first_time, gains, horizon_days)
     _record_scores(state, event, rules, rule is not None)
+    practiced = 0
     if event.type in rules.streak_qualifying:
         day = local_day(event.ts_ms, state.timezone)
-        _record_practice(state, event, day, horizon_days)
+        practiced = _record_practice(state, event, day, horizon_days)
         if _add_active_day(state, day, rules):
             _gain(state, gains, "daily_first", rules.daily_first_event_xp)
     new_badges = _award_badges(state, event, rules, gains)
     level_after = _level_ups(state, rules, level_before, gains)
     xp_gained = sum(xp for _, xp in gains)
     touched = _credit_periods(state, event.ts_ms, xp_gained, horizon_days)
+    score = _number(event.props.get("score")) if rule is not None else None
+    state.weekly.record(event.ts_ms, score, practiced, xp_gained)
     return Effects(
         event_id=event.event_id,
         duplicate=False,
@@ -373,10 +381,6 @@ def _number(value: object) -> float | None:
     return value
 
 
-#: Sessions of a category before its mean score says anything about the user.
-MIN_CATEGORY_SESSIONS = 2
-
-
 def weakest_category(state: UserState) -> str | None:
     """The practice category with the lowest mean score (at least MIN_CATEGORY_SESSIONS scored
     sessions; ties to the name first in order), the topic a personalised nudge suggests."""
@@ -409,10 +413,12 @@ def _record_scores(state: UserState, event: BehaviorEvent, rules: Rules, is_acti
     stats[2] += score >= rules.high_score
 
 
-def _record_practice(state: UserState, event: BehaviorEvent, day: int, horizon_days: int) -> None:
+def _record_practice(state: UserState, event: BehaviorEvent, day: int, horizon_days: int) -> int:
+    """Add the event's practice seconds to its local day; returns them (0 if none) for the
+    weekly statistics, which count the same validated, clamped seconds."""
     duration = _number(event.props.get("duration_s"))
     if duration is None or duration <= 0:
-        return
+        return 0
     seconds = int(min(duration, MAX_EVENT_DURATION_S))
     practice = state.daily_practice_s
     is_new = day not in practice
@@ -421,6 +427,7 @@ def _record_practice(state: UserState, event: BehaviorEvent, day: int, horizon_d
         keep_from = max(practice) - max(PRACTICE_DAYS_KEPT, horizon_days) + 1
         for old in [d for d in practice if d < keep_from]:
             del practice[old]
+    return seconds
 
 
 def _add_active_day(state: UserState, day: int, rules: Rules) -> bool:

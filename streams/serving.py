@@ -25,6 +25,7 @@ from models.gamification import UserState, public_view
 from models.leaderboard import BUCKET_TTL_S, PERIODS, decode_score, encode_score
 from models.levels import level_progress
 from models.rules import Rules
+from models.stats import stats_document
 from streams import redis_faults
 from streams.engagement import Applied, BatchOutcome
 
@@ -105,6 +106,24 @@ def engagement_message(state: UserState, applied: list[Applied], rules: Rules) -
     }
 
 
+def _stats_writes(state: UserState, views: list[tuple[str, str]], ranking: list[str]) -> None:
+    """The user's statistics view, and their ranking entry once they are ranked: absolute values
+    (SET, ZADD of the member's current average), so a replay or a re-projection writes the same."""
+    document = stats_document(
+        state.user_id, state.weekly, state.category_stats, state.xp, state.updated_at_ms
+    )
+    views.append((keys.user_stats(state.user_id), orjson.dumps(document).decode()))
+    value = state.weekly.ranking_value()
+    if value is not None:
+        # repr: the shortest text that reads back as the same double, so the API's "strictly
+        # below" (ZCOUNT to the member's own score, exclusive) compares equal values as equal.
+        ranking += [repr(value), state.user_id]
+
+
+def _ranking_zadd(ranking: list[str]) -> list[tuple[str, list[str]]]:
+    return [(keys.STATS_RANKING, ranking)] if ranking else []
+
+
 class Serving(Protocol):
     """What slices write to Redis through (``ServingWriter``; a recording one in the tests)."""
 
@@ -150,8 +169,10 @@ class ServingWriter:
         views: list[tuple[str, str]] = []
         boards: dict[tuple[str, str], list[str]] = defaultdict(list)
         messages: list[Outgoing] = []
+        ranking: list[str] = []
         for user_id, state in outcome.touched.items():
             views.append((keys.user_state(user_id), orjson.dumps(public_view(state, self.rules)).decode()))
+            _stats_writes(state, views, ranking)
             applied = by_user.get(user_id)
             # Only changed buckets for users with new events; all of them for a user whose
             # events were all duplicates, whose view may be the one a crash lost.
@@ -170,7 +191,7 @@ class ServingWriter:
             if msg is not None:
                 dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
                 messages.append(Outgoing(user_channel(user_id), "engagement", msg, dedup))
-        await self._execute(views, boards, messages)
+        await self._execute(views, boards, messages, sorted_sets=_ranking_zadd(ranking))
 
     async def project(self, states: Iterable[UserState]) -> int:
         """Rewrite the serving view of ``states`` (a rebuild after Redis was lost), through the
@@ -178,18 +199,20 @@ class ServingWriter:
         n = 0
         views: list[tuple[str, str]] = []
         boards: dict[tuple[str, str], list[str]] = defaultdict(list)
+        ranking: list[str] = []
         for state in states:
             views.append(
                 (keys.user_state(state.user_id), orjson.dumps(public_view(state, self.rules)).decode())
             )
+            _stats_writes(state, views, ranking)
             for pb, (xp, reached) in state.period_xp.items():
                 boards[_period_key(pb)] += [str(int(encode_score(xp, reached))), state.user_id]
             n += 1
-            if len(views) >= PROJECT_CHUNK:
-                await self._execute(views, boards, [])
-                views, boards = [], defaultdict(list)
+            if len(views) >= 2 * PROJECT_CHUNK:
+                await self._execute(views, boards, [], sorted_sets=_ranking_zadd(ranking))
+                views, boards, ranking = [], defaultdict(list), []
         if views:
-            await self._execute(views, boards, [])
+            await self._execute(views, boards, [], sorted_sets=_ranking_zadd(ranking))
         return n
 
     async def write_documents(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -9,6 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from infra import keys
+from models.stats import WeeklyStats, stats_document
 from tests.api.conftest import bearer
 from tests.api.test_errors_and_auth import assert_error
 
@@ -87,3 +89,53 @@ def test_streak_is_shown_as_of_the_users_local_today() -> None:
     # In Los Angeles it is still the 21st: active "today", not at risk.
     la = streak_today(_view(5, 0, "2026-11-21", "America/Los_Angeles"), now)
     assert (la["current"], la["at_risk"]) == (5, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# GET /v1/users/{id}/stats: built from the worker's statistics view and ranking (docs/stats.md)
+
+
+async def put_stats(redis: Redis, user_id: str, *scores: int) -> None:
+    weekly = WeeklyStats()
+    now = int(time.time() * 1000)
+    for score in scores:
+        weekly.record(now, score, 600, 50)
+    document = stats_document(user_id, weekly, {"behavioral": [2, 180, 1]}, 50 * len(scores), now)
+    await redis.set(keys.user_stats(user_id), orjson.dumps(document))
+    value = weekly.ranking_value()
+    if value is not None:
+        await redis.zadd(keys.STATS_RANKING, {user_id: value})
+
+
+async def test_own_stats_with_the_percentile(client: httpx.AsyncClient, redis: Redis) -> None:
+    await put_stats(redis, "u-42", 80, 90, 100)  # average 90
+    await put_stats(redis, "u-1", 50, 60, 70)  # 60: below
+    await put_stats(redis, "u-2", 90, 90, 90)  # 90: equal, not below
+    await put_stats(redis, "u-3", 100, 100, 95)  # above
+    response = await client.get("/v1/users/u-42/stats", headers=bearer("u-42"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["range"] == "12w" and len(body["weekly"]) == 12
+    assert body["overall"] == {
+        "sessions": 3,
+        "average_score": 90.0,
+        "best_score": 100,
+        "practice_s": 1800,
+        "xp": 150,
+    }
+    assert sum(w["sessions"] for w in body["weekly"]) == 3 and body["in_range"]["practice_s"] == 1800
+    assert body["percentile"]["value"] == 25.0 and body["percentile"]["ranked_students"] == 4
+    assert body["strengths"] == ["behavioral"]
+    wide = await client.get("/v1/users/u-42/stats?range=52w", headers=bearer("boss", "admin"))
+    assert wide.status_code == 200 and len(wide.json()["weekly"]) == 52
+
+
+async def test_stats_errors(client: httpx.AsyncClient, redis: Redis) -> None:
+    await put_stats(redis, "u-42", 80)
+    assert_error(await client.get("/v1/users/u-42/stats", headers=bearer("u-7")), 403, "forbidden")
+    for bad in ("1y", "", "12w&range=4w", "x" * 3000):
+        response = await client.get("/v1/users/u-42/stats", params={"range": bad}, headers=bearer("u-42"))
+        assert_error(response, 400, "bad_request")
+    assert_error(await client.get("/v1/users/u-404/stats", headers=bearer("u-404")), 404, "user_not_found")
+    unranked = (await client.get("/v1/users/u-42/stats", headers=bearer("u-42"))).json()["percentile"]
+    assert unranked["value"] is None and unranked["ranked_students"] == 0

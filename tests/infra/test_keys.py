@@ -21,6 +21,7 @@ from infra.channels import dedup_digest
 USER_KEYS: dict[str, Callable[[str], str]] = {
     "state": keys.user_state,
     "risk": keys.user_risk,
+    "stats": keys.user_stats,
     "matches": keys.user_matches,
     "apps": keys.user_applications,
     "rewards": keys.user_rewards,
