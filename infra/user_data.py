@@ -33,8 +33,12 @@ def channel_keys(user_id: str) -> list[str]:
 
 def ranked_keys(now_ms: int) -> list[str]:
     """The sorted sets a user can be a member of at ``now_ms``: the leaderboards that can still
-    exist, and the risk board."""
-    return [*(keys.leaderboard(p, b) for p, b in live_buckets(now_ms)), keys.RISK_SCORES]
+    exist, the risk board and the statistics ranking."""
+    return [
+        *(keys.leaderboard(p, b) for p, b in live_buckets(now_ms)),
+        keys.RISK_SCORES,
+        keys.STATS_RANKING,
+    ]
 
 
 async def dump_user(redis: RedisClient, user_id: str, now_ms: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ three, which the export reads):
   addresses), named from the id;
 - the user's channel history (log, size, dedup memory), not its sequence number;
 - the user's entries on every leaderboard bucket that can still exist (buckets expire:
-  ``models.leaderboard.BUCKET_TTL_S``), and on the risk board;
+  ``models.leaderboard.BUCKET_TTL_S``), on the risk board and in the statistics ranking;
 - the referral code's key and the referrer book;
 - the suppression of the user's mail addresses (the profile's and a pending one), their parked
   deliveries (bounded by ``delivery.deferred.MAX_PARKED``) and their outreach tasks (bounded by

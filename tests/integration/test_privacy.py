@@ -32,7 +32,7 @@ def lesson(user: str, n: int) -> dict[str, Any]:
         "user_id": user,
         "type": "lesson_complete",
         "ts": int(time.time() * 1000),
-        "props": {"lesson_id": f"L{n}", "duration_s": 600},
+        "props": {"lesson_id": f"L{n}", "duration_s": 600, "score": 70 + n},
     }
 
 
@@ -63,16 +63,19 @@ async def test_export_then_erase_everywhere(fresh_kafka: str, redis_url: str, tm
                 put = await http.put(f"/v1/users/{user}/profile", headers=auth(user), json=profile)
                 assert put.status_code == 200, put.text
                 posted = await http.post(
-                    "/v1/events", headers=auth(user), json=[lesson(user, 1), lesson(user, 2)]
+                    "/v1/events", headers=auth(user), json=[lesson(user, n) for n in (1, 2, 3)]
                 )
                 assert posted.status_code == 202, posted.text
             code = (await http.post("/v1/referrals/generate", headers=auth("pia"), json={})).json()["code"]
 
-            async def both_scored() -> Any:
-                board = (await http.get("/v1/leaderboards/all_time?limit=10", headers=auth("pia"))).json()
-                return board if {e["user_id"] for e in board["entries"]} == {"pia", "quinn"} else None
+            async def all_applied() -> bool:
+                for user in ("pia", "quinn"):
+                    r = await http.get(f"/v1/users/{user}/stats", headers=auth(user))
+                    if r.status_code != 200 or r.json()["overall"]["sessions"] != 3:
+                        return False
+                return True
 
-            await wait_until(both_scored, timeout=60, what="both users on the all-time board")
+            await wait_until(all_applied, timeout=60, what="both users' three lessons applied")
 
             # -- export: the user's own, complete; nobody else's -------------------------------
             assert (await http.get("/v1/users/pia/export", headers=auth("quinn"))).status_code == 403
@@ -86,7 +89,7 @@ async def test_export_then_erase_everywhere(fresh_kafka: str, redis_url: str, tm
             assert {"state", "profile", "referrals"} <= set(body["serving"]["views"])
             assert body["serving"]["views"]["profile"]["display_name"] == "Pia"
             assert any(m["type"] == "engagement" for m in body["serving"]["channel_history"])
-            assert keys.leaderboard("all_time", "all") in body["serving"]["ranked"]
+            assert {keys.leaderboard("all_time", "all"), keys.STATS_RANKING} <= set(body["serving"]["ranked"])
             assert "quinn" not in exported.text  # nothing of another user's
             # The answer held personal data: read once, then gone from Redis.
             assert await _answers_holding(redis, b'"user-state"') == []
@@ -101,6 +104,8 @@ async def test_export_then_erase_everywhere(fresh_kafka: str, redis_url: str, tm
             assert (await http.get("/v1/users/pia", headers=auth("pia"))).status_code == 404
             assert await _held_keys(redis, "pia") == []
             assert await redis.get(keys.referral_code(code)) is None
+            assert await redis.zscore(keys.STATS_RANKING, "pia") is None
+            assert await redis.zscore(keys.STATS_RANKING, "quinn") is not None
             board = (await http.get("/v1/leaderboards/all_time?limit=10", headers=auth("quinn"))).json()
             assert [e["user_id"] for e in board["entries"]] == ["quinn"]
             assert (await http.get("/v1/users/quinn", headers=auth("quinn"))).json()["xp"] > 0
