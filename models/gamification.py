@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from models.boards import DEFAULT_SEAT, BoardSeat, listing_of
 from models.events import BehaviorEvent, InvalidEvent, UserProfile, format_ts
 from models.leaderboard import bucket, period_keys
 from models.levels import level_for_xp, level_progress
@@ -126,6 +127,8 @@ class UserState:
     #: The local days freezes were bought on (the streak_freeze perk), sorted: the streak walk
     #: takes them on their days (models/streaks.py `compute_streak`), newest MAX_BOUGHT kept.
     bought_freezes: list[int] = field(default_factory=list)
+    #: Who the user is on the public leaderboards (profile: name, school, cohort, visibility).
+    boards: BoardSeat = DEFAULT_SEAT
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; compact because it is written to a changelog on every update.
@@ -152,6 +155,7 @@ class UserState:
             "tz": self.timezone,
             "updated": self.updated_at_ms,
             **({"bought": self.bought_freezes} if self.bought_freezes else {}),
+            **({"boards": self.boards.to_dict()} if self.boards != DEFAULT_SEAT else {}),
         }
 
     @classmethod
@@ -182,6 +186,7 @@ class UserState:
             timezone=data["tz"],
             updated_at_ms=data["updated"],
             bought_freezes=sorted(int(day) for day in data.get("bought") or ())[-MAX_BOUGHT:],
+            boards=BoardSeat.from_dict(data.get("boards")),
         )
 
 
@@ -550,7 +555,8 @@ def _prune_periods(period_xp: dict[str, list[int]], horizon_days: int) -> None:
 
 
 def apply_profile(state: UserState, profile: UserProfile) -> bool:
-    """Adopt the profile's time zone for events processed from now on; True if it changed.
+    """Adopt the profile's time zone for events processed from now on, and its leaderboard
+    listing (models/boards.py); True if either changed.
 
     Days already counted are never recomputed: re-deriving history in a new zone would let a
     user manufacture (or lose) an old streak by changing their profile.
@@ -559,10 +565,11 @@ def apply_profile(state: UserState, profile: UserProfile) -> bool:
         raise ValueError(f"profile of {profile.user_id!r} applied to the state of {state.user_id!r}")
     if not is_valid_timezone(profile.timezone):
         raise InvalidEvent("bad_timezone", f"unknown IANA time zone: {profile.timezone[:64]!r}")
-    if profile.timezone == state.timezone:
-        return False
+    seat = state.boards.moved_to(listing_of(profile))
+    changed = profile.timezone != state.timezone or seat != state.boards
     state.timezone = profile.timezone
-    return True
+    state.boards = seat
+    return changed
 
 
 def public_view(state: UserState, rules: Rules, today_local: int | None = None) -> dict[str, Any]:

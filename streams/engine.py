@@ -37,7 +37,7 @@ from streams.risk_pipeline import RiskSlice
 from streams.runner import Slice
 from streams.serving import Serving
 from streams.stores import Store
-from streams.user_context import UserDirectory
+from streams.user_context import BoardStanding, UserDirectory
 
 
 def _copy_partition(key: str) -> int:
@@ -151,7 +151,9 @@ def build_engine(
     careers: Store[CareerState] = stores(CAREER_STATE)
     copies = PostingCopies(stores(OPEN_POSTINGS))
     career = CareerProcessor(ports.partitions_for, copies, **clock)
-    directory = UserDirectory(rules, users.get, careers.get, posting_of=career.posting)
+    directory = UserDirectory(
+        rules, users.get, careers.get, posting_of=career.posting, standings=BoardStanding(users.states_of)
+    )
     return Engine(
         engagement=EngagementSlice(
             EngagementProcessor(rules, ports.partitions_for, dedup_window_ms, **clock), users, serving, send
@@ -180,6 +182,7 @@ def build_engine(
             send,
             rules.streak_milestones,
             directory.peers,
+            directory.standings,
         ),
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),
