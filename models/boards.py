@@ -194,13 +194,17 @@ DEFAULT_SEAT = BoardSeat()
 MIN_BOARD_PEERS = 20
 
 
-def percent_ahead(sorted_scores: Sequence[int], score: int, listed: bool) -> float | None:
+def percent_ahead(sorted_scores: Sequence[int], score: int, own: int | None = None) -> float | None:
     """The share (0-100, one decimal) of the *other* learners on a board whose score is below
-    ``score``; ``sorted_scores`` holds every listed learner's score, the user's own among them
-    when ``listed``. None below ``MIN_BOARD_PEERS`` others. Equal scores are not counted as
-    beaten: "ahead of" must hold whoever reached the score first."""
+    ``score``. ``sorted_scores`` holds every listed learner's score; ``own`` is the user's own
+    score among them (a snapshot may hold an older one than ``score``), None when they are not
+    listed. None below ``MIN_BOARD_PEERS`` others. Equal scores are not counted as beaten:
+    "ahead of" must hold whoever reached the score first."""
     below = bisect.bisect_left(sorted_scores, score)
-    others = len(sorted_scores) - (1 if listed else 0)
+    others = len(sorted_scores)
+    if own is not None:
+        others -= 1
+        below -= own < score  # their own older score is not someone they are ahead of
     if others < MIN_BOARD_PEERS:
         return None
     return round(100.0 * below / others, 1)
@@ -232,29 +236,41 @@ def standing_sentence(standing: Standing | None) -> str:
     return f"You're ahead of {number}% of learners{where} this week. One session could move you up."
 
 
-def week_scores(scored: Iterable[tuple[BoardSeat, int]]) -> dict[Scope, list[int]]:
-    """Sorted scores per board (global and each group) of the listed learners, from
-    (seat, period XP) pairs: what ``percent_ahead`` reads."""
-    boards: dict[Scope, list[int]] = {}
-    for seat, xp in scored:
-        for scope in seat.scopes():
-            boards.setdefault(scope, []).append(xp)
-    for scores in boards.values():
+@dataclass(frozen=True, slots=True)
+class WeekBoards:
+    """A snapshot of the boards of a period: sorted scores per board (global and each group) of
+    the listed learners, and each listed learner's boards and score (to leave them out of their
+    own comparison)."""
+
+    scores: dict[Scope, list[int]] = field(default_factory=dict)
+    listed: dict[str, tuple[tuple[Scope, ...], int]] = field(default_factory=dict)
+
+
+def week_scores(scored: Iterable[tuple[str, BoardSeat, int]]) -> WeekBoards:
+    """The boards of (user id, seat, period XP) triples, as the serving view lists them."""
+    boards = WeekBoards()
+    for user_id, seat, xp in scored:
+        scopes = seat.scopes()
+        if scopes:
+            boards.listed[user_id] = (scopes, xp)
+        for scope in scopes:
+            boards.scores.setdefault(scope, []).append(xp)
+    for scores in boards.scores.values():
         scores.sort()
     return boards
 
 
-def standing_of(seat: BoardSeat, xp: int | None, boards: dict[Scope, list[int]]) -> Standing | None:
+def standing_of(user_id: str, seat: BoardSeat, xp: int | None, boards: WeekBoards) -> Standing | None:
     """The user's standing on their school's board when it is big enough, else their cohort's,
-    else everyone's; ``xp`` is their score this period, None when they have none (they are on
-    no board yet and are compared at 0). A hidden user is compared with the listed ones."""
+    else everyone's; ``xp`` is their score this period, None when they have none (compared at
+    0). A hidden user is compared with the listed ones (and is in nobody's comparison)."""
     listing = seat.listing
-    listed = listing.visible and xp is not None
+    held_scopes, held_xp = boards.listed.get(user_id, ((), 0))
     score = xp or 0
     named = {"school": listing.school, "cohort": listing.cohort}
-    for kind, digest in listing.groups:
-        pct = percent_ahead(boards.get((kind, digest), []), score, listed)
+    for scope in (*listing.groups, None):
+        own = held_xp if scope in held_scopes else None
+        pct = percent_ahead(boards.scores.get(scope, []), score, own)
         if pct is not None:
-            return Standing(pct, safe_display_name(named[kind]))
-    pct = percent_ahead(boards.get(None, []), score, listed)
-    return None if pct is None else Standing(pct)
+            return Standing(pct, None if scope is None else safe_display_name(named[scope[0]]))
+    return None

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 
-from models.boards import Scope, Standing, standing_of, week_scores
+from models.boards import Standing, WeekBoards, standing_of, week_scores
 from models.campaigns.records import UserFacts
 from models.career import CareerState
 from models.career_notices import MAX_CLOSING, ClosingJob
@@ -62,7 +62,7 @@ class BoardStanding:
         self.states_of = states_of
         self.clock = clock
         self.week: str | None = None
-        self.boards: dict[Scope, list[int]] = {}
+        self.boards = WeekBoards()
         self._refreshed: float | None = None
 
     def refresh(self, partitions: AbstractSet[int], now_ms: int) -> None:
@@ -73,7 +73,7 @@ class BoardStanding:
         self._refreshed = now
         self.week = week
         self.boards = week_scores(
-            (state.boards, state.period_xp[week][0])
+            (state.user_id, state.boards, state.period_xp[week][0])
             for state in self.states_of(partitions)
             if week in state.period_xp
         )
@@ -82,7 +82,7 @@ class BoardStanding:
         if self.week is None:
             return None
         held = state.period_xp.get(self.week)
-        return standing_of(state.boards, held[0] if held else None, self.boards)
+        return standing_of(state.user_id, state.boards, held[0] if held else None, self.boards)
 
 
 @functools.lru_cache(maxsize=1 << 14)
