@@ -124,6 +124,14 @@ class Listing:
 
 DEFAULT_LISTING = Listing()
 
+#: What a board entry shows of its user, beside rank, user_id and score.
+CARD_FIELDS = ("display_name", "school", "cohort")
+
+
+def shown_card(card: dict[str, Any] | None) -> dict[str, Any]:
+    """The entry fields of a user's board card (``keys.user_board``): all null without one."""
+    return {name: (card or {}).get(name) for name in CARD_FIELDS}
+
 
 def listing_of(profile: UserProfile) -> Listing:
     """The listing a profile asks for (its fields already validated by models/events.py). Only

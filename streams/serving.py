@@ -18,9 +18,9 @@ from redis.exceptions import NoScriptError
 
 from infra import keys
 from infra.channels import LIMIT_ARGS, PUBLISH_ALL_LUA, ChannelLog, Outgoing
-from infra.redis_conn import RedisClient, by_slot
+from infra.redis_conn import RedisClient, by_slot, mget
 from infra.redis_errors import RETRIED, RefusedWrites
-from models.boards import Scope
+from models.boards import Scope, shown_card
 from models.channels import leaderboard_channel, user_channel
 from models.gamification import UserState, public_view
 from models.leaderboard import PERIODS, decode_score, encode_score
@@ -391,9 +391,15 @@ class ServingWriter:
             rows: list[tuple[bytes, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
                 keys.leaderboard(period, bucket), 0, LEADERBOARD_PUSH_SIZE - 1, withscores=True
             )
+            cards = await mget(self.redis, [keys.user_board(m.decode()) for m, _ in rows]) if rows else []
             entries = [
-                {"rank": i + 1, "user_id": m.decode(), "score": decode_score(s)}
-                for i, (m, s) in enumerate(rows)
+                {
+                    "rank": i + 1,
+                    "user_id": m.decode(),
+                    "score": decode_score(s),
+                    **shown_card(None if card is None else orjson.loads(card)),
+                }
+                for i, ((m, s), card) in enumerate(zip(rows, cards, strict=True))
             ]
             await self.channels.publish(
                 leaderboard_channel(period),

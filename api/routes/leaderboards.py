@@ -28,7 +28,8 @@ from api.ids import OptionalIdQuery
 from api.responses import OrjsonResponse
 from api.state import AppState
 from infra import keys
-from models.boards import GROUP_KINDS, MAX_GROUP_LEN, InvalidGroup, checked_group, group_digest
+from infra.redis_conn import mget
+from models.boards import GROUP_KINDS, MAX_GROUP_LEN, InvalidGroup, checked_group, group_digest, shown_card
 from models.leaderboard import PERIODS, bucket, decode_score, encode_score
 
 router = APIRouter(tags=["leaderboards"])
@@ -82,7 +83,7 @@ async def get_leaderboard(
             "rank": start + offset + 1,
             "user_id": user_id,
             "score": decode_score(score),
-            **_shown(cards[offset]),
+            **shown_card(cards[offset]),
         }
         for offset, (user_id, (_, score)) in enumerate(zip(users, rows, strict=True))
     ]
@@ -111,16 +112,8 @@ def _group(school: str | None, cohort: str | None) -> tuple[str, str] | None:
 
 
 async def _cards(state: AppState, user_ids: list[str]) -> list[dict[str, Any] | None]:
-    async with state.redis.pipeline(transaction=False) as pipe:
-        for user_id in user_ids:
-            pipe.get(keys.user_board(user_id))
-        raw = await pipe.execute()
+    raw = await mget(state.redis, [keys.user_board(user_id) for user_id in user_ids])
     return [None if doc is None else dict(orjson.loads(doc)) for doc in raw]
-
-
-def _shown(card: dict[str, Any] | None) -> dict[str, Any]:
-    card = card or {}
-    return {name: card.get(name) for name in ("display_name", "school", "cohort")}
 
 
 async def _standing(
