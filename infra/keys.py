@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 
+from models import boards
 from models.channels import channel_user
 
 PREFIX = "elimu"
@@ -85,7 +86,7 @@ def group_leaderboard(kind: str, digest: str, period: str, bucket: str) -> str:
     """A school's or cohort's board (``kind`` from models.boards.GROUP_KINDS): the group is named
     by ``models.boards.group_digest`` (fixed-size hex), never by its user-chosen name, and its
     kind is not a period, so it meets neither another group's board nor a global one."""
-    if kind not in ("school", "cohort") or len(digest) != 32 or not digest.isalnum():
+    if kind not in boards.GROUP_KINDS or not boards.is_group_digest(digest):
         raise KeyspaceError(f"not a group board: {kind!r} {digest!r}")
     return _shared(f"lb:{kind}:{digest}:{period}:{bucket}")
 

@@ -80,6 +80,14 @@ def group_digest(kind: str, name: str) -> str:
     return hashlib.sha256(f"{kind}\x00{canonical_group(name)}".encode()).hexdigest()[:32]
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_group_digest(value: object) -> bool:
+    """Whether ``value`` is what ``group_digest`` makes (32 lower-case hex digits)."""
+    return isinstance(value, str) and len(value) == 32 and _HEX.issuperset(value)
+
+
 def board_name(display_name: str | None) -> str | None:
     """A display name as a public board shows it, or None: longer than ``MAX_BOARD_NAME_LEN``,
     non-printable, or reading like a link (the rule the messages follow,
@@ -187,7 +195,12 @@ class BoardSeat:
         listing = Listing(
             data.get("name"), data.get("school"), data.get("cohort"), bool(data.get("visible", True))
         )
-        left = tuple((str(kind), str(digest)) for kind, digest in data.get("left") or ())[:MAX_LEFT]
+        # Only what names a board (a state is trusted, but a key built from it must not fail).
+        left = tuple(
+            (str(kind), str(digest))
+            for kind, digest in data.get("left") or ()
+            if kind in GROUP_KINDS and is_group_digest(digest)
+        )[:MAX_LEFT]
         return cls(listing, left)
 
 

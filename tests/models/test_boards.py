@@ -187,7 +187,9 @@ def test_the_state_keeps_only_the_name_a_board_may_show() -> None:
     state = UserState("u-1")
     apply_profile(state, profile(display_name="n" * 512))
     assert state.boards.listing.display_name is None
-    assert BoardSeat.from_dict({"left": [["school", "x"]] * 50}).left == (("school", "x"),) * MAX_LEFT
+    digest = group_digest("school", "x")
+    assert BoardSeat.from_dict({"left": [["school", digest]] * 50}).left == (("school", digest),) * MAX_LEFT
+    assert BoardSeat.from_dict({"left": [["daily", digest], ["school", "}:"]]}).left == ()
 
 
 # ---------------------------------------------------------------------------------------------
