@@ -183,3 +183,22 @@ async def test_thousands_of_schools_make_boards_that_go_when_their_pupils_do(
     await profiled(serving, *states)
     assert await redis.zcard(keys.leaderboard("all_time", "all")) == 0
     assert not any([await redis.exists(school_board(name, "all_time")) for name in names[:50]])
+
+
+async def test_the_pushed_top_shows_names_and_leaves_hidden_users_out(
+    redis: RedisClient, serving: ServingWriter
+) -> None:
+    amina = boarded("amina", 300, display_name="Amina", school="Alliance", cohort="2027")
+    baraka = boarded("baraka", 400, display_name="Baraka", leaderboard_visible=False)
+    chebet = boarded("chebet", 200)  # no name: nulls
+    await profiled(serving, amina, baraka, chebet)
+    current = {p: bucket(p, T0) for p in ("daily", "weekly", "all_time")}
+    await serving.push_leaderboards(current)
+    recovered, pushed = await serving.channels.replay("leaderboard:weekly", 0)
+    assert recovered
+    entries = pushed[-1].data["entries"]
+    assert [tuple(e.values()) for e in entries] == [
+        (1, "amina", 300, "Amina", "Alliance", "2027"),
+        (2, "chebet", 200, None, None, None),
+    ]
+    assert list(entries[0]) == ["rank", "user_id", "score", "display_name", "school", "cohort"]
