@@ -38,6 +38,9 @@ PROFILE_FIELDS = (
     "currency",
     "email",
     "phone",
+    "school",
+    "cohort",
+    "leaderboard_visible",
 )
 #: How long the API's own last write of a profile is kept beside the worker's view: far past
 #: any worker lag a PUT could still build on.

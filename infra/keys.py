@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 
+from models import boards
 from models.channels import channel_user
 
 PREFIX = "elimu"
@@ -63,6 +64,7 @@ USER_KINDS = frozenset(
         "verify-email",
         "verify-sms",
         "stats",
+        "board",
     }
 )
 
@@ -93,6 +95,22 @@ STATS_RANKING = _shared("stats-ranking")
 def leaderboard(period: str, bucket: str) -> str:
     """``period`` is daily/weekly/all_time; ``bucket`` the UTC day, ISO week or ``all``."""
     return _shared(f"lb:{period}:{bucket}")
+
+
+def group_leaderboard(kind: str, digest: str, period: str, bucket: str) -> str:
+    """A school's or cohort's board (``kind`` from models.boards.GROUP_KINDS): the group is named
+    by ``models.boards.group_digest`` (fixed-size hex), never by its user-chosen name, and its
+    kind is not a period, so it meets neither another group's board nor a global one."""
+    if kind not in boards.GROUP_KINDS or not boards.is_group_digest(digest):
+        raise KeyspaceError(f"not a group board: {kind!r} {digest!r}")
+    return _shared(f"lb:{kind}:{digest}:{period}:{bucket}")
+
+
+def user_board(user_id: str) -> str:
+    """What the boards show of a user and their own standing (JSON, streams/serving.py
+    ``board_card``): the name, school and cohort an entry shows, whether they are listed, and
+    their period scores (for their own rank when hidden)."""
+    return _user(user_id, "board")
 
 
 def _channel(channel: str, kind: str) -> str:

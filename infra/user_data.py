@@ -9,12 +9,14 @@ referral books.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
 import orjson
 
 from infra import keys
 from infra.redis_conn import RedisClient, as_text
+from models import boards
 from models.channels import user_channel
 from models.leaderboard import live_buckets
 
@@ -31,11 +33,14 @@ def channel_keys(user_id: str) -> list[str]:
     return [keys.channel_log(channel), keys.channel_bytes(channel), keys.channel_dedup(channel)]
 
 
-def ranked_keys(now_ms: int) -> list[str]:
+def ranked_keys(now_ms: int, groups: Iterable[tuple[str, str]] = ()) -> list[str]:
     """The sorted sets a user can be a member of at ``now_ms``: the leaderboards that can still
-    exist, the risk board and the statistics ranking."""
+    exist, global and of ``groups`` (kind, digest: their school and cohort), the risk board and
+    the statistics ranking."""
+    buckets = live_buckets(now_ms)
     return [
-        *(keys.leaderboard(p, b) for p, b in live_buckets(now_ms)),
+        *(keys.leaderboard(p, b) for p, b in buckets),
+        *(keys.group_leaderboard(kind, digest, p, b) for kind, digest in groups for p, b in buckets),
         keys.RISK_SCORES,
         keys.STATS_RANKING,
     ]
@@ -54,7 +59,7 @@ async def dump_user(redis: RedisClient, user_id: str, now_ms: int) -> dict[str, 
         await redis.xrange(keys.channel_log(user_channel(user_id)), min="-", max="+"),
     )
     scores: dict[str, float] = {}
-    for key in ranked_keys(now_ms):
+    for key in ranked_keys(now_ms, _groups(views.get("board"))):
         score = await redis.zscore(key, user_id)
         if score is not None:
             scores[key] = score
@@ -74,6 +79,15 @@ async def dump_user(redis: RedisClient, user_id: str, now_ms: int) -> dict[str, 
         "ranked": scores,
         "referral_book": None if book is None else _decoded(book),
     }
+
+
+def _groups(card: Any) -> list[tuple[str, str]]:
+    """The group boards (kind, digest) the user's board card names (streams/serving.py
+    ``board_card``), those that name a board."""
+    named = card.get("groups") if isinstance(card, dict) else None
+    if not isinstance(named, dict):
+        return []
+    return [(k, d) for k, d in named.items() if k in boards.GROUP_KINDS and boards.is_group_digest(d)]
 
 
 def _message(rid: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:

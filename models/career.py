@@ -172,6 +172,10 @@ class CareerState:
     phone: str | None = None
     #: When the profile now held was written (its ``updated_at``, else when it was applied).
     profile_at_ms: int | None = None
+    #: The profile's leaderboard fields (models/boards.py), shown back by the profile routes.
+    school: str | None = None
+    cohort: str | None = None
+    leaderboard_visible: bool = True
     #: job_id -> the match as shown to the user (``Match.to_dict``) plus ``alerted_at_ms``.
     matches: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
@@ -193,6 +197,8 @@ class CareerState:
         self.email = profile.email
         self.phone = profile.phone
         self.profile_at_ms = profile.updated_at_ms if profile.updated_at_ms is not None else now_ms
+        self.school, self.cohort = profile.school, profile.cohort
+        self.leaderboard_visible = profile.leaderboard_visible
         return self.candidate
 
     def profile_view(self) -> dict[str, Any]:
@@ -215,6 +221,9 @@ class CareerState:
             "phone": self.phone,
             "notification_prefs": self.notification_prefs,
             "updated_at": self.profile_at_ms,
+            "school": self.school,
+            "cohort": self.cohort,
+            "leaderboard_visible": self.leaderboard_visible,
         }
 
     def alert_channels(self) -> list[str]:
@@ -287,6 +296,10 @@ class CareerState:
             "email": self.email,
             "phone": self.phone,
             "pat": self.profile_at_ms,
+            # Only when set: states without them (and older ones) decode to the defaults.
+            **({"school": self.school} if self.school else {}),
+            **({"cohort": self.cohort} if self.cohort else {}),
+            **({} if self.leaderboard_visible else {"hidden": True}),
             "matches": list(self.matches.values()),
             "applications": [a.to_dict() for a in self.applications.values()],
         }
@@ -313,6 +326,9 @@ class CareerState:
             email=data.get("email"),
             phone=data.get("phone"),
             profile_at_ms=data.get("pat"),
+            school=data.get("school"),
+            cohort=data.get("cohort"),
+            leaderboard_visible=not data.get("hidden", False),
             matches={entry["job_id"]: entry for entry in matches},
             applications={a.application_id: a for a in map(Application.from_dict, applications)},
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from models.boards import InvalidGroup, checked_group
 from models.contact import InvalidContact, normalize_email, normalize_phone
 from models.tz import is_valid_timezone
 
@@ -340,6 +341,11 @@ class UserProfile:
     #: When the profile was written (the API stamps its PUTs, so it can wait for the worker to
     #: show its version); None from a producer that does not say.
     updated_at_ms: int | None = None
+    #: The user's school and cohort (their group leaderboards; models/boards.py), trimmed.
+    school: str | None = None
+    cohort: str | None = None
+    #: False hides the user from every public leaderboard (they still see their own standing).
+    leaderboard_visible: bool = True
 
 
 def parse_profile(raw: bytes, now_ms: int) -> UserProfile:
@@ -375,7 +381,31 @@ def validate_profile(obj: dict[str, Any], now_ms: int) -> UserProfile:
         updated_at_ms=None
         if obj.get("updated_at") in (None, "")
         else _required_ts(obj, now_ms, "updated_at"),
+        school=_optional_group(obj, "school"),
+        cohort=_optional_group(obj, "cohort"),
+        leaderboard_visible=_optional_bool(obj, "leaderboard_visible", True),
     )
+
+
+def _optional_group(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"{name} must be a string or null")
+    try:
+        return checked_group(value, name)
+    except InvalidGroup as exc:
+        raise InvalidEvent(exc.reason, exc.message) from exc
+
+
+def _optional_bool(obj: dict[str, Any], name: str, default: bool) -> bool:
+    value = obj.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidEvent("bad_type", f"{name} must be true, false or null")
+    return value
 
 
 def _contact(obj: dict[str, Any], name: str, normalize: Callable[[str], str]) -> str | None:

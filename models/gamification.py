@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from models.boards import DEFAULT_SEAT, BoardSeat, listing_of
 from models.events import BehaviorEvent, InvalidEvent, UserProfile, format_ts
 from models.leaderboard import bucket, period_keys
 from models.levels import level_for_xp, level_progress
@@ -129,6 +130,8 @@ class UserState:
     bought_freezes: list[int] = field(default_factory=list)
     #: Scores, practice and XP per UTC ISO week, 52 weeks at most, and all-time (models/stats.py).
     weekly: WeeklyStats = field(default_factory=WeeklyStats)
+    #: Who the user is on the public leaderboards (profile: name, school, cohort, visibility).
+    boards: BoardSeat = DEFAULT_SEAT
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; compact because it is written to a changelog on every update.
@@ -156,6 +159,7 @@ class UserState:
             "updated": self.updated_at_ms,
             **({"bought": self.bought_freezes} if self.bought_freezes else {}),
             **({"wk": self.weekly.encode()} if self.weekly else {}),
+            **({"boards": self.boards.to_dict()} if self.boards != DEFAULT_SEAT else {}),
         }
 
     @classmethod
@@ -187,6 +191,7 @@ class UserState:
             updated_at_ms=data["updated"],
             bought_freezes=sorted(int(day) for day in data.get("bought") or ())[-MAX_BOUGHT:],
             weekly=WeeklyStats.decode(data.get("wk")),
+            boards=BoardSeat.from_dict(data.get("boards")),
         )
 
 
@@ -557,7 +562,8 @@ def _prune_periods(period_xp: dict[str, list[int]], horizon_days: int) -> None:
 
 
 def apply_profile(state: UserState, profile: UserProfile) -> bool:
-    """Adopt the profile's time zone for events processed from now on; True if it changed.
+    """Adopt the profile's time zone for events processed from now on, and its leaderboard
+    listing (models/boards.py); True if either changed.
 
     Days already counted are never recomputed: re-deriving history in a new zone would let a
     user manufacture (or lose) an old streak by changing their profile.
@@ -566,10 +572,11 @@ def apply_profile(state: UserState, profile: UserProfile) -> bool:
         raise ValueError(f"profile of {profile.user_id!r} applied to the state of {state.user_id!r}")
     if not is_valid_timezone(profile.timezone):
         raise InvalidEvent("bad_timezone", f"unknown IANA time zone: {profile.timezone[:64]!r}")
-    if profile.timezone == state.timezone:
-        return False
+    seat = state.boards.moved_to(listing_of(profile))
+    changed = profile.timezone != state.timezone or seat != state.boards
     state.timezone = profile.timezone
-    return True
+    state.boards = seat
+    return changed
 
 
 def public_view(state: UserState, rules: Rules, today_local: int | None = None) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class BatchOutcome:
     touched: dict[str, UserState] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     duplicates: int = 0
+    #: Users a profile record of this batch was applied to (their boards are fully re-projected).
+    profiled: set[str] = field(default_factory=set)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: Records found on a partition their user does not own: (record, user key, owner partition).
     misrouted: list[tuple[Record, bytes, int]] = field(default_factory=list)
@@ -130,3 +132,4 @@ class EngagementProcessor:
         state = self._state(profile.user_id, store, out)
         apply_profile(state, profile)
         dirty.add(profile.user_id)
+        out.profiled.add(profile.user_id)

@@ -32,7 +32,7 @@ from streams.growth_pipeline import GrowthSlice
 from streams.interventions import AnalyticsSlice
 from streams.market import MarketProcessor
 from streams.market_pipeline import MarketSlice, PostingsSlice
-from streams.privacy import PrivacyProcessor
+from streams.privacy import PrivacyProcessor, Traces
 from streams.privacy_pipeline import PrivacySlice
 from streams.records import owner_partition
 from streams.risk import RiskProcessor
@@ -40,7 +40,7 @@ from streams.risk_pipeline import RiskSlice
 from streams.runner import Slice
 from streams.serving import Serving
 from streams.stores import Store
-from streams.user_context import UserDirectory
+from streams.user_context import BoardStanding, UserDirectory
 
 
 def _copy_partition(key: str) -> int:
@@ -154,12 +154,15 @@ def only_slices(
 class NoViews:
     """The eraser of an engine without Redis views (an in-process bench): nothing to remove."""
 
-    async def erase(self, user_id: str, referral_code: str | None, now_ms: int) -> dict[str, int]:
+    async def erase(self, user_id: str, traces: Traces, now_ms: int) -> dict[str, int]:
         return {}
 
 
-def _referral_code_of(state: GrowthState | None) -> str | None:
-    return None if state is None or state.book is None else state.book.code or None
+def _traces(user: UserState | None, growth: GrowthState | None) -> Traces:
+    """Where Redis holds an erased user beyond what their id names (streams/privacy.py)."""
+    code = None if growth is None or growth.book is None else growth.book.code or None
+    seat = None if user is None else user.boards
+    return Traces(code, () if seat is None else (*seat.listing.groups, *seat.left))
 
 
 def build_engine(
@@ -179,7 +182,9 @@ def build_engine(
     risks: Store[RiskState] = stores(RISK_STATE)
     copies = PostingCopies(stores(OPEN_POSTINGS))
     career = CareerProcessor(ports.partitions_for, copies, **clock)
-    directory = UserDirectory(rules, users.get, careers.get, posting_of=career.posting)
+    directory = UserDirectory(
+        rules, users.get, careers.get, posting_of=career.posting, standings=BoardStanding(users.states_of)
+    )
     tables: dict[StateTable, Store[Any]] = {
         USER_STATE: users,
         CAREER_STATE: careers,
@@ -190,7 +195,7 @@ def build_engine(
         {table.name: store for table, store in tables.items()},
         forget=[career.forget_user],
         partitions_for=ports.partitions_for,
-        referral_code_of=lambda user_id: _referral_code_of(growths.get(user_id)),
+        traces_of=lambda user_id: _traces(users.get(user_id), growths.get(user_id)),
     )
     return Engine(
         engagement=EngagementSlice(
@@ -220,6 +225,7 @@ def build_engine(
             send,
             rules.streak_milestones,
             directory.peers,
+            directory.standings,
         ),
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),

@@ -7,7 +7,8 @@ three, which the export reads):
   addresses), named from the id;
 - the user's channel history (log, size, dedup memory), not its sequence number;
 - the user's entries on every leaderboard bucket that can still exist (buckets expire:
-  ``models.leaderboard.BUCKET_TTL_S``), on the risk board and in the statistics ranking;
+  ``models.leaderboard.BUCKET_TTL_S``), global and of the groups the user is on or left lately,
+  on the risk board and in the statistics ranking;
 - the referral code's key and the referrer book;
 - the suppression of the user's mail addresses (the profile's and a pending one), their parked
   deliveries (bounded by ``delivery.deferred.MAX_PARKED``) and their outreach tasks (bounded by
@@ -27,10 +28,11 @@ from infra import keys
 from infra.redis_conn import RedisClient, as_text
 from infra.user_data import channel_keys, ranked_keys, user_keys
 from models.outreach import OutreachTask
+from streams.privacy import Traces
 
 
 class Eraser(Protocol):
-    async def erase(self, user_id: str, referral_code: str | None, now_ms: int) -> dict[str, int]:
+    async def erase(self, user_id: str, traces: Traces, now_ms: int) -> dict[str, int]:
         """Remove the user from the serving view; counts of what was removed, by kind."""
         ...
 
@@ -40,17 +42,18 @@ class RedisEraser:
         self.redis = redis
         self.parked = Parked(redis)
 
-    async def erase(self, user_id: str, referral_code: str | None, now_ms: int) -> dict[str, int]:
+    async def erase(self, user_id: str, traces: Traces, now_ms: int) -> dict[str, int]:
         redis = self.redis
         addresses = await self._addresses(user_id)
         removed: dict[str, int] = {}
         # One key per call: on a Redis Cluster they live in different slots.
         gone = [*user_keys(user_id), *channel_keys(user_id)]
         removed["keys"] = sum([int(await redis.delete(key)) for key in gone])
-        removed["ranked"] = sum([int(await redis.zrem(key, user_id)) for key in ranked_keys(now_ms)])
+        ranked = ranked_keys(now_ms, traces.groups)
+        removed["ranked"] = sum([int(await redis.zrem(key, user_id)) for key in ranked])
         removed["referral"] = int(await redis.hdel(keys.REFERRAL_BOOKS, user_id))
-        if referral_code:
-            key = keys.referral_code(referral_code)
+        if traces.referral_code:
+            key = keys.referral_code(traces.referral_code)
             owner = await redis.get(key)
             if owner is not None and as_text(owner) == user_id:
                 removed["referral"] += int(await redis.delete(key))

@@ -31,13 +31,22 @@ from streams.stores import Store
 
 
 @dataclass(frozen=True, slots=True)
+class Traces:
+    """What only the user's state knew of where Redis holds them, read before it is erased."""
+
+    #: Their referral code (its key maps the code to them).
+    referral_code: str | None = None
+    #: The group boards (kind, digest) they are on or left lately (models/boards.py).
+    groups: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Erasure:
     command_id: str
     user_id: str
     #: The tables that held a state for the user (the others had nothing to erase).
     tables: tuple[str, ...]
-    #: What the Redis views are found by and the state alone knew (the referral code's key).
-    referral_code: str | None
+    traces: Traces
 
 
 @dataclass
@@ -65,13 +74,12 @@ class PrivacyProcessor:
         tables: Mapping[str, Store[Any]],
         forget: Sequence[Callable[[str], None]],
         partitions_for: Callable[[str], int],
-        referral_code_of: Callable[[str], str | None],
+        traces_of: Callable[[str], Traces],
     ) -> None:
         self.tables = dict(tables)
         self.forget = tuple(forget)
         self.partitions_for = partitions_for
-        #: The user's referral code, from their growth state, if any (its Redis key names it).
-        self.referral_code_of = referral_code_of
+        self.traces_of = traces_of
 
     def process(self, records: Iterable[Record]) -> PrivacyOutcome:
         out = PrivacyOutcome()
@@ -105,12 +113,12 @@ class PrivacyProcessor:
 
     def erase(self, command_id: str, user_id: str) -> Erasure:
         held = tuple(name for name, store in self.tables.items() if store.get(user_id) is not None)
-        code = self.referral_code_of(user_id)  # before the growth state goes
+        traces = self.traces_of(user_id)  # before the states go
         for store in self.tables.values():
             store.delete(user_id)
         for forget in self.forget:
             forget(user_id)
-        return Erasure(command_id, user_id, held, code)
+        return Erasure(command_id, user_id, held, traces)
 
 
 def _privacy_command(rec: Record) -> dict[str, Any] | None:

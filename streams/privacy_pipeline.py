@@ -76,7 +76,7 @@ class PrivacySlice(SliceBase):
         removed: dict[str, int] = {}
 
         async def erase() -> None:
-            removed.update(await self.eraser.erase(erasure.user_id, erasure.referral_code, self.clock_ms()))
+            removed.update(await self.eraser.erase(erasure.user_id, erasure.traces, self.clock_ms()))
 
         await write_until_redis_answers(erase)
         return {"ok": True, "user_id": erasure.user_id, "tables": list(erasure.tables), "redis": removed}

@@ -39,7 +39,7 @@ from streams.risk import RiskOutcome, RiskProcessor, resolution_message
 from streams.runner import SliceBase, Upstream
 from streams.serving import Serving
 from streams.stores import Store
-from streams.user_context import PeerActivity
+from streams.user_context import BoardStanding, PeerActivity
 
 
 class RiskSlice(SliceBase):
@@ -54,6 +54,7 @@ class RiskSlice(SliceBase):
         send: Send,
         streak_milestones: Collection[int],
         peers: PeerActivity | None = None,
+        standings: BoardStanding | None = None,
     ) -> None:
         self.processor = processor
         self.store = store
@@ -61,6 +62,7 @@ class RiskSlice(SliceBase):
         self.send = send
         self.streak_milestones = streak_milestones
         self.peers = peers
+        self.standings = standings
         #: Held by the runner from ``process`` to the end of ``persist``, and by the sweep.
         self.exclusive = asyncio.Lock()
         self.lock = self.exclusive
@@ -106,6 +108,8 @@ class RiskSlice(SliceBase):
             self.processor.adopt_watermark(self.store.states_of(active))
         if self.peers is not None and active:
             self.peers.refresh(self.store.states_of(active), self.processor.stream_time(active))
+        if self.standings is not None and active:
+            self.standings.refresh(active, self.processor.stream_time(active))
         return await self.sweep(owned)
 
     async def sweep(self, owned: Callable[[str], bool]) -> RiskOutcome:

@@ -18,8 +18,9 @@ from redis.exceptions import NoScriptError
 
 from infra import keys
 from infra.channels import LIMIT_ARGS, PUBLISH_ALL_LUA, ChannelLog, Outgoing
-from infra.redis_conn import RedisClient, by_slot
+from infra.redis_conn import RedisClient, by_slot, mget
 from infra.redis_errors import RETRIED, RefusedWrites
+from models.boards import Scope, shown_card
 from models.channels import leaderboard_channel, user_channel
 from models.gamification import UserState, public_view
 from models.leaderboard import BUCKET_TTL_S, PERIODS, decode_score, encode_score
@@ -36,7 +37,7 @@ PROJECT_CHUNK = 2000
 
 # One call per batch. ARGV: the publish limits (see infra/channels.py), then one JSON document:
 # {"set": [[key, view-json]], "zadd": [[key, ttl-s (0 = none), [score, member, ...]]],
-#  "hset": [[key, field, value]], "publish": [message, ...]}.
+#  "zrem": [[key, [member, ...]]], "hset": [[key, field, value]], "publish": [message, ...]}.
 # Scores are integer strings (exact; see models/leaderboard.py). Every write goes through the
 # channels' ``try`` (redis.pcall): a key Redis refuses is reported, the others are written.
 # Returns {each message's id, the refusals}.
@@ -53,6 +54,12 @@ for _, z in ipairs(doc["zadd"]) do
   end
   if z[2] > 0 then redis.call('EXPIRE', z[1], z[2]) end
 end
+for _, z in ipairs(doc["zrem"]) do
+  local members = z[2]
+  for i = 1, #members, 2000 do
+    try('ZREM', z[1], unpack(members, i, math.min(i + 1999, #members)))
+  end
+end
 local ids = publish_all(doc["publish"])
 return {ids, errors}
 """
@@ -60,12 +67,63 @@ return {ids, errors}
 
 
 #: The batch document's parts, each a list of entries whose first element is a key.
-_DOC_PARTS = ("set", "zadd", "hset", "publish")
+_DOC_PARTS = ("set", "zadd", "zrem", "hset", "publish")
+
+#: One leaderboard: the global one (scope None) or a group's, of a period bucket.
+Board = tuple[Scope, str, str]
 
 
 def _period_key(period_bucket: str) -> tuple[str, str]:
     period, _, bucket = period_bucket.partition(":")
     return period, bucket
+
+
+def board_key(board: Board) -> str:
+    scope, period, bucket = board
+    if scope is None:
+        return keys.leaderboard(period, bucket)
+    kind, digest = scope
+    return keys.group_leaderboard(kind, digest, period, bucket)
+
+
+def board_card(state: UserState) -> dict[str, Any]:
+    """``keys.user_board``: what a board entry shows of the user, whether they are listed, their
+    groups (so the API can tell whether a group board is theirs), and, only when hidden, their
+    period scores (their own rank is then computed against the listed learners: a listed user's
+    rank is their position on the board)."""
+    seat = state.boards
+    listed = seat.listing.visible
+    return {
+        **seat.listing.card(),
+        "listed": listed,
+        "groups": dict(seat.listing.groups),
+        "periods": {} if listed else state.period_xp,
+    }
+
+
+def board_entries(state: UserState, period_buckets: Iterable[str], boards: dict[Board, list[str]]) -> None:
+    """Add the user's scores of ``period_buckets`` to every board they are listed on."""
+    scopes = state.boards.scopes()
+    for pb in period_buckets:
+        if pb not in state.period_xp:
+            # Touched, then pruned by a newer event of the same batch (a backlog or a replay
+            # spanning more days than the state keeps): a board too old to show.
+            continue
+        xp, reached = state.period_xp[pb]
+        # As an integer string: exact (< 2^53) where a Lua number would print 1.8e+15.
+        score = str(int(encode_score(xp, reached)))
+        period, bucket = _period_key(pb)
+        for scope in scopes:
+            boards[(scope, period, bucket)] += [score, state.user_id]
+
+
+def board_removals(state: UserState, removals: dict[Board, list[str]]) -> None:
+    """Take the user off the boards that must not list them (groups left; all when hidden), for
+    every period bucket they hold: idempotent, so repeated on every full projection."""
+    for scope in state.boards.removals():
+        for pb in state.period_xp:
+            period, bucket = _period_key(pb)
+            removals[(scope, period, bucket)].append(state.user_id)
 
 
 #: Event ids listed in one engagement push (the newest of the batch).
@@ -167,52 +225,57 @@ class ServingWriter:
             return
         by_user = outcome.applied_by_user()
         views: list[tuple[str, str]] = []
-        boards: dict[tuple[str, str], list[str]] = defaultdict(list)
+        boards: dict[Board, list[str]] = defaultdict(list)
+        removals: dict[Board, list[str]] = defaultdict(list)
         messages: list[Outgoing] = []
         ranking: list[str] = []
         for user_id, state in outcome.touched.items():
             views.append((keys.user_state(user_id), orjson.dumps(public_view(state, self.rules)).decode()))
             _stats_writes(state, views, ranking)
             applied = by_user.get(user_id)
-            # Only changed buckets for users with new events; all of them for a user whose
-            # events were all duplicates, whose view may be the one a crash lost.
+            # Only changed buckets for users with new events; everything for a user whose
+            # events were all duplicates, whose view may be the one a crash lost, or whose
+            # profile came in this batch (it may move or hide them: a replay of it repeats this).
+            full = not applied or user_id in outcome.profiled
             buckets = (
-                {p for a in applied for p in a.effects.touched_periods} if applied else set(state.period_xp)
+                set(state.period_xp)
+                if full
+                else {p for a in applied or () for p in a.effects.touched_periods}
             )
-            for pb in buckets:
-                if pb not in state.period_xp:
-                    # Touched, then pruned by a newer event of the same batch (a backlog or a
-                    # replay spanning more days than the state keeps): a board too old to show.
-                    continue
-                xp, reached = state.period_xp[pb]
-                # As an integer string: exact (< 2^53) where a Lua number would print 1.8e+15.
-                boards[_period_key(pb)] += [str(int(encode_score(xp, reached))), user_id]
+            board_entries(state, buckets, boards)
+            if full:
+                board_removals(state, removals)
+            if full or not state.boards.listing.visible:
+                # A hidden user's card carries their scores, which move with every event.
+                views.append((keys.user_board(user_id), orjson.dumps(board_card(state)).decode()))
             msg = updates.get(user_id)
             if msg is not None:
                 dedup = hashlib.blake2b("\x00".join(msg["event_ids"]).encode(), digest_size=12).hexdigest()
                 messages.append(Outgoing(user_channel(user_id), "engagement", msg, dedup))
-        await self._execute(views, boards, messages, sorted_sets=_ranking_zadd(ranking))
+        await self._execute(views, boards, messages, sorted_sets=_ranking_zadd(ranking), removals=removals)
 
     async def project(self, states: Iterable[UserState]) -> int:
         """Rewrite the serving view of ``states`` (a rebuild after Redis was lost), through the
         same batch write as live processing, in chunks that keep each Redis call short."""
         n = 0
         views: list[tuple[str, str]] = []
-        boards: dict[tuple[str, str], list[str]] = defaultdict(list)
+        boards: dict[Board, list[str]] = defaultdict(list)
+        removals: dict[Board, list[str]] = defaultdict(list)
         ranking: list[str] = []
         for state in states:
             views.append(
                 (keys.user_state(state.user_id), orjson.dumps(public_view(state, self.rules)).decode())
             )
             _stats_writes(state, views, ranking)
-            for pb, (xp, reached) in state.period_xp.items():
-                boards[_period_key(pb)] += [str(int(encode_score(xp, reached))), state.user_id]
+            views.append((keys.user_board(state.user_id), orjson.dumps(board_card(state)).decode()))
+            board_entries(state, state.period_xp, boards)
+            board_removals(state, removals)
             n += 1
-            if len(views) >= 2 * PROJECT_CHUNK:
-                await self._execute(views, boards, [], sorted_sets=_ranking_zadd(ranking))
-                views, boards, ranking = [], defaultdict(list), []
+            if len(views) >= 3 * PROJECT_CHUNK:  # three views a user: state, statistics, board card
+                await self._execute(views, boards, [], sorted_sets=_ranking_zadd(ranking), removals=removals)
+                views, boards, removals, ranking = [], defaultdict(list), defaultdict(list), []
         if views:
-            await self._execute(views, boards, [], sorted_sets=_ranking_zadd(ranking))
+            await self._execute(views, boards, [], sorted_sets=_ranking_zadd(ranking), removals=removals)
         return n
 
     async def write_documents(
@@ -256,18 +319,25 @@ class ServingWriter:
     async def _execute(
         self,
         views: list[tuple[str, str]],
-        boards: dict[tuple[str, str], list[str]],
+        boards: dict[Board, list[str]],
         messages: list[Outgoing],
         hsets: list[tuple[str, str, str]] | None = None,
         sorted_sets: list[tuple[str, list[str]]] | None = None,
+        removals: dict[Board, list[str]] | None = None,
     ) -> None:
         zadds: list[list[Any]] = [
-            [keys.leaderboard(period, bucket), BUCKET_TTL_S.get(period, 0), members]
-            for (period, bucket), members in boards.items()
+            [board_key(board), BUCKET_TTL_S.get(board[1], 0), members] for board, members in boards.items()
         ]
         zadds.extend([key, 0, members] for key, members in sorted_sets or ())
+        zrems: list[list[Any]] = [[board_key(board), members] for board, members in (removals or {}).items()]
         errors = await self._write_by_slot(
-            {"set": views, "zadd": zadds, "hset": hsets or [], "publish": self.channels.encode(messages)}
+            {
+                "set": views,
+                "zadd": zadds,
+                "zrem": zrems,
+                "hset": hsets or [],
+                "publish": self.channels.encode(messages),
+            }
         )
         if errors:
             refused = RefusedWrites.from_script(errors)
@@ -276,8 +346,9 @@ class ServingWriter:
             # Only the refused keys were not written: report them, and the rest of the call
             # stands (a live batch goes on; a re-projection does not loop on one bad key).
             redis_faults.report(refused)
-        for period, bucket in boards:
-            self.dirty_buckets[period].add(bucket)
+        for scope, period, bucket in [*boards, *(removals or {})]:
+            if scope is None:  # only the global boards are pushed (docs/rules.md)
+                self.dirty_buckets[period].add(bucket)
 
     async def _write_by_slot(self, doc: dict[str, list[Any]]) -> list[Any]:
         """Run the batch script once on one Redis; on a Redis Cluster once per hash slot, every
@@ -341,9 +412,15 @@ class ServingWriter:
             rows: list[tuple[bytes, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
                 keys.leaderboard(period, bucket), 0, LEADERBOARD_PUSH_SIZE - 1, withscores=True
             )
+            cards = await mget(self.redis, [keys.user_board(m.decode()) for m, _ in rows]) if rows else []
             entries = [
-                {"rank": i + 1, "user_id": m.decode(), "score": decode_score(s)}
-                for i, (m, s) in enumerate(rows)
+                {
+                    "rank": i + 1,
+                    "user_id": m.decode(),
+                    "score": decode_score(s),
+                    **shown_card(None if card is None else orjson.loads(card)),
+                }
+                for i, ((m, s), card) in enumerate(zip(rows, cards, strict=True))
             ]
             await self.channels.publish(
                 leaderboard_channel(period),

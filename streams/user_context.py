@@ -7,13 +7,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
+from models.boards import Standing, WeekBoards, standing_of, week_scores
 from models.campaigns.records import UserFacts
 from models.career import CareerState
 from models.career_notices import MAX_CLOSING, ClosingJob
 from models.events import InvalidEvent, JobPosting, parse_ts
 from models.gamification import UserState, weakest_category
 from models.interventions import UserContext
+from models.leaderboard import bucket
 from models.levels import level_for_xp
 from models.peers import active_share
 from models.risk_state import RiskState
@@ -39,6 +42,47 @@ class PeerActivity:
             return
         self._refreshed = now
         self.pct = active_share((s.activity.last_event_ms for s in states), now_ms)
+
+
+class BoardStanding:
+    """The weekly boards of this worker's learners (their sorted scores, global and per school
+    and cohort: models/boards.py ``week_scores``), for the peer comparison's real percentile.
+    Rebuilt from the engagement states by the sweep, at most every ``REFRESH_S``, like
+    ``PeerActivity``: the scores are the ones the weekly boards show (period XP, listed users
+    only), over the users this worker holds, which is everyone on one worker and a hash-spread
+    sample of everyone on several."""
+
+    REFRESH_S = 600.0
+
+    def __init__(
+        self,
+        states_of: Callable[[AbstractSet[int]], Iterable[UserState]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.states_of = states_of
+        self.clock = clock
+        self.week: str | None = None
+        self.boards = WeekBoards()
+        self._refreshed: float | None = None
+
+    def refresh(self, partitions: AbstractSet[int], now_ms: int) -> None:
+        now = self.clock()
+        week = f"weekly:{bucket('weekly', now_ms)}"
+        if self._refreshed is not None and now - self._refreshed < self.REFRESH_S and week == self.week:
+            return
+        self._refreshed = now
+        self.week = week
+        self.boards = week_scores(
+            (state.user_id, state.boards, state.period_xp[week][0])
+            for state in self.states_of(partitions)
+            if week in state.period_xp
+        )
+
+    def standing(self, state: UserState) -> Standing | None:
+        if self.week is None:
+            return None
+        held = state.period_xp.get(self.week)
+        return standing_of(state.user_id, state.boards, held[0] if held else None, self.boards)
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -89,6 +133,7 @@ class UserDirectory:
         career_state: Callable[[str], CareerState | None],
         peers: PeerActivity | None = None,
         posting_of: Callable[[str], JobPosting | None] = lambda job_id: None,
+        standings: BoardStanding | None = None,
     ) -> None:
         self.rules = rules
         self.user_state = user_state
@@ -96,6 +141,8 @@ class UserDirectory:
         self.peers = peers or PeerActivity()
         #: An open posting by id (the career slice's index), for the saved jobs' deadlines.
         self.posting_of = posting_of
+        #: The weekly boards' scores, for the peer comparison (None: no percentile is quoted).
+        self.standings = standings
 
     def streak_of(self, user_id: str, now_ms: int) -> int | None:
         """The user's streak as of stream time `now_ms`, in their timezone (freezes included)."""
@@ -128,6 +175,7 @@ class UserDirectory:
             weakest_category=weakest_category(user) if user else None,
             discount_pct=self.rules.discount_pct,
             peer_pct=self.peers.pct,
+            standing=self.standings.standing(user) if self.standings and user else None,
             closing_jobs=closing_jobs(career, now_ms, state.saved_jobs, self.posting_of) if career else (),
         )
         score = state.last.get("score") if state.last else None

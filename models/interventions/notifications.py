@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from models.boards import standing_sentence
 from models.contact import safe_display_name
 from models.events import format_ts
 from models.interventions.bandit import VariantStats, choose_variant
@@ -368,6 +369,7 @@ def context_variables(ctx: UserContext, now_ms: int) -> dict[str, object]:
         values["discount_pct"] = ctx.discount_pct
     if ctx.peer_pct is not None:
         values["peer_pct"] = ctx.peer_pct
+    values["standing"] = standing_sentence(ctx.standing)
     return values
 
 

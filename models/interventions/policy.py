@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.boards import Standing
 from models.career import DEFAULT_CHANNELS
 from models.risk import RiskScore, risk_level
 from models.time_units import HOUR_MS
@@ -104,6 +105,9 @@ class UserContext:
     weakest_category: str | None = None
     discount_pct: int | None = None
     peer_pct: float | None = None
+    #: Where the user stands on the weekly boards (models/boards.py): their school's, else
+    #: their cohort's, else everyone's; None when unknown (the sentence then has no number).
+    standing: Standing | None = None
     #: Matched jobs still open that the user has not applied for, with their deadline
     #: (models/career_notices.py ClosingJob): reminded two days before, at 9:00 local.
     closing_jobs: tuple[Any, ...] = ()

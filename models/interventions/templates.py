@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from models.boards import STANDING_UNKNOWN
 from models.interventions.policy import check_type
 
 # ---------------------------------------------------------------------------------------------
@@ -181,14 +182,16 @@ _TEMPLATE_LIST: tuple[Template, ...] = (
     ),
     _template(
         "peer_comparison",
+        # {standing}: the user's real percentile on the weekly boards, or a true sentence
+        # without a number (models/boards.py standing_sentence).
         (
-            "Learners like you are moving ahead",
-            "{peer_pct} of them practised this week. Join them with a 10-minute session.",
+            "See where you stand this week",
+            "{standing} A 10-minute session is a good next step.",
             "Practise now",
         ),
         (
-            "Your peers are on a roll",
-            "Hi {display_name}, learners at your level are practising this week. Don't fall behind.",
+            "Your weekly standing",
+            "Hi {display_name}. {standing}",
             "Catch up",
         ),
     ),
@@ -258,6 +261,7 @@ DEFAULT_VARIABLES: Mapping[str, str] = {
     "topic": "a short lesson chosen for your goals",
     "discount_pct": "extra",
     "peer_pct": "Many",
+    "standing": STANDING_UNKNOWN,
     "score": "n/a",
     "risk_level": "unknown level",
     "signals": "none reported",

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from infra import keys
 from infra.channels import dedup_digest
+from models.boards import GROUP_KINDS, canonical_group, group_digest
 
 # Every per-user key function, by the kind it writes.
 USER_KEYS: dict[str, Callable[[str], str]] = {
@@ -31,6 +32,7 @@ USER_KEYS: dict[str, Callable[[str], str]] = {
     "profile": keys.user_profile,
     "push": keys.user_push_subscriptions,
     "profilewrite": keys.user_profile_written,
+    "board": keys.user_board,
 }
 # Per-user key functions that also take a channel, by the kinds they write.
 USER_CHANNEL_KEYS: dict[str, Callable[[str, str], str]] = {"contact_pending": keys.contact_pending}
@@ -56,6 +58,8 @@ SHARED_KEYS_2: dict[str, Callable[[str, str], str]] = {
 }
 # Functions that do not name a Redis key.
 NOT_KEYS = {"channel_pubsub", "market_scope", "channel_user"}
+# Group leaderboards (a kind, a digest, a period, a bucket): tested on their own below.
+GROUP_KEYS = {"group_leaderboard"}
 
 #: Every shared constant key of the module.
 SHARED_CONSTANTS = {
@@ -74,7 +78,7 @@ ids = st.lists(st.one_of(separators, st.text(min_size=0, max_size=6)), max_size=
 def test_every_key_function_is_classified() -> None:
     functions = {name for name, f in vars(keys).items() if inspect.isfunction(f) and not name.startswith("_")}
     classified = {f.__name__ for f in USER_KEYS.values()} | set(SHARED_KEYS_1) | set(SHARED_KEYS_2)
-    assert functions == classified | set(USER_CHANNEL_KEYS) | NOT_KEYS
+    assert functions == classified | set(USER_CHANNEL_KEYS) | NOT_KEYS | GROUP_KEYS
     assert set(USER_KEYS) | set(keys.PENDING_CONTACT_KINDS.values()) == keys.USER_KINDS
     assert all(":" not in kind and "}" not in kind for kind in keys.USER_KINDS)
 
@@ -145,3 +149,38 @@ def test_a_dedup_key_is_a_fixed_size_digest_whatever_its_length() -> None:
     long, short = dedup_digest("x" * 10_000), dedup_digest("x")
     assert len(long) == len(short) == 32
     assert long != short
+
+
+# School and cohort names as hostile as they come: the layout's separators, other keys' words,
+# periods and buckets, control-free but otherwise anything.
+group_names = st.lists(
+    st.one_of(
+        separators, st.sampled_from(["daily", "all", "lb", "school", "cohort", " "]), st.text(max_size=6)
+    ),
+    max_size=8,
+).map("".join)
+
+
+@given(a=group_names, b=group_names, kind_a=st.sampled_from(GROUP_KINDS), kind_b=st.sampled_from(GROUP_KINDS))
+def test_group_boards_meet_no_other_key_whatever_the_name(a: str, b: str, kind_a: str, kind_b: str) -> None:
+    board_a = keys.group_leaderboard(kind_a, group_digest(kind_a, a), "daily", "2026-12-07")
+    board_b = keys.group_leaderboard(kind_b, group_digest(kind_b, b), "daily", "2026-12-07")
+    # One board per (kind, canonical name): names equal after normalisation share it, others not.
+    same = kind_a == kind_b and canonical_group(a) == canonical_group(b)
+    assert (board_a == board_b) == same
+    assert not board_a.startswith(keys.USER_PREFIX)
+    # Nor a global board, whatever the name: the kind is not a period.
+    for period in ("daily", "weekly", "all_time"):
+        assert board_a != keys.leaderboard(period, "2026-12-07")
+    assert len(board_a) == len(board_b)  # fixed size: the name never reaches the key
+
+
+def test_a_group_board_is_named_only_by_a_digest() -> None:
+    for kind, digest in [
+        ("school", "}:" * 16),
+        ("daily", "0" * 32),
+        ("school", "0" * 31),
+        ("cohort", "a b" * 11),
+    ]:
+        with pytest.raises(keys.KeyspaceError):
+            keys.group_leaderboard(kind, digest, "daily", "2026-12-07")

@@ -109,7 +109,16 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 # The all-time board is pushed live (at most once a second) with the new score.
                 board = await recv_until(ws, lambda m: m.get("type") == "leaderboard")
                 assert board["data"]["period"] == "all_time"
-                assert {"rank": 1, "user_id": "u-42", "score": 65} in board["data"]["entries"]
+                # No profile: no name, school or cohort on the entry.
+                entry = {
+                    "rank": 1,
+                    "user_id": "u-42",
+                    "score": 65,
+                    "display_name": None,
+                    "school": None,
+                    "cohort": None,
+                }
+                assert entry in board["data"]["entries"]
 
             r = await http.get("/v1/users/u-42", headers=headers)
             assert r.status_code == 200
@@ -171,7 +180,14 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
             # The leaderboards saw it too.
             r = await http.get("/v1/leaderboards/all_time?around=u-42", headers=headers)
             assert r.status_code == 200
-            assert {"rank": 1, "user_id": "u-42", "score": 245} in r.json()["entries"]
+            assert {
+                "rank": 1,
+                "user_id": "u-42",
+                "score": 245,
+                "display_name": None,
+                "school": None,
+                "cohort": None,
+            } in r.json()["entries"]
     finally:
         api.stop()
         worker.stop()

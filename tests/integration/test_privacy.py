@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from api.auth import issue_token
 from infra import keys
 from infra.user_data import channel_keys, user_keys
+from models.boards import group_digest
 from tests.conftest import wait_until
 from tests.integration.processes import TEST_SECRET, stack_env, start_api, start_worker, wait_ready
 
@@ -59,7 +60,12 @@ async def test_export_then_erase_everywhere(fresh_kafka: str, redis_url: str, tm
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             await wait_ready(http, worker)
             for user in ("pia", "quinn"):
-                profile = {"display_name": user.title(), "timezone": "Africa/Nairobi", "skills": ["python"]}
+                profile = {
+                    "display_name": user.title(),
+                    "timezone": "Africa/Nairobi",
+                    "skills": ["python"],
+                    "school": "Alliance High",
+                }
                 put = await http.put(f"/v1/users/{user}/profile", headers=auth(user), json=profile)
                 assert put.status_code == 200, put.text
                 posted = await http.post(
@@ -89,7 +95,12 @@ async def test_export_then_erase_everywhere(fresh_kafka: str, redis_url: str, tm
             assert {"state", "profile", "referrals"} <= set(body["serving"]["views"])
             assert body["serving"]["views"]["profile"]["display_name"] == "Pia"
             assert any(m["type"] == "engagement" for m in body["serving"]["channel_history"])
-            assert {keys.leaderboard("all_time", "all"), keys.STATS_RANKING} <= set(body["serving"]["ranked"])
+            school_board = keys.group_leaderboard(
+                "school", group_digest("school", "Alliance High"), "all_time", "all"
+            )
+            assert {keys.leaderboard("all_time", "all"), school_board, keys.STATS_RANKING} <= set(
+                body["serving"]["ranked"]
+            )
             assert "quinn" not in exported.text  # nothing of another user's
             # The answer held personal data: read once, then gone from Redis.
             assert await _answers_holding(redis, b'"user-state"') == []
@@ -106,8 +117,12 @@ async def test_export_then_erase_everywhere(fresh_kafka: str, redis_url: str, tm
             assert await redis.get(keys.referral_code(code)) is None
             assert await redis.zscore(keys.STATS_RANKING, "pia") is None
             assert await redis.zscore(keys.STATS_RANKING, "quinn") is not None
-            board = (await http.get("/v1/leaderboards/all_time?limit=10", headers=auth("quinn"))).json()
-            assert [e["user_id"] for e in board["entries"]] == ["quinn"]
+            for board_url in (
+                "/v1/leaderboards/all_time",
+                "/v1/leaderboards/all_time?school=Alliance%20High",
+            ):
+                board = (await http.get(board_url, headers=auth("quinn"))).json()
+                assert [e["user_id"] for e in board["entries"]] == ["quinn"], board_url
             assert (await http.get("/v1/users/quinn", headers=auth("quinn"))).json()["xp"] > 0
             again = (await http.get("/v1/users/pia/export", headers=auth("pia"))).json()
             assert all(state is None for state in again["state"].values()), again["state"]

@@ -218,6 +218,9 @@ def test_the_profile_view_shows_the_profile_as_held() -> None:
         "phone": "+254712345678",
         "notification_prefs": {"channels": ["PUSH"]},  # checked, as the workers read them
         "updated_at": T0 - HOUR,
+        "school": None,
+        "cohort": None,
+        "leaderboard_visible": True,
     }
     # JSON as is (the serving view is its orjson encoding).
     assert orjson.loads(orjson.dumps(state.profile_view())) == state.profile_view()

@@ -12,10 +12,12 @@ from typing import Any
 import orjson
 
 from infra import keys, topics
+from models.boards import group_digest
 from models.referrals import referral_code
 from models.risk_state import RiskSettings
 from models.time_units import DAY_MS
 from streams.engine import TABLE_OWNERS, Ports, StateTable, build_engine
+from streams.privacy import Traces
 from streams.records import Record, owner_partition
 from streams.runner import BatchRunner
 from streams.stores import MemoryStore
@@ -37,11 +39,11 @@ PER_USER_TABLES = {table.name for table in TABLE_OWNERS}
 @dataclass
 class RecordingEraser:
     journal: list[str]
-    erased: list[tuple[str, str | None]] = field(default_factory=list)
+    erased: list[tuple[str, Traces]] = field(default_factory=list)
 
-    async def erase(self, user_id: str, referral_code: str | None, now_ms: int) -> dict[str, int]:
+    async def erase(self, user_id: str, traces: Traces, now_ms: int) -> dict[str, int]:
         self.journal.append("redis erase")
-        self.erased.append((user_id, referral_code))
+        self.erased.append((user_id, traces))
         return {"keys": 3}
 
 
@@ -109,7 +111,7 @@ def test_an_erasure_in_the_batch_of_the_users_events_removes_them_from_every_tab
     # The views go after everything the other slices wrote for her in this batch, then the answer.
     writes = [e for e in w.journal if e.startswith("redis ")]
     assert "redis engagement" in writes and writes[-2:] == ["redis erase", "redis answers"], writes
-    assert w.eraser.erased == [("amina", code)]  # her referral code's key goes too
+    assert w.eraser.erased == [("amina", Traces(code))]  # her referral code's key goes too
     answer = w.answer("c-erase")
     assert answer["ok"] and set(answer["tables"]) == PER_USER_TABLES and answer["redis"] == {"keys": 3}
 
@@ -127,6 +129,20 @@ def test_an_erasure_alone_flushes_the_tombstones_itself() -> None:
     # Erasing again (a replay, a repeated DELETE) is the same erasure.
     w.run(erase("amina", "c-again"))
     assert w.answer("c-again")["tables"] == [] and w.holds("amina") == set()
+
+
+def test_the_erasure_knows_the_group_boards_the_user_is_on_or_left() -> None:
+    w = worker()
+    for school in ("Alliance High", "Moi Girls"):
+        value = {"user_id": "amina", "school": school, "cohort": "2027"}
+        w.run(rec(topics.USER_PROFILES, "amina", value), event("amina", f"a-{school}"))
+    w.run(erase("amina"))
+    ((_, traces),) = w.eraser.erased
+    assert set(traces.groups) == {
+        ("school", group_digest("school", "Moi Girls")),
+        ("cohort", group_digest("cohort", "2027")),
+        ("school", group_digest("school", "Alliance High")),  # left: may still be listed there
+    }
 
 
 def test_a_posting_after_the_erasure_matches_nobody_erased() -> None:

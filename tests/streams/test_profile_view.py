@@ -116,6 +116,9 @@ def test_a_profile_writes_the_profile_view() -> None:
         "phone": "+254712345678",
         "notification_prefs": {"channels": ["PUSH"], "digest": "daily"},
         "updated_at": NOW - 60_000,  # the record's updated_at, as epoch ms
+        "school": None,
+        "cohort": None,
+        "leaderboard_visible": True,
     }
     assert view == w.held("amina").profile_view()
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import orjson
 
 from infra.settings import DEFAULT_RULES
+from models.boards import Standing
 from models.campaigns.records import Target
 from models.campaigns.targeting import targets
 from models.career import CareerState
-from models.events import parse_profile
-from models.gamification import UserState
+from models.events import UserProfile, parse_profile
+from models.gamification import UserState, apply_profile
+from models.leaderboard import bucket
 from models.risk_state import RiskState
 from models.rules import Rules
-from streams.user_context import UserDirectory
+from streams.user_context import BoardStanding, UserDirectory
 
 RULES = Rules.from_toml(DEFAULT_RULES.read_text())
 PROFILE = {
@@ -50,3 +52,33 @@ def test_a_user_known_only_by_risk_state_gets_defaults() -> None:
     ctx, facts = directory.context(RiskState("x"), 0)
     assert (ctx.timezone, ctx.level, ctx.streak, ctx.display_name) == ("UTC", 1, 0, None)
     assert facts.risk_score is None and facts.profile == {"timezone": "UTC"}
+
+
+def test_the_context_carries_the_user_s_weekly_standing_from_the_boards() -> None:
+    now = 1_796_000_000_000
+    week = f"weekly:{bucket('weekly', now)}"
+    users: dict[str, UserState] = {}
+    for i in range(30):  # 30 pupils of Alliance, weekly XP 0, 10, ..., 290
+        state = UserState(f"p-{i}")
+        apply_profile(state, UserProfile(f"p-{i}", school="Alliance"))
+        state.period_xp = {week: [10 * i, now]}
+        users[state.user_id] = state
+    hidden = users["p-29"]
+    apply_profile(hidden, UserProfile("p-29", school="Alliance", leaderboard_visible=False))
+    ticks = iter([0.0, 1.0, 10_000.0])
+    standings = BoardStanding(lambda partitions: list(users.values()), clock=lambda: next(ticks))
+    directory = UserDirectory(RULES, users.get, lambda uid: None, standings=standings)
+    assert directory.context(RiskState("p-15"), now)[0].standing is None  # not refreshed yet
+    standings.refresh({0}, now)
+    # p-15 (150) is ahead of 15 of the 28 other listed pupils (p-29 is hidden).
+    assert directory.context(RiskState("p-15"), now)[0].standing == Standing(53.6, "Alliance")
+    # The hidden pupil still hears where they stand (ahead of all 29 listed), nobody counts them.
+    assert directory.context(RiskState("p-29"), now)[0].standing == Standing(100.0, "Alliance")
+    # The boards are refreshed at most every REFRESH_S; the user's own score is always current
+    # (their older one in the snapshot is left out of the comparison).
+    users["p-15"].period_xp[week][0] = 155
+    users["p-16"].period_xp[week][0] = 0
+    standings.refresh({0}, now)  # a second later: the same snapshot
+    assert directory.context(RiskState("p-15"), now)[0].standing == Standing(53.6, "Alliance")
+    standings.refresh({0}, now)  # past REFRESH_S: p-16 fell below p-15
+    assert directory.context(RiskState("p-15"), now)[0].standing == Standing(57.1, "Alliance")
