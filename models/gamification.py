@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from models.achievements import pay_recurring
 from models.events import BehaviorEvent, InvalidEvent, UserProfile, format_ts
 from models.leaderboard import bucket, period_keys
 from models.levels import level_for_xp, level_progress
@@ -126,6 +127,8 @@ class UserState:
     #: The local days freezes were bought on (the streak_freeze perk), sorted: the streak walk
     #: takes them on their days (models/streaks.py `compute_streak`), newest MAX_BOUGHT kept.
     bought_freezes: list[int] = field(default_factory=list)
+    #: Recurring reward id -> multiples of its `every` already paid (models/achievements.py).
+    recurring: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; compact because it is written to a changelog on every update.
@@ -152,6 +155,7 @@ class UserState:
             "tz": self.timezone,
             "updated": self.updated_at_ms,
             **({"bought": self.bought_freezes} if self.bought_freezes else {}),
+            **({"recurring": self.recurring} if self.recurring else {}),
         }
 
     @classmethod
@@ -182,6 +186,7 @@ class UserState:
             timezone=data["tz"],
             updated_at_ms=data["updated"],
             bought_freezes=sorted(int(day) for day in data.get("bought") or ())[-MAX_BOUGHT:],
+            recurring={str(k): int(v) for k, v in (data.get("recurring") or {}).items()},
         )
 
 
@@ -283,6 +288,8 @@ def apply_event(state: UserState, event: BehaviorEvent, rules: Rules, dedup_wind
         if _add_active_day(state, day, rules):
             _gain(state, gains, "daily_first", rules.daily_first_event_xp)
     new_badges = _award_badges(state, event, rules, gains)
+    for reason, xp in pay_recurring(rules.recurring, state.recurring, lambda m: metric_value(state, m)):
+        _gain(state, gains, reason, xp)
     level_after = _level_ups(state, rules, level_before, gains)
     xp_gained = sum(xp for _, xp in gains)
     touched = _credit_periods(state, event.ts_ms, xp_gained, horizon_days)
@@ -348,12 +355,12 @@ def _action_xp(
     if rule.once:
         # Not capped: it cannot be farmed, and capping it would make the total order dependent.
         if first_time:
-            _gain(state, gains, f"action:{rule.action}", rule.xp)
+            _gain(state, gains, f"action:{rule.action}", rule.base_xp(event.props))
         return
     day_key = bucket("daily", event.ts_ms)
     used = state.daily_action_xp.get(day_key, 0)
     remaining = max(0, rules.daily_xp_cap - used)
-    wanted = [(f"action:{rule.action}", rule.xp)]
+    wanted = [(f"action:{rule.action}", rule.base_xp(event.props))]
     wanted += [(f"bonus:{rule.action}:{b.prop}", b.xp) for b in rule.bonuses if b.applies(event.props)]
     granted_total = 0
     for reason, xp in wanted:
@@ -469,6 +476,8 @@ def metric_value(state: UserState, metric: str) -> int:
         return stats[2] if stats else 0
     if kind == "max_daily_practice_minutes":
         return max(state.daily_practice_s.values(), default=0) // 60
+    if kind == "high_score_categories":
+        return sum(1 for stats in state.category_stats.values() if stats[2] > 0)
     raise ValueError(f"unknown badge metric {metric!r}")
 
 
@@ -602,6 +611,9 @@ def public_view(state: UserState, rules: Rules, today_local: int | None = None) 
         },
         "badges": badges,
         "counters": dict(state.counters),
+        # What every badge and recurring reward reads, so the API shows progress without
+        # knowing how a metric is measured (models/achievements.py).
+        "metrics": {metric: metric_value(state, metric) for metric in rules.metrics},
         "timezone": state.timezone,
         "updated_at": format_ts(state.updated_at_ms) if state.updated_at_ms else None,
     }
