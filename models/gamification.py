@@ -13,8 +13,9 @@ Design constraints, all coming from at-least-once delivery of out-of-order event
   rules know (not of the ones that happened to earn XP after the cap). Which daily/weekly
   bucket receives a daily-first, badge or level bonus does depend on order (it goes to the
   event that triggered it). Known limit: filling in a missed day can shorten the longest
-  streak (it changes which milestones grant freezes), so a longest_streak badge can depend on
-  order in rare histories; badges are never revoked.
+  streak (it changes which milestones grant freezes), so a longest_streak badge (or recurring
+  reward, models/achievements.py) can depend on order in rare histories; badges are never
+  revoked, and a recurring reward never pays the same multiple twice.
 * Cheap per event: dictionary updates only; the streak is re-walked only when a day is added
   before the newest active day, and bounded maps are pruned only when they gain a key.
 """
