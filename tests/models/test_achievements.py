@@ -22,6 +22,7 @@ from models.challenges import completion_props
 from models.gamification import Effects, UserState, apply_event, public_view
 from models.rules import BADGE_CATEGORIES, BadgeDef, RecurringReward, Rules
 from tests.models.factories import default_rules, event, ms
+from tests.models.test_challenges import find
 
 RULES = default_rules()
 DAY = 86_400_000
@@ -311,8 +312,6 @@ def test_a_rule_book_without_per_badge_xp_pays_the_contract_default() -> None:
     "template", ["quick_practice", "category_focus", "time_challenge", "streak_challenge"]
 )
 def test_a_challenge_completion_pays_its_variants_reward(template: str) -> None:
-    from tests.models.test_challenges import find
-
     challenge = find(template)
     s = UserState(user_id="u-1")
     fx = apply(
