@@ -35,6 +35,7 @@ from infra.producer import EventProducer
 from infra.redis_conn import connect, connect_pubsub
 from infra.settings import Settings
 from infra.signing import RecordSigner
+from models.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Read first: a bad rules file stops the API with the message naming the entry, as it
+        # stops the workers, before any connection is opened.
+        rules = Rules.from_toml(settings.rules_path.read_text("utf-8"))
         redis = connect(settings.redis_url)
         producer = EventProducer(settings.kafka_bootstrap, signer=RecordSigner(settings.secret()))
         # Its own connection: SUBSCRIBE holds one, and on a cluster it goes to one node.
@@ -75,6 +79,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
                     max_per_user=config.ws_max_connections_per_user,
                     max_unauthenticated=config.ws_max_unauthenticated,
                 ),
+                rules=rules,
             )
             # One process at a time samples consumer lag (a Redis lock); all export its gauges.
             lag_sampler = LagSampler(

@@ -14,6 +14,7 @@ from infra.channels import ChannelLog
 from infra.producer import EventProducer
 from infra.redis_conn import RedisClient
 from infra.settings import Settings
+from models.rules import Rules
 
 
 @dataclass
@@ -30,6 +31,8 @@ class AppState:
     admin_events_rate: RateLimiter
     #: Websocket connections this process holds (limits per process and per user).
     ws_budget: ConnectionBudget
+    #: The rule book (``ELIMU_RULES``), for the catalogues the API shows (achievements, levels).
+    rules: Rules
 
 
 def app_state(conn: HTTPConnection) -> AppState:

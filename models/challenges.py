@@ -9,6 +9,8 @@ Daily challenges
   per block, so any 7 days show all four and over a month each template's count is within one
   of a quarter of the days (a pure hash per date would leave gaps of a week or more), while the
   order still looks random. Parameters (counts, category, minutes) come from a hash of the ISO date.
+  Each template is a variant with its own XP reward and, where it asks for one, the minimum
+  score an event needs to count (VARIANTS); the completion event carries the reward.
 
 Goals
   A goal is something the user sets for themselves with a deadline of at most 90 days. Only
@@ -41,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 
 from models.digests import id_digest
@@ -108,12 +111,39 @@ TEMPLATES: tuple[ChallengeTemplate, ...] = (
     "time_challenge",
     "streak_challenge",
 )
-CHALLENGE_XP = 25  # matches actions.daily_challenge_complete in the shipped rules
 CATEGORIES = ("behavioral", "technical", "situational", "leadership")
 QUICK_PRACTICE_SESSIONS = (2, 3, 4)
 CATEGORY_FOCUS_SESSIONS = (1, 2, 3)
 TIME_CHALLENGE_MINUTES = (15, 20, 30, 45)
 MAX_CHALLENGE_EVENT_IDS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What a template pays and asks. ``min_score``: a practice event counts toward the
+    challenge only with a ``props.score`` at least this (None: any practice event counts, scored
+    or not, since most practice actions carry no score)."""
+
+    xp: int
+    min_score: int | None = None
+
+
+#: Each template's own reward and minimum score. Harder variants pay more: category focus asks
+#: for a passing score in one category, a time challenge for up to 45 minutes; a quick practice
+#: and the streak challenge pay the rules' default for daily_challenge_complete (25, CONTRACT §6).
+#: The completion event carries the reward (``CHALLENGE_REWARD_PROP``) and the rules' action
+#: pays it (``xp_prop`` in models/default_rules.toml); a rule book without ``xp_prop`` pays its
+#: flat ``xp`` for every variant.
+VARIANTS: Mapping[ChallengeTemplate, Variant] = MappingProxyType(
+    {
+        "quick_practice": Variant(xp=25),
+        "category_focus": Variant(xp=40, min_score=70),
+        "time_challenge": Variant(xp=30),
+        "streak_challenge": Variant(xp=25),
+    }
+)
+#: The prop of ``daily_challenge_complete`` that carries the variant's reward.
+CHALLENGE_REWARD_PROP = "reward_xp"
 
 # Changing the salt reshuffles every future and past challenge: bump it only with a migration.
 _SALT = "elimu-pulse/daily-challenge/v1"
@@ -135,7 +165,9 @@ class DailyChallenge:
     params: dict[str, Any] = field(hash=False)
     title: str
     description: str
-    xp: int = CHALLENGE_XP
+    xp: int
+    #: A counted event must score at least this (None: any practice event counts).
+    min_score: int | None = None
 
     @property
     def day(self) -> date:
@@ -154,37 +186,40 @@ def challenge_for(day: date) -> DailyChallenge:
     template = _PERMUTATIONS[_hash(f"block:{ordinal // 4}") % len(_PERMUTATIONS)][ordinal % 4]
     iso = day.isoformat()
 
+    variant = VARIANTS[template]
+
     def pick(options: tuple[Any, ...], what: str) -> Any:
         return options[_hash(f"{iso}:{what}") % len(options)]
 
+    def made(target: int, params: dict[str, Any], title: str, description: str) -> DailyChallenge:
+        return DailyChallenge(
+            iso, template, target, params, title, description, variant.xp, variant.min_score
+        )
+
+    scoring = "" if variant.min_score is None else f" scoring {variant.min_score} or more"
     if template == "quick_practice":
         n = pick(QUICK_PRACTICE_SESSIONS, "sessions")
-        return DailyChallenge(
-            iso, template, n, {}, "Quick practice", f"Complete {_plural(n, 'practice session')} today."
-        )
+        return made(n, {}, "Quick practice", f"Complete {_plural(n, 'practice session')}{scoring} today.")
     if template == "category_focus":
         n, category = pick(CATEGORY_FOCUS_SESSIONS, "sessions"), pick(CATEGORIES, "category")
-        return DailyChallenge(
-            iso,
-            template,
+        return made(
             n,
             {"category": category},
             f"{category.capitalize()} focus",
-            f"Complete {_plural(n, f'{category} interview session')} today.",
+            f"Complete {_plural(n, f'{category} interview session')}{scoring} today.",
         )
     if template == "time_challenge":
         minutes = pick(TIME_CHALLENGE_MINUTES, "minutes")
-        return DailyChallenge(
-            iso,
-            template,
-            minutes,
-            {"minutes": minutes},
-            "Time challenge",
-            f"Practise for at least {minutes} minutes today.",
+        return made(
+            minutes, {"minutes": minutes}, "Time challenge", f"Practise for at least {minutes} minutes today."
         )
-    return DailyChallenge(
-        iso, template, 1, {}, "Keep the streak", "Practise today to extend your streak by another day."
-    )
+    return made(1, {}, "Keep the streak", "Practise today to extend your streak by another day.")
+
+
+def completion_props(challenge: DailyChallenge) -> dict[str, Any]:
+    """The props of the ``daily_challenge_complete`` event a completion becomes: which challenge,
+    and the variant's reward, which the rules' action pays (``xp_prop``)."""
+    return {"challenge_id": challenge.id, "template": challenge.template, CHALLENGE_REWARD_PROP: challenge.xp}
 
 
 def _measured_target(challenge: DailyChallenge) -> int:
@@ -224,6 +259,10 @@ class ChallengeProgress:
 def _challenge_amount(challenge: DailyChallenge, event: BehaviorEvent, rules: Rules) -> int:
     if event.type not in _practice_types(rules):
         return 0
+    if challenge.min_score is not None:
+        score = _score(event)
+        if score is None or score < challenge.min_score:
+            return 0  # an unscored or failing session does not complete a scored variant
     if challenge.template == "category_focus":
         matches = event.type in rules.category_types
         return int(matches and event.props.get("category") == challenge.params["category"])
@@ -296,6 +335,7 @@ def public_challenge(
         "progress": min(shown, challenge.target),
         "completed": done,
         "xp": challenge.xp,
+        "min_score": challenge.min_score,
     }
 
 

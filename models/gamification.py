@@ -13,8 +13,9 @@ Design constraints, all coming from at-least-once delivery of out-of-order event
   rules know (not of the ones that happened to earn XP after the cap). Which daily/weekly
   bucket receives a daily-first, badge or level bonus does depend on order (it goes to the
   event that triggered it). Known limit: filling in a missed day can shorten the longest
-  streak (it changes which milestones grant freezes), so a longest_streak badge can depend on
-  order in rare histories; badges are never revoked.
+  streak (it changes which milestones grant freezes), so a longest_streak badge (or recurring
+  reward, models/achievements.py) can depend on order in rare histories; badges are never
+  revoked, and a recurring reward never pays the same multiple twice.
 * Cheap per event: dictionary updates only; the streak is re-walked only when a day is added
   before the newest active day, and bounded maps are pruned only when they gain a key.
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from models.achievements import pay_recurring
 from models.boards import DEFAULT_SEAT, BoardSeat, listing_of
 from models.events import BehaviorEvent, InvalidEvent, UserProfile, format_ts
 from models.leaderboard import bucket, period_keys
@@ -132,6 +134,8 @@ class UserState:
     weekly: WeeklyStats = field(default_factory=WeeklyStats)
     #: Who the user is on the public leaderboards (profile: name, school, cohort, visibility).
     boards: BoardSeat = DEFAULT_SEAT
+    #: Recurring reward id -> multiples of its `every` already paid (models/achievements.py).
+    recurring: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; compact because it is written to a changelog on every update.
@@ -160,6 +164,7 @@ class UserState:
             **({"bought": self.bought_freezes} if self.bought_freezes else {}),
             **({"wk": self.weekly.encode()} if self.weekly else {}),
             **({"boards": self.boards.to_dict()} if self.boards != DEFAULT_SEAT else {}),
+            **({"recurring": self.recurring} if self.recurring else {}),
         }
 
     @classmethod
@@ -192,6 +197,7 @@ class UserState:
             bought_freezes=sorted(int(day) for day in data.get("bought") or ())[-MAX_BOUGHT:],
             weekly=WeeklyStats.decode(data.get("wk")),
             boards=BoardSeat.from_dict(data.get("boards")),
+            recurring={str(k): int(v) for k, v in (data.get("recurring") or {}).items()},
         )
 
 
@@ -294,6 +300,8 @@ def apply_event(state: UserState, event: BehaviorEvent, rules: Rules, dedup_wind
         if _add_active_day(state, day, rules):
             _gain(state, gains, "daily_first", rules.daily_first_event_xp)
     new_badges = _award_badges(state, event, rules, gains)
+    for reason, xp in pay_recurring(rules.recurring, state.recurring, lambda m: metric_value(state, m)):
+        _gain(state, gains, reason, xp)
     level_after = _level_ups(state, rules, level_before, gains)
     xp_gained = sum(xp for _, xp in gains)
     touched = _credit_periods(state, event.ts_ms, xp_gained, horizon_days)
@@ -361,12 +369,12 @@ def _action_xp(
     if rule.once:
         # Not capped: it cannot be farmed, and capping it would make the total order dependent.
         if first_time:
-            _gain(state, gains, f"action:{rule.action}", rule.xp)
+            _gain(state, gains, f"action:{rule.action}", rule.base_xp(event.props))
         return
     day_key = bucket("daily", event.ts_ms)
     used = state.daily_action_xp.get(day_key, 0)
     remaining = max(0, rules.daily_xp_cap - used)
-    wanted = [(f"action:{rule.action}", rule.xp)]
+    wanted = [(f"action:{rule.action}", rule.base_xp(event.props))]
     wanted += [(f"bonus:{rule.action}:{b.prop}", b.xp) for b in rule.bonuses if b.applies(event.props)]
     granted_total = 0
     for reason, xp in wanted:
@@ -481,6 +489,8 @@ def metric_value(state: UserState, metric: str) -> int:
         return stats[2] if stats else 0
     if kind == "max_daily_practice_minutes":
         return max(state.daily_practice_s.values(), default=0) // 60
+    if kind == "high_score_categories":
+        return sum(1 for stats in state.category_stats.values() if stats[2] > 0)
     raise ValueError(f"unknown badge metric {metric!r}")
 
 
@@ -616,6 +626,9 @@ def public_view(state: UserState, rules: Rules, today_local: int | None = None) 
         },
         "badges": badges,
         "counters": dict(state.counters),
+        # What every badge and recurring reward reads, so the API shows progress without
+        # knowing how a metric is measured (models/achievements.py).
+        "metrics": {metric: metric_value(state, metric) for metric in rules.metrics},
         "timezone": state.timezone,
         "updated_at": format_ts(state.updated_at_ms) if state.updated_at_ms else None,
     }

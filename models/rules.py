@@ -21,12 +21,26 @@ from typing import Any, Literal
 DEFAULT_RULES_FILE = "default_rules.toml"
 
 RARITIES = ("common", "uncommon", "rare", "epic", "legendary")
+#: What a badge is for, to group the achievement catalogue (``[[badges]] category``). "general"
+#: is what a badge without one gets, so operators' rule files from before categories still load.
+BADGE_CATEGORIES = ("practice", "streaks", "mastery", "learning", "career", "community", "general")
+DEFAULT_BADGE_CATEGORY = "general"
+#: The XP of a badge that sets none (``[xp] badge_default``): CONTRACT §6's "badge earned +30".
+DEFAULT_BADGE_XP = 30
+#: Benefits a level may list, and their length in characters: they are display strings.
+MAX_LEVEL_BENEFITS = 8
+MAX_BENEFIT_LEN = 80
 BonusOp = Literal["eq", "gte"]
 BonusValue = int | float | str
 
 # Badge metrics the engine knows how to measure (see models.gamification.metric_value).
 _METRIC = re.compile(
     r"count:[^\s:]+|category_high_scores:[^\s:]+|longest_streak|perfect_scores|max_daily_practice_minutes"
+    r"|high_score_categories"
+)
+_METRIC_NAMES = (
+    "count:<type>, longest_streak, perfect_scores, category_high_scores:<category>, "
+    "max_daily_practice_minutes, high_score_categories"
 )
 
 
@@ -56,6 +70,20 @@ class XpRule:
     xp: int
     once: bool = False
     bonuses: tuple[Bonus, ...] = ()
+    #: A prop that carries this occurrence's own XP (``xp_prop``), up to ``xp_prop_max``: how a
+    #: platform event says what it is worth, e.g. a daily challenge variant's reward
+    #: (models/challenges.py). Absent or not a whole number in range: ``xp`` is paid.
+    xp_prop: str | None = None
+    xp_prop_max: int = 0
+
+    def base_xp(self, props: Mapping[str, Any]) -> int:
+        """The XP this occurrence earns before bonuses."""
+        if self.xp_prop is None:
+            return self.xp
+        value = props.get(self.xp_prop)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.xp_prop_max:
+            return self.xp
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +91,9 @@ class Level:
     level: int
     title: str
     min_xp: int
+    #: What reaching the level brings, as shown to users (``[[levels]] benefits``). Display
+    #: strings: the platform fulfils them; the engine enforces none.
+    benefits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +105,21 @@ class BadgeDef:
     xp: int
     metric: str
     threshold: int
+    category: str = DEFAULT_BADGE_CATEGORY
+
+
+@dataclass(frozen=True, slots=True)
+class RecurringReward:
+    """XP paid each time a metric reaches another multiple of ``every`` (``[[recurring]]``), e.g.
+    75 XP for every full week of the longest streak. Unlike a badge it pays again; what it has
+    paid is remembered per user (``UserState.recurring``), so a metric that dips and recovers
+    never pays the same multiple twice."""
+
+    id: str
+    description: str
+    xp: int
+    metric: str
+    every: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +148,7 @@ class Rules:
     #: The discount a ``discount_offer`` names (``[interventions] discount_pct``); None: the
     #: message offers "extra" without a number, since a made-up discount is a promise.
     discount_pct: int | None = None
+    recurring: tuple[RecurringReward, ...] = ()
 
     counted_types: frozenset[str] = field(init=False, repr=False, compare=False)
     known_types: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -110,9 +157,15 @@ class Rules:
     #: its own type; every other metric is re-checked after any event.
     badges_by_type: dict[str, tuple[BadgeDef, ...]] = field(init=False, repr=False, compare=False)
 
+    #: Every metric a badge or recurring reward reads, once each, in rule-book order: what the
+    #: serving view publishes (``metrics``) so progress is read, not recomputed from history.
+    metrics: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
+        metrics = tuple(dict.fromkeys([b.metric for b in self.badges] + [r.metric for r in self.recurring]))
+        object.__setattr__(self, "metrics", metrics)
         counted = set(self.actions)
-        counted.update(b.metric.partition(":")[2] for b in self.badges if b.metric.startswith("count:"))
+        counted.update(m.partition(":")[2] for m in metrics if m.startswith("count:"))
         # Counters exist only for types the rules mention, so unknown types cannot grow state.
         object.__setattr__(self, "counted_types", frozenset(counted))
         object.__setattr__(
@@ -180,7 +233,7 @@ def _build(doc: dict[str, Any]) -> Rules:
     _check_keys(
         doc,
         "top level",
-        {"xp", "streaks", "scoring", "interventions", "actions", "levels", "badges"},
+        {"xp", "streaks", "scoring", "interventions", "actions", "levels", "badges", "recurring"},
         {"actions"},
     )
     interventions = _table(doc.get("interventions", {}), "[interventions]")
@@ -191,7 +244,7 @@ def _build(doc: dict[str, Any]) -> Rules:
         if discount > 100:
             raise ValueError("rules: interventions.discount_pct must be at most 100")
     xp = _table(doc.get("xp", {}), "[xp]")
-    _check_keys(xp, "[xp]", {"daily_first_event", "level_up_per_level", "daily_cap"}, set())
+    _check_keys(xp, "[xp]", {"daily_first_event", "level_up_per_level", "daily_cap", "badge_default"}, set())
     streaks = _table(doc.get("streaks", {}), "[streaks]")
     _check_keys(streaks, "[streaks]", {"milestones", "max_freezes", "max_held"}, set())
     max_freezes = _int(streaks.get("max_freezes", 2), "streaks.max_freezes")
@@ -203,7 +256,9 @@ def _build(doc: dict[str, Any]) -> Rules:
 
     actions, qualifying = _build_actions(_table(doc["actions"], "[actions]"))
     levels = _build_levels(doc.get("levels"))
-    badges = _build_badges(doc.get("badges", []))
+    badges = _build_badges(
+        doc.get("badges", []), _int(xp.get("badge_default", DEFAULT_BADGE_XP), "xp.badge_default")
+    )
     milestones = _build_milestones(streaks.get("milestones", [7, 14, 30, 60, 100, 365]))
     category_types = frozenset(
         _str_list(scoring.get("category_types", ["interview_session_complete"]), "scoring.category_types")
@@ -222,6 +277,7 @@ def _build(doc: dict[str, Any]) -> Rules:
         category_types=category_types,
         high_score=_int(scoring.get("high_score", 90), "scoring.high_score"),
         discount_pct=discount,
+        recurring=_build_recurring(doc.get("recurring", [])),
     )
 
 
@@ -231,7 +287,7 @@ def _build_actions(table: dict[str, Any]) -> tuple[dict[str, XpRule], frozenset[
     for name, spec in table.items():
         where = f"actions.{name}"
         spec = _table(spec, where)
-        _check_keys(spec, where, {"xp", "once", "streak", "bonuses"}, {"xp"})
+        _check_keys(spec, where, {"xp", "once", "streak", "bonuses", "xp_prop", "xp_prop_max"}, {"xp"})
         once = spec.get("once", False)
         streak = spec.get("streak", False)
         if not isinstance(once, bool) or not isinstance(streak, bool):
@@ -243,7 +299,17 @@ def _build_actions(table: dict[str, Any]) -> tuple[dict[str, XpRule], frozenset[
         if once and bonuses:
             # Which of several occurrences counts would then depend on arrival order.
             raise ValueError(f"rules: {where}: a once-only action cannot have bonuses")
-        actions[name] = XpRule(action=name, xp=_int(spec["xp"], f"{where}.xp"), once=once, bonuses=bonuses)
+        xp_prop = spec.get("xp_prop")
+        if (xp_prop is None) != ("xp_prop_max" not in spec):
+            raise ValueError(f"rules: {where}: xp_prop and xp_prop_max go together")
+        actions[name] = XpRule(
+            action=name,
+            xp=_int(spec["xp"], f"{where}.xp"),
+            once=once,
+            bonuses=bonuses,
+            xp_prop=None if xp_prop is None else _str(xp_prop, f"{where}.xp_prop"),
+            xp_prop_max=_int(spec.get("xp_prop_max", 0), f"{where}.xp_prop_max"),
+        )
         if streak:
             qualifying.add(name)
     if not actions:
@@ -272,11 +338,12 @@ def _build_levels(raw: object) -> tuple[Level, ...]:
     for i, spec in enumerate(raw):
         where = f"levels[{i}]"
         spec = _table(spec, where)
-        _check_keys(spec, where, {"level", "title", "min_xp"}, {"level", "title", "min_xp"})
+        _check_keys(spec, where, {"level", "title", "min_xp", "benefits"}, {"level", "title", "min_xp"})
         level = Level(
             level=_int(spec["level"], f"{where}.level", minimum=1),
             title=_str(spec["title"], f"{where}.title"),
             min_xp=_int(spec["min_xp"], f"{where}.min_xp"),
+            benefits=_build_benefits(spec.get("benefits", []), f"{where}.benefits"),
         )
         if level.level != i + 1:
             raise ValueError(
@@ -290,24 +357,43 @@ def _build_levels(raw: object) -> tuple[Level, ...]:
     return tuple(levels)
 
 
-def _build_badges(raw: object) -> tuple[BadgeDef, ...]:
+def _build_benefits(raw: object, where: str) -> tuple[str, ...]:
+    benefits = _str_list(raw, where)
+    if len(benefits) > MAX_LEVEL_BENEFITS:
+        raise ValueError(f"rules: {where}: at most {MAX_LEVEL_BENEFITS} benefits, got {len(benefits)}")
+    for i, text in enumerate(benefits):
+        if len(text) > MAX_BENEFIT_LEN or not text.isprintable():
+            raise ValueError(
+                f"rules: {where}[{i}] must be printable text of at most {MAX_BENEFIT_LEN} characters"
+            )
+    return tuple(benefits)
+
+
+def _check_metric(metric: str, where: str) -> str:
+    if not _METRIC.fullmatch(metric):
+        raise ValueError(f"rules: {where} {metric!r} is not one of {_METRIC_NAMES}")
+    return metric
+
+
+def _build_badges(raw: object, default_xp: int) -> tuple[BadgeDef, ...]:
     if not isinstance(raw, list):
         raise ValueError("rules: [[badges]] must be an array of tables")
     badges: list[BadgeDef] = []
     seen: set[str] = set()
-    keys = {"id", "name", "description", "rarity", "xp", "metric", "threshold"}
+    required = {"id", "name", "description", "rarity", "metric", "threshold"}
     for i, spec in enumerate(raw):
         where = f"badges[{i}]"
         spec = _table(spec, where)
-        _check_keys(spec, where, keys, keys)
+        _check_keys(spec, where, required | {"xp", "category"}, required)
         badge = BadgeDef(
             id=_str(spec["id"], f"{where}.id"),
             name=_str(spec["name"], f"{where}.name"),
             description=_str(spec["description"], f"{where}.description"),
             rarity=_str(spec["rarity"], f"{where}.rarity"),
-            xp=_int(spec["xp"], f"{where}.xp"),
-            metric=_str(spec["metric"], f"{where}.metric"),
+            xp=_int(spec.get("xp", default_xp), f"{where}.xp"),
+            metric=_check_metric(_str(spec["metric"], f"{where}.metric"), f"{where}.metric"),
             threshold=_int(spec["threshold"], f"{where}.threshold", minimum=1),
+            category=_str(spec.get("category", DEFAULT_BADGE_CATEGORY), f"{where}.category"),
         )
         if badge.id in seen:
             raise ValueError(f"rules: {where}: duplicate badge id {badge.id!r}")
@@ -315,14 +401,36 @@ def _build_badges(raw: object) -> tuple[BadgeDef, ...]:
             raise ValueError(
                 f"rules: {where}.rarity must be one of {', '.join(RARITIES)}; got {badge.rarity!r}"
             )
-        if not _METRIC.fullmatch(badge.metric):
+        if badge.category not in BADGE_CATEGORIES:
             raise ValueError(
-                f"rules: {where}.metric {badge.metric!r} is not one of count:<type>, longest_streak, "
-                "perfect_scores, category_high_scores:<category>, max_daily_practice_minutes"
+                f"rules: {where}.category must be one of {', '.join(BADGE_CATEGORIES)}; "
+                f"got {badge.category!r}"
             )
         seen.add(badge.id)
         badges.append(badge)
     return tuple(badges)
+
+
+def _build_recurring(raw: object) -> tuple[RecurringReward, ...]:
+    if not isinstance(raw, list):
+        raise ValueError("rules: [[recurring]] must be an array of tables")
+    rewards: list[RecurringReward] = []
+    keys = {"id", "description", "xp", "metric", "every"}
+    for i, spec in enumerate(raw):
+        where = f"recurring[{i}]"
+        spec = _table(spec, where)
+        _check_keys(spec, where, keys, keys)
+        reward = RecurringReward(
+            id=_str(spec["id"], f"{where}.id"),
+            description=_str(spec["description"], f"{where}.description"),
+            xp=_int(spec["xp"], f"{where}.xp"),
+            metric=_check_metric(_str(spec["metric"], f"{where}.metric"), f"{where}.metric"),
+            every=_int(spec["every"], f"{where}.every", minimum=1),
+        )
+        if any(r.id == reward.id for r in rewards):
+            raise ValueError(f"rules: {where}: duplicate recurring id {reward.id!r}")
+        rewards.append(reward)
+    return tuple(rewards)
 
 
 def _build_milestones(raw: object) -> tuple[int, ...]:

@@ -36,6 +36,7 @@ from models.challenges import (
     apply_to_goal,
     can_add_goal,
     challenge_for,
+    completion_props,
     new_goal,
     public_challenge,
     public_goal,
@@ -245,7 +246,7 @@ class GrowthProcessor:
                     f"challenge:{challenge.id}",
                     "daily_challenge_complete",
                     event.ts_ms,
-                    challenge_id=challenge.id,
+                    **completion_props(challenge),
                 )
             )
 

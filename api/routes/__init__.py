@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from api import dashboard
 from api.routes import (
+    achievements,
     careers,
     contact,
     events,
@@ -33,6 +34,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     events.router,
     users.router,
+    achievements.router,
     leaderboards.router,
     careers.router,
     referrals.router,

@@ -3,7 +3,8 @@ workers last projected them.
 
 The API only reads the serving view (``infra.keys``); engagement is computed by the workers. The
 things that depend on the reader's clock, the streak as of today and which weeks a statistics
-range covers, are shown through the same pure functions the workers use.
+range covers, are shown through the same pure functions the workers use. ``level.benefits`` comes
+from the rule book (``GET /v1/levels``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from api.deps import PrincipalDep, StateDep, require_user_access
 from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra import keys
+from models.achievements import level_benefits
 from models.stats import RANGES, Rank, parse_range, stats_view
 from models.streaks import StreakState, is_streak_at_risk, local_day, streak_as_of
 
@@ -41,6 +43,11 @@ async def get_user(user_id: str, state: StateDep, principal: PrincipalDep) -> Or
         raise ApiError(404, "user_not_found", f"no engagement state for user {user_id!r}")
     document: dict[str, Any] = orjson.loads(raw_state)
     document["streak"] = streak_today(document, int(time.time() * 1000))
+    level = document.get("level")
+    if isinstance(level, dict):
+        # From the rule book the API runs, not the view: benefits are catalogue data, and views
+        # written before they existed show them too.
+        document["level"] = {**level, "benefits": level_benefits(state.rules, level.get("level"))}
     document["risk"] = _risk(raw_risk)
     return OrjsonResponse(document)
 

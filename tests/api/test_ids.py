@@ -28,6 +28,7 @@ BAD_IDS = {
         "/v1/users/{}/notifications",
         "/v1/users/{}/matches",
         "/v1/users/{}/applications",
+        "/v1/users/{}/achievements",
         "/v1/leaderboards/{}",
     ],
 )

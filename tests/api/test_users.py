@@ -37,6 +37,14 @@ async def test_own_state_without_risk(client: httpx.AsyncClient, redis: Redis) -
     streak = body.pop("streak")
     assert body == {
         **{k: v for k, v in STATE.items() if k != "streak"},
+        # Level benefits come from the rule book (level 3's in the shipped file), not the view.
+        "level": {
+            "level": 3,
+            "title": "Practitioner",
+            "xp_into_level": 40,
+            "xp_to_next": 260,
+            "benefits": ["Custom avatar frame"],
+        },
         "risk": dict.fromkeys(("score", "level", "updated_at")),
     }
     assert set(streak) == set(STATE["streak"]) | {"at_risk"}

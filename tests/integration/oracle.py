@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from infra.settings import DEFAULT_RULES, Settings
-from models.challenges import apply_to_challenge, challenge_for
+from models.challenges import apply_to_challenge, challenge_for, completion_props
 from models.events import BehaviorEvent, InvalidEvent, parse_behavior
 from models.gamification import UserState, apply_event, public_view
 from models.rules import Rules
@@ -53,7 +53,7 @@ def expected_views(events: Iterable[dict[str, Any]], now_ms: int) -> dict[str, d
                         None,
                         None,
                         None,
-                        {},
+                        completion_props(challenge),
                     )
                     apply_event(states[user_id], done, RULES, window_ms)
     return {uid: public_view(st, RULES) for uid, st in states.items()}

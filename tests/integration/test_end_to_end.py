@@ -134,7 +134,8 @@ async def test_produce_to_websocket_http_and_replay_after_reconnect(
                 return v if v["xp"] > 65 else None
 
             view = await wait_until(xp_now, timeout=30, what="second event applied")
-            # 100 for the assessment + 30 for the first_assessment badge + level 2 (+50) = 245
+            # 100 for the assessment + 30 for the first_assessment badge (it sets no XP of its own:
+            # [xp] badge_default, the contract's +30) + level 2 (+50) = 245
             assert view["xp"] == 245 == want["xp"], view
             assert view["level"]["level"] == 2
             # As of today: alive only if the chosen day was today or yesterday.

@@ -393,13 +393,17 @@ async def test_a_profile_time_zone_decides_the_local_day_of_a_streak(
             await send(p, lesson)
 
         # 50 for the lesson + 15 for the local day's first event; and when the local day's challenge
-        # (the same for everyone that day) is completed by one lesson, its own action, +25, which
-        # arrives through Kafka after the lesson's: wait for the total, not the first change.
+        # (the same for everyone that day) is completed by one lesson, its own action, paying the
+        # variant's reward, which arrives through Kafka after the lesson's: wait for the total, not
+        # the first change. (A lesson without a duration completes only a one-session variant
+        # whose minimum score, if any, its 87 reaches.)
         challenge = challenge_for(date.fromisoformat(local_day))
-        one_lesson_completes = challenge.template in ("quick_practice", "streak_challenge") and (
-            challenge.target == 1
+        one_lesson_completes = (
+            challenge.template in ("quick_practice", "streak_challenge")
+            and challenge.target == 1
+            and (challenge.min_score or 0) <= 87
         )
-        expected = 65 + (25 if one_lesson_completes else 0)
+        expected = 65 + (challenge.xp if one_lesson_completes else 0)
 
         async def lesson_applied() -> dict[str, Any] | None:
             assert worker.alive(), worker.tail()

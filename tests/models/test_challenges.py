@@ -10,6 +10,7 @@ import pytest
 
 from models.challenges import (
     CATEGORIES,
+    CHALLENGE_REWARD_PROP,
     MAX_ACTIVE_GOALS,
     MAX_FINISHED_GOALS,
     MAX_GOAL_COUNT,
@@ -17,6 +18,7 @@ from models.challenges import (
     QUICK_PRACTICE_SESSIONS,
     TEMPLATES,
     TIME_CHALLENGE_MINUTES,
+    VARIANTS,
     ChallengeProgress,
     DailyChallenge,
     Goal,
@@ -25,6 +27,7 @@ from models.challenges import (
     apply_to_goal,
     can_add_goal,
     challenge_for,
+    completion_props,
     expire_goals,
     new_goal,
     public_challenge,
@@ -81,8 +84,9 @@ def test_challenge_for_is_deterministic_and_pinned() -> None:
         1,
         {"category": "behavioral"},
         "Behavioral focus",
-        "Complete 1 behavioral interview session today.",
-        25,
+        "Complete 1 behavioral interview session scoring 70 or more today.",
+        40,
+        70,
     )
     assert challenge_for(date(2026, 11, 2)).template == "time_challenge"
 
@@ -113,7 +117,9 @@ def test_parameters_cover_their_ranges() -> None:
     assert {c.target for c in by_template["time_challenge"]} == set(TIME_CHALLENGE_MINUTES)
     assert all(c.params == {"minutes": c.target} for c in by_template["time_challenge"])
     assert {c.target for c in by_template["streak_challenge"]} == {1}
-    assert all(c.id == c.day.isoformat() and c.xp == 25 for c in year)
+    assert all(c.id == c.day.isoformat() for c in year)
+    # Each variant carries its own reward and minimum score, whatever the day's parameters.
+    assert all((c.xp, c.min_score) == (VARIANTS[c.template].xp, VARIANTS[c.template].min_score) for c in year)
 
 
 # --- challenge progress ----------------------------------------------------------------------
@@ -168,8 +174,51 @@ def test_category_focus_counts_only_its_category() -> None:
     progress, change = feed(challenge, progress, "interview_session_complete", ts)
     assert change == NO_CHANGE
     for i in range(challenge.target):
-        progress, change = feed(challenge, progress, "interview_session_complete", ts + i, category=category)
+        progress, change = feed(
+            challenge, progress, "interview_session_complete", ts + i, category=category, score=80
+        )
     assert change.completed_now and progress.progress == challenge.target
+
+
+def test_category_focus_needs_its_minimum_score() -> None:
+    challenge = find("category_focus")
+    category = challenge.params["category"]
+    assert challenge.min_score == VARIANTS["category_focus"].min_score == 70
+    ts = at(challenge, "10:00")
+    progress: ChallengeProgress | None = None
+    # Unscored, below the minimum, or a bogus score (outside 0..100, a bool, a string): no count.
+    for score in (None, 69, 69.99, 101, True, "95", float("nan")):
+        props = {"category": category} if score is None else {"category": category, "score": score}
+        progress, change = feed(challenge, progress, "interview_session_complete", ts, **props)
+        assert change == NO_CHANGE, score
+    for i in range(challenge.target):
+        progress, change = feed(
+            challenge, progress, "interview_session_complete", ts + i, category=category, score=70
+        )
+    assert change.completed_now and progress is not None and progress.completed
+
+
+def test_unscored_variants_count_any_practice() -> None:
+    for template in ("quick_practice", "time_challenge", "streak_challenge"):
+        challenge = find(template)
+        assert challenge.min_score is None
+        _, change = feed(challenge, None, "lesson_complete", at(challenge, "10:00"), duration_s=60)
+        assert change.advanced, template
+
+
+def test_completion_props_carry_the_variants_reward_which_the_rules_pay() -> None:
+    for template in TEMPLATES:
+        challenge = find(template)
+        props = completion_props(challenge)
+        assert props == {
+            "challenge_id": challenge.id,
+            "template": template,
+            "reward_xp": VARIANTS[template].xp,
+        }
+        # The shipped rule book pays that prop (and only up to its bound).
+        rule = RULES.actions["daily_challenge_complete"]
+        assert rule.xp_prop == CHALLENGE_REWARD_PROP
+        assert rule.base_xp(props) == challenge.xp <= rule.xp_prop_max
 
 
 def test_time_challenge_sums_seconds_and_shows_minutes() -> None:
@@ -258,6 +307,7 @@ def test_public_challenge_shape() -> None:
         "progress": 0,
         "completed": False,
         "xp": 25,
+        "min_score": None,
     }
     progress, _ = feed(challenge, None, "lesson_complete", at(challenge, "10:00"))
     assert public_challenge(challenge, progress)["progress"] == 1

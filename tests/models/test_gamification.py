@@ -90,12 +90,15 @@ def test_interview_perfect_score_bonus() -> None:
         ("action:interview_session_complete", 50),
         ("bonus:interview_session_complete:score", 100),
         ("daily_first", 15),
-        ("badge:first_session", 30),
-        ("badge:perfect_score", 30),
+        # Per-badge rewards from the rules file (first interview 10, perfect score 100), not +30.
+        ("badge:first_session", 10),
+        ("badge:perfect_score", 100),
+        # 275 XP reaches level 2; its +50 bonus lifts the total to 325, past level 3 (300).
         ("level:2", 50),
+        ("level:3", 75),
     )
-    assert s.xp == 275
-    assert (fx.level_before, fx.level_after) == (1, 2)
+    assert s.xp == 400
+    assert (fx.level_before, fx.level_after) == (1, 3)
     assert [b.id for b in fx.new_badges] == ["first_session", "perfect_score"]
 
 
@@ -545,7 +548,17 @@ def test_from_dict_refuses_unknown_versions() -> None:
 def test_public_view() -> None:
     s = busy_state()
     view = public_view(s, RULES)
-    assert set(view) == {"user_id", "xp", "level", "streak", "badges", "counters", "timezone", "updated_at"}
+    assert set(view) == {
+        "user_id",
+        "xp",
+        "level",
+        "streak",
+        "badges",
+        "counters",
+        "metrics",
+        "timezone",
+        "updated_at",
+    }
     assert view["user_id"] == "u-1" and view["xp"] == s.xp
     assert set(view["level"]) == {"level", "title", "xp_into_level", "xp_to_next"}
     assert view["streak"] == {"current": 1, "longest": 9, "freezes": 0, "last_active_day": "2026-12-03"}
@@ -558,6 +571,19 @@ def test_public_view() -> None:
     }
     assert [b["id"] for b in view["badges"]][:2] == ["first_session", "perfect_score"]
     assert view["counters"]["count:interview_session_complete"] == 9
+    # Every metric a badge or recurring reward reads, so the API can show progress.
+    assert view["metrics"] == {
+        "count:interview_session_complete": 9,
+        "longest_streak": 9,
+        "perfect_scores": 1,
+        "category_high_scores:behavioral": 9,  # scores 100..92, all >= 90
+        "max_daily_practice_minutes": 20,
+        "count:assessment_complete": 0,
+        "count:career_research": 0,
+        "count:job_apply": 1,
+        "count:mentor_connect": 0,
+        "high_score_categories": 1,
+    }
     assert view["timezone"] == "Africa/Nairobi"
     assert view["updated_at"] == "2026-12-03T08:00:00Z"
     orjson.dumps(view)  # JSON-ready

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.rules import RARITIES, Bonus, Rules
+from models.rules import DEFAULT_BADGE_XP, RARITIES, Bonus, RecurringReward, Rules
 from tests.models.factories import default_rules, default_rules_text
 
 MINIMAL = """
@@ -91,13 +91,92 @@ def test_badge_catalogue() -> None:
         "job_hunter": ("count:job_apply", 10),
         "first_mentor": ("count:mentor_connect", 1),
     }
-    assert all(b.xp == 30 for b in badges.values())
+    # The seed documents' rewards; the badges without one take [xp] badge_default (the
+    # contract's "badge earned +30").
+    assert {bid: b.xp for bid, b in badges.items()} == {
+        "first_session": 10,
+        "ten_sessions": 50,
+        "fifty_sessions": 200,
+        "streak_7": 30,
+        "streak_30": 150,
+        "perfect_score": 100,
+        "behavioral_master": 80,
+        "marathon": 75,
+        "first_assessment": DEFAULT_BADGE_XP,
+        "career_explorer": DEFAULT_BADGE_XP,
+        "job_hunter": DEFAULT_BADGE_XP,
+        "first_mentor": DEFAULT_BADGE_XP,
+    }
+    assert DEFAULT_BADGE_XP == 30
+    assert {bid: b.category for bid, b in badges.items()} == {
+        "first_session": "practice",
+        "ten_sessions": "practice",
+        "fifty_sessions": "practice",
+        "streak_7": "streaks",
+        "streak_30": "streaks",
+        "perfect_score": "mastery",
+        "behavioral_master": "mastery",
+        "marathon": "practice",
+        "first_assessment": "learning",
+        "career_explorer": "career",
+        "job_hunter": "career",
+        "first_mentor": "community",
+    }
     assert all(b.rarity in RARITIES for b in badges.values())
     # Every badge counts an event type the rules know, so its counter exists.
     rules = default_rules()
     for b in badges.values():
         if b.metric.startswith("count:"):
             assert b.metric[len("count:") :] in rules.actions
+
+
+def test_recurring_rewards() -> None:
+    assert default_rules().recurring == (
+        RecurringReward(
+            "weekly_streak",
+            "Every full week of your longest streak: 7, 14, 21, ... days.",
+            75,
+            "longest_streak",
+            7,
+        ),
+        RecurringReward(
+            "category_improvement",
+            "Scoring 90 or more in a practice category for the first time.",
+            40,
+            "high_score_categories",
+            1,
+        ),
+    )
+
+
+def test_levels_list_benefits() -> None:
+    levels = default_rules().levels
+    assert all(level.benefits for level in levels)
+    assert levels[2].benefits == ("Custom avatar frame",)
+    assert Rules.from_toml(MINIMAL).levels[0].benefits == ()
+
+
+def test_badge_default_xp_and_category_apply_to_badges_that_set_none() -> None:
+    text = MINIMAL.replace("[actions]", "[xp]\nbadge_default = 12\n\n[actions]") + (
+        '[[badges]]\nid = "b"\nname = "B"\ndescription = "d"\nrarity = "common"\n'
+        'metric = "longest_streak"\nthreshold = 3\n'
+    )
+    (badge,) = Rules.from_toml(text).badges
+    assert (badge.xp, badge.category) == (12, "general")
+    (badge,) = Rules.from_toml(text.replace("badge_default = 12\n", "")).badges
+    assert badge.xp == DEFAULT_BADGE_XP
+
+
+def test_daily_challenge_pays_the_variant_reward_within_bounds() -> None:
+    rule = default_rules().actions["daily_challenge_complete"]
+    assert rule.xp == 25  # the contract's default, for a completion that names no reward
+    assert rule.base_xp({}) == 25
+    assert rule.base_xp({"reward_xp": 40}) == 40
+    assert rule.base_xp({"reward_xp": 0}) == 0
+    for bogus in (-1, rule.xp_prop_max + 1, 40.0, "40", True, None):
+        assert rule.base_xp({"reward_xp": bogus}) == 25, bogus
+    # Actions without xp_prop ignore the prop altogether.
+    assert default_rules().actions["lesson_complete"].base_xp({"reward_xp": 99}) == 50
 
 
 def test_derived_type_sets() -> None:
@@ -174,6 +253,34 @@ def _replace(old: str, new: str, text: str | None = None) -> str:
         (_replace("milestones = [7, 14, 30, 60, 100, 365]", "milestones = [14, 7]"), "milestones"),
         (_replace("max_freezes = 2", "max_freezes = -1"), "max_freezes"),
         (MINIMAL.replace("[[levels]]", "[[levelz]]"), "unknown key"),
+        (_replace('category = "mastery"', 'category = "wizardry"'), r"badges\[5\]\.category must be one of"),
+        (_replace('category = "mastery"', "category = 7"), r"badges\[5\]\.category"),
+        (_replace("xp = 200\n", "xp = -200\n"), r"badges\[2\]\.xp must be an integer >= 0"),
+        (_replace("xp = 200\n", "xp = 2.5\n"), r"badges\[2\]\.xp"),
+        (_replace("badge_default = 30", "badge_default = -1"), "xp.badge_default"),
+        (
+            _replace('metric = "longest_streak"', 'metric = "streak_length"'),
+            r"badges\[3\]\.metric 'streak_length'",
+        ),
+        (_replace('metric = "high_score_categories"', 'metric = "categories"'), r"recurring\[1\]\.metric"),
+        (
+            _replace('xp = 75\nmetric = "longest_streak"', 'xp = -75\nmetric = "longest_streak"'),
+            r"recurring\[0\]\.xp",
+        ),
+        (_replace("every = 7", "every = 0"), r"recurring\[0\]\.every"),
+        (_replace('id = "category_improvement"', 'id = "weekly_streak"'), "duplicate recurring id"),
+        (_replace("every = 7\n", ""), "missing key"),
+        (
+            _replace('benefits = ["Custom avatar frame"]', 'benefits = "Custom avatar frame"'),
+            r"levels\[2\]\.benefits",
+        ),
+        (_replace('benefits = ["Custom avatar frame"]', "benefits = [1]"), r"levels\[2\]\.benefits\[0\]"),
+        (_replace('benefits = ["Custom avatar frame"]', 'benefits = ["a\\u0000b"]'), "printable"),
+        (_replace('benefits = ["Custom avatar frame"]', f'benefits = ["{"x" * 81}"]'), "at most 80"),
+        (_replace('benefits = ["Custom avatar frame"]', f"benefits = {['b'] * 9}"), "at most 8 benefits"),
+        (_replace(", xp_prop_max = 100", ""), "xp_prop and xp_prop_max go together"),
+        (_replace("xp_prop_max = 100", "xp_prop_max = -1"), "xp_prop_max"),
+        (_replace('xp_prop = "reward_xp"', 'xp_prop = ""'), "xp_prop"),
         ("[actions]\n", "at least one action"),
         ("[[levels]]\nlevel = 1\ntitle = 'N'\nmin_xp = 0\n", "missing key"),
     ],

@@ -12,7 +12,7 @@ import pytest
 
 from infra import topics
 from infra.settings import DEFAULT_RULES
-from models.challenges import MAX_CATEGORY_LEN, challenge_for
+from models.challenges import MAX_CATEGORY_LEN, challenge_for, completion_props
 from models.events import BehaviorEvent
 from models.gamification import FREEZE_BOUGHT, UserState
 from models.growth import STATE_BUDGET_BYTES, GrowthState
@@ -162,18 +162,29 @@ def test_the_daily_challenge_completes_once_and_earns_its_action(rules: Rules) -
     category = challenge.params.get("category", "behavioral")
     etype = "interview_session_complete" if challenge.template == "category_focus" else "lesson_complete"
     actions: list[str] = []
+    completions: list[dict[str, Any]] = []
     for i in range(10):
         out = proc.process(
             [],
             [
                 event(
-                    "kim", etype, NOW + i * 1000, f"k{i}", category=category, duration_s=max(60, minutes * 60)
+                    "kim",
+                    etype,
+                    NOW + i * 1000,
+                    f"k{i}",
+                    category=category,
+                    duration_s=max(60, minutes * 60),
+                    score=80,  # passes a variant's minimum score (category focus asks 70)
                 )
             ],
             store,
         )
         actions += [a["event_id"] for a in out.actions]
+        completions += [a for a in out.actions if a["type"] == "daily_challenge_complete"]
     assert actions == [f"challenge:{challenge.id}"]
+    # The completion carries the variant's own reward, which the engagement fold pays.
+    assert [c["props"] for c in completions] == [completion_props(challenge)]
+    assert completions[0]["props"]["reward_xp"] == challenge.xp
     progress = store["kim"].challenge_progress(challenge.id)
     assert progress is not None and progress.completed
 
