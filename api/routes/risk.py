@@ -16,7 +16,8 @@ import orjson
 from fastapi import APIRouter, Query
 from pydantic import Field, StrictBool
 
-from api.commands import COMMAND_TIMEOUT_S, StrictBody, get_json, now_ms
+from api import commands as api_commands
+from api.commands import StrictBody, get_json, now_ms
 from api.cursors import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from api.deps import PrincipalDep, StateDep, require_admin
 from api.errors import ApiError
@@ -358,7 +359,10 @@ async def recalculate(body: RecalculateBody, state: StateDep, principal: Princip
         # Nothing may have been asked: forget the request, so a retry asks again.
         await redis.delete(keys.risk_recalculation(command_id))
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
-    return await _answer(state, command_id, asked, wait_s=COMMAND_TIMEOUT_S if body.user_id else 0.0)
+    # One user: wait a few seconds for the worker (most answers come in well under a second).
+    # Every user: the partitions answer as their workers read the commands; poll.
+    wait_s = api_commands.COMMAND_TIMEOUT_S if body.user_id is not None else 0.0
+    return await _answer(state, command_id, asked, wait_s=wait_s)
 
 
 @router.get(

@@ -75,7 +75,7 @@ def test_a_redelivered_recalculation_sends_no_intervention_twice() -> None:
     assert sent_first  # the first look did send: the assertion below can fail
     assert not sent_first & {n.key for n in again.delivered}
     notifications = [s for s in w.producer.sent if s.topic == topics.NOTIFICATIONS]
-    ids = [orjson.loads(s.value)["notification_id"] for s in notifications]
+    ids = [s.json()["notification_id"] for s in notifications]
     assert len(ids) == len(set(ids))
 
 
@@ -97,7 +97,7 @@ def test_malformed_recalculations_are_dead_lettered_not_raised() -> None:
             ),
         ]
     )
-    letters = [orjson.loads(s.value)["reason"] for s in w.producer.sent if s.topic == topics.DEAD_LETTER]
+    letters = [s.json()["reason"] for s in w.producer.sent if s.topic == topics.DEAD_LETTER]
     assert sorted(letters) == ["bad_partition", "id_too_long", "missing_field", "missing_field"]
 
 
