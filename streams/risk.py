@@ -350,7 +350,8 @@ class RiskProcessor:
             return {"ok": False, "code": "no_activity", "message": "the user has no activity to score"}
         self._advance(partition, now)
         score = self._look(state, now, self.campaigns(), out, force=True)
-        self._store(out, store)
+        store.put(user_id, state)
+        self.schedule([state])
         document = state.last or {}
         return {
             "ok": True,
@@ -368,9 +369,12 @@ class RiskProcessor:
         (a redelivery) queues nothing more: a user has one place on the agenda."""
         n = 0
         for state in states:
-            due = self.watermarks.get(self.partition_of(state.user_id))
-            if due is None or state.activity.last_event_ms is None:
+            last = state.activity.last_event_ms
+            if last is None:
                 continue  # nothing to score yet
+            # The partition's stream time; before the sweep adopted it (a partition just
+            # assigned), the user's own newest event, which the sweep reaches at once.
+            due = self.watermarks.get(self.partition_of(state.user_id)) or last
             n += 1
             self._forced.add(state.user_id)
             if self._next.get(state.user_id) != due:
