@@ -9,8 +9,7 @@ import orjson
 
 from infra import keys, topics
 from infra.commands import RISK_RECALCULATE, RISK_RECALCULATE_PARTITION, partition_key, partition_result_id
-from models.interventions import Notification
-from models.nudges import NudgeOutcome
+from models.events import format_ts
 from models.risk_workflow import iso_week
 from models.time_units import DAY_MS, WEEK_MS
 from streams.records import Record
@@ -134,36 +133,21 @@ def test_the_trend_is_kept_by_the_stream_as_it_scores() -> None:
 
 def test_a_delivered_intervention_shows_on_the_row_at_once() -> None:
     p, store = processor(), Store()
-    out = p.on_events([ev("a", T0)], store)
-    state = store.data["a"]
-    n = Notification(
-        "n-1",
-        "a",
-        "gentle_reminder",
-        ("PUSH",),
-        "t",
-        "v",
-        "s",
-        "b",
-        "c",
-        T0 + 3600_000,
-        T0 + 3600_000,
-        "k",
-        "risk",
-    )
-    out = p.on_events([], store)
-    p._deliver(state, NudgeOutcome(delivered=[n]), out)
-    assert state.last is not None
-    assert state.last["last_intervention"] == {
-        "type": "gentle_reminder",
-        "channel": "PUSH",
-        "at": "2026-09-21T15:13:20Z",
-    }
-    assert state.last["interventions"] == 1
-    assert out.refreshed == [state.last]
-    # Delivered again (a replay): counted once.
-    p._deliver(state, NudgeOutcome(delivered=[n]), out)
-    assert state.last["interventions"] == 1 and out.refreshed == [state.last]
+    p.on_events([ev("a", T0)], store)
+    assert store.data["a"].last is not None and store.data["a"].last["last_intervention"] is None
+    # Ten quiet days of the partition's stream time (another user's event): the sweep's look
+    # scores "a" high and nudges them; the document they are published with shows it.
+    p.on_events([ev("b", T0 + 10 * DAY_MS)], store)
+    out = p.sweep(store, owns_all)
+    mine = [n for n in out.delivered if n.user_id == "a"]
+    assert mine  # at critical risk, a staff task and a nudge to the student
+    document = store.data["a"].last
+    assert document is not None
+    newest = mine[-1]  # delivered at one instant: the last delivered is the last intervention
+    shown = {"type": newest.type, "channel": newest.primary_channel, "at": format_ts(newest.deliver_at_ms)}
+    assert document["last_intervention"] == shown
+    assert document["interventions"] == len(mine)
+    assert any(d is document for _, d in out.published) or document in out.refreshed
 
 
 def test_recalculating_an_unknown_user_touches_nothing() -> None:
