@@ -326,6 +326,7 @@ EMPTY_ROW_FIELDS: dict[str, Any] = {
     "last_intervention": None,
     "interventions": None,
     "trend": [None] * TREND_WEEKS,
+    "trend_weeks": [None] * TREND_WEEKS,
 }
 
 
@@ -335,6 +336,9 @@ def row_of(document: Mapping[str, Any]) -> dict[str, Any]:
     trend = document.get("trend")
     if not (isinstance(trend, list) and len(trend) == TREND_WEEKS):
         trend = EMPTY_ROW_FIELDS["trend"]
+    weeks = document.get("trend_weeks")
+    if not (isinstance(weeks, list) and len(weeks) == TREND_WEEKS and all(isinstance(w, str) for w in weeks)):
+        trend, weeks = EMPTY_ROW_FIELDS["trend"], EMPTY_ROW_FIELDS["trend_weeks"]
     interventions = document.get("interventions")
     last = document.get("last_intervention")
     return {
@@ -342,6 +346,8 @@ def row_of(document: Mapping[str, Any]) -> dict[str, Any]:
         "last_intervention": last if isinstance(last, dict) else None,
         "interventions": interventions if isinstance(interventions, int) else None,
         "trend": [v if _is_score(v) else None for v in trend],
+        # Which ISO weeks the trend covers: a document is as of its score, not of the request.
+        "trend_weeks": weeks,
     }
 
 

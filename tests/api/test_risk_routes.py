@@ -44,6 +44,7 @@ STUDENT_FIELDS = {
     "last_intervention",
     "interventions",
     "trend",
+    "trend_weeks",
 }
 
 
@@ -260,6 +261,7 @@ async def test_a_document_without_the_optional_fields(client: httpx.AsyncClient,
         "last_intervention": None,
         "interventions": None,
         "trend": [None, None, None, None],
+        "trend_weeks": [None, None, None, None],
     }
 
 

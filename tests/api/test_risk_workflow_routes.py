@@ -111,10 +111,11 @@ async def test_the_rows_carry_the_workflow_fields(client: httpx.AsyncClient, red
     }
     assert row["interventions"] == 1
     assert row["trend"] == [None, None, 87.0, 82.0]
+    assert row["trend_weeks"] == ["2026-W44", "2026-W45", "2026-W46", "2026-W47"]
     detail = (await client.get("/v1/at-risk/u-1", headers=ADMIN)).json()
-    assert {k: detail[k] for k in ("display_name", "last_intervention", "interventions", "trend")} == {
-        k: row[k] for k in ("display_name", "last_intervention", "interventions", "trend")
-    }
+    assert {
+        k: detail[k] for k in ("display_name", "last_intervention", "interventions", "trend", "trend_weeks")
+    } == {k: row[k] for k in ("display_name", "last_intervention", "interventions", "trend", "trend_weeks")}
 
 
 async def test_a_hostile_display_name_in_a_view_is_cleaned_on_the_way_out(

@@ -254,7 +254,9 @@ def test_row_fields_and_how_a_row_reads_them() -> None:
     # A document from before these fields, or a hostile one, reads as unknown.
     assert row_of({"score": 50.0}) == EMPTY_ROW_FIELDS
     assert row_of({"trend": [1, 2], "interventions": "9", "last_intervention": "x"}) == EMPTY_ROW_FIELDS
-    assert row_of({"trend": [500, None, "a", 5]})["trend"] == [None, None, None, 5]
+    weeks_named = {"trend_weeks": ["a", "b", "c", "d"]}
+    assert row_of({"trend": [500, None, "a", 5], **weeks_named})["trend"] == [None, None, None, 5]
+    assert row_of({"trend": [1, 2, 3, 4], "trend_weeks": ["a", 5, "c", "d"]})["trend"] == [None] * 4
 
 
 def test_a_document_is_rewritten_for_a_new_name_or_a_new_week_only() -> None:
