@@ -141,7 +141,8 @@ def matches(document: Mapping[str, Any], levels: frozenset[str], signals: frozen
 def filter_scope(threshold: float, levels: frozenset[str], signals: frozenset[str]) -> str:
     """A short tag of a list's filters, carried in its cursors: a cursor continues only the list
     it came from (another filter's cursor is refused, not silently re-read)."""
-    canonical = f"{threshold!r}|{','.join(sorted(levels))}|{','.join(sorted(signals))}"
+    # + 0.0: a threshold of -0 is the list of 0, and names the same scope.
+    canonical = f"{threshold + 0.0!r}|{','.join(sorted(levels))}|{','.join(sorted(signals))}"
     return hashlib.blake2b(canonical.encode(), digest_size=6).hexdigest()
 
 

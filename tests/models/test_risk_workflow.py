@@ -98,6 +98,7 @@ def test_the_filter_scope_names_the_filters_not_their_spelling() -> None:
     assert a != filter_scope(60.0, parse_levels(["critical"]), parse_signals(["streak"]))
     assert a != filter_scope(61.0, parse_levels(["critical,high"]), parse_signals(["streak"]))
     assert a != filter_scope(60.0, parse_levels(["critical,high"]), frozenset())
+    assert filter_scope(-0.0, frozenset(), frozenset()) == filter_scope(0.0, frozenset(), frozenset())
 
 
 # --- the weekly trend -------------------------------------------------------------------------
