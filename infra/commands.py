@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from infra import keys
 from infra.redis_conn import RedisClient
@@ -24,6 +25,34 @@ T = TypeVar("T")
 
 #: How long answers are kept: longer than any client retry.
 RESULT_TTL_S = 24 * 3600
+
+# Command types of the risk slice (streams/risk_pipeline.py; docs/risk.md "Recalculate"). The
+# growth slice applies every other type on ``user-commands`` and leaves these alone.
+#: Re-score one user now (key and ``user_id``: the user).
+RISK_RECALCULATE = "risk_recalculate"
+#: Re-score every user of one partition (``partition``); the API sends one per partition, each
+#: keyed by `partition_key` so that it lands on the partition it names.
+RISK_RECALCULATE_PARTITION = "risk_recalculate_partition"
+RISK_COMMANDS = frozenset({RISK_RECALCULATE, RISK_RECALCULATE_PARTITION})
+
+
+def partition_key(partition: int, partitions: int) -> str:
+    """A message key that Kafka's default partitioner (murmur2) puts on ``partition`` of a topic
+    of ``partitions``: how a command addressed to a partition, not to a user, reaches the worker
+    that owns it. Deterministic (the first such key of a fixed sequence); a user id can look the
+    same, harmlessly: the key only routes, the command's type and ``partition`` say what it is."""
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} is outside 0..{partitions - 1}")
+    for i in range(1_000_000):
+        key = f"~partition:{partition}:{i}"
+        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise RuntimeError(f"no key found for partition {partition} of {partitions}")  # pragma: no cover
+
+
+def partition_result_id(command_id: str, partition: int) -> str:
+    """The answer id of a partition's share of a command sent to every partition."""
+    return f"{command_id}:p{partition}"
 
 
 async def await_result(redis: RedisClient, command_id: str, timeout_s: float) -> dict[str, Any] | None:

@@ -205,6 +205,12 @@ def command_result(command_id: str) -> str:
     return _shared(f"cmd:{command_id}")
 
 
+def risk_recalculation(command_id: str) -> str:
+    """A recalculation the API sent (api/routes/risk.py): what it asked and of how many
+    partitions, kept as long as the answers, so a poll tells an unknown id from a pending one."""
+    return _shared(f"riskrecalc:{command_id}")
+
+
 def user_rewards(user_id: str) -> str:
     return _user(user_id, "rewards")
 

@@ -42,6 +42,7 @@ from models.risk import (
     resolve_seen,
 )
 from models.risk_features import ActivityProfile, features, feedback_only, observe
+from models.risk_workflow import InterventionLog, WeeklyScores
 from models.time_units import DAY_MS, HOUR_MS
 
 RISK_STATE_VERSION = 1
@@ -104,6 +105,10 @@ class RiskState:
     #: The campaign occurrences (and manual sends) already looked at within the lookback
     #: (models/campaigns/looks.py); None in a state written before they were remembered.
     campaign_looks: CampaignLooks | None = None
+    #: The last score of each recent ISO week (the at-risk row's `trend`; models/risk_workflow.py).
+    weekly: WeeklyScores = field(default_factory=WeeklyScores)
+    #: The interventions delivered recently (the row's `last_intervention` and `interventions`).
+    received: InterventionLog = field(default_factory=InterventionLog)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +125,9 @@ class RiskState:
             **({"saved": self.saved_jobs} if self.saved_jobs else {}),
             **({"digest": to_rows(self.digest)} if self.digest else {}),
             **({"looks": self.campaign_looks.to_dict()} if self.campaign_looks is not None else {}),
+            # Optional keys: a state written before them decodes with empty memories.
+            **({"weeks": self.weekly.to_rows()} if self.weekly.weeks else {}),
+            **({"received": self.received.to_rows()} if self.received.entries else {}),
         }
 
     @classmethod
@@ -141,6 +149,8 @@ class RiskState:
             saved_jobs={str(k): int(v) for k, v in list((data.get("saved") or {}).items())[-MAX_SAVED_JOBS:]},
             digest=from_rows(data.get("digest"), data["user_id"]),
             campaign_looks=CampaignLooks.from_dict(data.get("looks")),
+            weekly=WeeklyScores.from_rows(data.get("weeks")),
+            received=InterventionLog.from_rows(data.get("received")),
         )
 
 
@@ -192,6 +202,7 @@ def rescore(
         del state.pending[:-MAX_PENDING_LABELS]
         state.snapshot_at_ms = now_ms
     state.scored_at_ms = now_ms
+    state.weekly.record(now_ms, result.score)
     return result
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from infra import topics
-from infra.commands import PRIVACY_COMMANDS
+from infra.commands import PRIVACY_COMMANDS, RISK_COMMANDS
 from models.challenges import (
     MAX_ACTIVE_GOALS,
     apply_to_challenge,
@@ -254,6 +254,8 @@ class GrowthProcessor:
 
     def _command(self, rec: Record, store: GrowthStore, out: GrowthOutcome, dirty: set[str]) -> None:
         cmd = _decode(rec)
+        if cmd.get("type") in RISK_COMMANDS:
+            return  # the risk slice's (streams/risk_pipeline.py), which takes this topic too
         user_id, kind = _str(cmd, "user_id"), _str(cmd, "type")
         command_id = _str(cmd, "command_id", MAX_COMMAND_ID_BYTES)
         owner = misrouted_owner(rec, user_id, self.partitions_for(rec.topic))

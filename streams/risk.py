@@ -38,6 +38,8 @@ from models.risk_state import (
     score_where_it_happens,
     worth_publishing,
 )
+from models.risk_workflow import channel_of, republish_for_row, row_fields
+from streams.records import DeadLetter
 
 #: Users looked at per sweep call (one a second) at most. A look costs ~150 us; the budget caps
 #: the sweep at a few % of a core, so a replay (stream time racing ahead, every user due every
@@ -85,9 +87,16 @@ class RiskOutcome:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     #: Users whose notification inbox changed (its view is rewritten).
     inbox_changed: set[str] = field(default_factory=set)
+    #: Documents rewritten for their row fields alone (an intervention delivered): the Redis view
+    #: only; the score they carry was published already.
+    refreshed: list[dict[str, Any]] = field(default_factory=list)
+    #: Answers to recalculation commands (command id, answer), written once the views are.
+    answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: Recalculation commands refused (malformed), for `dead-letter`.
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.touched)
+        return bool(self.touched or self.answers or self.dead_letters)
 
 
 def risk_document(score: RiskScore, recommended: list[str], model_version: int) -> dict[str, Any]:
@@ -158,6 +167,10 @@ class RiskProcessor:
         self.watermarks: dict[int, int] = {}
         self._due: list[tuple[int, str]] = []
         self._next: dict[str, int] = {}
+        #: Users a recalculation queued (`queue_recalculation`): their next look publishes their
+        #: document even when the score did not move. Memory only: a restart forgets it, and the
+        #: users are then looked at on their usual schedule (docs/risk.md).
+        self._forced: set[str] = set()
 
     def follow(self, source: CampaignSource) -> None:
         """Take campaigns and variant counts from ``source`` from now on (the worker wires the
@@ -275,6 +288,7 @@ class RiskProcessor:
         self._due = [entry for entry in self._due if owned(entry[1])]
         heapq.heapify(self._due)
         self._next = {user: due for user, due in self._next.items() if owned(user)}
+        self._forced = {user for user in self._forced if owned(user)}
 
     def sweep(
         self, store: RiskStore, owned: Callable[[str], bool], budget: int = SWEEP_BUDGET
@@ -301,13 +315,72 @@ class RiskProcessor:
                 continue
             out.touched[user_id] = state
             out.resolutions.extend(expire(state, now, self.settings))
-            ctx, facts = self.users.context(state, now)  # once per look: scoring and nudges share it
-            score = self._score(state, now, out, ctx)
-            self._nudge(state, ctx, replace(facts, risk_score=score.score), score, now, campaigns, out)
+            self._look(state, now, campaigns, out, force=user_id in self._forced)
+            self._forced.discard(user_id)
         for entry in not_yet:
             heapq.heappush(self._due, entry)
         self._store(out, store)
         return out
+
+    def _look(
+        self, state: RiskState, now: int, campaigns: Sequence[Campaign], out: RiskOutcome, force: bool = False
+    ) -> RiskScore:
+        """One look at a user at stream time ``now``: expire labels, score, send what is due."""
+        out.touched[state.user_id] = state
+        out.resolutions.extend(expire(state, now, self.settings))
+        ctx, facts = self.users.context(state, now)  # once per look: scoring and nudges share it
+        score = self._score(state, now, out, ctx, force=force)
+        self._nudge(state, ctx, replace(facts, risk_score=score.score), score, now, campaigns, out)
+        return score
+
+    # --- recalculation (commands from the API: docs/risk.md "Recalculate") -------------------
+
+    def recalculate(self, user_id: str, store: RiskStore, out: RiskOutcome) -> dict[str, Any]:
+        """Look at one user now, as the sweep would, and publish their document whatever the
+        score did. At the user's own partition's stream time, so a recalculation computes what
+        the sweep would, and a redelivered command computes it again (same score at the same
+        stream time; nudges pass the gate, whose idempotency keys and throttles stop a second
+        send). The answer says what was published, or why nothing was."""
+        state = out.touched.get(user_id) or store.get(user_id)
+        if state is None:
+            return {"ok": False, "code": "unknown_user", "message": f"no risk state for {user_id[:128]!r}"}
+        partition = self.partition_of(user_id)
+        now = max(self.watermarks.get(partition, 0), state.activity.last_event_ms or 0)
+        if now <= 0:
+            return {"ok": False, "code": "no_activity", "message": "the user has no activity to score"}
+        self._advance(partition, now)
+        score = self._look(state, now, self.campaigns(), out, force=True)
+        store.put(user_id, state)
+        self.schedule([state])
+        document = state.last or {}
+        return {
+            "ok": True,
+            "user_id": user_id,
+            "score": score.score,
+            "level": score.level,
+            "updated_at": document.get("updated_at"),
+            "as_of_ms": now,
+        }
+
+    def queue_recalculation(self, states: Iterable[RiskState]) -> int:
+        """Put every user of ``states`` on the sweep's agenda now (each partition's stream time),
+        their next look publishing whatever the score does. The sweep looks at them within its
+        budget (SWEEP_BUDGET a second): one command never stalls the event path. Queuing twice
+        (a redelivery) queues nothing more: a user has one place on the agenda."""
+        n = 0
+        for state in states:
+            last = state.activity.last_event_ms
+            if last is None:
+                continue  # nothing to score yet
+            # The partition's stream time; before the sweep adopted it (a partition just
+            # assigned), the user's own newest event, which the sweep reaches at once.
+            due = self.watermarks.get(self.partition_of(state.user_id)) or last
+            n += 1
+            self._forced.add(state.user_id)
+            if self._next.get(state.user_id) != due:
+                self._next[state.user_id] = due
+                heapq.heappush(self._due, (due, state.user_id))
+        return n
 
     def _nudge(
         self,
@@ -343,11 +416,25 @@ class RiskProcessor:
             )
 
     def _deliver(self, state: RiskState, nudges: NudgeOutcome, out: RiskOutcome) -> None:
+        received = False
         for n in nudges.delivered:
             out.delivered.append(n)
             out.feedback.append(stage_feedback(n, "sent"))
             if "IN_APP" in n.channels:
                 out.inbox_changed.add(state.user_id)
+            received |= state.received.record(n.deliver_at_ms, n.type, channel_of(n.channels))
+        if received and state.last is not None:
+            # The row shows the intervention at once, not at the next publication of the score.
+            # In place: a document published in this same outcome carries it too.
+            newest = state.received.last
+            as_of = max(int(state.last.get("scored_at_ms", 0)), newest.at_ms if newest else 0)
+            fields = row_fields(state.last.get("display_name"), state.received, state.weekly, as_of)
+            state.last.update(
+                last_intervention=fields["last_intervention"], interventions=fields["interventions"]
+            )
+            if not any(doc is state.last for _, doc in out.published):
+                out.refreshed = [d for d in out.refreshed if d.get("user_id") != state.user_id]
+                out.refreshed.append(state.last)
 
     @property
     def due_count(self) -> int:
@@ -363,16 +450,23 @@ class RiskProcessor:
         return state
 
     def _score(
-        self, state: RiskState, now_ms: int, out: RiskOutcome, ctx: UserContext | None = None
+        self,
+        state: RiskState,
+        now_ms: int,
+        out: RiskOutcome,
+        ctx: UserContext | None = None,
+        force: bool = False,
     ) -> RiskScore:
         streak = ctx.streak if ctx is not None else self.streak_of(state.user_id, now_ms)
+        if ctx is None:
+            ctx, _ = self.users.context(state, now_ms)
         score = rescore(state, self.model, now_ms, streak, self.settings)
         out.scores.append(score)
         previous = state.last
-        if worth_publishing(previous, score):
-            if ctx is None:
-                ctx, _ = self.users.context(state, now_ms)
-            document = risk_document(score, recommend_for(score, ctx), self.model_version)
+        fields = row_fields(ctx.display_name, state.received, state.weekly, now_ms)
+        if force or worth_publishing(previous, score) or republish_for_row(previous, fields):
+            document = {**risk_document(score, recommend_for(score, ctx), self.model_version), **fields}
+            out.refreshed = [d for d in out.refreshed if d.get("user_id") != state.user_id]
             state.last = document
             out.published.append((score, document))
             was = float(previous.get("score", 0.0)) if previous else 0.0

@@ -22,28 +22,34 @@ import orjson
 
 from infra import keys, topics
 from infra.channels import Outgoing
+from infra.commands import RESULT_TTL_S, RISK_COMMANDS, RISK_RECALCULATE, RISK_RECALCULATE_PARTITION
 from models.career_notices import MatchNews, Notice, StatusNews, match_notices, status_notice
 from models.channels import AT_RISK_CHANNEL, user_channel
-from models.events import format_ts
+from models.events import MAX_ID_LEN, InvalidEvent, check_id, format_ts
 from models.interventions import Notification
 from models.nudges import Celebration, celebrations_for
 from models.risk_state import RiskState
 from streams import metrics
 from streams.career import CareerOutcome
 from streams.career_pipeline import CareerSlice
-from streams.delivery import Outbound, Send, send_durably, write_until_redis_answers
-from streams.engagement import BatchOutcome
+from streams.delivery import Outbound, Send, deliver_refusals, send_durably, write_until_redis_answers
+from streams.engagement import Applied, BatchOutcome
 from streams.engagement_pipeline import NAME as ENGAGEMENT
-from streams.records import Record
+from streams.records import Record, apply_guarded
 from streams.risk import RiskOutcome, RiskProcessor, resolution_message
 from streams.runner import SliceBase, Upstream
 from streams.serving import Serving
 from streams.stores import Store
 from streams.user_context import BoardStanding, PeerActivity
 
+#: A command id: "risk-recalc:…" and a uuid, or an admin's request id (api/routes/risk.py).
+MAX_COMMAND_ID_BYTES = 2 * MAX_ID_LEN
+
 
 class RiskSlice(SliceBase):
     name = "risk"
+    #: Recalculation commands (infra.commands.RISK_COMMANDS); the growth slice takes the rest.
+    topics = frozenset({topics.USER_COMMANDS})
     reads = (ENGAGEMENT, CareerSlice.name)
 
     def __init__(
@@ -75,8 +81,58 @@ class RiskSlice(SliceBase):
         engagement: BatchOutcome | None = upstream.get(ENGAGEMENT)
         notices = career_notices(upstream.get(CareerSlice.name))
         applied = engagement.applied if engagement is not None else []
-        if not applied and not notices:
+        commands = [r for r in records if r.topic == topics.USER_COMMANDS]
+        if not applied and not notices and not commands:
             return None
+        outcome = self._events(applied, notices) if applied or notices else RiskOutcome()
+        for rec in commands:
+            apply_guarded(rec, lambda r: self._command(r, outcome), outcome.dead_letters)
+        return outcome if outcome else None
+
+    def _command(self, rec: Record, outcome: RiskOutcome) -> None:
+        """A recalculation (infra.commands.RISK_COMMANDS); other commands are growth's."""
+        try:
+            cmd = orjson.loads(rec.value or b"")
+        except orjson.JSONDecodeError:
+            return  # growth dead-letters what is not JSON: one dead letter per record
+        if not isinstance(cmd, dict) or cmd.get("type") not in RISK_COMMANDS:
+            return
+        command_id = cmd.get("command_id")
+        if not isinstance(command_id, str) or not command_id or not command_id.isprintable():
+            raise InvalidEvent("missing_field", "command_id is required")
+        if len(command_id.encode("utf-8", "surrogatepass")) > MAX_COMMAND_ID_BYTES:
+            raise InvalidEvent("id_too_long", f"command_id is longer than {MAX_COMMAND_ID_BYTES} bytes")
+        if cmd["type"] == RISK_RECALCULATE:
+            user_id = cmd.get("user_id")
+            if not isinstance(user_id, str):
+                raise InvalidEvent("missing_field", "user_id is required")
+            check_id(user_id, "user_id")
+            if self.processor.partition_of(user_id) != rec.partition:
+                # Sent with another partitioner or partition count: this worker does not own the
+                # user's state, so it cannot score them. Said, not dropped: the API reports it.
+                answer = {
+                    "ok": False,
+                    "code": "misrouted",
+                    "message": "the command reached another partition",
+                }
+            else:
+                answer = self.processor.recalculate(user_id, self.store, outcome)
+            outcome.answers.append((command_id, answer))
+            return
+        assert cmd["type"] == RISK_RECALCULATE_PARTITION  # RISK_COMMANDS has two types
+        partition = cmd.get("partition")
+        if isinstance(partition, bool) or not isinstance(partition, int) or partition != rec.partition:
+            raise InvalidEvent("bad_partition", "partition must be the partition the command is on")
+        queued = self.processor.queue_recalculation(self.store.states_of({partition}))
+        answer = {
+            "ok": True,
+            "partition": partition,
+            "queued": queued,
+            "as_of_ms": self.processor.watermarks.get(partition),
+        }
+        outcome.answers.append((command_id, answer))
+
+    def _events(self, applied: Sequence[Applied], notices: dict[str, list[Notice]]) -> RiskOutcome:
         achieved: dict[str, list[Celebration]] = {}
         for a in applied:
             found = celebrations_for(a.event.user_id, a.effects, self.streak_milestones)
@@ -90,7 +146,12 @@ class RiskSlice(SliceBase):
         metrics.RISK_SCORES.labels("event").inc(len(outcome.scores))
 
     async def deliver(self, records: Sequence[Record], outcome: RiskOutcome) -> None:
+        await deliver_refusals(self.send, outcome.dead_letters)
         await self.publish(outcome)
+        if outcome.answers:
+            # Last: an API that sees the answer sees the view it implies.
+            docs = [(keys.command_result(cid), orjson.dumps(answer)) for cid, answer in outcome.answers]
+            await write_until_redis_answers(lambda: self.serving.set_expiring(docs, RESULT_TTL_S))
 
     async def sweep_partitions(self, active: set[int], campaigns_changed: bool) -> RiskOutcome:
         """Re-score the users of ``active`` partitions that are due by stream time. Newly owned
@@ -145,7 +206,8 @@ class RiskSlice(SliceBase):
     async def publish(self, outcome: RiskOutcome) -> None:
         for _, document in outcome.published:
             await self.send(topics.RISK_SCORES, document["user_id"].encode(), orjson.dumps(document), None)
-        await write_until_redis_answers(lambda: self.write_views([d for _, d in outcome.published], outcome))
+        documents = [d for _, d in outcome.published] + outcome.refreshed
+        await write_until_redis_answers(lambda: self.write_views(documents, outcome))
         if outcome.inbox_changed or outcome.delivered:
             await write_until_redis_answers(lambda: self.write_inboxes(outcome))
 

@@ -21,6 +21,8 @@ from api.cursors import decode_cursor, encode_cursor
 from api.routes import risk as risk_routes
 from infra import keys
 from models.risk import RiskModel, RiskScore, Signal, risk_level
+from models.risk_workflow import InterventionLog, WeeklyScores, row_fields
+from models.time_units import DAY_MS
 from streams.risk import risk_document
 from tests.api.conftest import bearer
 from tests.api.test_errors_and_auth import assert_error
@@ -37,6 +39,12 @@ STUDENT_FIELDS = {
     "weekly_risk",
     "monthly_risk",
     "confidence",
+    # The staff workflow (models/risk_workflow.py).
+    "display_name",
+    "last_intervention",
+    "interventions",
+    "trend",
+    "trend_weeks",
 }
 
 
@@ -54,7 +62,13 @@ def document(user_id: str, score: float, recommended: list[str] | None = None) -
         top_signals=(Signal("days_since_active", 1.5, 3.0), Signal("sessions_7d", -0.4, 0.0)),
         scored_at_ms=SCORED_AT_MS,
     )
-    return risk_document(scored, recommended or ["gentle_reminder"], model_version=3)
+    weeks = WeeklyScores()
+    weeks.record(SCORED_AT_MS - 7 * DAY_MS, min(100.0, score + 5))
+    weeks.record(SCORED_AT_MS, score)
+    log = InterventionLog()
+    log.record(SCORED_AT_MS - DAY_MS, "gentle_reminder", "PUSH")
+    fields = row_fields(f"Student {user_id}", log, weeks, SCORED_AT_MS)
+    return {**risk_document(scored, recommended or ["gentle_reminder"], model_version=3), **fields}
 
 
 async def seed(redis: Redis, scores: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -242,6 +256,12 @@ async def test_a_document_without_the_optional_fields(client: httpx.AsyncClient,
         "weekly_risk": None,
         "monthly_risk": None,
         "confidence": None,
+        # A document written before the workflow fields: unknown, not zero.
+        "display_name": None,
+        "last_intervention": None,
+        "interventions": None,
+        "trend": [None, None, None, None],
+        "trend_weeks": [None, None, None, None],
     }
 
 

@@ -43,6 +43,7 @@ SHARED_KEYS_1: dict[str, Callable[[str], str]] = {
     "channel_bytes": keys.channel_bytes,
     "channel_dedup": keys.channel_dedup,
     "command_result": keys.command_result,
+    "risk_recalculation": keys.risk_recalculation,
     "referral_code": keys.referral_code,
     "campaign_lock": keys.campaign_lock,
     "tracking_trapped": keys.tracking_trapped,
