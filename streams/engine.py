@@ -31,6 +31,7 @@ from streams.growth_pipeline import GrowthSlice
 from streams.interventions import AnalyticsSlice
 from streams.market import MarketProcessor
 from streams.market_pipeline import MarketSlice, PostingsSlice
+from streams.recommendations_pipeline import RecommendationReads, RecommendationsSlice
 from streams.records import owner_partition
 from streams.risk import RiskProcessor
 from streams.risk_pipeline import RiskSlice
@@ -103,13 +104,18 @@ class Engine:
     postings: PostingsSlice
     market: MarketSlice
     analytics: AnalyticsSlice
+    recommendations: RecommendationsSlice
     users: Store[UserState]
 
     def agents(self, *extra: tuple[str, list[Slice]]) -> list[tuple[str, list[Slice]]]:
         """Each agent's name and slices. The per-user agent's order is its delivery contract:
-        growth and risk read what engagement applied."""
+        growth and risk read what engagement applied; recommendations, last, what career,
+        engagement and growth touched."""
         return [
-            ("engagement", [self.career, self.engagement, self.growth, self.risk]),
+            (
+                "engagement",
+                [self.career, self.engagement, self.growth, self.risk, self.recommendations],
+            ),
             ("postings", [self.postings]),
             ("market", [self.market]),
             ("interventions", [self.analytics]),
@@ -149,6 +155,7 @@ def build_engine(
     n, send, serving = ports.partitions, ports.send, ports.serving
     users: Store[UserState] = stores(USER_STATE)
     careers: Store[CareerState] = stores(CAREER_STATE)
+    growth: Store[GrowthState] = stores(GROWTH_STATE)
     copies = PostingCopies(stores(OPEN_POSTINGS))
     career = CareerProcessor(ports.partitions_for, copies, **clock)
     directory = UserDirectory(rules, users.get, careers.get, posting_of=career.posting)
@@ -163,7 +170,7 @@ def build_engine(
             GrowthProcessor(
                 rules, ports.partitions_for, code_of=functools.partial(referral_code, ports.secret), **clock
             ),
-            stores(GROWTH_STATE),
+            growth,
             serving,
             send,
             n,
@@ -184,5 +191,8 @@ def build_engine(
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),
         analytics=AnalyticsSlice(stores(LEDGER), serving, send, ports.redis),
+        recommendations=RecommendationsSlice(
+            users, careers, growth, serving, RecommendationReads(ports.redis), **clock
+        ),
         users=users,
     )

@@ -30,6 +30,7 @@ USER_KEYS: dict[str, Callable[[str], str]] = {
     "profile": keys.user_profile,
     "push": keys.user_push_subscriptions,
     "profilewrite": keys.user_profile_written,
+    "recs": keys.user_recommendations,
 }
 # Per-user key functions that also take a channel, by the kinds they write.
 USER_CHANNEL_KEYS: dict[str, Callable[[str, str], str]] = {"contact_pending": keys.contact_pending}
