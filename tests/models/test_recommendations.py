@@ -22,6 +22,7 @@ from models.recommendations import (
     GoalFact,
     HotSkill,
     MatchFact,
+    Recommendation,
     UserFacts,
     gather_facts,
     hot_skills_of,
@@ -49,8 +50,8 @@ def facts(**fields: object) -> UserFacts:
     return UserFacts(user_id="u-1", **fields)  # type: ignore[arg-type]
 
 
-def by_id(items: list[object]) -> dict[str, object]:
-    return {i.id: i for i in items}  # type: ignore[attr-defined]
+def by_id(items: list[Recommendation]) -> dict[str, Recommendation]:
+    return {i.id: i for i in items}
 
 
 # --- skill gaps ----------------------------------------------------------------------------------
@@ -63,13 +64,13 @@ def test_the_skill_most_missing_from_the_top_matches_is_this_weeks_and_the_reaso
     )
     items = recommend(facts(matches=matches), (), EVENING)
     sql = by_id(items)["learn_skill:sql"]
-    assert sql.horizon == "this_week"  # type: ignore[attr-defined]
-    assert sql.kind == "learn_skill"  # type: ignore[attr-defined]
-    assert sql.title == "Learn sql"  # type: ignore[attr-defined]
-    assert sql.reason == "7 of your top 10 matches ask for sql."  # type: ignore[attr-defined]
-    assert sql.action == {"type": "learn_skill", "skill": "sql"}  # type: ignore[attr-defined]
+    assert sql.horizon == "this_week"
+    assert sql.kind == "learn_skill"
+    assert sql.title == "Learn sql"
+    assert sql.reason == "7 of your top 10 matches ask for sql."
+    assert sql.action == {"type": "learn_skill", "skill": "sql"}
     # tableau: 3 of the top 10 (at the 30% floor) is the roadmap; excel is outside the top 10.
-    assert by_id(items)["learn_skill:tableau"].horizon == "roadmap"  # type: ignore[attr-defined]
+    assert by_id(items)["learn_skill:tableau"].horizon == "roadmap"
     assert "learn_skill:excel" not in by_id(items)
 
 
@@ -170,9 +171,9 @@ def test_hot_skills_the_user_has_or_lacks() -> None:
     hot = (HotSkill("python", 40, "steady"), HotSkill("dbt", 12, "rising"), HotSkill("cobol", 9, "falling"))
     items = by_id(recommend(facts(skills=("python",)), hot, EVENING))
     assert set(items) == {"use_hot_skill:python", "learn_hot_skill:dbt"}
-    assert items["use_hot_skill:python"].horizon == "this_week"  # type: ignore[attr-defined]
-    assert items["learn_hot_skill:dbt"].horizon == "roadmap"  # type: ignore[attr-defined]
-    assert "rising" in items["learn_hot_skill:dbt"].reason  # type: ignore[attr-defined]
+    assert items["use_hot_skill:python"].horizon == "this_week"
+    assert items["learn_hot_skill:dbt"].horizon == "roadmap"
+    assert "rising" in items["learn_hot_skill:dbt"].reason
 
 
 def test_a_hot_skill_that_is_also_a_gap_is_one_item_citing_both() -> None:
