@@ -575,7 +575,9 @@ def gather_facts(
         if category is not None:
             sessions, total = user.category_stats[category][0], user.category_stats[category][1]
             scored = sum(stats[0] >= MIN_CATEGORY_SESSIONS for stats in user.category_stats.values())
-            weak = CategoryFact(category, round(total / sessions, 1), sessions, scored)
+            # Whole points, as the reason shows it: a mean moving by decimals changes nothing shown
+            # and would rewrite the view after every scored session.
+            weak = CategoryFact(category, float(round(total / sessions)), sessions, scored)
     return UserFacts(
         user_id=user_id,
         timezone=timezone,

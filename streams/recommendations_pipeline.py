@@ -66,6 +66,8 @@ MESSAGE_TYPE = "recommendations"
 HOT_SKILLS_REFRESH_S = 30.0
 #: Users per Redis call when rebuilding a partition.
 REBUILD_CHUNK = 500
+#: Users whose last ``meta`` is kept in memory (about 200 bytes each).
+MAX_CACHED_METAS = 100_000
 #: The list of a user with nothing to recommend: no push for a user who never had one.
 EMPTY_DIGEST = list_digest([])
 
@@ -161,6 +163,10 @@ class RecommendationsSlice(SliceBase):
         self.serving = serving
         self.views = reads
         self.clock_ms = clock_ms
+        #: The ``meta`` last written per user, so a batch reads Redis only for users it has not
+        #: seen (measured: the read was 40% of the slice's time). Dropped whole on a revocation or
+        #: a rebuild (another worker may have written since), and when it outgrows its bound.
+        self._metas: dict[str, Meta] = {}
 
     def process(self, records: Sequence[Record], upstream: Upstream) -> RecommendationsOutcome | None:
         """The facts of the users the upstream slices touched (in memory: their tables)."""
@@ -189,7 +195,10 @@ class RecommendationsSlice(SliceBase):
             return
         now = self.clock_ms()
         hot = await self.views.hot_skills()
-        metas = await self.views.metas([f.user_id for f in chosen])
+        cached = self._metas
+        missing = [f.user_id for f in chosen if f.user_id not in cached]
+        metas = {**await self.views.metas(missing), **cached} if missing else cached
+        written: dict[str, Meta] = {}
         hsets: list[tuple[str, str, str]] = []
         messages: list[Outgoing] = []
         for f in chosen:
@@ -197,9 +206,10 @@ class RecommendationsSlice(SliceBase):
             digest, facts_digest = list_digest(items), f.digest()
             prev = metas.get(f.user_id) or Meta(0, EMPTY_DIGEST, "")
             if prev.digest == digest and prev.facts_digest == facts_digest:
+                written[f.user_id] = prev
                 continue
             changed = prev.digest != digest
-            meta = Meta(prev.version + changed, digest, facts_digest)
+            meta = written[f.user_id] = Meta(prev.version + changed, digest, facts_digest)
             key = keys.user_recommendations(f.user_id)
             hsets.append((key, keys.RECOMMENDATION_FACTS, orjson.dumps(f.to_dict()).decode()))
             hsets.append((key, keys.RECOMMENDATION_META, meta.to_json()))
@@ -209,9 +219,17 @@ class RecommendationsSlice(SliceBase):
                     Outgoing(user_channel(f.user_id), MESSAGE_TYPE, data, f"recs:{meta.version}:{digest}")
                 )
         await self.serving.write_documents([], hsets, messages)
+        if len(cached) + len(written) > MAX_CACHED_METAS:
+            cached.clear()
+        cached.update(written)
+
+    def revoked(self, partitions: AbstractSet[tuple[str, int]]) -> None:
+        # Another worker may now write these users' views: read their meta from Redis again.
+        self._metas.clear()
 
     async def rebuild(self, partitions: AbstractSet[int]) -> int:
         """The views of every user of ``partitions`` with a user or career state, no pushes."""
+        self._metas.clear()  # Redis was wiped, or these partitions were another worker's
         user_ids = dict.fromkeys(
             [s.user_id for s in self.users.states_of(partitions)]
             + [s.user_id for s in self.careers.states_of(partitions)]

@@ -103,7 +103,8 @@ async def test_missing_skills_become_a_pushed_recommendation_and_insights(
             assert sql["reason"].startswith("2 of your top 3 matches ask for sql")
             assert sql["action"] == {"type": "learn_skill", "skill": "sql"}
             assert items["apply_closing:j-1"]["horizon"] == "immediate"
-            assert all(set(i) == {"id", "horizon", "kind", "title", "reason", "action"} for i in body["items"])
+            shape = {"id", "horizon", "kind", "title", "reason", "action"}
+            assert all(set(i) == shape for i in body["items"])
 
             async def insights() -> Any:
                 r = await http.get(f"/v1/users/{user}/matches/insights", headers=headers)
