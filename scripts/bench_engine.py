@@ -5,7 +5,8 @@ What it measures: the worker's per-user agent exactly as ``streams.engine.build_
 shipped rule book), fed the same simulator traffic as ``elimu bench throughput`` in batches of one
 partition's fetch (``--batch``, the worker's ``MAX_BATCH``). Its Redis writes go to a real
 ``redis-server`` of the bench's own (the serving script runs there, as in production); its Kafka
-sends complete at once, and its stores are ``MemoryStore``s that encode every flushed state as the changelog would.
+sends complete at once, and its stores are ``MemoryStore``s that encode every flushed state as the
+changelog would.
 So the figure is the ceiling our own code sets on one worker, whatever the broker.
 
 Baseline in the same run: decoding the same record values with orjson (what any consumer pays).
