@@ -28,7 +28,7 @@ from streams.engine import Ports, StateTable, build_engine
 from streams.market import validate_postings
 from streams.recommendations_pipeline import MESSAGE_TYPE, Meta, RecommendationReads, RecommendationsSlice
 from streams.records import Record
-from streams.runner import BatchRunner
+from streams.runner import BatchRunner, persist_waves
 from streams.stores import MemoryStore
 from tests.streams.harness import JournaledStore, RecordingProducer, RecordingServing, Tagged
 
@@ -179,3 +179,13 @@ def test_a_rebuild_rewrites_the_views_without_pushing() -> None:
     assert len(w.pushes("amina")) == 1
     w.run(profile("amina", ["excel"]))  # the same list as the rebuilt view's: no push
     assert len(w.pushes("amina")) == 1
+
+
+def test_the_slice_adds_no_persist_wave() -> None:
+    """It keeps no state, so the slices it reads persist exactly as they would without it."""
+    w = worker()
+    slices = list(w.runner.slices)
+    without = [s for s in slices if s.name != "recommendations"]
+    names = [[s.name for s in wave if s.name != "recommendations"] for wave in persist_waves(slices)]
+    assert names == [[s.name for s in wave] for wave in persist_waves(without)]
+    assert names == [["growth", "risk"], ["career", "engagement"]]
