@@ -407,7 +407,7 @@ def _skill_items(
                 kind="learn_skill",
                 title=f"Learn {shown}",
                 reason=f"{count} of your top {len(top)} matches ask for {shown}{hot_note}.",
-                action={"type": "learn_skill", "skill": skill},
+                action={"type": "learn_skill", "skill": shown},
                 rank=(3, -count, skill),
             )
         )
@@ -430,7 +430,7 @@ def _category_item(facts: UserFacts) -> Recommendation | None:
             f"Your average in {shown} is {round(weak.mean_score)} over {weak.sessions} sessions, "
             f"your lowest of {weak.scored_categories} categories."
         ),
-        action={"type": "practice", "category": weak.category},
+        action={"type": "practice", "category": shown},
         rank=(4,),
     )
 

@@ -299,3 +299,13 @@ def test_gather_facts_from_the_workers_states() -> None:
     assert [g.goal_id for g in f.goals] == ["g-1"]
     assert f.weak_category == CategoryFact("technical", 50.0, 4, 2)  # leadership: 1 session, unscored
     assert gather_facts("u-2", None, None, None) == UserFacts("u-2")
+
+
+def test_actions_carry_the_cleaned_text() -> None:
+    matches = tuple(match(f"j-{n}", 80, ("sq\x1bl",)) for n in range(3))
+    weak = CategoryFact("tech\nnical", 10, 3, 2)
+    items = {i.kind: i for i in recommend(facts(matches=matches, weak_category=weak), (), EVENING)}
+    assert items["learn_skill"].action == {"type": "learn_skill", "skill": "sql"}
+    assert items["practice_category"].action == {"type": "practice", "category": "technical"}
+    # The ids keep the raw subject apart from a clean one ("sql"): a digest of it.
+    assert items["learn_skill"].id != "learn_skill:sql" and items["learn_skill"].id.isprintable()
