@@ -21,7 +21,9 @@ and, per user:
   the same ``meta``) publish it once, and a list that changes back (A, B, A) is still pushed.
 
 Redis lost: ``rebuild`` rewrites facts and ``meta`` of the partition's users without pushing (a
-client that reconnects gets ``recovered: false`` and reads the list over HTTP). The market's hot
+client that reconnects gets ``recovered: false`` and reads the list over HTTP). Partitions gained
+in a rebalance are rebuilt too: there ``meta`` survives, and a list that changed since its last
+push (a goal fell behind, a job now closes within the week) is pushed as a live batch would. The market's hot
 skills come from the pulse in Redis, read at most every ``HOT_SKILLS_REFRESH_S``.
 """
 
@@ -186,10 +188,12 @@ class RecommendationsSlice(SliceBase):
         )
 
     async def deliver(self, records: Sequence[Record], outcome: RecommendationsOutcome) -> None:
-        await write_until_redis_answers(lambda: self.write(outcome.facts.values(), push=True))
+        await write_until_redis_answers(lambda: self.write(outcome.facts.values()))
 
-    async def write(self, facts: Iterable[UserFacts], push: bool) -> None:
-        """Rewrite the views whose facts changed, and push the lists that changed (module doc)."""
+    async def write(self, facts: Iterable[UserFacts], rebuilding: bool = False) -> None:
+        """Rewrite the views whose facts changed, and push the lists that changed (module doc).
+        ``rebuilding``: no push for a user without a stored ``meta`` (Redis lost it, and the
+        channel's history with it); one whose list changed since the last push is still told."""
         chosen = list(facts)
         if not chosen:
             return
@@ -204,7 +208,8 @@ class RecommendationsSlice(SliceBase):
         for f in chosen:
             items = recommend(f, hot, now)
             digest, facts_digest = list_digest(items), f.digest()
-            prev = metas.get(f.user_id) or Meta(0, EMPTY_DIGEST, "")
+            stored = metas.get(f.user_id)
+            prev = stored or Meta(0, EMPTY_DIGEST, "")
             if prev.digest == digest and prev.facts_digest == facts_digest:
                 written[f.user_id] = prev
                 continue
@@ -213,7 +218,7 @@ class RecommendationsSlice(SliceBase):
             key = keys.user_recommendations(f.user_id)
             hsets.append((key, keys.RECOMMENDATION_FACTS, orjson.dumps(f.to_dict()).decode()))
             hsets.append((key, keys.RECOMMENDATION_META, meta.to_json()))
-            if push and changed:
+            if changed and not (rebuilding and stored is None):
                 data = {**public_list(f.user_id, items, now), "version": meta.version}
                 messages.append(
                     Outgoing(user_channel(f.user_id), MESSAGE_TYPE, data, f"recs:{meta.version}:{digest}")
@@ -228,7 +233,8 @@ class RecommendationsSlice(SliceBase):
         self._metas.clear()
 
     async def rebuild(self, partitions: AbstractSet[int]) -> int:
-        """The views of every user of ``partitions`` with a user or career state, no pushes."""
+        """The views of every user of ``partitions`` with a user or career state (pushes only
+        for lists that changed since a push Redis still remembers)."""
         self._metas.clear()  # Redis was wiped, or these partitions were another worker's
         user_ids = dict.fromkeys(
             [s.user_id for s in self.users.states_of(partitions)]
@@ -238,7 +244,7 @@ class RecommendationsSlice(SliceBase):
         for user_id in user_ids:
             chunk.append(self._facts(user_id))
             if len(chunk) >= REBUILD_CHUNK:
-                await self.write(chunk, push=False)
+                await self.write(chunk, rebuilding=True)
                 chunk = []
-        await self.write(chunk, push=False)
+        await self.write(chunk, rebuilding=True)
         return len(user_ids)

@@ -189,3 +189,14 @@ def test_the_slice_adds_no_persist_wave() -> None:
     names = [[s.name for s in wave if s.name != "recommendations"] for wave in persist_waves(slices)]
     assert names == [[s.name for s in wave] for wave in persist_waves(without)]
     assert names == [["growth", "risk"], ["career", "engagement"]]
+
+
+def test_a_rebuild_on_gained_partitions_pushes_a_list_that_changed_since_its_push() -> None:
+    w = worker()
+    w.run(profile("amina", ["excel"]), posting("j-1", ["sql", "excel"]))
+    w.reads.hot = (HotSkill("dbt", 12, "rising"),)  # the list changed, no batch touched her
+    w.slice.revoked({(topics.BEHAVIOR_EVENTS, 0)})  # the partition went away and came back
+    asyncio.run(w.slice.rebuild({0}))
+    pushes = w.pushes("amina")
+    assert [p.data["version"] for p in pushes] == [1, 2]
+    assert "learn_hot_skill:dbt" in ids(pushes[-1])
