@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 import websockets
+from redis.asyncio import Redis
 
 from api.auth import issue_token
 from tests.conftest import wait_until
@@ -122,6 +123,14 @@ async def test_missing_skills_become_a_pushed_recommendation_and_insights(
             for path in ("recommendations", "matches/insights"):
                 r = await http.get(f"/v1/users/{user}/{path}", headers=intruder)
                 assert r.status_code == 403, path
+
+            # Redis lost: the worker rebuilds the facts from its tables, and the list is back.
+            redis = Redis.from_url(redis_url)
+            try:
+                await redis.flushdb()
+            finally:
+                await redis.aclose()
+            await wait_until(listed, timeout=60, what="recommendations rebuilt after a wipe")
     finally:
         api.stop()
         worker.stop()
