@@ -65,6 +65,7 @@ USER_KINDS = frozenset(
         "verify-sms",
         "stats",
         "board",
+        "recs",
     }
 )
 
@@ -222,6 +223,18 @@ def user_referrals(user_id: str) -> str:
 def user_growth(user_id: str) -> str:
     """Challenge progress and goals of a user (JSON)."""
     return _user(user_id, "growth")
+
+
+def user_recommendations(user_id: str) -> str:
+    """A user's recommendation facts and the last list pushed (a hash: ``facts``, the bounded
+    ``models.recommendations.UserFacts`` the API recommends from; ``meta``, the version and
+    digests the worker compares before pushing): streams/recommendations_pipeline.py."""
+    return _user(user_id, "recs")
+
+
+#: The fields of ``user_recommendations``.
+RECOMMENDATION_FACTS = "facts"
+RECOMMENDATION_META = "meta"
 
 
 def referral_code(code: str) -> str:

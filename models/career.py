@@ -41,9 +41,10 @@ CAREER_STATE_VERSION = 2
 _V1 = 1
 #: Matches kept per user (best first); a user with more has seen the top ones already.
 MAX_MATCHES = 200
-#: ...and the bytes they may take: a match is at most ~1.4 KB (models.matching's MATCH_* budgets
-#: plus a 128-byte job id), so 200 worst-case ones would be 280 KB. Honest matches are ~300 bytes:
-#: 160 of them fit; fewer, only when their postings are stuffed.
+#: ...and the bytes they may take: a match is at most ~1.5 KB (models.matching's MATCH_* budgets
+#: plus a 128-byte job id), so 200 worst-case ones would be 300 KB. Honest matches are ~350 bytes
+#: (with the industry and salary range the insights read): ~140 of them fit; fewer, only when
+#: their postings are stuffed.
 MATCHES_BUDGET_BYTES = 48 * 1024
 #: Applications kept per user; beyond it (or the byte budget) closed ones go first, oldest first.
 MAX_APPLICATIONS = 200

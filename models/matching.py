@@ -70,11 +70,15 @@ _EPS = 1e-9
 # Byte budgets of a match as shown and stored (`Match.to_dict`): each user keeps up to
 # models.career.MAX_MATCHES of them in their state, and a posting's title, company and skills are
 # free text of up to 512 characters (100 skills), so one unbounded match could be ~60 KB of JSON.
-# Cut this way, a match is at most ~1.4 KB whatever the posting says; honest ones are unchanged.
+# Cut this way, a match is at most ~1.5 KB whatever the posting says; honest ones are unchanged.
 MATCH_TITLE_BYTES = 256
 MATCH_COMPANY_BYTES = 128
 #: Missing skills shown: whole skills, in the posting's order, as many as fit.
 MATCH_MISSING_SKILLS_BYTES = 512
+#: The posting's industry and currency, carried for the match insights (top industries, salary
+#: outlook: models/match_insights.py); compared whole, so a cut one is as good as any.
+MATCH_INDUSTRY_BYTES = 64
+MATCH_CURRENCY_BYTES = 16
 
 _EDUCATION_LADDER = ("none", "certificate", "diploma", "bachelor", "master", "phd")
 _EDUCATION_RANK = {name: rank for rank, name in enumerate(_EDUCATION_LADDER)} | {"doctorate": 5}
@@ -150,6 +154,11 @@ class Match:
     is_urgent: bool
     is_perfect: bool
     deadline_ms: int | None
+    #: The posting's industry and salary range, for the match insights (defaults: older callers).
+    industry: str | None = None
+    salary_min: float | None = None
+    salary_max: float | None = None
+    currency: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The match-alert contract's shape (the user is the record's key, so not repeated here).
@@ -166,7 +175,18 @@ class Match:
             "is_urgent": self.is_urgent,
             "is_perfect": self.is_perfect,
             "deadline": None if self.deadline_ms is None else format_ts(self.deadline_ms),
+            # Only when the posting says: every byte here is kept up to MAX_MATCHES times a user.
+            **_present(
+                industry=clip_optional(self.industry, MATCH_INDUSTRY_BYTES),
+                salary_min=self.salary_min,
+                salary_max=self.salary_max,
+                currency=clip_optional(self.currency, MATCH_CURRENCY_BYTES),
+            ),
         }
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +326,10 @@ def score(posting: JobPosting, candidate: Candidate, now_ms: int) -> Match | Non
         is_urgent=is_urgent(posting, now_ms),
         is_perfect=points >= PERFECT_SCORE,
         deadline_ms=posting.deadline_ms,
+        industry=posting.industry,
+        salary_min=posting.salary_min,
+        salary_max=posting.salary_max,
+        currency=posting.currency,
     )
 
 

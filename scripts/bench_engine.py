@@ -1,11 +1,12 @@
 """`elimu bench engine`: the per-user agent's own work per event, without Kafka.
 
 What it measures: the worker's per-user agent exactly as ``streams.engine.build_engine`` wires it
-(career, engagement, growth and risk slices under one ``BatchRunner``, the shipped rule book),
-fed the same simulator traffic as ``elimu bench throughput`` in batches of one partition's fetch
-(``--batch``, the worker's ``MAX_BATCH``). Its Redis writes go to a real ``redis-server`` of the
-bench's own (the serving script runs there, as in production); its Kafka sends complete at once,
-and its stores are ``MemoryStore``s that encode every flushed state as the changelog would.
+(career, engagement, growth, risk and recommendations slices under one ``BatchRunner``, the
+shipped rule book), fed the same simulator traffic as ``elimu bench throughput`` in batches of one
+partition's fetch (``--batch``, the worker's ``MAX_BATCH``). Its Redis writes go to a real
+``redis-server`` of the bench's own (the serving script runs there, as in production); its Kafka
+sends complete at once, and its stores are ``MemoryStore``s that encode every flushed state as the
+changelog would.
 So the figure is the ceiling our own code sets on one worker, whatever the broker.
 
 Baseline in the same run: decoding the same record values with orjson (what any consumer pays).
@@ -78,7 +79,8 @@ async def run_engine(fetches: Sequence[Sequence[Record]], redis_url: str) -> flo
     channels = ChannelLog(redis)
     serving = ServingWriter(redis, channels, rules)
     await serving.start()
-    ports = Ports(_sent, serving, PARTITIONS, lambda topic: PARTITIONS, b"bench-secret")
+    # With the client: the recommendations slice reads its last pushes from Redis, as in production.
+    ports = Ports(_sent, serving, PARTITIONS, lambda topic: PARTITIONS, b"bench-secret", redis)
 
     def stores(table: StateTable) -> MemoryStore[Any]:
         return MemoryStore(

@@ -34,6 +34,7 @@ from streams.market import MarketProcessor
 from streams.market_pipeline import MarketSlice, PostingsSlice
 from streams.privacy import PrivacyProcessor, Traces
 from streams.privacy_pipeline import PrivacySlice
+from streams.recommendations_pipeline import RecommendationReads, RecommendationsSlice
 from streams.records import owner_partition
 from streams.risk import RiskProcessor
 from streams.risk_pipeline import RiskSlice
@@ -116,15 +117,20 @@ class Engine:
     postings: PostingsSlice
     market: MarketSlice
     analytics: AnalyticsSlice
+    recommendations: RecommendationsSlice
     privacy: PrivacySlice
     users: Store[UserState]
 
     def agents(self, *extra: tuple[str, list[Slice]]) -> list[tuple[str, list[Slice]]]:
         """Each agent's name and slices. The per-user agent's order is its delivery contract:
-        growth and risk read what engagement applied; privacy comes last, so an erasure removes
-        what the others wrote for the user in the same batch."""
+        growth and risk read what engagement applied; recommendations what career, engagement
+        and growth touched; privacy comes last, so an erasure removes what the others wrote for
+        the user in the same batch."""
         return [
-            ("engagement", [self.career, self.engagement, self.growth, self.risk, self.privacy]),
+            (
+                "engagement",
+                [self.career, self.engagement, self.growth, self.risk, self.recommendations, self.privacy],
+            ),
             ("postings", [self.postings]),
             ("market", [self.market]),
             ("interventions", [self.analytics]),
@@ -191,9 +197,12 @@ def build_engine(
         GROWTH_STATE: growths,
         RISK_STATE: risks,
     }
+    recommendations = RecommendationsSlice(
+        users, careers, growths, serving, RecommendationReads(ports.redis), **clock
+    )
     privacy = PrivacyProcessor(
         {table.name: store for table, store in tables.items()},
-        forget=[career.forget_user],
+        forget=[career.forget_user, recommendations.forget_user],
         partitions_for=ports.partitions_for,
         traces_of=lambda user_id: _traces(users.get(user_id), growths.get(user_id)),
     )
@@ -230,6 +239,7 @@ def build_engine(
         postings=PostingsSlice(send),
         market=MarketSlice(MarketProcessor(**clock), stores(JOBS), serving, send, n),
         analytics=AnalyticsSlice(stores(LEDGER), serving, send, ports.redis),
+        recommendations=recommendations,
         privacy=PrivacySlice(
             privacy,
             {table.name: owner for table, owner in TABLE_OWNERS.items()},

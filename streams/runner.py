@@ -89,6 +89,9 @@ class SliceBase:
     topics: frozenset[str] = frozenset()
     reads: tuple[str, ...] = ()
     lock: asyncio.Lock | None = None
+    #: False for a slice whose state records nothing as consumed (it keeps no state, only views):
+    #: the slices it reads need not wait for its persist, so it adds no wave (``persist_waves``).
+    persists_reads: bool = True
 
     async def persist(self, outcome: Any) -> None:
         return None
@@ -136,8 +139,9 @@ class BatchRunner:
 
 
 def persist_waves(slices: Sequence[Slice]) -> list[list[Slice]]:
-    """The persist phase's waves: each slice after every slice that reads it. ValueError for a
-    slice that reads one not listed before it (its outcome would not exist yet)."""
+    """The persist phase's waves: each slice after every slice that reads it (unless the reader's
+    ``persists_reads`` is False: it keeps nothing of what it read). ValueError for a slice that
+    reads one not listed before it (its outcome would not exist yet)."""
     names = [s.name for s in slices]
     if len(set(names)) != len(names):
         raise ValueError(f"slice names must be unique: {names}")
@@ -146,7 +150,9 @@ def persist_waves(slices: Sequence[Slice]) -> list[list[Slice]]:
         for upstream in s.reads:
             if upstream not in names[:i]:
                 raise ValueError(f"slice {s.name!r} reads {upstream!r}, which is not listed before it")
-            readers[upstream].add(s.name)
+            # A reader that makes nothing durable of what it read orders no one's persist.
+            if getattr(s, "persists_reads", True):
+                readers[upstream].add(s.name)
     waves: list[list[Slice]] = []
     done: set[str] = set()
     while len(done) < len(slices):

@@ -27,6 +27,8 @@ BAD_IDS = {
         "/v1/users/{}",
         "/v1/users/{}/notifications",
         "/v1/users/{}/matches",
+        "/v1/users/{}/matches/insights",
+        "/v1/users/{}/recommendations",
         "/v1/users/{}/applications",
         "/v1/users/{}/achievements",
         "/v1/leaderboards/{}",

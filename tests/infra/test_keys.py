@@ -33,6 +33,7 @@ USER_KEYS: dict[str, Callable[[str], str]] = {
     "push": keys.user_push_subscriptions,
     "profilewrite": keys.user_profile_written,
     "board": keys.user_board,
+    "recs": keys.user_recommendations,
 }
 # Per-user key functions that also take a channel, by the kinds they write.
 USER_CHANNEL_KEYS: dict[str, Callable[[str, str], str]] = {"contact_pending": keys.contact_pending}

@@ -294,8 +294,15 @@ def test_match_to_dict_has_the_contract_shape() -> None:
         "is_urgent": True,
         "is_perfect": False,
         "deadline": "2026-11-29T08:00:00Z",
+        # Carried for the match insights (models/match_insights.py), only when the posting says.
+        "salary_min": 50_000,
+        "salary_max": 80_000,
+        "currency": "KES",
     }
     assert scored(posting(deadline_ms=None), candidate()).to_dict()["deadline"] is None
+    bare = scored(posting(salary_min=None, salary_max=None, currency=None, industry="Tech"), candidate())
+    assert bare.to_dict()["industry"] == "Tech"
+    assert not {"salary_min", "salary_max", "currency"} & bare.to_dict().keys()
 
 
 # --- CandidateIndex ----------------------------------------------------------------------------------

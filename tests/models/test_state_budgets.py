@@ -55,6 +55,8 @@ from models.interventions.notifications import (
 )
 from models.matching import (
     MATCH_COMPANY_BYTES,
+    MATCH_CURRENCY_BYTES,
+    MATCH_INDUSTRY_BYTES,
     MATCH_MISSING_SKILLS_BYTES,
     MATCH_TITLE_BYTES,
     CandidateIndex,
@@ -82,7 +84,15 @@ T = TypeVar("T")
 # Worst-case sizes of one kept entry, from the budgets (what the state may hold of each, plus
 # the JSON of its field names and numbers, which no input controls).
 WORST_ID_JSON = 2 * MAX_ID_LEN + 2
-MATCH_ENTRY_BOUND = WORST_ID_JSON + MATCH_TITLE_BYTES + MATCH_COMPANY_BYTES + MATCH_MISSING_SKILLS_BYTES + 256
+MATCH_ENTRY_BOUND = (
+    WORST_ID_JSON
+    + MATCH_TITLE_BYTES
+    + MATCH_COMPANY_BYTES
+    + MATCH_MISSING_SKILLS_BYTES
+    + MATCH_INDUSTRY_BYTES
+    + MATCH_CURRENCY_BYTES
+    + 320
+)
 HISTORY_ROW_BOUND = NOTE_BYTES + DIGEST_CHARS + 2 + 64  # + time, status, brackets and commas
 APPLICATION_BOUND = 3 * WORST_ID_JSON + HISTORY_CAP * HISTORY_ROW_BOUND + 64
 

@@ -41,6 +41,8 @@ class Tagged:
         self.topics = inner.topics
         self.reads = inner.reads
         self.lock = inner.lock
+        # What the runner's persist waves read (streams/runner.py ``SliceBase.persists_reads``).
+        self.persists_reads = getattr(inner, "persists_reads", True)
 
     def process(self, records: Sequence[Record], upstream: Upstream) -> Any | None:
         token = RUNNING.set(self.name)

@@ -179,7 +179,7 @@ def assert_delivery_contract(journal: list[str]) -> None:
 def test_a_batch_of_every_kind_keeps_the_delivery_contract() -> None:
     worker = per_user_worker()
     outcomes = worker.run(PER_USER_RECORDS)
-    assert set(outcomes) == {"career", "engagement", "growth", "risk"}
+    assert set(outcomes) == {"career", "engagement", "growth", "risk", "recommendations"}
     journal = worker.journal
     assert_delivery_contract(journal)
     # The batch did what it exercises, so the contract above was tested on real effects.
