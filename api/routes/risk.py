@@ -389,15 +389,9 @@ def _command(command_id: str, type_: str, **fields: Any) -> dict[str, Any]:
 
 
 async def _limit(state: AppState, scope: str, who: str, rate_per_s: float, burst: int) -> None:
-    limiter = RateLimiter(state.redis, scope, rate_per_s, burst)
-    decision = await limiter.take(who)
-    if not decision.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
-            "too many recalculations; slow down",
-            headers={"Retry-After": limiter.retry_after_header(decision)},
-        )
+    await RateLimiter(state.redis, scope, rate_per_s, burst).require(
+        who, "too many recalculations; slow down"
+    )
 
 
 #: A worker's refusal of one user's recalculation, as an HTTP status.

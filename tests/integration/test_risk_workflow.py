@@ -186,7 +186,9 @@ async def test_filters_row_fields_and_recalculate_through_the_engine(
 
             # --- recalculate everyone -------------------------------------------------------------
             asked = await http.post("/v1/admin/risk/recalculate", json={"all": True}, headers=admin)
-            assert asked.status_code == 202, asked.text
+            # 202 while partitions are still answering; 200 when every one had by the reply (the
+            # workers read the commands at once): which of the two is a race, so both are right.
+            assert asked.status_code in (200, 202), asked.text
             poll = asked.json()["poll"]
 
             async def queued() -> Any:
