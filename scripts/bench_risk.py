@@ -222,6 +222,10 @@ def _offline(examples: list[tuple[dict[str, float], int]], epochs: int, seed: in
     return [float(model.predict_proba_one(z)[True]) for z, _ in data]
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def _metrics(pairs: list[tuple[float, int]]) -> dict[str, Any]:
     auc, brier = roc_auc(pairs), brier_score(pairs)
     return {
@@ -334,6 +338,15 @@ def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
             },
             "served": same_day_auc((d, p, y) for d, p, _, y in candidate_rows),
             "served_at_end": served_label(model),
+        },
+        # Each candidate's own probability, pooled like `online` (the served one): what serving
+        # one candidate alone would have scored on the same labels.
+        "pooled_candidates_roc_auc": {
+            name: {
+                "all": _round(roc_auc((sc[i], y) for _, _, sc, y in candidate_rows)),
+                "from_day_14": _round(roc_auc((candidate_rows[j][2][i], candidate_rows[j][3]) for j in late)),
+            }
+            for i, name in enumerate(CANDIDATES)
         },
         "online_calibration": [
             {

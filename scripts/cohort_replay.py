@@ -271,15 +271,20 @@ def _auc(values: dict[str, float], labels: dict[str, int], users: list[str]) -> 
     return None if auc is None else round(auc, 4)
 
 
-def evaluate(
-    scores: dict[str, float], events: list[dict[str, Any]], labels: dict[str, int], end_ms: int
-) -> dict[str, Any]:
+def _last_seen(events: list[dict[str, Any]]) -> dict[str, int]:
     last: dict[str, int] = {}
     for ev in events:
         last[ev["user_id"]] = max(last.get(ev["user_id"], 0), ev["ts"])
-    days_quiet = {u: (end_ms - ts) / DAY_MS for u, ts in last.items()}
+    return last
+
+
+def evaluate(
+    scores: dict[str, float], events: list[dict[str, Any]], labels: dict[str, int], end_ms: int
+) -> dict[str, Any]:
+    days_quiet = {u: (end_ms - ts) / DAY_MS for u, ts in _last_seen(events).items()}
     scored = sorted(u for u in scores if u in labels)
     live = [u for u in scored if days_quiet[u] <= 7.0]
+    gone = [u for u in scored if days_quiet[u] > 7.0]
     return {
         "students": len(labels),
         "scored": len(scored),
@@ -295,6 +300,16 @@ def evaluate(
             "positives": sum(labels[u] for u in live),
             "served_score_auc": _auc(scores, labels, live),
             "days_since_last_activity_auc": _auc(days_quiet, labels, live),
+        },
+        # Quiet for more than the horizon: no label is ever snapshotted for them, so the model
+        # never learnt to rank them among themselves; and their scores crowd near 100.
+        "quiet_over_7d": {
+            "n": len(gone),
+            "positives": sum(labels[u] for u in gone),
+            "served_score_auc": _auc(scores, labels, gone),
+            "days_since_last_activity_auc": _auc(days_quiet, labels, gone),
+            "distinct_scores": len({scores[u] for u in gone}),
+            "median_score": sorted(scores[u] for u in gone)[len(gone) // 2] if gone else None,
         },
     }
 
@@ -358,6 +373,10 @@ def replay(students: int, days: int, seed: int, stack: dict[str, str], timeout_s
     print(f"  produced in {seconds:.1f} s; waiting for the engine", flush=True)
     scores = wait_for_scores(stack["api"], stack["admin_token"], set(labels), timeout_s)
     result = evaluate(scores, events, labels, start + days * DAY_MS)
+    result["rows"] = [
+        {"user_id": u, "score": scores.get(u), "label": labels[u], "last_ts": last}
+        for u, last in sorted(_last_seen(events).items())
+    ]
     try:
         model = _get(stack["api"], "/v1/ops/risk-model", stack["admin_token"])
         result["engine"] = {
@@ -365,6 +384,8 @@ def replay(students: int, days: int, seed: int, stack: dict[str, str], timeout_s
             "tied": model.get("tied"),
             "labels_learnt": model.get("n"),
             "candidates_same_day_auc": (model.get("candidates") or {}).get("roc_auc"),
+            "window_labels": (model.get("candidates") or {}).get("window"),
+            "window_positives": (model.get("candidates") or {}).get("positives"),
         }
     except OSError as exc:  # the report is a bonus; the AUCs above stand without it
         result["engine"] = {"error": str(exc)}
@@ -378,6 +399,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, action="append", help="repeat for several cohorts (default 1)")
     p.add_argument("--start-stack", action="store_true", help="a fresh `elimu up --no-demo` per seed")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the scores")
+    p.add_argument("--out", type=Path, help="also write each student's score, silence and label here")
     args = p.parse_args(argv)
     results = []
     for seed in args.seed or [1]:
@@ -402,9 +424,15 @@ def main(argv: list[str]) -> int:
             f"seed {seed}: served score AUC {r['all']['served_score_auc']} vs days since last activity"
             f" {r['all']['days_since_last_activity_auc']} ({r['scored']} students);"
             f" live in the last 7 days: {r['live_7d']['served_score_auc']} vs"
-            f" {r['live_7d']['days_since_last_activity_auc']} ({r['live_7d']['n']})",
+            f" {r['live_7d']['days_since_last_activity_auc']} ({r['live_7d']['n']});"
+            f" quiet over 7 days: {r['quiet_over_7d']['served_score_auc']} vs"
+            f" {r['quiet_over_7d']['days_since_last_activity_auc']} ({r['quiet_over_7d']['n']})",
             flush=True,
         )
+    if args.out:
+        args.out.write_bytes(orjson.dumps(results))
+    for r in results:
+        del r["rows"]  # in --out only: 500 rows a seed
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     return 0
 
