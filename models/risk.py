@@ -185,8 +185,15 @@ TIE_SCALE = 2.0
 #: Below this weight a candidate is left out of the blend (so a clear winner is served alone, with
 #: its exact explanation).
 TIE_MIN_WEIGHT = 0.01
-#: The standard error is never taken below this (a window of identical candidates, or of one day).
+#: The standard error is never taken below this (a window of identical candidates).
 TIE_MIN_SE = 1e-4
+#: The best candidate must rank the window better than chance (AUC 0.5) by this many standard
+#: errors (by day, as for the gaps); otherwise the labels show no evidence against the prior,
+#: and `recency` is served alone, as before any label. Measured on cohorts replayed through the
+#: stack (`elimu bench cohort`), where no candidate ranked the live students: a blend of
+#: candidates whose maps had all flattened ranked the students quiet past the horizon (who never
+#: get a label) worse than recency alone did.
+CHANCE_Z = 2.0
 #: Calibration maps (a, b) are kept within these bounds (a > 0: a map never reverses a ranking).
 CALIBRATION_MIN_SLOPE = 0.05
 CALIBRATION_MAX = 100.0
@@ -587,6 +594,15 @@ def daily_pair_counts(window: Sequence[WindowRow]) -> tuple[list[float], list[li
     return pairs, u
 
 
+def _day_se(u: Sequence[float], pairs: Sequence[float], mean: float, total: float) -> float:
+    """Standard error of a same-day statistic, sum(u) / total (an AUC, or the gap between two),
+    from its spread across days around `mean` (each day weighted by its pairs: clustered by
+    day). At least two days."""
+    days = len(pairs)
+    spread = sum((ud - w * mean) ** 2 for ud, w in zip(u, pairs, strict=True))
+    return math.sqrt(spread * days / (days - 1)) / total
+
+
 def tie_weights(window: Sequence[WindowRow]) -> tuple[str, dict[str, float]]:
     """(the best candidate by same-day AUC over `window`, the weight of each other candidate
     statistically tied with it): see TIE_SCALE. The standard error of a gap is the spread of the
@@ -594,7 +610,9 @@ def tie_weights(window: Sequence[WindowRow]) -> tuple[str, dict[str, float]]:
     the candidates' errors are strongly correlated (the same students, mostly the same signal),
     so the gap's error is far smaller than either AUC's, and days are what varies (the day of
     the week, a cohort's first week). Cheap (the window is ranked once per candidate and day)
-    and deterministic. Ties in AUC go to the first in `CANDIDATES` order."""
+    and deterministic. Ties in AUC go to the first in `CANDIDATES` order. Until the window shows
+    the best candidate ranking better than chance (CHANCE_Z), `recency` alone, as before any
+    label; a window of one day cannot show it."""
     pairs, u = daily_pair_counts(window)
     total = sum(pairs)
     if not total:
@@ -602,17 +620,18 @@ def tie_weights(window: Sequence[WindowRow]) -> tuple[str, dict[str, float]]:
     aucs = [sum(column) / total for column in u]
     best = max(range(len(CANDIDATES)), key=lambda i: aucs[i])
     days = len(pairs)
+    if days < 2 or aucs[best] - 0.5 < CHANCE_Z * _day_se(u[best], pairs, aucs[best], total):
+        # Nothing ranks these labels better than chance, as far as they can tell: no evidence
+        # against the prior, which is what ranks before labels exist (and what ranks students
+        # quiet past the horizon, who never get a label, by their silence).
+        return RECENCY, {}
     weights: dict[str, float] = {}
     for i, name in enumerate(CANDIDATES):
         if i == best:
             continue
         gap = aucs[best] - aucs[i]
-        if days > 1:
-            spread = sum((ub - ui - w * gap) ** 2 for ub, ui, w in zip(u[best], u[i], pairs, strict=True))
-            se = math.sqrt(spread * days / (days - 1)) / total
-        else:
-            se = math.inf  # one day: no spread to judge the gap by; tied
-        z = gap / max(TIE_SCALE * se, TIE_MIN_SE)
+        differences = [ub - ui for ub, ui in zip(u[best], u[i], strict=True)]
+        z = gap / max(TIE_SCALE * _day_se(differences, pairs, gap, total), TIE_MIN_SE)
         weight = math.exp(-0.5 * z * z)
         if weight >= TIE_MIN_WEIGHT:
             weights[name] = weight

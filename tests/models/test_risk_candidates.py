@@ -178,11 +178,16 @@ def test_tie_weights_blend_candidates_within_their_error() -> None:
     assert tied[other] > 0.3 and SILENCE not in tied
 
 
-def test_tie_weights_need_days_to_judge_a_gap() -> None:
-    assert tie_weights([]) == (RECENCY, {})  # no labels: the default
-    # One day: no spread across days to judge a gap by; every candidate that ranks is tied.
-    best, tied = tie_weights(window(1, {RECENCY: 0.05}, 0.0))
-    assert best in CANDIDATES and set(tied) | {best} == set(CANDIDATES)
+def test_tie_weights_serve_recency_until_something_ranks_better_than_chance() -> None:
+    assert tie_weights([]) == (RECENCY, {})  # no labels: the prior
+    # One day: no spread across days to judge anything by.
+    assert tie_weights(window(1, {RECENCY: 0.05}, 0.0)) == (RECENCY, {})
+    # Every candidate at chance (AUC 0.5 give or take the sampling noise): the prior, alone,
+    # whichever candidate happens to lead.
+    chance = {name: 0.3 for name in CANDIDATES}
+    assert tie_weights(window(14, chance, 0.0)) == (RECENCY, {})
+    # The same window where the logistic ranks: served.
+    assert tie_weights(window(14, {**chance, LOGISTIC: 0.0}, 0.0)) == (LOGISTIC, {})
 
 
 def test_evaluation_shows_every_candidate_and_the_served_one_on_the_same_labels() -> None:
