@@ -59,6 +59,11 @@ from models.risk import roc_auc
 from models.time_units import DAY_MS, HOUR_MS, MINUTE_MS
 
 TOPIC = "behavior-events"
+#: The clock tick (see `replay`): this many users, a re-score interval (60 min) and a minute
+#: after the cohort's end, once the trainer has had time to publish its final model.
+CLOCK_USERS = 128
+CLOCK_AFTER_MS = 61 * MINUTE_MS
+CLOCK_WAIT_S = 20.0
 FOLLOW_UP_DAYS = 7
 EXAMS: tuple[tuple[int, int], ...] = ((18, 23), (36, 41))  # [first, end) days of the cohort
 SLUMP_DAYS = 3
@@ -245,18 +250,25 @@ def at_risk(api: str, token: str) -> dict[str, float]:
             return scores
 
 
-def wait_for_scores(api: str, token: str, cohort: set[str], timeout_s: float) -> dict[str, float]:
+def wait_for_scores(
+    api: str, token: str, cohort: set[str], timeout_s: float, changed_from: dict[str, float] | None = None
+) -> dict[str, float]:
     """The served scores once the engine has caught up: every cohort student that has an event is
     scored, and the list has not changed over three reads 10 s apart (the sweep re-scores users
     behind stream time; a replay ends with a burst of looks). Polling, not a sleep: this is a
     script against a live stack, and it returns as soon as the scores settle."""
     deadline = time.monotonic() + timeout_s
     previous: dict[str, float] | None = None
-    stable = 0
+    stable = polls = 0
     scores: dict[str, float] = {}
     while time.monotonic() < deadline:
         scores = {u: v for u, v in at_risk(api, token).items() if u in cohort}
-        stable = stable + 1 if scores == previous and len(scores) == len(cohort) else 0
+        polls += 1
+        # After a clock tick, unchanged from before it is not settled yet (the sweep has not
+        # started), unless a minute of reads says nothing moves by a point.
+        moved = changed_from is None or scores != changed_from or polls > 6
+        settled = scores == previous and len(scores) == len(cohort) and moved
+        stable = stable + 1 if settled else 0
         print(f"  scored {len(scores)}/{len(cohort)} students; unchanged reads {stable}", flush=True)
         if stable >= 2:
             return scores
@@ -371,25 +383,65 @@ def replay(students: int, days: int, seed: int, stack: dict[str, str], timeout_s
     )
     seconds = asyncio.run(produce(stack["kafka"], events))
     print(f"  produced in {seconds:.1f} s; waiting for the engine", flush=True)
-    scores = wait_for_scores(stack["api"], stack["admin_token"], set(labels), timeout_s)
-    result = evaluate(scores, events, labels, start + days * DAY_MS)
+    cohort = set(labels)
+    end = start + days * DAY_MS
+    scores = wait_for_scores(stack["api"], stack["admin_token"], cohort, timeout_s)
+    result = evaluate(scores, events, labels, end)
+    result["engine"] = _engine_report(stack)
+    # What the list shows when the replay stops is a mix of model versions: a replay races
+    # through 42 days in minutes while the trainer publishes every few seconds, so each student
+    # keeps the score of their last look, made by whichever scorer their worker had then, and
+    # stream time (the newest event) stops with the replay, so nobody is looked at again. Live,
+    # stream time keeps moving and everyone is re-scored hourly by the current model. To read
+    # that too: once the final model is out, one event per clock user (spread over the
+    # partitions by their keys) a re-score interval after the cohort's end moves every
+    # partition's stream time on, and the sweep re-scores every student with the final scorer.
+    time.sleep(CLOCK_WAIT_S)  # the trainer's publish interval (5 s), with room; a script, not a test
+    asyncio.run(produce(stack["kafka"], clock_tick(f"c{seed}", end + CLOCK_AFTER_MS)))
+    print("  clock moved on a re-score interval; waiting for the re-scores", flush=True)
+    rescored = wait_for_scores(stack["api"], stack["admin_token"], cohort, timeout_s, changed_from=scores)
+    result["rescored"] = evaluate(rescored, events, labels, end)
+    result["rescored"]["engine"] = _engine_report(stack)
     result["rows"] = [
-        {"user_id": u, "score": scores.get(u), "label": labels[u], "last_ts": last}
+        {
+            "user_id": u,
+            "score": scores.get(u),
+            "rescored": rescored.get(u),
+            "label": labels[u],
+            "last_ts": last,
+        }
         for u, last in sorted(_last_seen(events).items())
     ]
+    return {"seed": seed, "days": days, "events": len(events), "produce_s": round(seconds, 1), **result}
+
+
+def _engine_report(stack: dict[str, str]) -> dict[str, Any]:
     try:
         model = _get(stack["api"], "/v1/ops/risk-model", stack["admin_token"])
-        result["engine"] = {
-            "served_candidate": model.get("served"),
-            "tied": model.get("tied"),
-            "labels_learnt": model.get("n"),
-            "candidates_same_day_auc": (model.get("candidates") or {}).get("roc_auc"),
-            "window_labels": (model.get("candidates") or {}).get("window"),
-            "window_positives": (model.get("candidates") or {}).get("positives"),
+    except OSError as exc:  # the report is a bonus; the AUCs stand without it
+        return {"error": str(exc)}
+    candidates = model.get("candidates") or {}
+    return {
+        "served_candidate": model.get("served"),
+        "tied": model.get("tied"),
+        "labels_learnt": model.get("n"),
+        "candidates_same_day_auc": candidates.get("roc_auc"),
+        "window_labels": candidates.get("window"),
+        "window_positives": candidates.get("positives"),
+    }
+
+
+def clock_tick(prefix: str, at_ms: int, users: int = CLOCK_USERS) -> list[dict[str, Any]]:
+    """One `page_view` per clock user at `at_ms`: enough users that every partition gets one."""
+    return [
+        {
+            "event_id": f"{prefix}-clock-{k:03d}",
+            "user_id": f"{prefix}-clock-{k:03d}",
+            "type": "page_view",
+            "ts": at_ms,
         }
-    except OSError as exc:  # the report is a bonus; the AUCs above stand without it
-        result["engine"] = {"error": str(exc)}
-    return {"seed": seed, "days": days, "events": len(events), "produce_s": round(seconds, 1), **result}
+        for k in range(users)
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -427,6 +479,13 @@ def main(argv: list[str]) -> int:
             f" {r['live_7d']['days_since_last_activity_auc']} ({r['live_7d']['n']});"
             f" quiet over 7 days: {r['quiet_over_7d']['served_score_auc']} vs"
             f" {r['quiet_over_7d']['days_since_last_activity_auc']} ({r['quiet_over_7d']['n']})",
+            flush=True,
+        )
+        q = r["rescored"]
+        print(
+            f"  re-scored by the final model: served {q['all']['served_score_auc']}; live"
+            f" {q['live_7d']['served_score_auc']};"
+            f" quiet over 7 days {q['quiet_over_7d']['served_score_auc']}",
             flush=True,
         )
     if args.out:
