@@ -43,9 +43,11 @@ days missed, `silence_score`) and `blend` (the mean of their logits). Every reso
 each candidate's score at scoring time (the logistic's in `PendingLabel.model_probability`, the
 others recomputed from the label's features); once a day of stream time, `select` ranks them by
 same-day ROC AUC (`same_day_auc`) over the labels of the last SELECT_DAYS whole days that have
-all resolved, and serves the best, with hysteresis, through a Platt map fitted on the same
-labels so the served score stays a probability on one scale. Recency is served until the labels
-prove another candidate (docs/risk.md, "The served score").
+all resolved, and serves the best, blended with the candidates statistically tied with it
+(`tie_weights`: weights from the gap in units of its day-clustered standard error), each
+through a Platt map fitted on the same labels so the served score stays a probability on one
+scale. Recency is served until the labels show a candidate ranking better than chance
+(docs/risk.md, "The served score").
 
 Weekly and monthly risk. The model estimates p = P(dropped within the horizon H). Assuming a
 constant hazard (each H-long period independently carries the same drop probability), the risk of
@@ -189,10 +191,10 @@ TIE_MIN_WEIGHT = 0.01
 TIE_MIN_SE = 1e-4
 #: The best candidate must rank the window better than chance (AUC 0.5) by this many standard
 #: errors (by day, as for the gaps); otherwise the labels show no evidence against the prior,
-#: and `recency` is served alone, as before any label. Measured on cohorts replayed through the
-#: stack (`elimu bench cohort`), where no candidate ranked the live students: a blend of
-#: candidates whose maps had all flattened ranked the students quiet past the horizon (who never
-#: get a label) worse than recency alone did.
+#: and `recency` is served alone, as before any label (a blend of candidates none of which ranks
+#: is noise). A guard on principle: on the populations it changes nothing, and on cohorts
+#: replayed through the stack (`elimu bench cohort`), where no candidate ranked the live
+#: students, nothing beyond the replay's run-to-run spread (docs/risk.md).
 CHANCE_Z = 2.0
 #: Calibration maps (a, b) are kept within these bounds (a > 0: a map never reverses a ranking).
 CALIBRATION_MIN_SLOPE = 0.05
