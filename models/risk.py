@@ -779,16 +779,41 @@ class RiskModel:
                 return (_sigmoid(logit) if raw is None else raw), contributions, model_p
             # The map scales every share of the logit alike; its intercept is no feature's.
             return _sigmoid(a * logit + b), {k: a * v for k, v in contributions.items()}, model_p
+        # A pool: each candidate's logit once, and the shares in one pass. Every candidate's
+        # shares are a multiple of three parts (the logistic's shares, recency's, silence's;
+        # the blend a third of each), so the pool's are those parts times summed coefficients.
         total = 1.0 + sum(self.tied.values())
+        logit_m = _logit(model_p)
+        logit_r = _logit(recency_prior(x))
+        logit_s, rate_share = _silence_logit(x)
+        logits = {
+            LOGISTIC: logit_m,
+            RECENCY: logit_r,
+            SILENCE: logit_s,
+            BLEND: (logit_m + logit_r + logit_s) / 3.0,
+        }
+        parts = {LOGISTIC: 0.0, RECENCY: 0.0, SILENCE: 0.0}
         pooled = 0.0
-        shares: dict[str, float] = {}
         for name, weight in ((self.served, 1.0), *self.tied.items()):
-            _, logit, contributions = self._candidate(name, x, model_p, logistic_shares)
             a, b = self.calibration[name]
             share = weight / total
-            pooled += share * _sigmoid(a * logit + b)
-            for feature, c in contributions.items():
-                shares[feature] = shares.get(feature, 0.0) + share * a * c
+            pooled += share * _sigmoid(a * logits[name] + b)
+            if name == BLEND:
+                for part in parts:
+                    parts[part] += share * a / 3.0
+            else:
+                parts[name] += share * a
+        shares: dict[str, float] = {}
+        if parts[LOGISTIC]:
+            shares = {feature: parts[LOGISTIC] * c for feature, c in logistic_shares.items()}
+        silence = "missed_days" if "missed_days" in x else "recency_d"
+        for feature, k, c in (
+            ("recency_d", parts[RECENCY], logit_r),
+            (silence, parts[SILENCE], logit_s - rate_share),
+            ("active_days_28d", parts[SILENCE], rate_share),
+        ):
+            if k and feature in x:
+                shares[feature] = shares.get(feature, 0.0) + k * c
         return pooled, shares, model_p
 
     @staticmethod

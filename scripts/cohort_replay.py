@@ -396,9 +396,14 @@ def replay(students: int, days: int, seed: int, stack: dict[str, str], timeout_s
     # that too: once the final model is out, one event per clock user (spread over the
     # partitions by their keys) a re-score interval after the cohort's end moves every
     # partition's stream time on, and the sweep re-scores every student with the final scorer.
-    time.sleep(CLOCK_WAIT_S)  # the trainer's publish interval (5 s), with room; a script, not a test
-    asyncio.run(produce(stack["kafka"], clock_tick(f"c{seed}", end + CLOCK_AFTER_MS)))
-    print("  clock moved on a re-score interval; waiting for the re-scores", flush=True)
+    # Twice: the first tick starts a new day of stream time, so the trainer selects once more
+    # and publishes that scorer a few seconds later, after the sweep has re-scored everyone with
+    # the previous one; the second tick re-scores everyone with the final scorer.
+    for k in (1, 2):
+        time.sleep(CLOCK_WAIT_S)  # the trainer's publish interval (5 s), with room; a script, not a test
+        ticks = clock_tick(f"c{seed}-{k}", end + k * CLOCK_AFTER_MS)
+        asyncio.run(produce(stack["kafka"], ticks))
+    print("  clock moved on two re-score intervals; waiting for the re-scores", flush=True)
     rescored = wait_for_scores(stack["api"], stack["admin_token"], cohort, timeout_s, changed_from=scores)
     result["rescored"] = evaluate(rescored, events, labels, end)
     result["rescored"]["engine"] = _engine_report(stack)

@@ -135,11 +135,21 @@ def test_candidates_the_labels_cannot_tell_apart_are_served_together() -> None:
     x = features(2.0, 1.0)
     p = m.assess("u", x, T0 + 40 * DAY_MS).probability
     alone = []
-    for name in (m.served, *m.tied):
+    explained: dict[str, float] = {}
+    total = 1.0 + sum(m.tied.values())
+    for name, weight in ((m.served, 1.0), *m.tied.items()):
         solo = RiskModel.from_bytes(m.to_bytes())
         solo.served, solo.tied = name, {}
-        alone.append(solo.assess("u", x, T0 + 40 * DAY_MS).probability)
+        probability, signals = solo.predict(x)
+        alone.append(probability)
+        for signal in signals:
+            explained[signal.name] = explained.get(signal.name, 0.0) + weight / total * signal.contribution
     assert min(alone) <= p <= max(alone)
+    assert p == pytest.approx(sum(w * q for w, q in zip((1.0, *m.tied.values()), alone, strict=True)) / total)
+    # The pool's explanation: the same weighted mean of each candidate's (mapped) shares.
+    pooled = {signal.name: signal.contribution for signal in m.predict(x)[1]}
+    assert pooled.keys() == explained.keys()
+    assert all(pooled[k] == pytest.approx(v) for k, v in explained.items())
 
 
 def window(days: int, gaps: dict[str, float], noise: float, seed: int = 1) -> list[WindowRow]:
