@@ -26,13 +26,15 @@ writer on the public input topics is trusted for event time; no rule is bent). T
 waits for the engine (scores stop changing), reads every page of `GET /v1/at-risk?threshold=0`
 with the admin token, and reports the ROC AUC (exact, `models.risk.roc_auc`) of the served score
 and of days since last activity against the labels, over every student scored and over the
-students still "live" (seen in the last 7 days), the ones an at-risk list is for.
+students still "live" (seen in the last 7 days), the ones an at-risk list is for, and over those
+quiet for longer. Then it moves stream time on by two re-score intervals with a few "clock"
+users and reads the list again, re-scored by the final scorer (see `replay` for why).
 
-  elimu bench cohort [--students 500] [--days 42] [--seed 1] [--start-stack]
+  elimu bench cohort [--students 500] [--days 42] [--seed 1]... [--start-stack] [--out F]
 
 With `--start-stack` it starts a fresh `elimu up --no-demo` of its own (a temporary data dir and a
-free port), and stops it (SIGINT to that process only) at the end; otherwise it uses the stack in
-`ELIMU_DATA_DIR` (its `stack.json`).
+free port), and stops it (SIGINT to that process only) at the end, removing its data dir unless
+`--keep-data`; otherwise it uses the stack in `ELIMU_DATA_DIR` (its `stack.json`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -456,6 +459,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, action="append", help="repeat for several cohorts (default 1)")
     p.add_argument("--start-stack", action="store_true", help="a fresh `elimu up --no-demo` per seed")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the scores")
+    p.add_argument("--keep-data", action="store_true", help="keep each started stack's data dir and logs")
     p.add_argument("--out", type=Path, help="also write each student's score, silence and label here")
     args = p.parse_args(argv)
     results = []
@@ -467,6 +471,8 @@ def main(argv: list[str]) -> int:
                 results.append(replay(args.students, args.days, seed, stack, args.timeout))
             finally:
                 stop_stack(proc)
+            if not args.keep_data:  # ~80 MB a seed (the broker's logs); kept on a failure
+                shutil.rmtree(data_dir, ignore_errors=True)
         else:
             from infra.settings import Settings
             from scripts.stack import stack_file
