@@ -43,9 +43,11 @@ days missed, `silence_score`) and `blend` (the mean of their logits). Every reso
 each candidate's score at scoring time (the logistic's in `PendingLabel.model_probability`, the
 others recomputed from the label's features); once a day of stream time, `select` ranks them by
 same-day ROC AUC (`same_day_auc`) over the labels of the last SELECT_DAYS whole days that have
-all resolved, and serves the best, with hysteresis, through a Platt map fitted on the same
-labels so the served score stays a probability on one scale. Recency is served until the labels
-prove another candidate (docs/risk.md, "The served score").
+all resolved, and serves the best, blended with the candidates statistically tied with it
+(`tie_weights`: weights from the gap in units of its day-clustered standard error), each
+through a Platt map fitted on the same labels so the served score stays a probability on one
+scale. Recency is served until the labels show a candidate ranking better than chance
+(docs/risk.md, "The served score").
 
 Weekly and monthly risk. The model estimates p = P(dropped within the horizon H). Assuming a
 constant hazard (each H-long period independently carries the same drop probability), the risk of
@@ -173,9 +175,27 @@ SELECT_WINDOW = 8_000
 #: No selection before the window holds this many labels of each class (an AUC on a handful of
 #: positives is noise).
 SELECT_MIN_CLASS = 60
-#: Hysteresis: a challenger replaces the served candidate only when its AUC over the window is
-#: higher by more than this, so two candidates of equal merit do not take turns.
-SELECT_MARGIN = 0.01
+#: Candidates statistically tied with the best one are served together (`tie_weights`): a
+#: candidate whose same-day AUC is `gap` below the best one's, with standard error `se` (of the
+#: paired difference, from its spread across the window's days), weighs
+#: exp(-(gap / (TIE_SCALE x se)) ** 2 / 2) beside the best one's 1: 0.61 at two standard errors,
+#: 0.14 at four, nothing past TIE_MIN_WEIGHT. Why not a fixed margin to switch (the previous
+#: rule: 0.01): candidates within a hundredth of each other took turns a step behind their merit
+#: (labels of a day are judged ~8 days later) and lost up to 0.016 against the best on
+#: loyal-but-sparse students; a blend of the tied ones does not need to guess which is ahead.
+TIE_SCALE = 2.0
+#: Below this weight a candidate is left out of the blend (so a clear winner is served alone, with
+#: its exact explanation).
+TIE_MIN_WEIGHT = 0.01
+#: The standard error is never taken below this (a window of identical candidates).
+TIE_MIN_SE = 1e-4
+#: The best candidate must rank the window better than chance (AUC 0.5) by this many standard
+#: errors (by day, as for the gaps); otherwise the labels show no evidence against the prior,
+#: and `recency` is served alone, as before any label (a blend of candidates none of which ranks
+#: is noise). A guard on principle: on the populations it changes nothing, and on cohorts
+#: replayed through the stack (`elimu bench cohort`), where no candidate ranked the live
+#: students, nothing beyond the replay's run-to-run spread (docs/risk.md).
+CHANCE_Z = 2.0
 #: Calibration maps (a, b) are kept within these bounds (a > 0: a map never reverses a ranking).
 CALIBRATION_MIN_SLOPE = 0.05
 CALIBRATION_MAX = 100.0
@@ -507,11 +527,12 @@ def evaluation(
     *,
     served: str = RECENCY,
     window: Iterable[WindowRow] = (),
+    tied: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """How well scores ranked and were calibrated on resolved labels (``pairs`` of
     (predicted, label)), beside the recency-only baseline on the same labels; and the candidate
-    `served`, with every candidate's AUC over the selection `window` (`RiskModel.window`)
-    beside the served scores' on the same labels."""
+    `served` (and those `tied` with it, by weight), with every candidate's AUC over the
+    selection `window` (`RiskModel.window`) beside the served scores' on the same labels."""
     pairs = list(pairs)
     window = list(window)
     return {
@@ -523,6 +544,8 @@ def evaluation(
         "baseline_roc_auc": roc_auc(baseline_pairs),
         "brier": brier_score(pairs),
         "served": served,
+        # The candidates served beside it and their weights (it weighs 1): tied with it.
+        "tied": dict(tied or {}),
         "candidates": {
             "window": len(window),
             "positives": sum(row.label for row in window),
@@ -549,6 +572,72 @@ def candidate_aucs(window: Sequence[WindowRow]) -> dict[str, float | None]:
         name: same_day_auc((row.day, row.scores[i], row.label) for row in window)
         for i, name in enumerate(CANDIDATES)
     }
+
+
+def daily_pair_counts(window: Sequence[WindowRow]) -> tuple[list[float], list[list[float]]]:
+    """Per UTC day of `window` with both classes: its pairs (positives x negatives) and, per
+    candidate (in `CANDIDATES` order), its Mann-Whitney U (the day's AUC x its pairs). Their sums
+    over days are the same-day AUC's numerator and denominator (`same_day_auc`)."""
+    by_day: dict[int, list[WindowRow]] = {}
+    for row in window:
+        by_day.setdefault(row.day, []).append(row)
+    pairs: list[float] = []
+    u: list[list[float]] = [[] for _ in CANDIDATES]
+    for day in sorted(by_day):
+        rows = by_day[day]
+        positives = sum(row.label for row in rows)
+        weight = positives * (len(rows) - positives)
+        if not weight:
+            continue
+        pairs.append(float(weight))
+        for i in range(len(CANDIDATES)):
+            auc = roc_auc((row.scores[i], row.label) for row in rows)
+            u[i].append(weight * (auc if auc is not None else 0.5))
+    return pairs, u
+
+
+def _day_se(u: Sequence[float], pairs: Sequence[float], mean: float, total: float) -> float:
+    """Standard error of a same-day statistic, sum(u) / total (an AUC, or the gap between two),
+    from its spread across days around `mean` (each day weighted by its pairs: clustered by
+    day). At least two days."""
+    days = len(pairs)
+    spread = sum((ud - w * mean) ** 2 for ud, w in zip(u, pairs, strict=True))
+    return math.sqrt(spread * days / (days - 1)) / total
+
+
+def tie_weights(window: Sequence[WindowRow]) -> tuple[str, dict[str, float]]:
+    """(the best candidate by same-day AUC over `window`, the weight of each other candidate
+    statistically tied with it): see TIE_SCALE. The standard error of a gap is the spread of the
+    day-by-day gaps (days weighted by their pairs; a cluster-robust estimate, clustered by day):
+    the candidates' errors are strongly correlated (the same students, mostly the same signal),
+    so the gap's error is far smaller than either AUC's, and days are what varies (the day of
+    the week, a cohort's first week). Cheap (the window is ranked once per candidate and day)
+    and deterministic. Ties in AUC go to the first in `CANDIDATES` order. Until the window shows
+    the best candidate ranking better than chance (CHANCE_Z), `recency` alone, as before any
+    label; a window of one day cannot show it."""
+    pairs, u = daily_pair_counts(window)
+    total = sum(pairs)
+    if not total:
+        return RECENCY, {}
+    aucs = [sum(column) / total for column in u]
+    best = max(range(len(CANDIDATES)), key=lambda i: aucs[i])
+    days = len(pairs)
+    if days < 2 or aucs[best] - 0.5 < CHANCE_Z * _day_se(u[best], pairs, aucs[best], total):
+        # Nothing ranks these labels better than chance, as far as they can tell: no evidence
+        # against the prior, which is what ranks before labels exist (and what ranks students
+        # quiet past the horizon, who never get a label, by their silence).
+        return RECENCY, {}
+    weights: dict[str, float] = {}
+    for i, name in enumerate(CANDIDATES):
+        if i == best:
+            continue
+        gap = aucs[best] - aucs[i]
+        differences = [ub - ui for ub, ui in zip(u[best], u[i], strict=True)]
+        z = gap / max(TIE_SCALE * _day_se(differences, pairs, gap, total), TIE_MIN_SE)
+        weight = math.exp(-0.5 * z * z)
+        if weight >= TIE_MIN_WEIGHT:
+            weights[name] = weight
+    return CANDIDATES[best], weights
 
 
 def wants_snapshot(pendings: Sequence[PendingLabel], now_ms: int, gap_ms: int) -> bool:
@@ -658,6 +747,9 @@ class RiskModel:
         #: no longer rank together (measured: a pooled AUC 0.06-0.12 below either candidate).
         #: Mapped, every candidate serves a probability on the same, observed scale.
         self.calibration: dict[str, tuple[float, float]] = {name: (1.0, 0.0) for name in CANDIDATES}
+        #: The candidates served beside `served`, each with its weight (`served` weighs 1):
+        #: those the labels cannot tell from it (`tie_weights`). Empty: `served` alone.
+        self.tied: dict[str, float] = {}
 
     # --- prediction -------------------------------------------------------------------------
 
@@ -666,45 +758,94 @@ class RiskModel:
         return steps[0], steps[-1]
 
     def _contributions(self, x: Mapping[str, float]) -> tuple[float, dict[str, float], float]:
-        """P(dropped within the horizon) of the served candidate, each feature's share of its
-        logit, and the logistic candidate's probability (kept by label snapshots).
+        """P(dropped within the horizon) served, each feature's share of its logit, and the
+        logistic candidate's probability (kept by label snapshots).
 
-        The logistic candidate is always computed (a label must keep its score whichever is
-        served); the recency and silence candidates are a few float operations on top.
+        The served probability is the served candidate's through its map, averaged with those of
+        the candidates tied with it (`tied`, by weight), each through its own map: the maps put
+        every candidate on the observed scale, so the average is a probability on that scale too
+        (a linear pool: probabilities, not logits, are averaged, so a candidate whose map is
+        steep, fitted on labels it separates almost perfectly, moves the average by its weight
+        at most; measured, both pools rank alike). Its explanation is the same average of the
+        candidates' (mapped) shares of their logits: exact for one candidate, an approximation
+        of a pool. The logistic candidate is always computed (a label must keep its score
+        whichever is served); the others are a few float operations on top.
         """
-        model_p, contributions = self._logistic(x)
-        raw: float | None = None  # the candidate's own probability, when not sigmoid(logit)
-        if self.served == BLEND:
+        model_p, logistic_shares = self._logistic(x)
+        a, b = self.calibration[self.served]
+        if not self.tied:
+            raw, logit, contributions = self._candidate(self.served, x, model_p, logistic_shares)
+            if (a, b) == (1.0, 0.0):  # no map yet: the candidate's probability, to the last bit
+                return (_sigmoid(logit) if raw is None else raw), contributions, model_p
+            # The map scales every share of the logit alike; its intercept is no feature's.
+            return _sigmoid(a * logit + b), {k: a * v for k, v in contributions.items()}, model_p
+        # A pool: each candidate's logit once, and the shares in one pass. Every candidate's
+        # shares are a multiple of three parts (the logistic's shares, recency's, silence's;
+        # the blend a third of each), so the pool's are those parts times summed coefficients.
+        total = 1.0 + sum(self.tied.values())
+        logit_m = _logit(model_p)
+        logit_r = _logit(recency_prior(x))
+        logit_s, rate_share = _silence_logit(x)
+        logits = {
+            LOGISTIC: logit_m,
+            RECENCY: logit_r,
+            SILENCE: logit_s,
+            BLEND: (logit_m + logit_r + logit_s) / 3.0,
+        }
+        parts = {LOGISTIC: 0.0, RECENCY: 0.0, SILENCE: 0.0}
+        pooled = 0.0
+        for name, weight in ((self.served, 1.0), *self.tied.items()):
+            a, b = self.calibration[name]
+            share = weight / total
+            pooled += share * _sigmoid(a * logits[name] + b)
+            if name == BLEND:
+                for part in parts:
+                    parts[part] += share * a / 3.0
+            else:
+                parts[name] += share * a
+        shares: dict[str, float] = {}
+        if parts[LOGISTIC]:
+            shares = {feature: parts[LOGISTIC] * c for feature, c in logistic_shares.items()}
+        silence = "missed_days" if "missed_days" in x else "recency_d"
+        for feature, k, c in (
+            ("recency_d", parts[RECENCY], logit_r),
+            (silence, parts[SILENCE], logit_s - rate_share),
+            ("active_days_28d", parts[SILENCE], rate_share),
+        ):
+            if k and feature in x:
+                shares[feature] = shares.get(feature, 0.0) + k * c
+        return pooled, shares, model_p
+
+    @staticmethod
+    def _candidate(
+        name: str, x: Mapping[str, float], model_p: float, logistic_shares: dict[str, float]
+    ) -> tuple[float | None, float, dict[str, float]]:
+        """(the candidate's own probability when it is not sigmoid(logit), else None; its logit;
+        each feature's share of that logit)."""
+        if name == BLEND:
             logit_s, rate_share = _silence_logit(x)
             silence = "missed_days" if "missed_days" in x else "recency_d"
             logit_r = _logit(recency_prior(x))
             logit = (_logit(model_p) + logit_r + logit_s) / 3.0
-            shares = {name: c / 3.0 for name, c in contributions.items()}
-            for name, c in (
+            shares = {feature: c / 3.0 for feature, c in logistic_shares.items()}
+            for feature, c in (
                 (silence, logit_s - rate_share),
                 ("active_days_28d", rate_share),
                 ("recency_d", logit_r),
             ):
-                if name in x:
-                    shares[name] = shares.get(name, 0.0) + c / 3.0
-            contributions = shares
-        elif self.served == RECENCY:
+                if feature in x:
+                    shares[feature] = shares.get(feature, 0.0) + c / 3.0
+            return None, logit, shares
+        if name == RECENCY:
             raw = recency_prior(x)
-            logit = _logit(raw)
             # The whole logit is silence: the explanation says so, and nothing else.
-            contributions = {"recency_d": logit} if "recency_d" in x else {}
-        elif self.served == SILENCE:
+            return raw, _logit(raw), ({"recency_d": _logit(raw)} if "recency_d" in x else {})
+        if name == SILENCE:
             logit, rate_share = _silence_logit(x)
             silence = "missed_days" if "missed_days" in x else "recency_d"
-            shares = {silence: logit - rate_share, "active_days_28d": rate_share}
-            contributions = {k: v for k, v in shares.items() if k in x}
-        else:
-            raw, logit = model_p, _logit(model_p)
-        a, b = self.calibration[self.served]
-        if (a, b) == (1.0, 0.0):  # no map yet: the candidate's probability, to the last bit
-            return (_sigmoid(logit) if raw is None else raw), contributions, model_p
-        # The map scales every share of the logit alike; its intercept is no feature's.
-        return _sigmoid(a * logit + b), {k: a * v for k, v in contributions.items()}, model_p
+            parts = {silence: logit - rate_share, "active_days_28d": rate_share}
+            return None, logit, {k: v for k, v in parts.items() if k in x}
+        return model_p, _logit(model_p), logistic_shares
 
     def _logistic(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
         """The logistic candidate: the River model's probability blended with `recency_prior`
@@ -883,14 +1024,17 @@ class RiskModel:
         return [row for row in self.window if first <= row.day <= last]
 
     def select(self) -> str:
-        """Serve the candidate that ranked the recent resolved labels best (prequentially: every
-        score in the window was made before its label was known).
+        """Serve the candidate that ranked the recent resolved labels best, blended with the
+        candidates the labels cannot tell from it (prequentially: every score in the window was
+        made before its label was known).
 
-        Model selection rather than a blend: the served probability stays one candidate's, so
-        its explanation (`top_signals`) is exact and its calibration is that candidate's own.
-        Nothing changes before the window holds SELECT_MIN_CLASS labels of each class, and a
-        challenger must beat the served candidate by SELECT_MARGIN. Deterministic in the labels'
-        order, so a trainer replaying the same labels serves the same candidate."""
+        The best candidate by same-day AUC is `served`; each other candidate statistically tied
+        with it gets a weight in `tied` (`tie_weights`): when one candidate is clearly best it
+        is served alone, with its exact explanation and its own calibration; when the labels
+        cannot separate two, both are served, so the choice does not flip-flop a step behind.
+        Nothing changes before the window holds SELECT_MIN_CLASS labels of each class.
+        Deterministic in the labels' order, so a trainer replaying the same labels serves the
+        same blend."""
         complete = self.complete_window(trim=True)
         positives = sum(row.label for row in complete)
         if min(positives, len(complete) - positives) < SELECT_MIN_CLASS:
@@ -898,11 +1042,7 @@ class RiskModel:
         labels = [row.label for row in complete]
         for i, name in enumerate(CANDIDATES):
             self.calibration[name] = fit_calibration([row.scores[i] for row in complete], labels)
-        aucs = candidate_aucs(complete)
-        known = {name: auc for name, auc in aucs.items() if auc is not None}
-        best = max(known, key=lambda name: known[name])  # ties: the first in CANDIDATES order
-        if known[best] > known.get(self.served, 0.0) + SELECT_MARGIN:
-            self.served = best
+        self.served, self.tied = tie_weights(complete)
         return self.served
 
     # --- evaluation -------------------------------------------------------------------------
@@ -911,7 +1051,12 @@ class RiskModel:
         """`evaluation` of the served scores, with every candidate's AUC over the selection
         window beside the served one's on the same labels, and which candidate is served."""
         return evaluation(
-            self.pairs, self.baseline_pairs, bins, served=self.served, window=self.complete_window()
+            self.pairs,
+            self.baseline_pairs,
+            bins,
+            served=self.served,
+            window=self.complete_window(),
+            tied=self.tied,
         )
 
     # --- persistence ------------------------------------------------------------------------
@@ -963,6 +1108,13 @@ class RiskModel:
             # only the trainer needs.
             "served": self.served,
             "calibration": list(self.calibration[self.served]),
+            # The candidates blended in with it, each with its weight and its own map. A reader
+            # of an older release ignores it and serves `served` alone, as it did.
+            "tied": {
+                "names": list(self.tied),
+                "weights": [self.tied[name] for name in self.tied],
+                "calibration": [list(self.calibration[name]) for name in self.tied],
+            },
         }
         if not scoring_only:
             body["selection"] = _pack_window(self.window, self.select_day, self.sample_bits)
@@ -1046,6 +1198,8 @@ class RiskModel:
                 read_float(item[0], "calibration a", CALIBRATION_MIN_SLOPE, CALIBRATION_MAX),
                 read_float(item[1], "calibration b", -CALIBRATION_MAX, CALIBRATION_MAX),
             )
+        if "tied" in body:  # absent before ties were blended: `served` alone
+            model.tied = _read_tied(body["tied"], served, model.calibration)
         if "selection" in body:
             model.window, model.select_day, model.sample_bits = _unpack_window(body["selection"])
         if scoring_only and (model.pairs or model.baseline_pairs or model.window or model._book != _Book()):
@@ -1065,6 +1219,32 @@ def _columns(value: Any, what: str, names: Sequence[str]) -> tuple[dict[str, Any
     if any(len(c) != count for c in columns):
         raise IncompatibleModel(f"{what}: columns of different lengths")
     return table, columns, count
+
+
+def _read_map(value: Any, what: str) -> tuple[float, float]:
+    item = read_list(value, what, 2)
+    if len(item) != 2:
+        raise IncompatibleModel(f"{what} is a candidate's [a, b]")
+    return (
+        read_float(item[0], f"{what} a", CALIBRATION_MIN_SLOPE, CALIBRATION_MAX),
+        read_float(item[1], f"{what} b", -CALIBRATION_MAX, CALIBRATION_MAX),
+    )
+
+
+def _read_tied(value: Any, served: str, calibration: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """The candidates blended with `served`: known candidates other than it, each once, with a
+    weight in [TIE_MIN_WEIGHT, 1] and a map within the calibration bounds (set in `calibration`)."""
+    table, (names, weights, maps), count = _columns(value, "tied", ("names", "weights", "calibration"))
+    del table
+    if count >= len(CANDIDATES):
+        raise IncompatibleModel("tied names at most the other candidates")
+    tied: dict[str, float] = {}
+    for name, weight, item in zip(names, weights, maps, strict=True):
+        if type(name) is not str or name not in CANDIDATES or name == served or name in tied:
+            raise IncompatibleModel("tied: each a candidate other than the served one, once")
+        tied[name] = read_float(weight, "tied weight", TIE_MIN_WEIGHT, 1.0)
+        calibration[name] = _read_map(item, "tied calibration")
+    return tied
 
 
 def _read_book(body: dict[str, Any], names: FeatureNames) -> _Book:

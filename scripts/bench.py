@@ -12,6 +12,8 @@ benchmark's own, so ratios are meaningful on a loaded or slower machine.
   elimu bench quix [--events N]                      Quix Streams per-user count vs raw aiokafka
   elimu bench engine [--events N] [--users U]        the per-user agent's own work, no Kafka
   elimu bench match-live [--profiles N]              a posting to a matching user's websocket
+  elimu bench risk [--populations] [--seed S]        the drop-off model and its candidates, in-process
+  elimu bench cohort [--seed S]... [--start-stack]   an independent cohort through a live stack
 """
 
 from __future__ import annotations
@@ -166,6 +168,10 @@ def main(argv: list[str]) -> int:
         from scripts.bench_match import main as match_main
 
         return match_main(argv[1:])
+    if argv[:1] == ["cohort"]:
+        from scripts.cohort_replay import main as cohort_main
+
+        return cohort_main(argv[1:])
     if argv[:1] == ["risk"]:
         from scripts.bench_risk import main as risk_main
 

@@ -222,6 +222,10 @@ def _offline(examples: list[tuple[dict[str, float], int]], epochs: int, seed: in
     return [float(model.predict_proba_one(z)[True]) for z, _ in data]
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def _metrics(pairs: list[tuple[float, int]]) -> dict[str, Any]:
     auc, brier = roc_auc(pairs), brier_score(pairs)
     return {
@@ -333,7 +337,16 @@ def run(users: int, days: int, seed: int, epochs: int = 5) -> dict[str, Any]:
                 for i, name in enumerate(CANDIDATES)
             },
             "served": same_day_auc((d, p, y) for d, p, _, y in candidate_rows),
-            "served_at_end": model.served,
+            "served_at_end": served_label(model),
+        },
+        # Each candidate's own probability, pooled like `online` (the served one): what serving
+        # one candidate alone would have scored on the same labels.
+        "pooled_candidates_roc_auc": {
+            name: {
+                "all": _round(roc_auc((sc[i], y) for _, _, sc, y in candidate_rows)),
+                "from_day_14": _round(roc_auc((candidate_rows[j][2][i], candidate_rows[j][3]) for j in late)),
+            }
+            for i, name in enumerate(CANDIDATES)
         },
         "online_calibration": [
             {
@@ -433,6 +446,13 @@ def simulate_population(kind: str, users: int, days: int, seed: int) -> list[Beh
     return events
 
 
+def served_label(model: RiskModel) -> str:
+    """What is served: the best candidate, with the weights of those blended with it, e.g.
+    `logistic (blend 0.62)`."""
+    tied = ", ".join(f"{name} {model.tied[name]:.2f}" for name in CANDIDATES if name in model.tied)
+    return f"{model.served} ({tied})" if tied else model.served
+
+
 def run_population(kind: str, users: int, days: int, seed: int) -> dict[str, Any]:
     """Replay one population through `RiskModel` (as `run` does) and rank its resolved labels
     by each candidate's score at scoring time and by the served score: every one prequential."""
@@ -443,6 +463,7 @@ def run_population(kind: str, users: int, days: int, seed: int) -> dict[str, Any
     slot: dict[str, int] = {}
     # (scoring day, served probability, each candidate's score, label) of every resolution
     rows: list[tuple[int, float, tuple[float, ...], int]] = []
+    # The best candidate over time (the candidates tied with it change every day or so).
     timeline: list[str] = [model.served]
 
     def settle(resolved: list[Any]) -> None:
@@ -487,6 +508,7 @@ def run_population(kind: str, users: int, days: int, seed: int) -> dict[str, Any
         "best_candidate_roc_auc": max(known) if known else None,
         "pooled_roc_auc": {**{name: pooled(i) for i, name in enumerate(CANDIDATES)}, "served": pooled(None)},
         "served_timeline": timeline,
+        "served_at_end": served_label(model),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -501,7 +523,7 @@ def _print_populations(users: int, days: int, seed: int) -> int:
     print(
         f"{'population':<14}"
         + "".join(f"{n:>10}" for n in names)
-        + f"{'served':>10}{'gap':>9}  served over time"
+        + f"{'served':>10}{'gap':>9}  best candidate over time; served at the end"
     )
     for r in results:
         aucs, served, best = r["candidates_roc_auc"], r["served_roc_auc"], r["best_candidate_roc_auc"]
@@ -509,7 +531,7 @@ def _print_populations(users: int, days: int, seed: int) -> int:
         cells = "".join(f"{aucs[n] if aucs[n] is not None else '-':>10}" for n in names)
         print(
             f"{r['population']:<14}{cells}{served if served is not None else '-':>10}{gap:>9}"
-            f"  {' > '.join(r['served_timeline'])}"
+            f"  {' > '.join(r['served_timeline'])}; {r['served_at_end']}"
         )
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     return 0
