@@ -155,6 +155,14 @@ def user(unique: str) -> User:
     return User(uid=f"u-{unique}", email=f"Amani.{unique}@Example.org", phone="+254711000123")
 
 
+@pytest.fixture
+async def who(redis: Redis, unique: str) -> User:
+    """The test's user (email and phone), their profile saved where the deliverers read it."""
+    person = user(unique)
+    await save_profile(redis, person)
+    return person
+
+
 def assert_signed(out: Out) -> None:
     assert RecordSigner(SECRET).verify(out.topic, out.key, out.raw, out.headers), out
 
@@ -173,11 +181,9 @@ async def test_a_hard_bounce_is_reported_and_the_address_is_not_mailed_again(
     listener: int,
     outcomes: Tail,
     redis: Redis,
+    who: User,
     unique: str,
 ) -> None:
-    who = user(unique)
-    assert who.email is not None
-    await save_profile(redis, who)
     service = harness.service(receipts_config)
     nid = f"n-{unique}"
 
@@ -238,11 +244,9 @@ async def test_a_soft_failure_is_reported_failed_and_suppresses_nothing(
     listener: int,
     outcomes: Tail,
     redis: Redis,
+    who: User,
     unique: str,
 ) -> None:
-    who = user(unique)
-    assert who.email is not None
-    await save_profile(redis, who)
     service = harness.service(receipts_config)
     nid = f"n-{unique}"
     await service.handle_batch([record(notification(who.uid, nid, ("EMAIL",)), who.uid)])
@@ -263,10 +267,9 @@ async def test_an_sms_delivery_report_from_twilio_reaches_the_outcomes_through_t
     settings: Settings,
     outcomes: Tail,
     redis: Redis,
+    who: User,
     unique: str,
 ) -> None:
-    who = user(unique)
-    await save_profile(redis, who)
     service = harness.service(receipts_config)
     nid = f"n-{unique}"
 
@@ -336,14 +339,12 @@ async def test_elimu_deliver_listens_for_bounces_when_configured(
     outcomes: Tail,
     redis: Redis,
     kafka_bootstrap: str,
+    who: User,
     unique: str,
 ) -> None:
     port = free_port()
     config = dataclasses.replace(receipts_config, bounce_listen=("127.0.0.1", port))
     topic = await create_topic(kafka_bootstrap, f"notifications-{unique}")
-    who = user(unique)
-    assert who.email is not None
-    await save_profile(redis, who)
     nid = f"n-{unique}"
     await produce(
         kafka_bootstrap, topic, [(who.uid, orjson.dumps(notification(who.uid, nid, ("EMAIL",))), SECRET)]
@@ -375,11 +376,9 @@ async def test_only_a_dsn_naming_the_mails_address_dead_suppresses_it(
     listener: int,
     outcomes: Tail,
     redis: Redis,
+    who: User,
     unique: str,
 ) -> None:
-    who = user(unique)
-    assert who.email is not None
-    await save_profile(redis, who)
     service = harness.service(receipts_config)
     elsewhere = "rfc822; x@elsewhere.example"
     cases = [
@@ -407,11 +406,9 @@ async def test_a_suppressed_address_still_gets_its_verification_and_is_lifted_by
     mail_peer: EnvelopeSmtpPeer,
     outcomes: Tail,
     redis: Redis,
+    who: User,
     unique: str,
 ) -> None:
-    who = user(unique)
-    assert who.email is not None
-    await save_profile(redis, who)
     service = harness.service(receipts_config)
     await ReceiptIndex(redis).suppress(who.email.upper())  # any case: the same address
     nudge = f"n-{unique}"
